@@ -1,0 +1,25 @@
+// The sealvol binary: the CSI controller and node, and the admin commands.
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "cmd/commands.h"
+#include "cmd/exit_codes.h"
+#include "crypto/secret_bytes.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "sealvol: encrypted, attested volumes for Kubernetes (AES-256-GCM)"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+
+  int exit_code = sealvol::cmd::kExitOk;
+  sealvol::cmd::RegisterAllCommands(app, exit_code);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : sealvol::cmd::kExitUsage;
+  }
+  return exit_code;
+}

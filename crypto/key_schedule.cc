@@ -1,0 +1,90 @@
+#include "crypto/key_schedule.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
+#include <memory>
+
+#include "base/status_macros.h"
+
+namespace sealvol::crypto {
+namespace {
+
+struct KdfFree {
+  void operator()(EVP_KDF* k) const { EVP_KDF_free(k); }
+};
+struct KdfCtxFree {
+  void operator()(EVP_KDF_CTX* c) const { EVP_KDF_CTX_free(c); }
+};
+
+}  // namespace
+
+absl::StatusOr<SecretBytes> HkdfSha256(const SecretBytes& ikm,
+                                       std::span<const uint8_t> salt,
+                                       std::string_view info,
+                                       size_t out_size) {
+  std::unique_ptr<EVP_KDF, KdfFree> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+  if (!kdf) return absl::InternalError("OpenSSL: HKDF is not available");
+  std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(kdf.get()));
+  if (!ctx) return absl::ResourceExhaustedError("EVP_KDF_CTX_new");
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(
+          OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(ikm.data()), ikm.size()),
+      OSSL_PARAM_construct_octet_string(
+          OSSL_KDF_PARAM_SALT, const_cast<uint8_t*>(salt.data()), salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                        const_cast<char*>(info.data()),
+                                        info.size()),
+      OSSL_PARAM_construct_end(),
+  };
+  ASSIGN_OR_RETURN(SecretBytes out, SecretBytes::Allocate(out_size));
+  if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {
+    return absl::InternalError("OpenSSL: HKDF-SHA256 derive failed");
+  }
+  return out;
+}
+
+absl::StatusOr<VolumeKeys> DeriveVolumeKeys(
+    const SecretBytes& dek, std::span<const uint8_t> volume_id) {
+  if (dek.size() != kDekSize) {
+    return absl::InvalidArgumentError("volume DEK must be 32 bytes");
+  }
+  VolumeKeys keys;
+  ASSIGN_OR_RETURN(keys.data_key,
+                   HkdfSha256(dek, volume_id, "sealvol/v1/data", 32));
+  ASSIGN_OR_RETURN(keys.metadata_mac_key,
+                   HkdfSha256(dek, volume_id, "sealvol/v1/metadata-mac", 32));
+  ASSIGN_OR_RETURN(keys.header_mac_key,
+                   HkdfSha256(dek, volume_id, "sealvol/v1/header-mac", 32));
+  ASSIGN_OR_RETURN(SecretBytes kcv,
+                   HkdfSha256(dek, volume_id, "sealvol/v1/key-check",
+                              kKeyCheckSize));
+  std::copy(kcv.data(), kcv.data() + kKeyCheckSize, keys.key_check.begin());
+  return keys;
+}
+
+absl::StatusOr<Mac> HmacSha256(const SecretBytes& key,
+                               std::span<const uint8_t> data) {
+  Mac mac;
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(),
+           data.size(), mac.data(), &len) == nullptr ||
+      len != mac.size()) {
+    return absl::InternalError("OpenSSL: HMAC-SHA256 failed");
+  }
+  return mac;
+}
+
+bool ConstantTimeEquals(std::span<const uint8_t> a,
+                        std::span<const uint8_t> b) {
+  return a.size() == b.size() &&
+         (a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0);
+}
+
+}  // namespace sealvol::crypto

@@ -1,0 +1,47 @@
+// Derives a volume's subkeys from its DEK with HKDF-SHA256 (RFC 5869), and
+// computes HMAC-SHA256 for headers. Thread-safe: stateless.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+
+namespace sealvol::crypto {
+
+inline constexpr size_t kDekSize = 32;
+inline constexpr size_t kKeyCheckSize = 16;
+inline constexpr size_t kMacSize = 32;
+
+using KeyCheckValue = std::array<uint8_t, kKeyCheckSize>;
+using Mac = std::array<uint8_t, kMacSize>;
+
+// The subkeys of one volume. Each is 32 bytes in locked memory.
+struct VolumeKeys {
+  SecretBytes data_key;        // AES-256-GCM key for data blocks.
+  SecretBytes metadata_mac_key;  // HMAC key for engine metadata blocks.
+  SecretBytes header_mac_key;  // HMAC key for the superblock.
+  KeyCheckValue key_check{};   // Stored in the header; detects a wrong DEK.
+};
+
+// HKDF-SHA256 with the given salt and info, into `out_size` locked bytes.
+absl::StatusOr<SecretBytes> HkdfSha256(const SecretBytes& ikm,
+                                       std::span<const uint8_t> salt,
+                                       std::string_view info, size_t out_size);
+
+// Derives all subkeys. `volume_id` is the salt, so two volumes never share a
+// subkey even if (wrongly) given the same DEK. `dek` must be kDekSize bytes.
+absl::StatusOr<VolumeKeys> DeriveVolumeKeys(const SecretBytes& dek,
+                                            std::span<const uint8_t> volume_id);
+
+// HMAC-SHA256 of `data` under `key`.
+absl::StatusOr<Mac> HmacSha256(const SecretBytes& key,
+                               std::span<const uint8_t> data);
+
+// Constant-time equality for MACs and key check values.
+bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b);
+
+}  // namespace sealvol::crypto
