@@ -1,0 +1,351 @@
+// The Identity and Controller services through a real gRPC server on a unix
+// socket, with an in-memory KMS.
+#include "csi/controller_service.h"
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include "csi/capabilities.h"
+#include "csi/identity_service.h"
+#include "gtest/gtest.h"
+#include "tests/csi/grpc_test_server.h"
+#include "tests/csi/memory_key_provider.h"
+
+namespace sealvol::csi {
+namespace {
+
+using Mode = csipb::VolumeCapability::AccessMode;
+
+csipb::VolumeCapability MountCap(Mode::Mode mode = Mode::SINGLE_NODE_WRITER,
+                                 const std::string& fs = "") {
+  csipb::VolumeCapability cap;
+  cap.mutable_mount()->set_fs_type(fs);
+  cap.mutable_access_mode()->set_mode(mode);
+  return cap;
+}
+
+csipb::VolumeCapability BlockCap() {
+  csipb::VolumeCapability cap;
+  cap.mutable_block();
+  cap.mutable_access_mode()->set_mode(Mode::SINGLE_NODE_WRITER);
+  return cap;
+}
+
+class ControllerServiceTest : public ::testing::Test {
+ protected:
+  ControllerServiceTest()
+      : controller_(&keys_),
+        identity_("test", [this] { return keys_.Ping(); }),
+        server_({&controller_, &identity_}),
+        stub_(csipb::Controller::NewStub(server_.channel())),
+        identity_stub_(csipb::Identity::NewStub(server_.channel())) {}
+
+  csipb::CreateVolumeRequest CreateRequest(const std::string& name,
+                                           int64_t required = 0) {
+    csipb::CreateVolumeRequest request;
+    request.set_name(name);
+    *request.add_volume_capabilities() = MountCap();
+    (*request.mutable_parameters())[kParamTenant] = "team-a";
+    if (required) request.mutable_capacity_range()->set_required_bytes(required);
+    return request;
+  }
+
+  grpc::Status Create(const csipb::CreateVolumeRequest& request,
+                      csipb::CreateVolumeResponse* response) {
+    grpc::ClientContext context;
+    return stub_->CreateVolume(&context, request, response);
+  }
+
+  grpc::Status Delete(const std::string& id) {
+    grpc::ClientContext context;
+    csipb::DeleteVolumeRequest request;
+    request.set_volume_id(id);
+    csipb::DeleteVolumeResponse response;
+    return stub_->DeleteVolume(&context, request, &response);
+  }
+
+  grpc::Status List(int32_t max, const std::string& token,
+                    csipb::ListVolumesResponse* response) {
+    grpc::ClientContext context;
+    csipb::ListVolumesRequest request;
+    request.set_max_entries(max);
+    request.set_starting_token(token);
+    return stub_->ListVolumes(&context, request, response);
+  }
+
+  MemoryKeyProvider keys_;
+  ControllerService controller_;
+  IdentityService identity_;
+  GrpcTestServer server_;
+  std::unique_ptr<csipb::Controller::Stub> stub_;
+  std::unique_ptr<csipb::Identity::Stub> identity_stub_;
+};
+
+TEST_F(ControllerServiceTest, IdentityNamesDriverAndCapabilities) {
+  ASSERT_TRUE(server_.started());
+  grpc::ClientContext c1;
+  csipb::GetPluginInfoResponse info;
+  ASSERT_TRUE(identity_stub_->GetPluginInfo(&c1, {}, &info).ok());
+  EXPECT_EQ(info.name(), "sealvol.csi.dev");
+  EXPECT_EQ(info.vendor_version(), "test");
+
+  grpc::ClientContext c2;
+  csipb::GetPluginCapabilitiesResponse caps;
+  ASSERT_TRUE(identity_stub_->GetPluginCapabilities(&c2, {}, &caps).ok());
+  std::set<int> services;
+  for (const auto& cap : caps.capabilities()) {
+    if (cap.has_service()) services.insert(cap.service().type());
+  }
+  EXPECT_EQ(services,
+            (std::set<int>{
+                csipb::PluginCapability::Service::CONTROLLER_SERVICE,
+                csipb::PluginCapability::Service::
+                    VOLUME_ACCESSIBILITY_CONSTRAINTS}));
+}
+
+TEST_F(ControllerServiceTest, ProbeIsReadyOnlyWhileKmsAnswers) {
+  grpc::ClientContext c1;
+  csipb::ProbeResponse ready;
+  ASSERT_TRUE(identity_stub_->Probe(&c1, {}, &ready).ok());
+  EXPECT_TRUE(ready.ready().value());
+
+  keys_.set_reachable(false);
+  grpc::ClientContext c2;
+  csipb::ProbeResponse not_ready;
+  ASSERT_TRUE(identity_stub_->Probe(&c2, {}, &not_ready).ok());
+  ASSERT_TRUE(not_ready.has_ready());
+  EXPECT_FALSE(not_ready.ready().value());
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeRoundsCapacityUpTo4KiB) {
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(CreateRequest("pvc-1", 10000), &response).ok());
+  EXPECT_EQ(response.volume().capacity_bytes(), 12288);
+  EXPECT_EQ(response.volume().volume_id().substr(0, 3), "sv-");
+  EXPECT_EQ(response.volume().volume_id().size(), 35u);
+  EXPECT_EQ(response.volume().volume_context().at(kContextTenant), "team-a");
+  EXPECT_EQ(response.volume().volume_context().at(kContextFsType), "ext4");
+  auto record = keys_.GetVolume(response.volume().volume_id());
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->tenant, "team-a");
+  EXPECT_EQ(record->capacity_bytes, 12288u);
+  EXPECT_EQ(record->name, "pvc-1");
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeWithoutRangeGetsDefaultSize) {
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(CreateRequest("pvc-default"), &response).ok());
+  EXPECT_EQ(response.volume().capacity_bytes(), int64_t{1} << 30);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeOutOfRangeWhenNothingFits) {
+  auto request = CreateRequest("pvc-tight", 5000);
+  request.mutable_capacity_range()->set_limit_bytes(6000);
+  csipb::CreateVolumeResponse response;
+  EXPECT_EQ(Create(request, &response).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(keys_.size(), 0u);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeIsIdempotentByName) {
+  csipb::CreateVolumeResponse first, second;
+  ASSERT_TRUE(Create(CreateRequest("pvc-2", 1 << 20), &first).ok());
+  ASSERT_TRUE(Create(CreateRequest("pvc-2", 1 << 20), &second).ok());
+  EXPECT_EQ(first.volume().volume_id(), second.volume().volume_id());
+  EXPECT_EQ(keys_.size(), 1u);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeSameNameOtherCapacityIsAlreadyExists) {
+  csipb::CreateVolumeResponse first, second;
+  ASSERT_TRUE(Create(CreateRequest("pvc-3", 1 << 20), &first).ok());
+  EXPECT_EQ(Create(CreateRequest("pvc-3", 2 << 20), &second).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeSameNameOtherTenantIsAlreadyExists) {
+  csipb::CreateVolumeResponse first, second;
+  ASSERT_TRUE(Create(CreateRequest("pvc-4"), &first).ok());
+  auto request = CreateRequest("pvc-4");
+  (*request.mutable_parameters())[kParamTenant] = "team-b";
+  EXPECT_EQ(Create(request, &second).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeRejectsBadRequests) {
+  csipb::CreateVolumeResponse response;
+  auto no_name = CreateRequest("");
+  EXPECT_EQ(Create(no_name, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto no_caps = CreateRequest("pvc-5");
+  no_caps.clear_volume_capabilities();
+  EXPECT_EQ(Create(no_caps, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto no_tenant = CreateRequest("pvc-5");
+  no_tenant.mutable_parameters()->erase(kParamTenant);
+  EXPECT_EQ(Create(no_tenant, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto multi = CreateRequest("pvc-5");
+  *multi.mutable_volume_capabilities(0) = MountCap(Mode::MULTI_NODE_MULTI_WRITER);
+  EXPECT_EQ(Create(multi, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto bad_fs = CreateRequest("pvc-5");
+  *bad_fs.mutable_volume_capabilities(0) =
+      MountCap(Mode::SINGLE_NODE_WRITER, "ntfs");
+  EXPECT_EQ(Create(bad_fs, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto unknown = CreateRequest("pvc-5");
+  (*unknown.mutable_parameters())["encryption"] = "none";
+  EXPECT_EQ(Create(unknown, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(keys_.size(), 0u);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeStoresPolicyParameters) {
+  auto request = CreateRequest("pvc-6");
+  *request.add_volume_capabilities() = BlockCap();
+  (*request.mutable_parameters())[kParamAllowedServiceAccounts] = "trainer,eval";
+  (*request.mutable_parameters())[kParamKmsKeyTemplate] = "tenant-${namespace}";
+  (*request.mutable_parameters())[kParamFsType] = "xfs";
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(request, &response).ok());
+  auto record = keys_.GetVolume(response.volume().volume_id());
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->parameters.at(kParamAllowedServiceAccounts), "trainer,eval");
+  EXPECT_EQ(record->parameters.at(kParamFsType), "xfs");
+  EXPECT_EQ(record->key_name, "tenant-${namespace}");
+}
+
+TEST_F(ControllerServiceTest, CreateVolumePreferredTopologyPicksNode) {
+  auto request = CreateRequest("pvc-7");
+  auto* req = request.mutable_accessibility_requirements();
+  (*req->add_requisite()->mutable_segments())[kTopologyKey] = "node-a";
+  (*req->add_requisite()->mutable_segments())[kTopologyKey] = "node-b";
+  (*req->add_preferred()->mutable_segments())[kTopologyKey] = "node-b";
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(request, &response).ok());
+  ASSERT_EQ(response.volume().accessible_topology_size(), 1);
+  EXPECT_EQ(response.volume().accessible_topology(0).segments().at(kTopologyKey),
+            "node-b");
+  EXPECT_EQ(keys_.GetVolume(response.volume().volume_id())->node, "node-b");
+}
+
+TEST_F(ControllerServiceTest, DeleteVolumeShredsAndIsIdempotent) {
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(CreateRequest("pvc-8"), &response).ok());
+  const std::string id = response.volume().volume_id();
+  ASSERT_TRUE(Delete(id).ok());
+  EXPECT_TRUE(absl::IsNotFound(keys_.GetVolume(id).status()));
+  EXPECT_TRUE(Delete(id).ok());
+  EXPECT_TRUE(Delete("not-a-sealvol-id").ok());
+  EXPECT_EQ(Delete("").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ControllerServiceTest, CreateVolumeIsUnavailableWhileKmsIsDown) {
+  csipb::CreateVolumeResponse response;
+  ASSERT_TRUE(Create(CreateRequest("pvc-9"), &response).ok());
+  keys_.set_reachable(false);
+  csipb::CreateVolumeResponse again;
+  EXPECT_EQ(Create(CreateRequest("pvc-10"), &again).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ControllerServiceTest, ListVolumesPagesThroughEveryVolumeOnce) {
+  std::set<std::string> created;
+  for (int i = 0; i < 5; ++i) {
+    csipb::CreateVolumeResponse response;
+    ASSERT_TRUE(Create(CreateRequest("pvc-l" + std::to_string(i)), &response).ok());
+    created.insert(response.volume().volume_id());
+  }
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    csipb::ListVolumesResponse page;
+    ASSERT_TRUE(List(2, token, &page).ok());
+    EXPECT_LE(page.entries_size(), 2);
+    for (const auto& entry : page.entries()) {
+      EXPECT_TRUE(seen.insert(entry.volume().volume_id()).second);
+    }
+    token = page.next_token();
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, created);
+}
+
+TEST_F(ControllerServiceTest, ListVolumesAbortsOnForeignToken) {
+  csipb::ListVolumesResponse page;
+  EXPECT_EQ(List(0, "invalid-token", &page).error_code(),
+            grpc::StatusCode::ABORTED);
+  EXPECT_EQ(List(-1, "", &page).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ControllerServiceTest, ValidateConfirmsOnlySupportedCapabilities) {
+  csipb::CreateVolumeResponse created;
+  ASSERT_TRUE(Create(CreateRequest("pvc-11"), &created).ok());
+  csipb::ValidateVolumeCapabilitiesRequest request;
+  request.set_volume_id(created.volume().volume_id());
+  *request.add_volume_capabilities() = MountCap();
+  {
+    grpc::ClientContext context;
+    csipb::ValidateVolumeCapabilitiesResponse response;
+    ASSERT_TRUE(stub_->ValidateVolumeCapabilities(&context, request, &response).ok());
+    EXPECT_TRUE(response.has_confirmed());
+  }
+  *request.add_volume_capabilities() = MountCap(Mode::MULTI_NODE_READER_ONLY);
+  {
+    grpc::ClientContext context;
+    csipb::ValidateVolumeCapabilitiesResponse response;
+    ASSERT_TRUE(stub_->ValidateVolumeCapabilities(&context, request, &response).ok());
+    EXPECT_FALSE(response.has_confirmed());
+    EXPECT_NE(response.message().find("MULTI_NODE_READER_ONLY"), std::string::npos);
+  }
+  request.set_volume_id("sv-00000000000000000000000000000000");
+  {
+    grpc::ClientContext context;
+    csipb::ValidateVolumeCapabilitiesResponse response;
+    EXPECT_EQ(stub_->ValidateVolumeCapabilities(&context, request, &response)
+                  .error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_F(ControllerServiceTest, ExpandRecordsCapacityAndAsksTheNode) {
+  csipb::CreateVolumeResponse created;
+  ASSERT_TRUE(Create(CreateRequest("pvc-12", 1 << 20), &created).ok());
+  const std::string id = created.volume().volume_id();
+  csipb::ControllerExpandVolumeRequest request;
+  request.set_volume_id(id);
+  request.mutable_capacity_range()->set_required_bytes((2 << 20) + 1);
+  grpc::ClientContext context;
+  csipb::ControllerExpandVolumeResponse response;
+  ASSERT_TRUE(stub_->ControllerExpandVolume(&context, request, &response).ok());
+  EXPECT_EQ(response.capacity_bytes(), (2 << 20) + 4096);
+  EXPECT_TRUE(response.node_expansion_required());
+  EXPECT_EQ(keys_.GetVolume(id)->capacity_bytes, uint64_t{(2 << 20) + 4096});
+
+  request.set_volume_id("sv-00000000000000000000000000000000");
+  grpc::ClientContext c2;
+  EXPECT_EQ(stub_->ControllerExpandVolume(&c2, request, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  request.clear_capacity_range();
+  grpc::ClientContext c3;
+  EXPECT_EQ(stub_->ControllerExpandVolume(&c3, request, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ControllerServiceTest, CapabilitiesDoNotClaimCapacityOrPublish) {
+  grpc::ClientContext context;
+  csipb::ControllerGetCapabilitiesResponse response;
+  ASSERT_TRUE(stub_->ControllerGetCapabilities(&context, {}, &response).ok());
+  std::set<int> types;
+  for (const auto& cap : response.capabilities()) types.insert(cap.rpc().type());
+  using Rpc = csipb::ControllerServiceCapability::RPC;
+  EXPECT_EQ(types, (std::set<int>{Rpc::CREATE_DELETE_VOLUME, Rpc::LIST_VOLUMES,
+                                  Rpc::EXPAND_VOLUME}));
+}
+
+}  // namespace
+}  // namespace sealvol::csi
