@@ -1,0 +1,29 @@
+// Validation of the names the KMS layer turns into file names, URL path
+// segments and policy names, and expansion of the KEK name template.
+// Thread-safe: stateless.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace sealvol::kms {
+
+inline constexpr char kDefaultKeyNameTemplate[] = "sealvol-${namespace}";
+
+// A volume id: 1..128 of [A-Za-z0-9._-], not starting with '.' or '-'.
+absl::Status ValidateVolumeId(std::string_view volume_id);
+
+// A tenant is a Kubernetes namespace: a DNS label (RFC 1123), 1..63 of
+// [a-z0-9-], starting and ending alphanumeric.
+absl::Status ValidateTenant(std::string_view tenant);
+
+// Expands "${namespace}" in `key_name_template` (empty = the default). The
+// template must contain "${namespace}" so that no two tenants share a KEK,
+// and the result must be a valid key name (1..128 of [A-Za-z0-9._-]).
+absl::StatusOr<std::string> ExpandKeyNameTemplate(
+    std::string_view key_name_template, std::string_view tenant);
+
+}  // namespace sealvol::kms

@@ -1,0 +1,22 @@
+#include "kms/key_provider.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "kms/local_key_provider.h"
+
+namespace sealvol::kms {
+
+absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(
+    std::string_view uri) {
+  const std::string u(uri);
+  if (absl::StartsWith(u, "local:")) {
+    auto local = LocalKeyProvider::Open(u.substr(6));
+    if (!local.ok()) return local.status();
+    return std::unique_ptr<KeyProvider>(std::move(*local));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "KMS URI \"", u, "\": unknown scheme (expected local:DIR, "
+      "vault+https://HOST:PORT?... or vault+http://HOST:PORT?...)"));
+}
+
+}  // namespace sealvol::kms

@@ -1,0 +1,100 @@
+#include "kms/volume_record_json.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace sealvol::kms {
+namespace {
+
+absl::Status FieldError(std::string_view source, std::string_view field,
+                        std::string_view problem) {
+  return absl::DataLossError(absl::StrCat(std::string(source), ": field \"",
+                                          std::string(field), "\" ",
+                                          std::string(problem)));
+}
+
+absl::StatusOr<const nlohmann::json*> Field(const nlohmann::json& object,
+                                            std::string_view field,
+                                            std::string_view source) {
+  if (!object.is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(std::string(source), ": expected a JSON object"));
+  }
+  auto it = object.find(std::string(field));
+  if (it == object.end()) return FieldError(source, field, "is missing");
+  return &*it;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> JsonString(const nlohmann::json& object,
+                                       std::string_view field,
+                                       std::string_view source) {
+  ASSIGN_OR_RETURN(const nlohmann::json* value, Field(object, field, source));
+  if (!value->is_string()) return FieldError(source, field, "is not a string");
+  return value->get_ref<const std::string&>();
+}
+
+absl::StatusOr<int64_t> JsonInt(const nlohmann::json& object,
+                                std::string_view field,
+                                std::string_view source) {
+  ASSIGN_OR_RETURN(const nlohmann::json* value, Field(object, field, source));
+  if (value->is_number_integer()) return value->get<int64_t>();
+  if (value->is_number_unsigned()) {
+    const uint64_t v = value->get<uint64_t>();
+    if (v > static_cast<uint64_t>(INT64_MAX)) {
+      return FieldError(source, field, "is out of range");
+    }
+    return static_cast<int64_t>(v);
+  }
+  return FieldError(source, field, "is not an integer");
+}
+
+absl::StatusOr<const nlohmann::json*> JsonObject(const nlohmann::json& object,
+                                                 std::string_view field,
+                                                 std::string_view source) {
+  ASSIGN_OR_RETURN(const nlohmann::json* value, Field(object, field, source));
+  if (!value->is_object()) return FieldError(source, field, "is not an object");
+  return value;
+}
+
+nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
+  nlohmann::json params = nlohmann::json::object();
+  for (const auto& [k, v] : r.parameters) params[k] = v;
+  return nlohmann::json{
+      {"volume_id", r.volume_id},   {"name", r.name},
+      {"tenant", r.tenant},         {"key_name", r.key_name},
+      {"key_version", r.key_version}, {"wrapped_dek", r.wrapped_dek},
+      {"capacity_bytes", r.capacity_bytes}, {"node", r.node},
+      {"parameters", params},       {"created_unix", r.created_unix},
+  };
+}
+
+absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
+                                                  std::string_view source) {
+  VolumeRecord r;
+  ASSIGN_OR_RETURN(r.volume_id, JsonString(json, "volume_id", source));
+  ASSIGN_OR_RETURN(r.name, JsonString(json, "name", source));
+  ASSIGN_OR_RETURN(r.tenant, JsonString(json, "tenant", source));
+  ASSIGN_OR_RETURN(r.key_name, JsonString(json, "key_name", source));
+  ASSIGN_OR_RETURN(r.key_version, JsonInt(json, "key_version", source));
+  ASSIGN_OR_RETURN(r.wrapped_dek, JsonString(json, "wrapped_dek", source));
+  ASSIGN_OR_RETURN(const int64_t capacity,
+                   JsonInt(json, "capacity_bytes", source));
+  if (capacity < 0) return FieldError(source, "capacity_bytes", "is negative");
+  r.capacity_bytes = static_cast<uint64_t>(capacity);
+  ASSIGN_OR_RETURN(r.node, JsonString(json, "node", source));
+  ASSIGN_OR_RETURN(const nlohmann::json* params,
+                   JsonObject(json, "parameters", source));
+  for (const auto& [k, v] : params->items()) {
+    if (!v.is_string()) {
+      return FieldError(source, absl::StrCat("parameters.", k),
+                        "is not a string");
+    }
+    r.parameters[k] = v.get_ref<const std::string&>();
+  }
+  ASSIGN_OR_RETURN(r.created_unix, JsonInt(json, "created_unix", source));
+  return r;
+}
+
+}  // namespace sealvol::kms

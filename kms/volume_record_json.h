@@ -1,0 +1,33 @@
+// JSON form of VolumeRecord, used by the embedded registry (one file per
+// volume) and by the Vault kv-v2 registry (the secret's data). Thread-safe:
+// stateless. Parsing never throws: malformed input gives DataLoss naming
+// `source` and the offending field.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "kms/key_provider.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::kms {
+
+nlohmann::json VolumeRecordToJson(const VolumeRecord& record);
+
+absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
+                                                  std::string_view source);
+
+// Field access that reports a missing field or a wrong type as DataLoss
+// ("<source>: field \"x\" ..."), never an exception.
+absl::StatusOr<std::string> JsonString(const nlohmann::json& object,
+                                       std::string_view field,
+                                       std::string_view source);
+absl::StatusOr<int64_t> JsonInt(const nlohmann::json& object,
+                                std::string_view field,
+                                std::string_view source);
+absl::StatusOr<const nlohmann::json*> JsonObject(const nlohmann::json& object,
+                                                 std::string_view field,
+                                                 std::string_view source);
+
+}  // namespace sealvol::kms

@@ -1,0 +1,464 @@
+#include "kms/local_key_provider.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "crypto/key_schedule.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kms/base64.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::kms {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class LocalKeyProviderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sealvol-kms-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/kms";
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  std::unique_ptr<LocalKeyProvider> OpenOrDie() {
+    auto p = LocalKeyProvider::Open(dir_);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? std::move(*p) : nullptr;
+  }
+
+  static CreateVolumeKeyRequest Request(std::string id, std::string tenant) {
+    CreateVolumeKeyRequest r;
+    r.volume_id = std::move(id);
+    r.tenant = std::move(tenant);
+    r.name = "pvc-" + r.volume_id;
+    r.capacity_bytes = 1 << 30;
+    r.parameters = {{"fsType", "ext4"}};
+    return r;
+  }
+
+  static std::string Hex(const crypto::SecretBytes& b) {
+    std::string out;
+    char buf[3];
+    for (uint8_t c : b.span()) {
+      std::snprintf(buf, sizeof(buf), "%02x", c);
+      out += buf;
+    }
+    return out;
+  }
+
+  std::string ReadFile(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  std::string root_;
+  std::string dir_;
+};
+
+TEST_F(LocalKeyProviderTest, CreateThenUnwrapGivesTheSame32ByteKey) {
+  auto p = OpenOrDie();
+  auto rec = p->CreateVolumeKey(Request("sv-a", "team-a"));
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->key_name, "sealvol-team-a");
+  EXPECT_EQ(rec->key_version, 1);
+  EXPECT_THAT(rec->wrapped_dek, ::testing::StartsWith("local:v1:"));
+  auto dek1 = p->UnwrapVolumeKey("sv-a");
+  ASSERT_TRUE(dek1.ok()) << dek1.status();
+  EXPECT_EQ(dek1->size(), 32u);
+  auto dek2 = p->UnwrapVolumeKey("sv-a");
+  ASSERT_TRUE(dek2.ok());
+  EXPECT_TRUE(dek1->Equals(*dek2));
+  // A second provider on the same directory (another process, in effect)
+  // sees the same key.
+  auto other = OpenOrDie();
+  auto dek3 = other->UnwrapVolumeKey("sv-a");
+  ASSERT_TRUE(dek3.ok());
+  EXPECT_TRUE(dek1->Equals(*dek3));
+}
+
+TEST_F(LocalKeyProviderTest, EveryVolumeGetsItsOwnDek) {
+  auto p = OpenOrDie();
+  std::set<std::string> seen;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = "sv-" + std::to_string(i);
+    ASSERT_TRUE(p->CreateVolumeKey(Request(id, "team-a")).ok());
+    auto dek = p->UnwrapVolumeKey(id);
+    ASSERT_TRUE(dek.ok());
+    EXPECT_TRUE(seen.insert(Hex(*dek)).second);
+  }
+}
+
+TEST_F(LocalKeyProviderTest, KekFileIsCreatedWith0600AndDirsWith0700) {
+  auto p = OpenOrDie();
+  ::umask(022);
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  struct stat st;
+  const std::string kek = dir_ + "/keks/sealvol-team-a.v1.key";
+  ASSERT_EQ(::stat(kek.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_size, 32);
+  ASSERT_EQ(::stat((dir_ + "/volumes/sv-a.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  for (const char* d : {"", "/keks", "/volumes"}) {
+    ASSERT_EQ(::stat((dir_ + d).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << d;
+  }
+}
+
+TEST_F(LocalKeyProviderTest, RefusesAKekFileReadableByOthers) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  ASSERT_EQ(::chmod((dir_ + "/keks/sealvol-team-a.v1.key").c_str(), 0644), 0);
+  auto dek = p->UnwrapVolumeKey("sv-a");
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(dek.status().message(), HasSubstr("0600"));
+}
+
+TEST_F(LocalKeyProviderTest, RecordHoldsNoPlaintextKey) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  auto dek = p->UnwrapVolumeKey("sv-a");
+  ASSERT_TRUE(dek.ok());
+  const std::string record = ReadFile(dir_ + "/volumes/sv-a.json");
+  EXPECT_EQ(record.find(Hex(*dek)), std::string::npos);
+  EXPECT_EQ(record.find(Base64Encode(dek->span())), std::string::npos);
+  const std::string raw(reinterpret_cast<const char*>(dek->data()), 32);
+  EXPECT_EQ(record.find(raw), std::string::npos);
+}
+
+TEST_F(LocalKeyProviderTest, DuplicateVolumeIdIsAlreadyExists) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  auto again = p->CreateVolumeKey(Request("sv-a", "team-b"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  auto rec = p->GetVolume("sv-a");
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->tenant, "team-a");
+}
+
+TEST_F(LocalKeyProviderTest, RejectsNamesThatCouldEscapeTheDirectory) {
+  auto p = OpenOrDie();
+  EXPECT_EQ(p->CreateVolumeKey(Request("../x", "team-a")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->CreateVolumeKey(Request("sv-a", "../../etc")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->CreateVolumeKey(Request("sv-a", "Team_A")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->UnwrapVolumeKey("a/b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto req = Request("sv-a", "team-a");
+  req.key_name_template = "shared-kek";  // No ${namespace}: tenants would share.
+  EXPECT_EQ(p->CreateVolumeKey(req).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LocalKeyProviderTest, KeyNameTemplateIsApplied) {
+  auto p = OpenOrDie();
+  auto req = Request("sv-a", "team-a");
+  req.key_name_template = "prod-${namespace}-kek";
+  auto rec = p->CreateVolumeKey(req);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->key_name, "prod-team-a-kek");
+  EXPECT_TRUE(fs::exists(dir_ + "/keks/prod-team-a-kek.v1.key"));
+  EXPECT_TRUE(p->UnwrapVolumeKey("sv-a").ok());
+}
+
+TEST_F(LocalKeyProviderTest, RecordMovedToAnotherVolumeOrTenantFailsToUnwrap) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-b", "team-a")).ok());
+  // Copy sv-a's wrapped key into sv-b's record: the AAD names sv-b.
+  std::string a = ReadFile(dir_ + "/volumes/sv-a.json");
+  auto ja = nlohmann::json::parse(a);
+  std::string b = ReadFile(dir_ + "/volumes/sv-b.json");
+  auto jb = nlohmann::json::parse(b);
+  jb["wrapped_dek"] = ja["wrapped_dek"];
+  std::ofstream(dir_ + "/volumes/sv-b.json") << jb.dump();
+  auto dek = p->UnwrapVolumeKey("sv-b");
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kDataLoss);
+  // Re-label a record with another tenant.
+  ja["tenant"] = "team-b";
+  ja["key_name"] = "sealvol-team-a";
+  std::ofstream(dir_ + "/volumes/sv-a.json") << ja.dump();
+  EXPECT_EQ(p->UnwrapVolumeKey("sv-a").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST_F(LocalKeyProviderTest, FlippedWrappedByteIsDataLoss) {
+  auto p = OpenOrDie();
+  auto rec = p->CreateVolumeKey(Request("sv-a", "team-a"));
+  ASSERT_TRUE(rec.ok());
+  auto j = nlohmann::json::parse(ReadFile(dir_ + "/volumes/sv-a.json"));
+  std::string w = j["wrapped_dek"];
+  const size_t pos = std::string("local:v1:").size() + 20;
+  w[pos] = w[pos] == 'A' ? 'B' : 'A';
+  j["wrapped_dek"] = w;
+  std::ofstream(dir_ + "/volumes/sv-a.json") << j.dump();
+  EXPECT_EQ(p->UnwrapVolumeKey("sv-a").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST_F(LocalKeyProviderTest, MalformedRecordGivesDataLossNamingTheFile) {
+  auto p = OpenOrDie();
+  std::ofstream(dir_ + "/volumes/sv-x.json") << "{\"volume_id\": \"sv-x\", ";
+  auto rec = p->GetVolume("sv-x");
+  EXPECT_EQ(rec.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(rec.status().message(), HasSubstr("sv-x.json"));
+  std::ofstream(dir_ + "/volumes/sv-x.json")
+      << R"({"volume_id": "sv-x", "key_version": "one"})";
+  rec = p->GetVolume("sv-x");
+  EXPECT_EQ(rec.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(LocalKeyProviderTest, UpdateChangesOnlyMutableFields) {
+  auto p = OpenOrDie();
+  auto rec = p->CreateVolumeKey(Request("sv-a", "team-a"));
+  ASSERT_TRUE(rec.ok());
+  VolumeRecord update = *rec;
+  update.capacity_bytes = 2ull << 30;
+  update.node = "node-1";
+  update.parameters["k"] = "v";
+  update.tenant = "team-evil";
+  update.wrapped_dek = "local:v1:AAAA";
+  ASSERT_TRUE(p->UpdateVolume(update).ok());
+  auto got = p->GetVolume("sv-a");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->capacity_bytes, 2ull << 30);
+  EXPECT_EQ(got->node, "node-1");
+  EXPECT_EQ(got->parameters.at("k"), "v");
+  EXPECT_EQ(got->tenant, "team-a");
+  EXPECT_EQ(got->wrapped_dek, rec->wrapped_dek);
+  EXPECT_TRUE(p->UnwrapVolumeKey("sv-a").ok());
+}
+
+TEST_F(LocalKeyProviderTest, ListFiltersByTenantAndSortsById) {
+  auto p = OpenOrDie();
+  for (const char* id : {"sv-c", "sv-a", "sv-b"}) {
+    ASSERT_TRUE(p->CreateVolumeKey(Request(id, "team-a")).ok());
+  }
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-0", "team-b")).ok());
+  auto all = p->ListVolumes("");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 4u);
+  EXPECT_EQ((*all)[0].volume_id, "sv-0");
+  auto a = p->ListVolumes("team-a");
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(a->size(), 3u);
+  EXPECT_EQ((*a)[0].volume_id, "sv-a");
+  EXPECT_EQ((*a)[2].volume_id, "sv-c");
+}
+
+TEST_F(LocalKeyProviderTest, DestroyShredsTheOnlyWrappedCopy) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  ASSERT_TRUE(p->DestroyVolumeKey("sv-a").ok());
+  EXPECT_FALSE(fs::exists(dir_ + "/volumes/sv-a.json"));
+  auto dek = p->UnwrapVolumeKey("sv-a");
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(dek.status().message(), HasSubstr("destroyed"));
+  EXPECT_EQ(p->DestroyVolumeKey("sv-a").code(), absl::StatusCode::kNotFound);
+  // Nothing else in the directory holds the wrapped key.
+  for (const auto& e : fs::recursive_directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find("sv-a"), std::string::npos)
+        << e.path();
+  }
+}
+
+TEST_F(LocalKeyProviderTest, RotationRewrapsAllTenantVolumesAndDropsOldKek) {
+  auto p = OpenOrDie();
+  std::map<std::string, std::string> before;
+  for (const char* id : {"sv-a", "sv-b", "sv-c"}) {
+    ASSERT_TRUE(p->CreateVolumeKey(Request(id, "team-a")).ok());
+    before[id] = Hex(*p->UnwrapVolumeKey(id));
+  }
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-other", "team-b")).ok());
+  auto other_before = p->GetVolume("sv-other");
+  ASSERT_TRUE(other_before.ok());
+
+  auto result = p->RotateTenantKey("team-a");
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->key_name, "sealvol-team-a");
+  EXPECT_EQ(result->new_key_version, 2);
+  EXPECT_EQ(result->volumes_rewrapped, 3);
+  for (const auto& [id, hex] : before) {
+    auto rec = p->GetVolume(id);
+    ASSERT_TRUE(rec.ok());
+    EXPECT_EQ(rec->key_version, 2);
+    EXPECT_THAT(rec->wrapped_dek, ::testing::StartsWith("local:v2:"));
+    EXPECT_EQ(Hex(*p->UnwrapVolumeKey(id)), hex) << id;
+  }
+  auto versions = p->KekVersions("sealvol-team-a");
+  ASSERT_TRUE(versions.ok());
+  EXPECT_EQ(*versions, std::vector<int64_t>{2});
+  // Another tenant is untouched.
+  auto other_after = p->GetVolume("sv-other");
+  ASSERT_TRUE(other_after.ok());
+  EXPECT_EQ(other_after->wrapped_dek, other_before->wrapped_dek);
+  EXPECT_EQ(*p->KekVersions("sealvol-team-b"), std::vector<int64_t>{1});
+  // New volumes use the new version.
+  auto fresh = p->CreateVolumeKey(Request("sv-d", "team-a"));
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->key_version, 2);
+}
+
+TEST_F(LocalKeyProviderTest, OldRecordCopyDoesNotUnwrapAfterRotation) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  const std::string old_copy = ReadFile(dir_ + "/volumes/sv-a.json");
+  ASSERT_TRUE(p->RotateTenantKey("team-a").ok());
+  std::ofstream(dir_ + "/volumes/sv-a.json") << old_copy;
+  auto dek = p->UnwrapVolumeKey("sv-a");
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(dek.status().message(), HasSubstr("version 1 is missing"));
+}
+
+TEST_F(LocalKeyProviderTest, ConcurrentCreatesAndRotationsKeepEveryKey) {
+  auto p = OpenOrDie();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        const std::string id = "sv-" + std::to_string(t) + "-" + std::to_string(i);
+        EXPECT_TRUE(p->CreateVolumeKey(Request(id, "team-a")).ok());
+        if (i % 3 == 0) {
+          EXPECT_TRUE(p->RotateTenantKey("team-a").ok());
+        }
+        EXPECT_TRUE(p->UnwrapVolumeKey(id).ok()) << id;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto all = p->ListVolumes("team-a");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 40u);
+  for (const auto& r : *all) EXPECT_TRUE(p->UnwrapVolumeKey(r.volume_id).ok());
+}
+
+// A child process creates, rotates and destroys keys in a loop and reports
+// each completed step on a pipe; the parent kills it with SIGKILL at a
+// random moment and checks that the directory is consistent: every
+// confirmed volume is there and unwraps to the DEK the child saw, every
+// record present unwraps, no destroyed volume came back.
+TEST_F(LocalKeyProviderTest, SurvivesKill9AtRandomPoints) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  ASSERT_TRUE(OpenOrDie() != nullptr);
+  int next_id = 0;
+  std::map<std::string, std::string> confirmed;  // id -> DEK hex.
+  std::set<std::string> destroyed, maybe_destroyed;
+  for (int round = 0; round < 25; ++round) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const int first = next_id;
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      auto p = LocalKeyProvider::Open(dir_);
+      if (!p.ok()) ::_exit(3);
+      for (int i = first;; ++i) {
+        const std::string id = "sv-" + std::to_string(i);
+        if (!(*p)->CreateVolumeKey(Request(id, "team-a")).ok()) ::_exit(4);
+        auto dek = (*p)->UnwrapVolumeKey(id);
+        if (!dek.ok()) ::_exit(5);
+        std::string line = "C " + id + " " + Hex(*dek) + "\n";
+        if (i % 3 == 0) {
+          if (!(*p)->RotateTenantKey("team-a").ok()) ::_exit(6);
+        }
+        if (i % 4 == 1) {
+          const std::string victim = "sv-" + std::to_string(i - 1);
+          line += "D? " + victim + "\n";
+          if (::write(fds[1], line.data(), line.size()) < 0) ::_exit(7);
+          line.clear();
+          absl::Status s = (*p)->DestroyVolumeKey(victim);
+          if (!s.ok() && !absl::IsNotFound(s)) ::_exit(8);
+          line = "D " + victim + "\n";
+        }
+        if (::write(fds[1], line.data(), line.size()) < 0) ::_exit(7);
+      }
+    }
+    ::close(fds[1]);
+    std::this_thread::sleep_for(std::chrono::microseconds(
+        std::uniform_int_distribution<int>(500, 40000)(rng)));
+    ::kill(pid, SIGKILL);
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with "
+                                      << WEXITSTATUS(wstatus);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, n);
+    ::close(fds[0]);
+    std::istringstream lines(out);
+    std::string line;
+    int max_seen = first - 1;
+    while (std::getline(lines, line)) {
+      std::istringstream f(line);
+      std::string op, id, hex;
+      f >> op >> id >> hex;
+      if (op == "C" && !hex.empty()) {
+        confirmed[id] = hex;
+        max_seen = std::max(max_seen, std::stoi(id.substr(3)));
+      } else if (op == "D?") {
+        maybe_destroyed.insert(id);
+      } else if (op == "D") {
+        destroyed.insert(id);
+        confirmed.erase(id);
+      }
+    }
+    // The child may have created one more volume than it confirmed.
+    next_id = max_seen + 2;
+
+    auto p = OpenOrDie();
+    ASSERT_TRUE(p != nullptr);
+    for (const auto& [id, hex] : confirmed) {
+      auto dek = p->UnwrapVolumeKey(id);
+      if (maybe_destroyed.count(id) && absl::IsNotFound(dek.status())) {
+        continue;
+      }
+      ASSERT_TRUE(dek.ok()) << "round " << round << " " << id << ": "
+                            << dek.status();
+      EXPECT_EQ(Hex(*dek), hex) << id;
+    }
+    for (const auto& id : destroyed) {
+      EXPECT_TRUE(absl::IsNotFound(p->GetVolume(id).status())) << id;
+    }
+    auto all = p->ListVolumes("");
+    ASSERT_TRUE(all.ok()) << all.status();
+    for (const auto& r : *all) {
+      EXPECT_TRUE(p->UnwrapVolumeKey(r.volume_id).ok()) << r.volume_id;
+    }
+    // Open removed the leftovers of interrupted writes.
+    for (const char* sub : {"/keks", "/volumes"}) {
+      for (const auto& e : fs::directory_iterator(dir_ + sub)) {
+        EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u)
+            << e.path();
+      }
+    }
+  }
+  EXPECT_GT(confirmed.size() + destroyed.size(), 25u)
+      << "the child made too little progress for the test to mean much";
+}
+
+}  // namespace
+}  // namespace sealvol::kms
