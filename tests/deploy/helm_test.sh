@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# helm lint and helm template for every values example of the chart, then
+# strict decoding of every rendered object (and of deploy/examples/) against
+# the Kubernetes API types. Also proves the checker can fail: an unknown
+# field, a wrong type and a mis-cased field in a rendered manifest must each
+# be rejected.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+ensure_helm
+ensure_k8scheck
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+n=0
+for values in $(values_examples); do
+  name=$(basename "$values" .yaml)
+  "$HELM" lint --strict --kube-version "$KUBE_VERSION" -f "$values" "$CHART" >"$work/lint.log" 2>&1 ||
+    { cat "$work/lint.log"; die "helm lint -f $name"; }
+  render "$values" "$work/$name.yaml"
+  "$K8SCHECK" decode "$work/$name.yaml" >"$work/$name.objects" ||
+    die "strict decoding of the chart rendered with $name"
+  echo "ok   $name: $(tail -1 "$work/$name.objects")"
+  n=$((n + 1))
+done
+((n >= 3)) || die "expected at least 3 values examples, found $n"
+
+# A values file that contradicts itself must not render.
+printf 'broker:\n  tls:\n    secretName: ""\n' >"$work/no-secret.yaml"
+if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" -f "$work/no-secret.yaml" >/dev/null 2>&1; then
+  die "chart rendered broker TLS without a Secret or cert-manager"
+fi
+
+# The standalone examples decode strictly too.
+"$K8SCHECK" decode "$SEALVOL_SOURCE_DIR"/deploy/examples/*.yaml >"$work/examples.objects" ||
+  die "strict decoding of deploy/examples"
+echo "ok   examples: $(tail -1 "$work/examples.objects")"
+
+# The checker must reject what the API server would reject.
+base=$work/default-values.yaml
+expect_reject() {
+  local what=$1 out=$work/mutant.yaml
+  sed "$2" "$base" >"$out"
+  cmp -s "$base" "$out" && die "mutation '$what' changed nothing"
+  if "$K8SCHECK" decode "$out" >/dev/null 2>"$work/mutant.err"; then
+    die "checker accepted a manifest with $what"
+  fi
+  echo "ok   rejected $what: $(tail -1 "$work/mutant.err" | sed 's/^ *//')"
+}
+expect_reject "an unknown field" 's/^  attachRequired: false/  attachRequired: false\n  attachRequierd: true/'
+expect_reject "a wrong type" 's/^  replicas: \([0-9]*\)/  replicas: "\1"/'
+expect_reject "a mis-cased field" 's/^  podInfoOnMount: true/  PodInfoOnMount: true/'
+expect_reject "a duplicate field" 's/^  podInfoOnMount: true/  podInfoOnMount: true\n  podInfoOnMount: false/'
+expect_reject "an unknown kind" 's/^kind: CSIDriver/kind: CSIDrivr/'
+
+echo "deploy helm: $n values examples linted, rendered and strictly decoded"

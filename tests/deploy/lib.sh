@@ -1,0 +1,56 @@
+# Shared by the deploy tests: locates the tools, installs the pinned helm and
+# builds the k8scheck checker once into a cache, and renders the chart.
+# Sourced, not run.
+
+HELM_VERSION=v3.16.4
+SEALVOL_SOURCE_DIR=${SEALVOL_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+CHART=$SEALVOL_SOURCE_DIR/deploy/helm/sealvol
+TOOLS=${SEALVOL_TOOLS_DIR:-$HOME/.cache/sealvol/bin}
+# `go install` leaves helm's built-in Kubernetes version at its default
+# (v1.20), older than the chart's kubeVersion: render for a current one.
+KUBE_VERSION=1.33.0
+
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+mkdir -p "$TOOLS"
+
+die() { echo "FAIL: $*" >&2; exit 1; }
+
+ensure_helm() {
+  HELM=$TOOLS/helm
+  if [[ -x $HELM ]] && "$HELM" version --short 2>/dev/null | grep -q "^${HELM_VERSION%.*}"; then
+    return
+  fi
+  echo "installing helm $HELM_VERSION with go install (first run only)"
+  local t0=$SECONDS
+  GOBIN=$TOOLS GOFLAGS=-buildvcs=false "$GO" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ||
+    die "go install helm $HELM_VERSION"
+  echo "helm installed in $((SECONDS - t0)) s"
+}
+
+# The checker binary is cached under the hash of its sources, so an edit
+# rebuilds it and an unchanged tree reuses it.
+ensure_k8scheck() {
+  local src=$SEALVOL_SOURCE_DIR/tests/deploy/k8scheck
+  local sum
+  sum=$(cat "$src"/go.mod "$src"/go.sum "$src"/*.go | sha256sum | cut -c1-16)
+  K8SCHECK=$TOOLS/k8scheck-$sum
+  [[ -x $K8SCHECK ]] && return
+  echo "building k8scheck ($sum)"
+  local t0=$SECONDS
+  (cd "$src" && GOFLAGS=-buildvcs=false "$GO" build -o "$K8SCHECK.tmp" .) || die "build k8scheck"
+  mv "$K8SCHECK.tmp" "$K8SCHECK"
+  echo "k8scheck built in $((SECONDS - t0)) s"
+}
+
+# render VALUES_FILE OUT: helm template as a user would run it.
+render() {
+  "$HELM" template sealvol "$CHART" --namespace sealvol --kube-version "$KUBE_VERSION" \
+    -f "$1" > "$2" || die "helm template -f $1"
+}
+
+# The values examples, each also a test case.
+values_examples() { ls "$CHART"/ci/*.yaml; }
+
+# Extra contract-check arguments a values example declares for itself in
+# lines "# k8scheck: ARGS".
+contract_args() { sed -n 's/^# k8scheck: //p' "$1" | tr '\n' ' '; }
