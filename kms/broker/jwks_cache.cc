@@ -1,0 +1,183 @@
+#include "kms/broker/jwks_cache.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "kms/broker/http_client.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::broker {
+namespace {
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (buf.str().size() > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("read ", path, ": too large"));
+  }
+  return buf.str();
+}
+
+absl::StatusOr<std::string> Get(const JwksSourceOptions& options,
+                                const std::string& url) {
+  HttpRequest request;
+  request.url = url;
+  request.ca_file = options.ca_file;
+  request.headers.push_back("Accept: application/json");
+  if (!options.bearer_token_file.empty()) {
+    auto token = ReadSmallFile(options.bearer_token_file);
+    if (!token.ok()) return token.status();
+    request.headers.push_back(absl::StrCat(
+        "Authorization: Bearer ",
+        std::string(absl::StripAsciiWhitespace(*token))));
+  }
+  auto response = HttpFetch(request);
+  if (!response.ok()) return response.status();
+  if (response->status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("GET ", url, ": HTTP ", response->status));
+  }
+  return std::move(response->body);
+}
+
+}  // namespace
+
+JwksCache::JwksCache(JwksSourceOptions options, KeySet keys, bool refreshable)
+    : options_(std::move(options)),
+      refreshable_(refreshable),
+      keys_(std::make_shared<const KeySet>(std::move(keys))),
+      loaded_at_(absl::Now()) {}
+
+absl::StatusOr<std::unique_ptr<JwksCache>> JwksCache::Create(
+    const JwksSourceOptions& options) {
+  const int sources = !options.file.empty() + !options.url.empty() +
+                      !options.oidc_issuer_url.empty();
+  if (sources != 1) {
+    return absl::InvalidArgumentError(
+        "JWKS source: give exactly one of a file, a URL or an OIDC issuer");
+  }
+  std::unique_ptr<JwksCache> cache(new JwksCache(options, KeySet(), true));
+  auto keys = cache->Load();
+  if (!keys.ok()) return keys.status();
+  if (keys->size() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cache->Describe(), ": no usable RS256/ES256 keys"));
+  }
+  {
+    absl::MutexLock lock(&cache->mu_);
+    cache->keys_ = std::make_shared<const KeySet>(std::move(*keys));
+  }
+  return cache;
+}
+
+std::unique_ptr<JwksCache> JwksCache::FromKeySet(KeySet keys) {
+  return std::unique_ptr<JwksCache>(
+      new JwksCache(JwksSourceOptions(), std::move(keys), false));
+}
+
+std::string JwksCache::Describe() const {
+  if (!options_.file.empty()) return absl::StrCat("JWKS file ", options_.file);
+  if (!options_.url.empty()) return absl::StrCat("JWKS URL ", options_.url);
+  if (!options_.oidc_issuer_url.empty()) {
+    return absl::StrCat("OIDC issuer ", options_.oidc_issuer_url);
+  }
+  return "static JWKS";
+}
+
+absl::StatusOr<KeySet> JwksCache::Load() const {
+  std::string text;
+  if (!options_.file.empty()) {
+    auto content = ReadSmallFile(options_.file);
+    if (!content.ok()) return content.status();
+    text = std::move(*content);
+  } else {
+    std::string url = options_.url;
+    if (!options_.oidc_issuer_url.empty()) {
+      std::string issuer(absl::StripSuffix(options_.oidc_issuer_url, "/"));
+      const std::string discovery_url =
+          absl::StrCat(issuer, "/.well-known/openid-configuration");
+      auto discovery = Get(options_, discovery_url);
+      if (!discovery.ok()) return discovery.status();
+      auto doc = nlohmann::json::parse(*discovery, nullptr, false);
+      if (doc.is_discarded() || !doc.is_object() || !doc.contains("jwks_uri") ||
+          !doc["jwks_uri"].is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(discovery_url, ": no jwks_uri"));
+      }
+      // OIDC Discovery 1.0 section 4.3: the document must name the issuer
+      // we asked, or it may be someone else's keys.
+      if (!doc.contains("issuer") || !doc["issuer"].is_string() ||
+          absl::StripSuffix(doc["issuer"].get<std::string>(), "/") != issuer) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(discovery_url, ": issuer does not match ", issuer));
+      }
+      url = doc["jwks_uri"].get<std::string>();
+    }
+    auto body = Get(options_, url);
+    if (!body.ok()) return body.status();
+    text = std::move(*body);
+  }
+  auto keys = KeySet::Parse(text);
+  if (!keys.ok()) {
+    return absl::Status(keys.status().code(),
+                        absl::StrCat(Describe(), ": ", keys.status().message()));
+  }
+  return keys;
+}
+
+absl::Status JwksCache::Refresh() {
+  if (!refreshable_) return absl::OkStatus();
+  absl::MutexLock fetch_lock(&refresh_mu_);
+  last_attempt_ = absl::Now();
+  auto keys = Load();
+  if (!keys.ok()) return keys.status();
+  absl::MutexLock lock(&mu_);
+  keys_ = std::make_shared<const KeySet>(std::move(*keys));
+  loaded_at_ = absl::Now();
+  return absl::OkStatus();
+}
+
+absl::Status JwksCache::RefreshIfAllowed(absl::Time now) {
+  absl::MutexLock fetch_lock(&refresh_mu_);
+  if (now - last_attempt_ < options_.min_refresh_interval) {
+    return absl::OkStatus();  // Someone refreshed just now; use their keys.
+  }
+  last_attempt_ = now;
+  auto keys = Load();
+  if (!keys.ok()) return keys.status();
+  absl::MutexLock lock(&mu_);
+  keys_ = std::make_shared<const KeySet>(std::move(*keys));
+  loaded_at_ = now;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const PublicKey>> JwksCache::Find(
+    const std::string& kid) {
+  std::shared_ptr<const KeySet> keys;
+  bool stale;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    keys = keys_;
+    stale = now - loaded_at_ > options_.max_age;
+  }
+  auto key = keys->Find(kid);
+  if (key != nullptr && !(stale && refreshable_)) return key;
+  if (refreshable_) {
+    // A failed refresh keeps the previous keys; the miss stays a miss.
+    (void)RefreshIfAllowed(now);
+    absl::MutexLock lock(&mu_);
+    key = keys_->Find(kid);
+  }
+  if (key == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no key with kid ", kid));
+  }
+  return key;
+}
+
+}  // namespace sealvol::broker

@@ -1,0 +1,129 @@
+#include "kms/broker/key_broker_client.h"
+
+#include <openssl/crypto.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "kms/broker/refusal.h"
+
+namespace sealvol::broker {
+namespace {
+
+constexpr size_t kDekSize = 32;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// Rebuilds the broker's refusal as a Status with the same reason payload.
+absl::Status FromGrpc(const grpc::Status& status) {
+  const std::string message = status.error_message();
+  const auto code = static_cast<absl::StatusCode>(status.error_code());
+  if (code == absl::StatusCode::kPermissionDenied ||
+      code == absl::StatusCode::kResourceExhausted) {
+    const size_t colon = message.find(':');
+    if (colon != std::string::npos) {
+      const std::string reason = message.substr(0, colon);
+      for (int r = 0; r <= static_cast<int>(Reason::kKmsError); ++r) {
+        if (ReasonName(static_cast<Reason>(r)) == reason) {
+          return RefusalStatus(
+              static_cast<Reason>(r),
+              std::string(absl::StripLeadingAsciiWhitespace(
+                  message.substr(colon + 1))));
+        }
+      }
+    }
+  }
+  return absl::Status(code, absl::StrCat("key broker: ", message));
+}
+
+}  // namespace
+
+KeyBrokerClient::KeyBrokerClient(KeyBrokerClientOptions options,
+                                 std::unique_ptr<v1::KeyBroker::Stub> stub)
+    : options_(std::move(options)), stub_(std::move(stub)) {}
+
+absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
+    const KeyBrokerClientOptions& options) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  grpc::ChannelArguments args;
+  if (absl::StartsWith(options.target, "unix://")) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    if (options.ca_file.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "key broker ", options.target, ": TCP needs TLS (a CA file)"));
+    }
+    grpc::SslCredentialsOptions ssl;
+    auto ca = ReadFile(options.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    if (!options.client_cert_file.empty()) {
+      auto cert = ReadFile(options.client_cert_file);
+      if (!cert.ok()) return cert.status();
+      auto key = ReadFile(options.client_key_file);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
+  auto channel = grpc::CreateCustomChannel(options.target, credentials, args);
+  return std::unique_ptr<KeyBrokerClient>(
+      new KeyBrokerClient(options, v1::KeyBroker::NewStub(channel)));
+}
+
+absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
+    const ReleaseKeyParams& params) {
+  auto node_token = ReadFile(options_.node_token_file);
+  if (!node_token.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node token ", options_.node_token_file, ": cannot be read"));
+  }
+  v1::ReleaseKeyRequest request;
+  request.set_volume_id(params.volume_id);
+  request.set_node_id(params.node_id);
+  request.set_pod_token(params.pod_token);
+  request.mutable_pod()->set_name(params.pod.name);
+  request.mutable_pod()->set_namespace_(params.pod.namespace_name);
+  request.mutable_pod()->set_uid(params.pod.uid);
+  request.mutable_pod()->set_service_account(params.pod.service_account);
+
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  context.AddMetadata(
+      "authorization",
+      absl::StrCat("Bearer ",
+                   std::string(absl::StripAsciiWhitespace(*node_token))));
+  v1::ReleaseKeyResponse response;
+  const grpc::Status status = stub_->ReleaseKey(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+
+  std::string* dek = response.mutable_dek();
+  auto secret = crypto::SecretBytes::CopyFrom(std::span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>(dek->data()), dek->size()));
+  const size_t size = dek->size();
+  OPENSSL_cleanse(dek->data(), dek->size());
+  if (!secret.ok()) return secret.status();
+  if (size != kDekSize) {
+    return absl::DataLossError(absl::StrCat(
+        "key broker returned a ", size, "-byte key for volume ",
+        params.volume_id, ", expected ", kDekSize));
+  }
+  return secret;
+}
+
+}  // namespace sealvol::broker

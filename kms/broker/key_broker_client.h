@@ -1,0 +1,60 @@
+// KeyBrokerClient is the node side of the KeyBroker: the CSI node calls
+// ReleaseKey on NodePublishVolume with the pod's token and the pod info from
+// the volume context, and gets the DEK in locked memory. Thread-safe: one
+// client (one gRPC channel) serves every publish on the node.
+//
+// Errors: PermissionDenied "<reason>: <message>" (RefusalReason() gives the
+// reason), ResourceExhausted "rate_limited: ...", Unavailable /
+// DeadlineExceeded when the broker or its KMS cannot be reached, DataLoss if
+// the broker returns a key of the wrong size.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "crypto/secret_bytes.h"
+#include "kms/broker/attestation_policy.h"
+#include "proto/sealvol/keybroker.grpc.pb.h"
+
+namespace sealvol::broker {
+
+struct KeyBrokerClientOptions {
+  // "unix:///path/to.sock", or "HOST:PORT" with TLS (ca_file required).
+  std::string target;
+  std::string ca_file;           // PEM CA that signed the broker's cert.
+  std::string client_cert_file;  // Optional mTLS client certificate...
+  std::string client_key_file;   // ...and its key.
+  std::string tls_server_name;   // Override the name checked in the
+                                 // broker's certificate (tests).
+  // The node plugin's own projected service-account token (audience
+  // sealvol); read on every call because the kubelet rotates it.
+  std::string node_token_file;
+  absl::Duration timeout = absl::Seconds(15);
+};
+
+struct ReleaseKeyParams {
+  std::string volume_id;
+  std::string node_id;
+  std::string pod_token;
+  PodIdentity pod;
+};
+
+class KeyBrokerClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<KeyBrokerClient>> Create(
+      const KeyBrokerClientOptions& options);
+
+  // The volume's 32-byte DEK. The protobuf's copy is wiped before return.
+  absl::StatusOr<crypto::SecretBytes> ReleaseKey(const ReleaseKeyParams& params);
+
+ private:
+  KeyBrokerClient(KeyBrokerClientOptions options,
+                  std::unique_ptr<v1::KeyBroker::Stub> stub);
+
+  const KeyBrokerClientOptions options_;
+  std::unique_ptr<v1::KeyBroker::Stub> stub_;
+};
+
+}  // namespace sealvol::broker

@@ -1,0 +1,231 @@
+#include "kms/broker/key_broker_service.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "kms/broker/refusal.h"
+
+namespace sealvol::broker {
+namespace {
+
+constexpr char kUnixPrefix[] = "unix://";
+constexpr char kReasonTrailer[] = "sealvol-refusal-reason";
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+}  // namespace
+
+KeyBrokerService::KeyBrokerService(kms::KeyProvider& keys,
+                                   const TokenVerifier& verifier,
+                                   AuditLog& audit, KeyBrokerOptions options)
+    : keys_(keys),
+      verifier_(verifier),
+      audit_(audit),
+      options_(std::move(options)),
+      policy_(options_.policy),
+      rate_limiter_(options_.rate_limit) {}
+
+absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
+    const ReleaseRequest& request, std::string_view node_token) {
+  AuditRecord record;
+  record.volume = request.volume_id;
+  record.namespace_name = request.pod.namespace_name;
+  record.pod = request.pod.name;
+  record.pod_uid = request.pod.uid;
+  record.service_account = request.pod.service_account;
+  record.node = request.node_id;
+  record.token_id =
+      request.pod_token.empty() ? "" : TokenId(request.pod_token, "");
+
+  auto refuse = [&](absl::Status status) -> absl::Status {
+    std::string reason = RefusalReason(status);
+    if (reason.empty()) reason = "internal";
+    record.decision = kDecisionRefuse;
+    record.reason = reason;
+    record.message = std::string(status.message());
+    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+    return status;
+  };
+
+  // 1. Who asks: the node plugin, by its own token.
+  auto node = verifier_.Verify(node_token);
+  if (!node.ok()) {
+    return refuse(RefusalStatus(
+        Reason::kNodeIdentityInvalid,
+        absl::StrCat("node token: ", std::string(node.status().message()))));
+  }
+  if (absl::Status s = policy_.CheckNode(*node, request.node_id); !s.ok()) {
+    return refuse(s);
+  }
+  if (!rate_limiter_.Allow(node->node_name)) {
+    return refuse(RefusalStatus(
+        Reason::kRateLimited,
+        absl::StrCat("node ", node->node_name, " exceeded its request rate")));
+  }
+
+  // 2. Which volume, and whose.
+  auto volume = keys_.GetVolume(request.volume_id);
+  if (!volume.ok()) {
+    if (absl::IsNotFound(volume.status())) {
+      return refuse(RefusalStatus(
+          Reason::kVolumeNotFound,
+          absl::StrCat("no volume ", request.volume_id.substr(0, 128))));
+    }
+    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+    return refuse(RefusalStatus(
+        Reason::kKmsError,
+        absl::StrCat("registry lookup: ", std::string(volume.status().message()))));
+  }
+  record.tenant = volume->tenant;
+
+  // 3. For whom: the pod, by its token, against the volume's policy.
+  auto pod = verifier_.Verify(request.pod_token);
+  if (!pod.ok()) return refuse(pod.status());
+  record.token_id = TokenId(request.pod_token, pod->jti);
+  if (absl::Status s = policy_.CheckPod(*pod, request.pod, request.node_id,
+                                        *volume);
+      !s.ok()) {
+    return refuse(s);
+  }
+  if (options_.token_reviewer != nullptr) {
+    if (absl::Status s = options_.token_reviewer->Review(request.pod_token, *pod);
+        !s.ok()) {
+      return refuse(s);
+    }
+  }
+
+  // 4. The key.
+  const absl::Time start = absl::Now();
+  auto dek = keys_.UnwrapVolumeKey(request.volume_id);
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordKmsLatency(absl::Now() - start);
+  }
+  if (!dek.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+    return refuse(RefusalStatus(
+        Reason::kKmsError,
+        absl::StrCat("unwrap: ", std::string(dek.status().message()))));
+  }
+  record.decision = kDecisionGrant;
+  record.reason = "granted";
+  record.key_version = volume->key_version;
+  record.message = "key released";
+  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+    dek->Wipe();
+    return absl::UnavailableError(
+        absl::StrCat("audit log: ", std::string(logged.message())));
+  }
+  if (options_.metrics != nullptr) options_.metrics->RecordGrant();
+  return ReleasedKey{std::move(*dek), volume->key_version};
+}
+
+grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
+                                          const v1::ReleaseKeyRequest* request,
+                                          v1::ReleaseKeyResponse* response) {
+  std::string node_token;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    const std::string value(it->second.data(), it->second.size());
+    if (absl::StartsWith(value, "Bearer ")) node_token = value.substr(7);
+  }
+  ReleaseRequest release;
+  release.volume_id = request->volume_id();
+  release.node_id = request->node_id();
+  release.pod_token = request->pod_token();
+  release.pod.name = request->pod().name();
+  release.pod.namespace_name = request->pod().namespace_();
+  release.pod.uid = request->pod().uid();
+  release.pod.service_account = request->pod().service_account();
+  auto released = Release(release, node_token);
+  if (!released.ok()) {
+    const std::string reason = RefusalReason(released.status());
+    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+    return ToGrpcStatus(released.status());
+  }
+  // This copy lives in gRPC's heap until it is serialized and freed; see
+  // docs/attestation.md ("Where the DEK travels").
+  response->set_dek(released->dek.data(), released->dek.size());
+  response->set_key_version(released->key_version);
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+BrokerServerCredentials(const BrokerServerOptions& options) {
+  if (absl::StartsWith(options.listen, kUnixPrefix)) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "broker listen ", options.listen,
+        ": a TCP listener needs --broker-tls-cert and --broker-tls-key"));
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  auto cert = ReadPem(options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem(options.tls_key_file);
+  if (!key.ok()) return key.status();
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!options.client_ca_file.empty()) {
+    auto ca = ReadPem(options.client_ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+absl::StatusOr<BrokerServer> StartBrokerServer(
+    const BrokerServerOptions& options, KeyBrokerService& service) {
+  auto credentials = BrokerServerCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  std::string socket_path;
+  if (absl::StartsWith(options.listen, kUnixPrefix)) {
+    socket_path = options.listen.substr(sizeof(kUnixPrefix) - 1);
+    struct stat st;
+    if (::lstat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      ::unlink(socket_path.c_str());  // A stale socket from a previous run.
+    }
+  }
+  BrokerServer result;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, *credentials, &result.port);
+  builder.RegisterService(&service);
+  result.server = builder.BuildAndStart();
+  if (result.server == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("broker: cannot listen on ", options.listen));
+  }
+  if (!socket_path.empty()) {
+    // Only root (the node plugin) may connect.
+    ::chmod(socket_path.c_str(), 0600);
+    result.port = 0;
+  }
+  return result;
+}
+
+}  // namespace sealvol::broker

@@ -1,0 +1,111 @@
+// KeyBrokerService is the gRPC KeyBroker (proto/sealvol/keybroker.proto):
+// it releases a volume's DEK to a node for one attested pod, and writes an
+// audit record for every grant and every refusal. Thread-safe: gRPC calls
+// ReleaseKey from many threads.
+//
+// Wiring it into `sealvol controller` (flags in docs/attestation.md):
+//
+//   auto jwks = JwksCache::Create({.file = jwks_file});       // or url/oidc
+//   TokenVerifier verifier({.issuer = issuer, .audience = "sealvol"}, **jwks);
+//   auto audit = AuditLog::Open({.path = audit_log_file});
+//   BrokerMetrics metrics;                       // + MetricsServer::Start
+//   KeyBrokerOptions options;                    // node SA, rate limits,
+//   options.metrics = &metrics;                  // optional TokenReviewer
+//   KeyBrokerService service(*provider, verifier, **audit, options);
+//   auto server = StartBrokerServer({.listen = "unix:///run/sealvol/kb.sock"},
+//                                   service);
+//   ... on SIGHUP: (*audit)->Rotate();  on exit: server->server->Shutdown();
+//
+// Every object passed by reference must outlive the service and the server.
+// The node authenticates with its own token in gRPC metadata
+// `authorization: Bearer <JWT>`.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+#include "kms/broker/attestation_policy.h"
+#include "kms/broker/audit_log.h"
+#include "kms/broker/broker_metrics.h"
+#include "kms/broker/rate_limiter.h"
+#include "kms/broker/token_review.h"
+#include "kms/broker/token_verifier.h"
+#include "kms/key_provider.h"
+#include "proto/sealvol/keybroker.grpc.pb.h"
+
+namespace sealvol::broker {
+
+struct KeyBrokerOptions {
+  AttestationPolicyOptions policy;
+  RateLimiterOptions rate_limit;
+  BrokerMetrics* metrics = nullptr;              // Optional.
+  const TokenReviewer* token_reviewer = nullptr;  // Optional (--token-review).
+};
+
+// One key-release request, independent of gRPC.
+struct ReleaseRequest {
+  std::string volume_id;
+  std::string node_id;
+  std::string pod_token;
+  PodIdentity pod;
+};
+
+struct ReleasedKey {
+  crypto::SecretBytes dek;
+  int64_t key_version = 0;
+};
+
+class KeyBrokerService final : public v1::KeyBroker::Service {
+ public:
+  KeyBrokerService(kms::KeyProvider& keys, const TokenVerifier& verifier,
+                   AuditLog& audit, KeyBrokerOptions options);
+
+  grpc::Status ReleaseKey(grpc::ServerContext* context,
+                          const v1::ReleaseKeyRequest* request,
+                          v1::ReleaseKeyResponse* response) override;
+
+  // The decision itself: verifies both tokens, applies the policy, unwraps
+  // the key and writes the audit record. A grant is returned only once its
+  // audit record is durable; if the record cannot be written the key is
+  // wiped and Unavailable returned (fail closed).
+  absl::StatusOr<ReleasedKey> Release(const ReleaseRequest& request,
+                                      std::string_view node_token);
+
+ private:
+  kms::KeyProvider& keys_;
+  const TokenVerifier& verifier_;
+  AuditLog& audit_;
+  const KeyBrokerOptions options_;
+  const AttestationPolicy policy_;
+  RateLimiter rate_limiter_;
+};
+
+// Where and how the broker listens.
+struct BrokerServerOptions {
+  // "unix:///path/to.sock" (single host; no TLS) or "HOST:PORT" (TLS
+  // required). PORT 0 picks a free port.
+  std::string listen;
+  std::string tls_cert_file;   // PEM server certificate chain.
+  std::string tls_key_file;    // PEM private key.
+  std::string client_ca_file;  // When set: mTLS, client certs required and
+                               // verified against this CA.
+};
+
+struct BrokerServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;  // The bound TCP port; 0 for unix sockets.
+};
+
+// Builds and starts a gRPC server that serves only `service`. To serve the
+// broker from an existing server instead, register the service and use
+// BrokerServerCredentials for its port.
+absl::StatusOr<BrokerServer> StartBrokerServer(
+    const BrokerServerOptions& options, KeyBrokerService& service);
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
+BrokerServerCredentials(const BrokerServerOptions& options);
+
+}  // namespace sealvol::broker

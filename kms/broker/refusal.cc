@@ -1,0 +1,61 @@
+#include "kms/broker/refusal.h"
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
+namespace sealvol::broker {
+namespace {
+constexpr char kReasonPayloadUrl[] = "type.sealvol.dev/broker.refusal_reason";
+}  // namespace
+
+std::string_view ReasonName(Reason reason) {
+  switch (reason) {
+    case Reason::kMalformedToken: return "malformed_token";
+    case Reason::kAlgNotAllowed: return "alg_not_allowed";
+    case Reason::kUnsupportedHeader: return "unsupported_header";
+    case Reason::kUnknownKid: return "unknown_kid";
+    case Reason::kBadSignature: return "bad_signature";
+    case Reason::kWrongIssuer: return "wrong_issuer";
+    case Reason::kWrongAudience: return "wrong_audience";
+    case Reason::kTokenExpired: return "token_expired";
+    case Reason::kTokenNotYetValid: return "token_not_yet_valid";
+    case Reason::kTokenRevoked: return "token_revoked";
+    case Reason::kTokenReviewFailed: return "token_review_failed";
+    case Reason::kNamespaceMismatch: return "namespace_mismatch";
+    case Reason::kPodMismatch: return "pod_mismatch";
+    case Reason::kNodeMismatch: return "node_mismatch";
+    case Reason::kServiceAccountNotAllowed: return "service_account_not_allowed";
+    case Reason::kNodeIdentityInvalid: return "node_identity_invalid";
+    case Reason::kVolumeNotFound: return "volume_not_found";
+    case Reason::kRateLimited: return "rate_limited";
+    case Reason::kKmsError: return "kms_error";
+  }
+  return "unknown";
+}
+
+absl::Status RefusalStatus(Reason reason, std::string_view message) {
+  const std::string name(ReasonName(reason));
+  const std::string text = absl::StrCat(name, ": ", std::string(message));
+  absl::Status status;
+  switch (reason) {
+    case Reason::kRateLimited:
+      status = absl::ResourceExhaustedError(text);
+      break;
+    case Reason::kKmsError:
+    case Reason::kTokenReviewFailed:
+      status = absl::UnavailableError(text);
+      break;
+    default:
+      status = absl::PermissionDeniedError(text);
+  }
+  status.SetPayload(kReasonPayloadUrl, absl::Cord(name));
+  return status;
+}
+
+std::string RefusalReason(const absl::Status& status) {
+  auto payload = status.GetPayload(kReasonPayloadUrl);
+  if (!payload.has_value()) return "";
+  return std::string(*payload);
+}
+
+}  // namespace sealvol::broker

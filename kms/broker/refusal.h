@@ -1,0 +1,48 @@
+// Refusal reasons of the key broker: a stable machine string per failed
+// check, carried in an absl::Status (PermissionDenied, or ResourceExhausted
+// for rate limiting) as "<reason>: <message>" plus a payload, so callers can
+// branch on the reason without parsing text. Thread-safe: stateless.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace sealvol::broker {
+
+enum class Reason {
+  kMalformedToken,        // Not a well-formed JWT (encoding, JSON, claims).
+  kAlgNotAllowed,         // alg is none, HS*, or anything but RS256/ES256.
+  kUnsupportedHeader,     // A `crit` header (we understand no extension).
+  kUnknownKid,            // No key with this kid in the JWKS (after refresh).
+  kBadSignature,          // The signature does not verify.
+  kWrongIssuer,           // iss is not the configured issuer.
+  kWrongAudience,         // aud does not contain the configured audience.
+  kTokenExpired,          // exp (plus skew) is in the past.
+  kTokenNotYetValid,      // nbf or iat (minus skew) is in the future.
+  kTokenRevoked,          // TokenReview says the token is no longer live.
+  kTokenReviewFailed,     // TokenReview could not be asked (fail closed).
+  kNamespaceMismatch,     // Pod namespace is not the volume's tenant.
+  kPodMismatch,           // Token's pod is not the pod the node names.
+  kNodeMismatch,          // Token's node is not the node that asks.
+  kServiceAccountNotAllowed,  // SA not in allowedServiceAccounts.
+  kNodeIdentityInvalid,   // Caller's node token missing, invalid or not the
+                          // node service account / not this node.
+  kVolumeNotFound,        // No such volume in the registry.
+  kRateLimited,           // Caller exceeded its request budget.
+  kKmsError,              // The KMS failed to unwrap (not a policy refusal).
+};
+
+// The stable string, e.g. "token_expired".
+std::string_view ReasonName(Reason reason);
+
+// PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
+// kKmsError and kTokenReviewFailed) with message "<reason>: <message>" and
+// the reason as payload. `message` must not contain secrets.
+absl::Status RefusalStatus(Reason reason, std::string_view message);
+
+// The reason name carried by `status`, or "" if it carries none.
+std::string RefusalReason(const absl::Status& status);
+
+}  // namespace sealvol::broker
