@@ -1,0 +1,62 @@
+// Engine exposes what SealedVolume hides, for tests, benchmarks and tools:
+// format and open over any BackingStore (FaultStore in crash tests), engine
+// tuning, a manual mode that runs requests deterministically in the calling
+// thread, and a blocking I/O helper. Thread-safety as SealedVolume; in
+// manual mode every call comes from one thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+#include "io/backing_store.h"
+#include "io/recovery.h"
+#include "io/sealed_volume.h"
+
+namespace sealvol::io {
+
+struct EngineOptions {
+  bool read_only = false;
+  int worker_threads = 2;
+  // No threads: queued requests run, as batches, when RunPending() is called.
+  bool manual = false;
+  // Tag cache bound: groups per worker (64 KiB of tags each; a group covers
+  // 4 MiB of data). Memory = workers * cache_groups * 64 KiB.
+  size_t cache_groups = 128;
+  // Counters reserved per superblock write (P3).
+  uint64_t nonce_range = uint64_t{1} << 20;
+  // Keep the BackingStore after Close (so a test can take its image);
+  // otherwise Close releases it and its lock.
+  bool keep_store_after_close = false;
+  // Test hook: every (block, counter) sealed.
+  std::function<void(uint64_t block, uint64_t counter)> counter_observer;
+};
+
+// Counters skipped after opening from the older superblock copy (the newer
+// one torn or damaged): more than any reservation a session can make.
+inline constexpr uint64_t kFallbackNonceSkip = uint64_t{1} << 40;
+
+class Engine : public SealedVolume {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> FormatOn(
+      std::unique_ptr<BackingStore> store, const FormatOptions& options,
+      const crypto::SecretBytes& dek, const EngineOptions& engine);
+  static absl::StatusOr<std::unique_ptr<Engine>> OpenOn(
+      std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
+
+  // Manual mode: runs every queued request to completion.
+  virtual void RunPending() = 0;
+  // Submits one request and waits for it; returns 0 or a negative errno.
+  virtual int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+                 bool fua = false) = 0;
+  virtual const RecoveryStats& recovery_stats() const = 0;
+  virtual uint64_t nonce_reserved_mark() const = 0;
+  // The backing store; after Close only with keep_store_after_close.
+  virtual BackingStore& store() = 0;
+};
+
+}  // namespace sealvol::io

@@ -1,0 +1,64 @@
+// MetadataWriter owns the superblock copies and the write-intent bitmap on
+// disk. Thread-safe: one mutex serializes every metadata write, so two
+// writes of the same metadata block are never in flight together.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "crypto/secret_bytes.h"
+#include "io/backing_store.h"
+#include "io/superblock.h"
+
+namespace sealvol::io {
+
+class MetadataWriter {
+ public:
+  // `sb` is the superblock currently on disk (newest copy); `bitmap` the
+  // on-disk bitmap bytes (layout.bitmap_blocks * 4096).
+  MetadataWriter(std::unique_ptr<StoreQueue> queue, Superblock sb,
+                 crypto::SecretBytes header_mac_key, std::vector<uint8_t> bitmap);
+
+  // Writes the next generation into the other copy and fdatasyncs. `edit`
+  // changes the fields; generation is advanced here.
+  template <typename Edit>
+  absl::Status UpdateSuperblock(Edit edit) {
+    std::lock_guard<std::mutex> l(mu_);
+    Superblock next = sb_;
+    edit(next);
+    return WriteSuperblockLocked(next);
+  }
+  Superblock superblock() const;
+
+  // Sets the groups' write-intent bits; when one was not yet set on disk,
+  // writes the bitmap blocks and fdatasyncs before returning.
+  absl::Status MarkDirty(std::span<const uint64_t> groups);
+  // Clears the bits in memory; they reach the disk with the next bitmap
+  // write or WriteBack. Only for groups whose writes are all durable.
+  void MarkClean(std::span<const uint64_t> groups);
+  // Writes bitmap blocks whose disk copy differs from memory; with `sync`,
+  // also fdatasyncs.
+  absl::Status WriteBack(bool sync);
+  bool bit(uint64_t group) const;
+
+ private:
+  absl::Status WriteSuperblockLocked(const Superblock& next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteBitmapBlocksLocked(bool only_changed, bool sync)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable std::mutex mu_;
+  std::unique_ptr<StoreQueue> queue_ ABSL_GUARDED_BY(mu_);
+  Superblock sb_ ABSL_GUARDED_BY(mu_);
+  crypto::SecretBytes header_mac_key_;
+  std::vector<uint8_t> memory_ ABSL_GUARDED_BY(mu_);  // Desired bitmap.
+  std::vector<uint8_t> disk_ ABSL_GUARDED_BY(mu_);    // What is on disk.
+  AlignedBuffer io_buffer_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sealvol::io

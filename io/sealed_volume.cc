@@ -1,0 +1,586 @@
+// The sealed-volume engine: format, open (with crash recovery), request
+// routing to workers, grow and close. The data path is in worker.cc.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/status_macros.h"
+#include "crypto/key_schedule.h"
+#include "crypto/nonce_allocator.h"
+#include "io/engine.h"
+#include "io/metadata_writer.h"
+#include "io/superblock.h"
+#include "io/worker.h"
+
+namespace sealvol::io {
+namespace {
+
+constexpr size_t kTrackers = 4096;
+
+absl::Status OpError(const StoreOp& op, const char* what,
+                     const std::string& name) {
+  if (op.result == 0) return absl::OkStatus();
+  return ErrnoStatus(-op.result, what, name);
+}
+
+absl::Status CheckSize(uint64_t size, const Layout& layout) {
+  if (size == 0 || size % kBlockSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "size ", size, " is not a positive multiple of 4096 bytes"));
+  }
+  if (size / kBlockSize > layout.max_blocks()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("size ", size, " exceeds the format's maximum of ",
+                     layout.max_blocks() * kBlockSize, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+// Both superblock copies as stored; a short image yields "not sealvol".
+struct Copies {
+  absl::StatusOr<Superblock> decoded[2] = {
+      absl::InvalidArgumentError("not a sealvol image"),
+      absl::InvalidArgumentError("not a sealvol image")};
+  AlignedBuffer bytes{8192};
+};
+
+absl::StatusOr<Copies> ReadCopies(BackingStore& store, StoreQueue& queue) {
+  Copies c;
+  const uint64_t have = std::min<uint64_t>(store.size_bytes() / 4096, 2);
+  if (have == 0) return c;
+  StoreOp read{StoreOp::Kind::kRead, 0, have * 4096, c.bytes.data()};
+  queue.Execute({&read, 1});
+  RETURN_IF_ERROR(OpError(read, "read superblock", store.name()));
+  for (uint64_t i = 0; i < have; ++i) {
+    c.decoded[i] = DecodeSuperblock({c.bytes.data() + i * 4096, 4096});
+  }
+  return c;
+}
+
+class SealedVolumeImpl : public Engine {
+ public:
+  SealedVolumeImpl(std::unique_ptr<BackingStore> store, EngineOptions options)
+      : store_(std::move(store)), options_(std::move(options)),
+        trackers_(kTrackers) {
+    for (size_t i = 0; i + 1 < trackers_.size(); ++i) {
+      trackers_[i].next_free = &trackers_[i + 1];
+    }
+    free_trackers_ = &trackers_[0];
+  }
+
+  ~SealedVolumeImpl() override { (void)Close(); }
+
+  absl::Status Init(const crypto::SecretBytes& dek);
+
+  uint64_t size_bytes() const override { return size_bytes_.load(); }
+  void Submit(IoRequest* request) override;
+  absl::Status Grow(uint64_t new_size_bytes) override;
+  absl::Status Close() override;
+  bool failed() const override { return failed_.load(); }
+  const VolumeId& volume_id() const override { return ctx_.volume_id; }
+
+  void RunPending() override {
+    // A part may complete a request whose callback submits more: loop.
+    for (bool again = true; again;) {
+      for (auto& w : workers_) w->RunPending();
+      again = false;
+    }
+  }
+  int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+         bool fua) override;
+  const RecoveryStats& recovery_stats() const override { return recovery_; }
+  uint64_t nonce_reserved_mark() const override {
+    return nonces_ ? nonces_->reserved_mark() : final_mark_;
+  }
+  BackingStore& store() override { return *store_; }
+
+ private:
+  RequestTracker* AcquireTracker();
+  void ReleaseTracker(RequestTracker* t);
+  void CompletePart(Part& part, int result);
+  void Enqueue(const Part& part, size_t worker);
+  static void Finish(IoRequest* r, int result) { r->done(r, result); }
+
+  std::unique_ptr<BackingStore> store_;
+  EngineOptions options_;
+  crypto::VolumeKeys keys_;
+  std::unique_ptr<MetadataWriter> metadata_;
+  std::unique_ptr<crypto::NonceAllocator> nonces_;
+  EngineContext ctx_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<uint64_t> size_bytes_{0};
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<int> active_submits_{0};
+  RecoveryStats recovery_;
+  uint64_t final_mark_ = 0;
+  std::mutex grow_mu_;
+  std::mutex close_mu_;
+
+  std::mutex tracker_mu_;
+  std::condition_variable tracker_cv_;
+  std::vector<RequestTracker> trackers_;
+  RequestTracker* free_trackers_ = nullptr;  // Guarded by tracker_mu_.
+};
+
+absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
+  ASSIGN_OR_RETURN(auto queue, store_->CreateQueue());
+  ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store_, *queue));
+  ASSIGN_OR_RETURN(Superblock newest,
+                   NewestSuperblock(copies.decoded[0], copies.decoded[1]));
+  ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id));
+  if (!crypto::ConstantTimeEquals(keys_.key_check, newest.key_check)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(store_->name(), ": wrong key for volume ",
+                     VolumeIdString(newest.volume_id)));
+  }
+  // The newest copy whose MAC verifies. Falling back to the older copy
+  // means the newer one is torn or damaged: its nonce mark is unknown.
+  int chosen = -1;
+  bool fallback = false;
+  for (int i = 0; i < 2; ++i) {
+    const bool ok = copies.decoded[i].ok() &&
+                    SuperblockMacValid({copies.bytes.data() + i * 4096, 4096},
+                                       keys_.header_mac_key);
+    if (!ok) {
+      fallback = true;
+      continue;
+    }
+    if (chosen < 0 ||
+        copies.decoded[i]->generation > copies.decoded[chosen]->generation) {
+      chosen = i;
+    }
+  }
+  if (chosen < 0) {
+    return absl::DataLossError(absl::StrCat(
+        store_->name(), ": superblock authentication failed (both copies)"));
+  }
+  Superblock sb = *copies.decoded[chosen];
+  const uint64_t blocks = sb.size_bytes / kBlockSize;
+  const uint64_t need = sb.layout.image_bytes(blocks);
+  if (store_->size_bytes() < need) {
+    return absl::OutOfRangeError(absl::StrCat(
+        store_->name(), ": truncated: image is ", store_->size_bytes(),
+        " bytes, header needs ", need));
+  }
+  size_bytes_.store(sb.size_bytes);
+
+  std::vector<uint8_t> bitmap(sb.layout.bitmap_blocks * 4096);
+  {
+    AlignedBuffer buf(bitmap.size());
+    StoreOp read{StoreOp::Kind::kRead, sb.layout.bitmap_start * 4096,
+                 buf.size(), buf.data()};
+    queue->Execute({&read, 1});
+    RETURN_IF_ERROR(OpError(read, "read bitmap", store_->name()));
+    std::memcpy(bitmap.data(), buf.data(), bitmap.size());
+  }
+
+  ctx_.store = store_.get();
+  ctx_.layout = sb.layout;
+  ctx_.volume_id = sb.volume_id;
+  ctx_.failed = &failed_;
+  ctx_.workers = options_.worker_threads <= 0 ? 2 : options_.worker_threads;
+  if (options_.manual) ctx_.workers = std::max(1, options_.worker_threads);
+  ctx_.cache_groups = std::max<size_t>(options_.cache_groups, 2);
+  ctx_.counter_observer = options_.counter_observer;
+  ctx_.complete = [this](Part& p, int r) { CompletePart(p, r); };
+
+  if (!options_.read_only) {
+    ASSIGN_OR_RETURN(auto codec, crypto::SectorCodec::Create(keys_.data_key));
+    RecoveryInput in;
+    in.queue = queue.get();
+    in.codec = codec.get();
+    in.layout = sb.layout;
+    in.volume_id = sb.volume_id;
+    in.volume_blocks = blocks;
+    in.bitmap = bitmap;
+    in.holes_read_zero = !store_->needs_zeroing();
+    ASSIGN_OR_RETURN(recovery_, RecoverDirtyGroups(in));
+  }
+
+  ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
+  metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
+                                               std::move(header_key), bitmap);
+  uint64_t start = sb.nonce_reserved_mark;
+  if (fallback) start += kFallbackNonceSkip;
+  if (!options_.read_only) {
+    // Recovery repaired every dirty group: clear all bits durably, and
+    // mark the image not clean before the first write.
+    std::vector<uint64_t> all;
+    for (uint64_t g = 0; g < sb.layout.groups_for(blocks); ++g) {
+      if (metadata_->bit(g)) all.push_back(g);
+    }
+    metadata_->MarkClean(all);
+    RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
+    RETURN_IF_ERROR(metadata_->UpdateSuperblock([&](Superblock& s) {
+      s.flags &= ~kSuperblockFlagClean;
+      s.nonce_reserved_mark = start;
+    }));
+  }
+  MetadataWriter* meta = metadata_.get();
+  nonces_ = std::make_unique<crypto::NonceAllocator>(
+      start, std::max<uint64_t>(options_.nonce_range, 1),
+      [meta](uint64_t mark) {
+        return meta->UpdateSuperblock(
+            [mark](Superblock& s) { s.nonce_reserved_mark = mark; });
+      });
+  ctx_.nonces = nonces_.get();
+  ctx_.metadata = metadata_.get();
+
+  for (int i = 0; i < ctx_.workers; ++i) {
+    ASSIGN_OR_RETURN(auto w, Worker::Create(&ctx_, keys_.data_key));
+    workers_.push_back(std::move(w));
+  }
+  if (!options_.manual) {
+    for (auto& w : workers_) w->Start();
+  }
+  return absl::OkStatus();
+}
+
+RequestTracker* SealedVolumeImpl::AcquireTracker() {
+  std::unique_lock<std::mutex> l(tracker_mu_);
+  while (free_trackers_ == nullptr) {
+    if (options_.manual) {
+      l.unlock();
+      RunPending();
+      l.lock();
+      continue;
+    }
+    tracker_cv_.wait(l);
+  }
+  RequestTracker* t = free_trackers_;
+  free_trackers_ = t->next_free;
+  return t;
+}
+
+void SealedVolumeImpl::ReleaseTracker(RequestTracker* t) {
+  {
+    std::lock_guard<std::mutex> l(tracker_mu_);
+    t->next_free = free_trackers_;
+    free_trackers_ = t;
+  }
+  tracker_cv_.notify_one();
+}
+
+void SealedVolumeImpl::CompletePart(Part& part, int result) {
+  RequestTracker* t = part.tracker;
+  if (result != 0) {
+    int expected = 0;
+    t->error.compare_exchange_strong(expected, result);
+  }
+  if (t->remaining.fetch_sub(1) != 1) return;
+  IoRequest* r = t->request;
+  const int err = t->error.load();
+  ReleaseTracker(t);
+  if (err != 0 && r->op == IoOp::kRead) {
+    // No unauthenticated byte escapes: the whole buffer is zeroed.
+    std::memset(r->buffer.data(), 0, r->length);
+  }
+  Finish(r, err);
+}
+
+void SealedVolumeImpl::Enqueue(const Part& part, size_t worker) {
+  while (!workers_[worker]->Enqueue(part, !options_.manual)) {
+    workers_[worker]->RunPending();
+  }
+}
+
+void SealedVolumeImpl::Submit(IoRequest* r) {
+  active_submits_.fetch_add(1);
+  struct Leave {
+    std::atomic<int>* n;
+    ~Leave() { n->fetch_sub(1); }
+  } leave{&active_submits_};
+  if (closed_.load()) return Finish(r, -EROFS);
+  const bool mutation = r->op == IoOp::kWrite || r->op == IoOp::kDiscard;
+  if (mutation && (options_.read_only || failed_.load())) {
+    return Finish(r, -EROFS);
+  }
+  const size_t nworkers = workers_.size();
+  if (r->op == IoOp::kFlush) {
+    if (options_.read_only) return Finish(r, 0);
+    RequestTracker* t = AcquireTracker();
+    t->request = r;
+    t->error.store(0);
+    t->remaining.store(static_cast<int>(nworkers));
+    for (size_t w = 0; w < nworkers; ++w) {
+      Part p;
+      p.tracker = t;
+      p.op = IoOp::kFlush;
+      Enqueue(p, w);
+    }
+    return;
+  }
+  const uint64_t size = size_bytes_.load();
+  if (r->offset % kBlockSize != 0 || r->length % kBlockSize != 0 ||
+      r->length == 0 || r->offset > size || r->length > size - r->offset ||
+      (r->op != IoOp::kDiscard && r->buffer.size() < r->length)) {
+    return Finish(r, -EINVAL);
+  }
+  const Layout& l = ctx_.layout;
+  const uint64_t first = r->offset / kBlockSize;
+  const uint64_t end = first + r->length / kBlockSize;
+  const uint64_t groups = l.group_of(end - 1) - l.group_of(first) + 1;
+  RequestTracker* t = AcquireTracker();
+  t->request = r;
+  t->error.store(0);
+  t->remaining.store(static_cast<int>(groups));
+  uint64_t b = first;
+  while (b < end) {
+    const uint64_t g = l.group_of(b);
+    const uint64_t stop =
+        std::min<uint64_t>(end, (g + 1) * l.data_blocks_per_group);
+    Part p;
+    p.tracker = t;
+    p.op = r->op;
+    p.fua = r->fua;
+    p.first_block = b;
+    p.blocks = static_cast<uint32_t>(stop - b);
+    p.data = r->op == IoOp::kDiscard
+                 ? nullptr
+                 : r->buffer.data() + (b - first) * kBlockSize;
+    Enqueue(p, g % nworkers);
+    b = stop;
+  }
+}
+
+int SealedVolumeImpl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+                         bool fua) {
+  struct Waiter {
+    IoRequest req;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int result = 0;
+  } w;
+  w.req.op = op;
+  w.req.fua = fua;
+  w.req.offset = offset;
+  w.req.length = op == IoOp::kFlush ? 0 : buffer.size();
+  w.req.buffer = buffer;
+  w.req.context = &w;
+  w.req.done = [](IoRequest* r, int result) {
+    auto* self = static_cast<Waiter*>(r->context);
+    std::lock_guard<std::mutex> l(self->mu);
+    self->result = result;
+    self->done = true;
+    self->cv.notify_all();
+  };
+  Submit(&w.req);
+  if (options_.manual) RunPending();
+  std::unique_lock<std::mutex> l(w.mu);
+  w.cv.wait(l, [&] { return w.done; });
+  return w.result;
+}
+
+absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
+  std::lock_guard<std::mutex> l(grow_mu_);
+  if (closed_.load() || options_.read_only) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(store_->name(), ": grow: volume is closed or read-only"));
+  }
+  const uint64_t old = size_bytes_.load();
+  RETURN_IF_ERROR(CheckSize(new_size, ctx_.layout));
+  if (new_size < old) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        store_->name(), ": grow: ", new_size, " is smaller than ", old,
+        " (volumes never shrink)"));
+  }
+  if (new_size == old) return absl::OkStatus();
+  // The new groups' tag blocks are holes in the grown file (zeros); on a
+  // block device format zeroed the metadata of the whole device.
+  RETURN_IF_ERROR(
+      store_->Resize(ctx_.layout.image_bytes(new_size / kBlockSize)));
+  RETURN_IF_ERROR(metadata_->UpdateSuperblock(
+      [new_size](Superblock& s) { s.size_bytes = new_size; }));
+  size_bytes_.store(new_size);
+  return absl::OkStatus();
+}
+
+absl::Status SealedVolumeImpl::Close() {
+  std::lock_guard<std::mutex> l(close_mu_);
+  if (closed_.exchange(true)) return absl::OkStatus();
+  while (active_submits_.load() != 0) std::this_thread::yield();
+  absl::Status status;
+  if (!workers_.empty() && !options_.read_only) {
+    // The final flush goes behind everything queued.
+    struct Waiter {
+      IoRequest req;
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      int result = 0;
+    } w;
+    w.req.op = IoOp::kFlush;
+    w.req.context = &w;
+    w.req.done = [](IoRequest* r, int result) {
+      auto* self = static_cast<Waiter*>(r->context);
+      std::lock_guard<std::mutex> g(self->mu);
+      self->result = result;
+      self->done = true;
+      self->cv.notify_all();
+    };
+    RequestTracker* t = AcquireTracker();
+    t->request = &w.req;
+    t->error.store(0);
+    t->remaining.store(static_cast<int>(workers_.size()));
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Part p;
+      p.tracker = t;
+      p.op = IoOp::kFlush;
+      Enqueue(p, i);
+    }
+    if (options_.manual) RunPending();
+    std::unique_lock<std::mutex> g(w.mu);
+    w.cv.wait(g, [&] { return w.done; });
+    if (w.result != 0) {
+      status = ErrnoStatus(-w.result, "close: flush", store_->name());
+    }
+  }
+  for (auto& w : workers_) w->Stop();
+  if (status.ok() && !options_.read_only && metadata_ && !failed_.load()) {
+    status = metadata_->WriteBack(/*sync=*/true);
+    if (status.ok()) {
+      status = metadata_->UpdateSuperblock(
+          [](Superblock& s) { s.flags |= kSuperblockFlagClean; });
+    }
+  }
+  workers_.clear();
+  if (!options_.keep_store_after_close) {
+    // Release the image (and its lock) so it can be opened again.
+    final_mark_ = nonces_ ? nonces_->reserved_mark() : 0;
+    nonces_.reset();
+    metadata_.reset();
+    store_.reset();
+  }
+  keys_.data_key.Wipe();
+  keys_.metadata_mac_key.Wipe();
+  keys_.header_mac_key.Wipe();
+  if (failed_.load() && status.ok()) {
+    status = absl::DataLossError(
+        absl::StrCat(store_->name(), ": backing store failed; not clean"));
+  }
+  return status;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenOn(
+    std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
+    const EngineOptions& engine) {
+  auto v = std::make_unique<SealedVolumeImpl>(std::move(store), engine);
+  absl::Status s = v->Init(dek);
+  if (!s.ok()) {
+    // Nothing was started that Close must flush; drop quietly.
+    return s;
+  }
+  return std::unique_ptr<Engine>(std::move(v));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
+    std::unique_ptr<BackingStore> store, const FormatOptions& options,
+    const crypto::SecretBytes& dek, const EngineOptions& engine) {
+  const Layout layout = Layout::Default();
+  RETURN_IF_ERROR(CheckSize(options.size_bytes, layout));
+  ASSIGN_OR_RETURN(auto queue, store->CreateQueue());
+  ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store, *queue));
+  for (const auto& c : copies.decoded) {
+    if (!absl::IsInvalidArgument(c.status())) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(store->name(), ": already holds a sealvol image"));
+    }
+  }
+  const uint64_t blocks = options.size_bytes / kBlockSize;
+  const uint64_t need = layout.image_bytes(blocks);
+  std::vector<StoreOp> ops;
+  if (store->needs_zeroing()) {
+    // A block device: zero the metadata the engine relies on reading as
+    // zeros (bitmap and every tag block that fits on the device).
+    if (store->size_bytes() < need) {
+      return absl::OutOfRangeError(absl::StrCat(
+          store->name(), ": device has ", store->size_bytes(),
+          " bytes, the volume needs ", need));
+    }
+    ops.push_back(StoreOp{StoreOp::Kind::kPunch, 0,
+                          layout.groups_start * 4096, nullptr});
+    for (uint64_t g = 0; layout.tag_start(g) * 4096 < store->size_bytes();
+         ++g) {
+      ops.push_back(StoreOp{StoreOp::Kind::kPunch, layout.tag_start(g) * 4096,
+                            uint64_t{layout.tag_blocks_per_group} * 4096,
+                            nullptr});
+    }
+  } else if (store->size_bytes() > 0) {
+    // A reused file: make it all holes so tags and data read as zeros.
+    ops.push_back(StoreOp{StoreOp::Kind::kPunch, 0,
+                          store->size_bytes() / 4096 * 4096, nullptr});
+  }
+  for (size_t i = 0; i < ops.size(); i += 256) {
+    const size_t n = std::min<size_t>(256, ops.size() - i);
+    queue->Execute({ops.data() + i, n});
+    for (size_t j = i; j < i + n; ++j) {
+      RETURN_IF_ERROR(OpError(ops[j], "zero metadata", store->name()));
+    }
+  }
+  RETURN_IF_ERROR(store->Resize(need));
+  ASSIGN_OR_RETURN(crypto::VolumeKeys keys,
+                   crypto::DeriveVolumeKeys(dek, options.volume_id));
+  Superblock sb;
+  sb.volume_id = options.volume_id;
+  sb.size_bytes = options.size_bytes;
+  sb.layout = layout;
+  sb.key_check = keys.key_check;
+  sb.flags = kSuperblockFlagClean;
+  sb.nonce_reserved_mark = 1;  // Counter 0 marks an empty slot.
+  AlignedBuffer buf(8192);
+  for (uint64_t gen = 0; gen < 2; ++gen) {
+    sb.generation = gen;
+    ASSIGN_OR_RETURN(SuperblockBytes bytes,
+                     EncodeSuperblock(sb, keys.header_mac_key));
+    std::memcpy(buf.data() + gen * 4096, bytes.data(), 4096);
+  }
+  StoreOp write{StoreOp::Kind::kWrite, 0, 8192, buf.data()};
+  queue->Execute({&write, 1});
+  RETURN_IF_ERROR(OpError(write, "write superblock", store->name()));
+  StoreOp sync{StoreOp::Kind::kSync};
+  queue->Execute({&sync, 1});
+  RETURN_IF_ERROR(OpError(sync, "fdatasync", store->name()));
+  queue.reset();
+  return OpenOn(std::move(store), dek, engine);
+}
+
+SealedVolume::~SealedVolume() = default;
+
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Format(
+    const FormatOptions& options, const crypto::SecretBytes& dek) {
+  RETURN_IF_ERROR(CheckSize(options.size_bytes, Layout::Default()));
+  FileStoreOptions fo;
+  fo.path = options.path;
+  fo.create = true;
+  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
+  ASSIGN_OR_RETURN(auto v, Engine::FormatOn(std::move(store), options, dek,
+                                            EngineOptions{}));
+  return std::unique_ptr<SealedVolume>(std::move(v));
+}
+
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Open(
+    const OpenOptions& options, const crypto::SecretBytes& dek) {
+  FileStoreOptions fo;
+  fo.path = options.path;
+  fo.read_only = options.read_only;
+  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
+  EngineOptions eo;
+  eo.read_only = options.read_only;
+  if (options.worker_threads > 0) eo.worker_threads = options.worker_threads;
+  ASSIGN_OR_RETURN(auto v, Engine::OpenOn(std::move(store), dek, eo));
+  return std::unique_ptr<SealedVolume>(std::move(v));
+}
+
+}  // namespace sealvol::io

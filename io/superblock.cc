@@ -1,0 +1,118 @@
+#include "io/superblock.h"
+
+#include <openssl/sha.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace sealvol::io {
+namespace {
+
+constexpr char kMagic[8] = {'S', 'E', 'A', 'L', 'V', 'O', 'L', '\0'};
+constexpr size_t kDigestOffset = 160;
+constexpr size_t kMacOffset = 192;
+
+void Put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void Put64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t Get32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t Get64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<SuperblockBytes> EncodeSuperblock(
+    const Superblock& sb, const crypto::SecretBytes& header_mac_key) {
+  SuperblockBytes out{};
+  uint8_t* p = out.data();
+  std::memcpy(p, kMagic, 8);
+  Put32(p + 8, sb.format_version);
+  Put32(p + 12, kBlockSize);
+  std::memcpy(p + 16, sb.volume_id.data(), 16);
+  Put64(p + 32, sb.size_bytes);
+  Put64(p + 40, sb.generation);
+  Put64(p + 48, sb.nonce_reserved_mark);
+  Put32(p + 56, sb.flags);
+  Put32(p + 60, sb.layout.data_blocks_per_group);
+  Put32(p + 64, sb.layout.tag_blocks_per_group);
+  Put64(p + 72, sb.layout.bitmap_start);
+  Put64(p + 80, sb.layout.bitmap_blocks);
+  Put64(p + 88, sb.layout.groups_start);
+  std::memcpy(p + 96, sb.key_check.data(), sb.key_check.size());
+  SHA256(p, kDigestOffset, p + kDigestOffset);
+  ASSIGN_OR_RETURN(crypto::Mac mac,
+                   crypto::HmacSha256(header_mac_key, {p, kMacOffset}));
+  std::memcpy(p + kMacOffset, mac.data(), mac.size());
+  return out;
+}
+
+absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
+  if (block.size() < 4096 || std::memcmp(block.data(), kMagic, 8) != 0) {
+    return absl::InvalidArgumentError("not a sealvol image");
+  }
+  const uint8_t* p = block.data();
+  Superblock sb;
+  sb.format_version = Get32(p + 8);
+  if (sb.format_version != kFormatVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("unsupported format version ", sb.format_version));
+  }
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(p, kDigestOffset, digest);
+  if (std::memcmp(digest, p + kDigestOffset, sizeof(digest)) != 0) {
+    return absl::DataLossError("superblock copy is corrupt (digest mismatch)");
+  }
+  if (Get32(p + 12) != kBlockSize) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("unsupported block size ", Get32(p + 12)));
+  }
+  std::memcpy(sb.volume_id.data(), p + 16, 16);
+  sb.size_bytes = Get64(p + 32);
+  sb.generation = Get64(p + 40);
+  sb.nonce_reserved_mark = Get64(p + 48);
+  sb.flags = Get32(p + 56);
+  sb.layout.data_blocks_per_group = Get32(p + 60);
+  sb.layout.tag_blocks_per_group = Get32(p + 64);
+  sb.layout.bitmap_start = Get64(p + 72);
+  sb.layout.bitmap_blocks = Get64(p + 80);
+  sb.layout.groups_start = Get64(p + 88);
+  std::memcpy(sb.key_check.data(), p + 96, sb.key_check.size());
+  if (!sb.layout.Valid() || sb.size_bytes % kBlockSize != 0 ||
+      sb.size_bytes / kBlockSize > sb.layout.max_blocks()) {
+    return absl::DataLossError("superblock copy has an invalid layout");
+  }
+  return sb;
+}
+
+bool SuperblockMacValid(std::span<const uint8_t> block,
+                        const crypto::SecretBytes& header_mac_key) {
+  if (block.size() < 4096) return false;
+  auto mac = crypto::HmacSha256(header_mac_key, block.subspan(0, kMacOffset));
+  return mac.ok() && crypto::ConstantTimeEquals(
+                         *mac, block.subspan(kMacOffset, crypto::kMacSize));
+}
+
+absl::StatusOr<Superblock> NewestSuperblock(
+    const absl::StatusOr<Superblock>& a, const absl::StatusOr<Superblock>& b) {
+  if (a.ok() && b.ok()) return a->generation >= b->generation ? *a : *b;
+  if (a.ok()) return *a;
+  if (b.ok()) return *b;
+  // Prefer the most specific error: a version or corruption error says more
+  // than "not a sealvol image".
+  if (!absl::IsInvalidArgument(a.status())) return a.status();
+  return b.status();
+}
+
+}  // namespace sealvol::io

@@ -1,0 +1,54 @@
+// Superblock encodes, decodes and authenticates the volume header (two
+// copies, blocks 0 and 1; docs/format.md). Thread-safe: stateless functions.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "crypto/key_schedule.h"
+#include "crypto/secret_bytes.h"
+#include "io/layout.h"
+#include "io/sealed_volume.h"
+
+namespace sealvol::io {
+
+inline constexpr uint32_t kSuperblockFlagClean = 1;
+
+struct Superblock {
+  uint32_t format_version = kFormatVersion;
+  VolumeId volume_id{};
+  uint64_t size_bytes = 0;
+  uint64_t generation = 0;
+  uint64_t nonce_reserved_mark = 0;
+  uint32_t flags = 0;
+  Layout layout;
+  crypto::KeyCheckValue key_check{};
+
+  bool clean() const { return (flags & kSuperblockFlagClean) != 0; }
+  // The copy (0 or 1) this generation is stored in.
+  uint64_t copy() const { return generation % 2; }
+};
+
+using SuperblockBytes = std::array<uint8_t, 4096>;
+
+// Serializes `sb` with its digest and its HMAC under `header_mac_key`.
+absl::StatusOr<SuperblockBytes> EncodeSuperblock(
+    const Superblock& sb, const crypto::SecretBytes& header_mac_key);
+
+// Parses one copy without a key. Errors: InvalidArgument "not a sealvol
+// image" (no magic), FailedPrecondition "unsupported format version N",
+// DataLoss (digest mismatch: torn or corrupted copy, or a bad layout).
+absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block);
+
+// True when the copy's HMAC verifies under `header_mac_key`.
+bool SuperblockMacValid(std::span<const uint8_t> block,
+                        const crypto::SecretBytes& header_mac_key);
+
+// Picks the newest of two decoded copies (either may be an error). Returns
+// the best error when neither decodes. `index` receives the chosen copy.
+absl::StatusOr<Superblock> NewestSuperblock(
+    const absl::StatusOr<Superblock>& a, const absl::StatusOr<Superblock>& b);
+
+}  // namespace sealvol::io

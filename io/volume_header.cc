@@ -1,0 +1,94 @@
+// Key-less header access (ReadHeader) and volume id text form.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/unique_fd.h"
+#include "io/sealed_volume.h"
+#include "io/superblock.h"
+
+namespace sealvol::io {
+
+std::string VolumeIdString(const VolumeId& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "sv-";
+  for (uint8_t b : id) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+absl::StatusOr<VolumeId> ParseVolumeId(std::string_view text) {
+  if (text.size() != 35 || text.substr(0, 3) != "sv-") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad volume id \"", std::string(text),
+                     "\": want sv- and 32 hex digits"));
+  }
+  VolumeId id{};
+  for (size_t i = 0; i < 16; ++i) {
+    int v = 0;
+    for (size_t j = 0; j < 2; ++j) {
+      const char c = text[3 + 2 * i + j];
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                     : -1;
+      if (d < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "bad volume id \"", std::string(text), "\": not lowercase hex"));
+      }
+      v = v * 16 + d;
+    }
+    id[i] = static_cast<uint8_t>(v);
+  }
+  return id;
+}
+
+absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open", path);
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat", path);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (S_ISBLK(st.st_mode) && ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
+    return ErrnoStatus(errno, "BLKGETSIZE64", path);
+  }
+  std::array<uint8_t, 8192> bytes{};
+  const ssize_t n = pread(fd.get(), bytes.data(), bytes.size(), 0);
+  if (n < 0) return ErrnoStatus(errno, "read", path);
+  auto a = n >= 4096 ? DecodeSuperblock({bytes.data(), 4096})
+                     : absl::StatusOr<Superblock>(
+                           absl::InvalidArgumentError("not a sealvol image"));
+  auto b = n >= 8192 ? DecodeSuperblock({bytes.data() + 4096, 4096})
+                     : absl::StatusOr<Superblock>(
+                           absl::InvalidArgumentError("not a sealvol image"));
+  auto sb = NewestSuperblock(a, b);
+  if (!sb.ok()) {
+    return absl::Status(sb.status().code(),
+                        absl::StrCat(path, ": ", sb.status().message()));
+  }
+  const uint64_t need = sb->layout.image_bytes(sb->size_bytes / kBlockSize);
+  if (size < need) {
+    return absl::OutOfRangeError(absl::StrCat(path, ": truncated: image is ",
+                                              size, " bytes, header needs ",
+                                              need));
+  }
+  VolumeHeaderInfo info;
+  info.format_version = sb->format_version;
+  info.volume_id = sb->volume_id;
+  info.size_bytes = sb->size_bytes;
+  info.block_size = kBlockSize;
+  info.generation = sb->generation;
+  info.nonce_reserved_mark = sb->nonce_reserved_mark;
+  info.clean = sb->clean();
+  info.layout_json = sb->layout.ToJson();
+  return info;
+}
+
+}  // namespace sealvol::io

@@ -1,0 +1,530 @@
+#include "io/worker.h"
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "base/check.h"
+#include "io/tag_table.h"
+
+namespace sealvol::io {
+namespace {
+
+constexpr size_t kQueueCapacity = 1024;  // Parts waiting per worker.
+constexpr size_t kMaxBatch = 128;        // Parts taken per drain.
+constexpr uint64_t kBounceBlocks = 2048; // 8 MiB of ciphertext per batch.
+
+bool IsMutation(IoOp op) { return op == IoOp::kWrite || op == IoOp::kDiscard; }
+
+bool TestBit(const std::vector<uint64_t>& bits, uint32_t i) {
+  return (bits[i / 64] >> (i % 64)) & 1;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
+    const EngineContext* ctx, const crypto::SecretBytes& data_key) {
+  auto queue = ctx->store->CreateQueue();
+  if (!queue.ok()) return queue.status();
+  auto codec = crypto::SectorCodec::Create(data_key);
+  if (!codec.ok()) return codec.status();
+  return std::unique_ptr<Worker>(
+      new Worker(ctx, std::move(queue).value(), std::move(codec).value()));
+}
+
+Worker::Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
+               std::unique_ptr<crypto::SectorCodec> codec)
+    : ctx_(ctx),
+      queue_(std::move(queue)),
+      codec_(std::move(codec)),
+      ring_(kQueueCapacity),
+      batch_(kMaxBatch),
+      cache_(ctx->cache_groups),
+      bounce_(kBounceBlocks * 4096) {
+  const Layout& l = ctx_->layout;
+  for (GroupEntry& e : cache_) {
+    e.tags = AlignedBuffer(size_t{l.tag_blocks_per_group} * 4096);
+    e.unflushed.assign((l.data_blocks_per_group + 63) / 64, 0);
+  }
+  CHECK_LE(l.tag_blocks_per_group, 64u);
+  ops_.reserve(kMaxBatch * 4 + kBounceBlocks + cache_.size());
+  groups_scratch_.reserve(cache_.size() + kMaxBatch);
+  part_result_.reserve(kMaxBatch);
+  part_bounce_.reserve(kMaxBatch);
+}
+
+Worker::~Worker() { Stop(); }
+
+bool Worker::Enqueue(const Part& part, bool may_block) {
+  std::unique_lock<std::mutex> l(mu_);
+  while (count_ == ring_.size()) {
+    if (!may_block) return false;
+    not_full_.wait(l);
+  }
+  ring_[(head_ + count_) % ring_.size()] = part;
+  ++count_;
+  l.unlock();
+  not_empty_.notify_one();
+  return true;
+}
+
+void Worker::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void Worker::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  not_empty_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::Loop() {
+  for (;;) {
+    size_t n = 0;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      not_empty_.wait(l, [&] { return count_ > 0 || stop_; });
+      if (count_ == 0) return;
+      n = std::min(count_, kMaxBatch);
+      for (size_t i = 0; i < n; ++i) batch_[i] = ring_[(head_ + i) % ring_.size()];
+      head_ = (head_ + n) % ring_.size();
+      count_ -= n;
+    }
+    not_full_.notify_all();
+    ProcessBatch({batch_.data(), n});
+  }
+}
+
+void Worker::RunPending() {
+  for (;;) {
+    size_t n = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (count_ == 0) return;
+      n = std::min(count_, kMaxBatch);
+      for (size_t i = 0; i < n; ++i) batch_[i] = ring_[(head_ + i) % ring_.size()];
+      head_ = (head_ + n) % ring_.size();
+      count_ -= n;
+    }
+    not_full_.notify_all();
+    ProcessBatch({batch_.data(), n});
+  }
+}
+
+bool Worker::Conflicts(std::span<Part> taken, const Part& p) const {
+  for (const Part& q : taken) {
+    if (q.op == IoOp::kFlush) continue;
+    if (!IsMutation(p.op) && !IsMutation(q.op)) continue;
+    if (p.first_block < q.first_block + q.blocks &&
+        q.first_block < p.first_block + p.blocks) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Splits the drained parts into sub-batches in which no block is touched by
+// a write and by any other part, so each sub-batch can run its phases
+// (tags, sync, data) with everything in flight at once. A flush ends a
+// sub-batch: it must follow everything before it.
+void Worker::ProcessBatch(std::span<Part> parts) {
+  size_t i = 0;
+  while (i < parts.size()) {
+    size_t end = i;
+    uint64_t bounce_used = 0;
+    while (end < parts.size()) {
+      const Part& p = parts[end];
+      if (p.op == IoOp::kFlush) {
+        ++end;
+        break;
+      }
+      const uint64_t need = p.op == IoOp::kDiscard ? 0 : p.blocks;
+      if (end > i &&
+          (bounce_used + need > kBounceBlocks ||
+           end - i >= cache_.size() ||
+           Conflicts(parts.subspan(i, end - i), p))) {
+        break;
+      }
+      bounce_used += need;
+      ++end;
+    }
+    RunSubBatch(parts.subspan(i, end - i));
+    i = end;
+  }
+}
+
+Worker::GroupEntry* Worker::Lookup(uint64_t group) {
+  if (group >= entry_of_group_.size()) return nullptr;
+  const int32_t idx = entry_of_group_[group];
+  return idx < 0 ? nullptr : &cache_[idx];
+}
+
+// Makes every group the parts touch resident, evicting the least recently
+// used groups that have no unflushed writes (a sync makes more evictable).
+bool Worker::LoadGroups(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
+  ops_.clear();
+  groups_scratch_.clear();
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Part& p = parts[i];
+    if (p.op == IoOp::kFlush) continue;
+    const uint64_t g = l.group_of(p.first_block);
+    if (g >= entry_of_group_.size()) entry_of_group_.resize(g + 1, -1);
+    GroupEntry* e = Lookup(g);
+    if (e != nullptr) {
+      e->pinned_in = epoch_;
+      e->last_use = ++tick_;
+      continue;
+    }
+    GroupEntry* victim = nullptr;
+    for (int attempt = 0; attempt < 2 && victim == nullptr; ++attempt) {
+      for (GroupEntry& c : cache_) {
+        if (c.pinned_in == epoch_ || c.unflushed_count > 0) continue;
+        if (victim == nullptr || c.group == ~uint64_t{0} ||
+            (victim->group != ~uint64_t{0} && c.last_use < victim->last_use)) {
+          victim = &c;
+        }
+      }
+      if (victim == nullptr && !Sync()) return false;
+    }
+    CHECK(victim != nullptr);  // ProcessBatch keeps parts <= cache size.
+    if (victim->group != ~uint64_t{0}) {
+      if (victim->marked) {
+        // Its writes are all durable (no unflushed ones): the bit may go.
+        const uint64_t vg = victim->group;
+        ctx_->metadata->MarkClean({&vg, 1});
+      }
+      entry_of_group_[victim->group] = -1;
+    }
+    victim->group = g;
+    victim->marked = ctx_->metadata->bit(g);
+    victim->dirty_tag_blocks = 0;
+    victim->unflushed_count = 0;
+    std::fill(victim->unflushed.begin(), victim->unflushed.end(), 0);
+    victim->pinned_in = epoch_;
+    victim->last_use = ++tick_;
+    victim->load_failed = false;
+    entry_of_group_[g] = static_cast<int32_t>(victim - cache_.data());
+    ops_.push_back(StoreOp{StoreOp::Kind::kRead, l.tag_start(g) * 4096,
+                           uint64_t{l.tag_blocks_per_group} * 4096,
+                           victim->tags.data()});
+    groups_scratch_.push_back(g);
+  }
+  if (ops_.empty()) return true;
+  queue_->Execute(ops_);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (ops_[i].result == 0) continue;
+    GroupEntry* e = Lookup(groups_scratch_[i]);
+    e->load_failed = true;
+    entry_of_group_[e->group] = -1;
+    e->group = ~uint64_t{0};
+  }
+  return true;
+}
+
+bool Worker::Sync() {
+  StoreOp sync{StoreOp::Kind::kSync};
+  queue_->Execute({&sync, 1});
+  if (sync.result != 0) {
+    ctx_->failed->store(true);
+    return false;
+  }
+  AfterSync();
+  return true;
+}
+
+void Worker::AfterSync() {
+  for (GroupEntry& e : cache_) {
+    if (e.unflushed_count == 0) continue;
+    std::fill(e.unflushed.begin(), e.unflushed.end(), 0);
+    e.unflushed_count = 0;
+  }
+}
+
+int Worker::Seal(GroupEntry& e, uint64_t block, uint64_t counter,
+                 const uint8_t* in, uint8_t* out) {
+  const uint32_t idx = block % ctx_->layout.data_blocks_per_group;
+  GroupTags tags(e.tags.data());
+  // Fill the slot that does not match the data on disk: the newer slot
+  // matches it once the block has no unflushed write (checked by the caller).
+  const int newer = tags.newer_slot(idx);
+  const int target = newer < 0 ? 0 : 1 - newer;
+  uint8_t aad[kAadSize];
+  BuildAad(ctx_->volume_id.data(), block, counter, aad);
+  crypto::GcmTag tag;
+  if (!codec_->Seal(crypto::CounterNonce(0, counter), aad, {in, 4096},
+                    {out, 4096}, tag)
+           .ok()) {
+    return -EIO;
+  }
+  tags.set_slot(idx, target, counter, tag);
+  e.dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
+  if (ctx_->counter_observer) ctx_->counter_observer(block, counter);
+  return 0;
+}
+
+int Worker::OpenBlock(GroupEntry& e, uint64_t block, const uint8_t* in,
+                      uint8_t* out) {
+  const uint32_t idx = block % ctx_->layout.data_blocks_per_group;
+  GroupTags tags(e.tags.data());
+  const int newer = tags.newer_slot(idx);
+  for (int s : {newer, 1 - newer}) {
+    if (!tags.present(idx, s)) continue;
+    const TagSlot slot = tags.slot(idx, s);
+    uint8_t aad[kAadSize];
+    BuildAad(ctx_->volume_id.data(), block, slot.counter, aad);
+    if (codec_->Open(crypto::CounterNonce(0, slot.counter), aad, {in, 4096},
+                     slot.tag, {out, 4096})
+            .ok()) {
+      return 0;
+    }
+  }
+  return -EIO;
+}
+
+void Worker::FailWrites(std::span<Part> parts, int err) {
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (IsMutation(parts[i].op) && part_result_[i] == 0) part_result_[i] = err;
+  }
+}
+
+// One group commit. Order: (a) sync if a block written here still has an
+// unflushed write; (b) set the groups' write-intent bits durably; (c) write
+// the new tags; (d) one fdatasync; (e) data writes, punches and reads, all
+// in flight together; (f) for FUA and flush, fdatasync before completing.
+void Worker::RunSubBatch(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
+  ++epoch_;
+  part_result_.assign(parts.size(), 0);
+  part_bounce_.resize(parts.size());
+  uint64_t bounce_next = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    part_bounce_[i] = bounce_next;
+    bounce_next += (parts[i].op == IoOp::kFlush || parts[i].op == IoOp::kDiscard)
+                       ? 0
+                       : parts[i].blocks;
+  }
+  LoadGroups(parts);
+
+  bool has_mutation = false, need_presync = false, need_final_sync = false;
+  uint64_t write_blocks = 0;
+  groups_scratch_.clear();
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Part& p = parts[i];
+    if (p.op == IoOp::kFlush) {
+      need_final_sync = true;
+      continue;
+    }
+    GroupEntry* e = Lookup(l.group_of(p.first_block));
+    if (e == nullptr) {
+      part_result_[i] = -EIO;
+      continue;
+    }
+    if (!IsMutation(p.op)) continue;
+    if (ctx_->failed->load(std::memory_order_relaxed)) {
+      part_result_[i] = -EROFS;
+      continue;
+    }
+    has_mutation = true;
+    if (p.op == IoOp::kWrite) write_blocks += p.blocks;
+    if (p.fua) need_final_sync = true;
+    const uint32_t first = p.first_block % l.data_blocks_per_group;
+    for (uint32_t k = 0; k < p.blocks && !need_presync; ++k) {
+      need_presync = TestBit(e->unflushed, first + k);
+    }
+    if (!e->marked) {
+      bool seen = false;
+      for (uint64_t g : groups_scratch_) seen |= g == e->group;
+      if (!seen) groups_scratch_.push_back(e->group);
+    }
+  }
+
+  if (has_mutation) {
+    int err = 0;
+    if (need_presync && !Sync()) err = -EIO;
+    if (err == 0 && !groups_scratch_.empty()) {
+      if (ctx_->metadata->MarkDirty(groups_scratch_).ok()) {
+        for (uint64_t g : groups_scratch_) Lookup(g)->marked = true;
+      } else {
+        ctx_->failed->store(true);
+        err = -EIO;
+      }
+    }
+    uint64_t counter = 0;
+    if (err == 0 && write_blocks > 0) {
+      auto first = ctx_->nonces->Allocate(write_blocks);
+      if (first.ok()) {
+        counter = *first;
+      } else {
+        ctx_->failed->store(true);
+        err = -EIO;
+      }
+    }
+    if (err != 0) FailWrites(parts, err);
+
+    // Seal into the bounce buffer and update the cached slots.
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Part& p = parts[i];
+      if (!IsMutation(p.op) || part_result_[i] != 0) continue;
+      GroupEntry* e = Lookup(l.group_of(p.first_block));
+      if (p.op == IoOp::kDiscard) {
+        GroupTags tags(e->tags.data());
+        for (uint32_t k = 0; k < p.blocks; ++k) {
+          const uint32_t idx = (p.first_block + k) % l.data_blocks_per_group;
+          tags.clear_slot(idx, 0);
+          tags.clear_slot(idx, 1);
+          e->dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
+        }
+        continue;
+      }
+      for (uint32_t k = 0; k < p.blocks; ++k) {
+        if (Seal(*e, p.first_block + k, counter++, p.data + size_t{k} * 4096,
+                 bounce_.data() + (part_bounce_[i] + k) * 4096) != 0) {
+          part_result_[i] = -EIO;
+        }
+      }
+    }
+
+    // (c) + (d): the tags, then one sync for the whole sub-batch.
+    ops_.clear();
+    for (GroupEntry& e : cache_) {
+      if (e.dirty_tag_blocks == 0 || e.group == ~uint64_t{0}) continue;
+      uint32_t t = 0;
+      while (t < l.tag_blocks_per_group) {
+        if (((e.dirty_tag_blocks >> t) & 1) == 0) {
+          ++t;
+          continue;
+        }
+        uint32_t run = t;
+        while (run < l.tag_blocks_per_group && ((e.dirty_tag_blocks >> run) & 1)) {
+          ++run;
+        }
+        ops_.push_back(StoreOp{StoreOp::Kind::kWrite,
+                               (l.tag_start(e.group) + t) * 4096,
+                               uint64_t{run - t} * 4096,
+                               e.tags.data() + size_t{t} * 4096});
+        t = run;
+      }
+      e.dirty_tag_blocks = 0;
+    }
+    if (!ops_.empty()) {
+      queue_->Execute(ops_);
+      bool ok = true;
+      for (const StoreOp& op : ops_) ok &= op.result == 0;
+      if (!ok || !Sync()) {
+        ctx_->failed->store(true);
+        FailWrites(parts, -EIO);
+      }
+    }
+  }
+
+  // (e) Data writes, punches and reads together.
+  ops_.clear();
+  groups_scratch_.clear();  // Reused: op index -> part index.
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Part& p = parts[i];
+    if (p.op == IoOp::kFlush || part_result_[i] != 0) continue;
+    const uint64_t pos = l.data_position(p.first_block) * 4096;
+    if (p.op == IoOp::kWrite) {
+      ops_.push_back(StoreOp{StoreOp::Kind::kWrite, pos,
+                             uint64_t{p.blocks} * 4096,
+                             bounce_.data() + part_bounce_[i] * 4096});
+      groups_scratch_.push_back(i);
+      continue;
+    }
+    if (p.op == IoOp::kDiscard) {
+      ops_.push_back(StoreOp{StoreOp::Kind::kPunch, pos,
+                             uint64_t{p.blocks} * 4096, nullptr});
+      groups_scratch_.push_back(i);
+      continue;
+    }
+    GroupEntry* e = Lookup(l.group_of(p.first_block));
+    GroupTags tags(e->tags.data());
+    const uint32_t first = p.first_block % l.data_blocks_per_group;
+    uint32_t k = 0;
+    while (k < p.blocks) {
+      if (tags.newer_slot(first + k) < 0) {
+        // Never written or discarded: zeros, without touching the disk.
+        std::memset(p.data + size_t{k} * 4096, 0, 4096);
+        ++k;
+        continue;
+      }
+      uint32_t run = k;
+      while (run < p.blocks && tags.newer_slot(first + run) >= 0) ++run;
+      ops_.push_back(StoreOp{StoreOp::Kind::kRead, pos + uint64_t{k} * 4096,
+                             uint64_t{run - k} * 4096,
+                             bounce_.data() + (part_bounce_[i] + k) * 4096});
+      groups_scratch_.push_back(i);
+      k = run;
+    }
+  }
+  if (!ops_.empty()) queue_->Execute(ops_);
+  for (size_t j = 0; j < ops_.size(); ++j) {
+    if (ops_[j].result == 0) continue;
+    const size_t i = groups_scratch_[j];
+    part_result_[i] = -EIO;
+    if (IsMutation(parts[i].op)) ctx_->failed->store(true);
+  }
+
+  // Book-keeping for writes; decryption for reads.
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Part& p = parts[i];
+    if (p.op == IoOp::kFlush) continue;
+    GroupEntry* e = Lookup(l.group_of(p.first_block));
+    const uint32_t first = p.first_block % l.data_blocks_per_group;
+    if (IsMutation(p.op)) {
+      if (part_result_[i] != 0 && part_result_[i] != -EIO) continue;
+      if (e == nullptr) continue;
+      // Even a failed data write may have landed: treat it as unflushed.
+      for (uint32_t k = 0; k < p.blocks; ++k) {
+        const uint32_t idx = first + k;
+        if (!TestBit(e->unflushed, idx)) {
+          e->unflushed[idx / 64] |= uint64_t{1} << (idx % 64);
+          ++e->unflushed_count;
+        }
+      }
+      continue;
+    }
+    if (part_result_[i] == 0) {
+      GroupTags tags(e->tags.data());
+      for (uint32_t k = 0; k < p.blocks; ++k) {
+        if (tags.newer_slot(first + k) < 0) continue;
+        if (OpenBlock(*e, p.first_block + k,
+                      bounce_.data() + (part_bounce_[i] + k) * 4096,
+                      p.data + size_t{k} * 4096) != 0) {
+          part_result_[i] = -EIO;
+          break;
+        }
+      }
+    }
+  }
+
+  // (f) FUA writes and flushes are durable before they complete.
+  if (need_final_sync) {
+    if (Sync()) {
+      groups_scratch_.clear();
+      for (GroupEntry& e : cache_) {
+        if (e.marked && e.unflushed_count == 0 && e.group != ~uint64_t{0}) {
+          groups_scratch_.push_back(e.group);
+          e.marked = false;
+        }
+      }
+      if (!groups_scratch_.empty()) {
+        ctx_->metadata->MarkClean(groups_scratch_);
+        (void)ctx_->metadata->WriteBack(/*sync=*/false);
+      }
+    } else {
+      for (size_t i = 0; i < parts.size(); ++i) {
+        if ((parts[i].op == IoOp::kFlush || parts[i].fua) &&
+            part_result_[i] == 0) {
+          part_result_[i] = -EIO;
+        }
+      }
+    }
+  }
+
+  for (size_t i = 0; i < parts.size(); ++i) ctx_->complete(parts[i], part_result_[i]);
+}
+
+}  // namespace sealvol::io

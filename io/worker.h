@@ -1,0 +1,134 @@
+// Worker owns a shard of the volume's groups (group % workers == index): their
+// cached tag blocks, one store queue (io_uring) and one SectorCodec. It drains
+// its request queue and runs each drain as a batch with one group commit.
+// Thread-compatible: driven by one thread (its own, or the test's in manual
+// mode); Enqueue is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "crypto/nonce_allocator.h"
+#include "crypto/sector_codec.h"
+#include "io/backing_store.h"
+#include "io/layout.h"
+#include "io/metadata_writer.h"
+#include "io/volume_io.h"
+
+namespace sealvol::io {
+
+// Tracks one IoRequest split into parts; completes it when the last part is
+// done. Lives in the engine's fixed pool.
+struct RequestTracker {
+  IoRequest* request = nullptr;
+  std::atomic<int> remaining{0};
+  std::atomic<int> error{0};
+  RequestTracker* next_free = nullptr;
+};
+
+// The part of a request that lies in one group (or, for kFlush, one worker).
+struct Part {
+  RequestTracker* tracker = nullptr;
+  IoOp op = IoOp::kRead;
+  bool fua = false;
+  uint64_t first_block = 0;
+  uint32_t blocks = 0;
+  uint8_t* data = nullptr;  // Into the request's buffer.
+};
+
+// What every worker shares; owned by the engine.
+struct EngineContext {
+  BackingStore* store = nullptr;
+  Layout layout;
+  VolumeId volume_id{};
+  crypto::NonceAllocator* nonces = nullptr;
+  MetadataWriter* metadata = nullptr;
+  std::atomic<bool>* failed = nullptr;
+  int workers = 1;
+  size_t cache_groups = 128;
+  // Test hook: called for every block sealed, with its counter.
+  std::function<void(uint64_t block, uint64_t counter)> counter_observer;
+  // Completes a part; the engine finishes the request on the last part.
+  std::function<void(Part&, int)> complete;
+};
+
+class Worker {
+ public:
+  static absl::StatusOr<std::unique_ptr<Worker>> Create(
+      const EngineContext* ctx, const crypto::SecretBytes& data_key);
+  ~Worker();
+
+  // Queues parts; blocks while the queue is full (in manual mode the caller
+  // must drain with RunPending instead: returns false when full).
+  bool Enqueue(const Part& part, bool may_block);
+  // Processes everything queued, in this thread.
+  void RunPending();
+  void Start();  // Starts the worker thread.
+  void Stop();   // Processes what is queued, then joins the thread.
+
+ private:
+  struct GroupEntry {
+    uint64_t group = ~uint64_t{0};
+    AlignedBuffer tags;
+    std::vector<uint64_t> unflushed;  // One bit per block in the group.
+    uint32_t unflushed_count = 0;
+    uint64_t dirty_tag_blocks = 0;  // Bit per tag block to write.
+    bool marked = false;            // The group's bitmap bit is set.
+    bool load_failed = false;
+    uint64_t last_use = 0;
+    uint64_t pinned_in = 0;  // Sub-batch epoch that uses it.
+  };
+
+  Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
+         std::unique_ptr<crypto::SectorCodec> codec);
+  void Loop();
+  void ProcessBatch(std::span<Part> parts);
+  void RunSubBatch(std::span<Part> parts);
+  bool Conflicts(std::span<Part> taken, const Part& p) const;
+  GroupEntry* Lookup(uint64_t group);
+  bool LoadGroups(std::span<Part> parts);
+  bool Sync();
+  void AfterSync();
+  void FailWrites(std::span<Part> parts, int err);
+  int Seal(GroupEntry& e, uint64_t block, uint64_t counter, const uint8_t* in,
+           uint8_t* out);
+  int OpenBlock(GroupEntry& e, uint64_t block, const uint8_t* in,
+                uint8_t* out);
+
+  const EngineContext* ctx_;
+  std::unique_ptr<StoreQueue> queue_;
+  std::unique_ptr<crypto::SectorCodec> codec_;
+
+  // Request queue: a fixed ring.
+  std::mutex mu_;
+  std::condition_variable not_empty_;
+  std::condition_variable not_full_;
+  std::vector<Part> ring_ ABSL_GUARDED_BY(mu_);
+  size_t head_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t count_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+
+  // Batch state, touched only by the driving thread; allocated once.
+  std::vector<Part> batch_;
+  std::vector<GroupEntry> cache_;
+  std::vector<int32_t> entry_of_group_;  // Group -> cache index or -1.
+  std::vector<StoreOp> ops_;
+  std::vector<uint64_t> groups_scratch_;
+  std::vector<int> part_result_;
+  std::vector<uint64_t> part_bounce_;  // Block offset in bounce_ per part.
+  AlignedBuffer bounce_;
+  uint64_t tick_ = 0;
+  uint64_t epoch_ = 0;
+};
+
+}  // namespace sealvol::io

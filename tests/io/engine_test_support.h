@@ -1,0 +1,86 @@
+// Shared helpers for the engine tests: keys, volumes over FaultStore or a
+// temporary file, and block patterns. Test-only.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crypto/secret_bytes.h"
+#include "gtest/gtest.h"
+#include "io/engine.h"
+#include "io/fault_store.h"
+
+namespace sealvol::io::testing {
+
+inline crypto::SecretBytes TestDek(uint8_t seed) {
+  auto dek = crypto::SecretBytes::Allocate(32);
+  EXPECT_TRUE(dek.ok());
+  for (size_t i = 0; i < 32; ++i) dek->data()[i] = static_cast<uint8_t>(seed + i * 7);
+  return std::move(dek).value();
+}
+
+inline VolumeId TestId(uint8_t seed) {
+  VolumeId id{};
+  for (size_t i = 0; i < id.size(); ++i) id[i] = static_cast<uint8_t>(seed * 31 + i);
+  return id;
+}
+
+// A 4 KiB-aligned buffer filled with a pattern derived from `tag`.
+inline std::vector<uint8_t> Pattern(uint64_t tag, size_t bytes = 4096) {
+  std::vector<uint8_t> v(bytes);
+  uint64_t x = tag * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < bytes; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    v[i] = static_cast<uint8_t>(x);
+  }
+  return v;
+}
+
+inline FormatOptions FormatOf(uint64_t size, uint8_t id_seed = 1) {
+  FormatOptions f;
+  f.size_bytes = size;
+  f.volume_id = TestId(id_seed);
+  return f;
+}
+
+inline EngineOptions Manual(int workers = 1) {
+  EngineOptions o;
+  o.manual = true;
+  o.worker_threads = workers;
+  o.keep_store_after_close = true;
+  return o;
+}
+
+// A temporary directory removed with its contents at scope exit.
+class TempDir {
+ public:
+  explicit TempDir(const char* base = "/tmp") {
+    std::string t = std::string(base) + "/sealvol-test-XXXXXX";
+    char* p = mkdtemp(t.data());
+    EXPECT_NE(p, nullptr);
+    path_ = t;
+  }
+  ~TempDir() { (void)std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(stat(path.c_str(), &st), 0);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace sealvol::io::testing
