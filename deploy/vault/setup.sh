@@ -37,6 +37,7 @@
 #                             its namespace's tenant role (repeatable)
 #   --token-ttl DUR           TTL of tokens the roles issue [15m]
 #   --no-derived              create non-derived KEKs
+#   --name-prefix P           prefix of policy and role names [sealvol]
 # Environment: VAULT_ADDR, VAULT_TOKEN (a token allowed to mount engines and
 # write policies), optional VAULT_NAMESPACE and VAULT_CACERT.
 set -euo pipefail
@@ -44,6 +45,7 @@ set -euo pipefail
 transit=transit kv=sealvol kv_prefix=volumes key_template='sealvol-${namespace}'
 auth=kubernetes k8s_host=https://kubernetes.default.svc k8s_ca_file="" reviewer_jwt_file=""
 controller_sa=sealvol:sealvol-controller audience=vault token_ttl=15m derived=true
+prefix=sealvol
 tenants=() tenant_sas=()
 while (($#)); do
   case "$1" in
@@ -61,6 +63,7 @@ while (($#)); do
     --tenant-sa) tenant_sas+=("$2"); shift ;;
     --token-ttl) token_ttl=$2; shift ;;
     --no-derived) derived=false ;;
+    --name-prefix) prefix=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -173,7 +176,7 @@ put_role() {
 # The controller: every tenant's key (KEK names from the template, so a new
 # tenant's KEK can be created on first use) and the whole registry.
 key_glob=$(key_name '*')
-put_policy sealvol-controller "$(cat <<POLICY
+put_policy "$prefix-controller" "$(cat <<POLICY
 # sealvol controller: creates, unwraps, rewraps and destroys volume keys.
 path "$transit/keys/$key_glob" { capabilities = ["create", "read", "update"] }
 path "$transit/datakey/wrapped/$key_glob" { capabilities = ["update"] }
@@ -186,7 +189,7 @@ path "$kv/config" { capabilities = ["read"] }
 path "sys/mounts/$transit" { capabilities = ["read"] }
 POLICY
 )"
-put_role sealvol-controller sealvol-controller "${controller_sa#*:}" "${controller_sa%%:*}"
+put_role "$prefix-controller" "$prefix-controller" "${controller_sa#*:}" "${controller_sa%%:*}"
 
 for t in "${tenants[@]}"; do
   key=$(key_name "$t")
@@ -200,8 +203,8 @@ for t in "${tenants[@]}"; do
   # Deleting a KEK shreds every volume of the tenant at once: refuse it
   # unless an operator turns this off on purpose.
   api POST "$transit/keys/$key/config" '{"deletion_allowed": false}' >/dev/null
-  put_policy "sealvol-tenant-$t" "$(tenant_rules "$t")"
-  put_role "sealvol-tenant-$t" "sealvol-tenant-$t" "${controller_sa#*:}" "${controller_sa%%:*}"
+  put_policy "$prefix-tenant-$t" "$(tenant_rules "$t")"
+  put_role "$prefix-tenant-$t" "$prefix-tenant-$t" "${controller_sa#*:}" "${controller_sa%%:*}"
   # A tenant's own break-glass accounts get a separate role bound to the
   # tenant namespace only (Vault binds names x namespaces, so mixing them
   # with the controller's in one role would widen both).
@@ -210,7 +213,7 @@ for t in "${tenants[@]}"; do
     [[ ${sa%%:*} == "$t" ]] && dr_names+="${dr_names:+,}${sa#*:}"
   done
   if [[ -n $dr_names ]]; then
-    put_role "sealvol-tenant-$t-dr" "sealvol-tenant-$t" "$dr_names" "$t"
+    put_role "$prefix-tenant-$t-dr" "$prefix-tenant-$t" "$dr_names" "$t"
   fi
 done
 echo "setup.sh: done (${#tenants[@]} tenant(s))"

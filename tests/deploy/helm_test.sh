@@ -30,6 +30,14 @@ if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" -f "$work/no
   die "chart rendered broker TLS without a Secret or cert-manager"
 fi
 
+# values.schema.json: a misspelled or mistyped value must not be ignored.
+for bad in 'brokr.port=9443' 'broker.port=not-a-port' 'storageClasses[0].kmsKeyTemplate=shared-kek'; do
+  if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then
+    die "chart accepted the invalid value $bad"
+  fi
+  echo "ok   values schema rejects $bad"
+done
+
 # The standalone examples decode strictly too.
 "$K8SCHECK" decode "$SEALVOL_SOURCE_DIR"/deploy/examples/*.yaml >"$work/examples.objects" ||
   die "strict decoding of deploy/examples"
