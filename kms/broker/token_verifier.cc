@@ -3,7 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -33,6 +35,11 @@ absl::StatusOr<json> DecodeJsonPart(std::string_view part, const char* what) {
   }
   if (decoded->size() > kMaxDecodedPart) {
     return Malformed(absl::StrCat(what, " too large"));
+  }
+  // nlohmann's lexer takes a NUL byte as end of input, so "{...}\0junk"
+  // would parse; valid JSON never holds a raw NUL.
+  if (decoded->find('\0') != std::string::npos) {
+    return Malformed(absl::StrCat(what, " contains a NUL byte"));
   }
   json doc = json::parse(*decoded, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
@@ -124,9 +131,7 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
   if (parts.size() != 3) {
     return Malformed("a JWS compact token has exactly three parts");
   }
-  if (parts[0].empty() || parts[1].empty() || parts[2].empty()) {
-    return Malformed("empty token part");
-  }
+  if (parts[0].empty()) return Malformed("empty header");
 
   auto header = DecodeJsonPart({parts[0].data(), parts[0].size()}, "header");
   if (!header.ok()) return header.status();
@@ -150,6 +155,9 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
     return RefusalStatus(Reason::kUnknownKid, "token header has no kid");
   }
   const std::string kid = kid_it->get<std::string>();
+  if (parts[1].empty() || parts[2].empty()) {
+    return Malformed("empty payload or signature");
+  }
   auto signature = Base64UrlDecode({parts[2].data(), parts[2].size()});
   if (!signature.ok()) return Malformed("signature is not base64url");
 

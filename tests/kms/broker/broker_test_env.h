@@ -1,0 +1,153 @@
+// Shared fixtures for the broker tests: an in-memory KeyProvider, a test
+// issuer with its JWKS, a verifier on a controllable clock, and token
+// minting for pods and nodes.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "crypto/secret_bytes.h"
+#include "gtest/gtest.h"
+#include "kms/broker/jwks_cache.h"
+#include "kms/broker/test_issuer.h"
+#include "kms/broker/token_verifier.h"
+#include "kms/key_provider.h"
+
+namespace sealvol::broker::testing {
+
+inline constexpr char kIssuer[] = "https://issuer.test";
+inline constexpr char kTenant[] = "team-a";
+inline constexpr char kNode[] = "node-1";
+
+// KeyProvider fake: volumes and plaintext DEKs in a map. Only the calls the
+// broker makes do anything; the rest say Unimplemented.
+class FakeKeyProvider final : public kms::KeyProvider {
+ public:
+  void AddVolume(kms::VolumeRecord record, uint8_t dek_fill) {
+    std::lock_guard lock(mu_);
+    deks_[record.volume_id] = dek_fill;
+    volumes_[record.volume_id] = std::move(record);
+  }
+  void FailUnwrap(bool fail) { fail_unwrap_ = fail; }
+  int unwrap_calls() const { return unwrap_calls_; }
+
+  absl::StatusOr<kms::VolumeRecord> CreateVolumeKey(
+      const kms::CreateVolumeKeyRequest&) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
+      std::string_view volume_id) override {
+    ++unwrap_calls_;
+    if (fail_unwrap_) return absl::UnavailableError("fake KMS down");
+    std::lock_guard lock(mu_);
+    auto it = deks_.find(std::string(volume_id));
+    if (it == deks_.end()) return absl::NotFoundError("no volume");
+    auto dek = crypto::SecretBytes::Allocate(32);
+    if (!dek.ok()) return dek.status();
+    std::fill(dek->data(), dek->data() + 32, it->second);
+    return dek;
+  }
+  absl::StatusOr<kms::VolumeRecord> GetVolume(
+      std::string_view volume_id) override {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(std::string(volume_id));
+    if (it == volumes_.end()) {
+      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
+    }
+    return it->second;
+  }
+  absl::Status UpdateVolume(const kms::VolumeRecord&) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(
+      std::string_view) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::Status DestroyVolumeKey(std::string_view) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::StatusOr<kms::RotationResult> RotateTenantKey(std::string_view) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::Status Ping() override { return absl::OkStatus(); }
+  std::string Describe() const override { return "fake"; }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, kms::VolumeRecord> volumes_;
+  std::map<std::string, uint8_t> deks_;
+  std::atomic<bool> fail_unwrap_{false};
+  std::atomic<int> unwrap_calls_{0};
+};
+
+inline kms::VolumeRecord MakeVolume(const std::string& id,
+                                    const std::string& tenant) {
+  kms::VolumeRecord v;
+  v.volume_id = id;
+  v.tenant = tenant;
+  v.key_name = "sealvol-" + tenant;
+  v.key_version = 3;
+  return v;
+}
+
+// Clock the tests can move. Thread-safe.
+class TestClock {
+ public:
+  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
+  void Set(absl::Time t) { nanos_ = absl::ToUnixNanos(t); }
+  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
+
+ private:
+  std::atomic<int64_t> nanos_{absl::ToUnixNanos(absl::Now())};
+};
+
+// An issuer, its JWKS cache and a verifier on `clock`.
+struct IssuerEnv {
+  explicit IssuerEnv(JwsAlgorithm alg = JwsAlgorithm::kRs256)
+      : issuer(*TestIssuer::Generate(alg)),
+        jwks(JwksCache::FromKeySet(*KeySet::Parse(issuer.Jwks()))),
+        verifier(
+            TokenVerifierOptions{.issuer = kIssuer,
+                                 .now = [this] { return clock.Now(); }},
+            *jwks) {}
+
+  MintOptions PodMint(const std::string& pod = "web-0",
+                      const std::string& ns = kTenant) const {
+    MintOptions m;
+    m.issuer = kIssuer;
+    m.namespace_name = ns;
+    m.service_account = "trainer";
+    m.pod_name = pod;
+    m.pod_uid = "uid-" + pod;
+    m.node_name = kNode;
+    m.not_before = clock.Now();
+    return m;
+  }
+  MintOptions NodeMint(const std::string& node = kNode) const {
+    MintOptions m;
+    m.issuer = kIssuer;
+    m.namespace_name = "sealvol-system";
+    m.service_account = "sealvol-node";
+    m.pod_name = "sealvol-node-x";
+    m.pod_uid = "uid-sealvol-node-x";
+    m.node_name = node;
+    m.not_before = clock.Now();
+    return m;
+  }
+  std::string Mint(const MintOptions& m) const {
+    auto token = issuer.Mint(m);
+    EXPECT_TRUE(token.ok()) << token.status();
+    return token.ok() ? *token : "";
+  }
+
+  TestClock clock;
+  TestIssuer issuer;
+  std::unique_ptr<JwksCache> jwks;
+  TokenVerifier verifier;
+};
+
+}  // namespace sealvol::broker::testing
