@@ -14,16 +14,19 @@
 #     the only principal that can create, unwrap, rewrap and destroy keys;
 #   * per tenant T: KEK "sealvol-T" (aes256-gcm96, derived so the volume id is
 #     the key-derivation context, not exportable, deletion refused), and role
-#     + policy "sealvol-tenant-T" that can use only T's KEK and T's registry
-#     entries, bound to the controller; with --tenant-sa, also a role
+#     + policy "sealvol-tenant-T" that can use only T's KEK (datakey, decrypt,
+#     rewrap, rotate), bound to the controller; with --tenant-sa, also a role
 #     "sealvol-tenant-T-dr" with the same policy for a tenant's own
 #     break-glass service account (disaster recovery).
-#     Tenant A's role has no path to tenant B's key or records.
+#     Tenant A's role has no path to tenant B's key. The registry is keyed by
+#     volume id only (KV/data/PREFIX/VOLUME_ID, see docs/kms.md), so it cannot
+#     be split by tenant: tenant roles get no registry access at all; a
+#     wrapped DEK is useless without its tenant's KEK.
 #
 # Options (defaults in brackets):
 #   --transit-mount PATH      [transit]
 #   --kv-mount PATH           [sealvol]
-#   --kv-prefix PREFIX        registry entries live at KV/data/PREFIX/TENANT/ [volumes]
+#   --kv-prefix PREFIX        registry entries live at KV/data/PREFIX/VOLUME_ID [volumes]
 #   --key-template TMPL       KEK name; must contain ${namespace} [sealvol-${namespace}]
 #   --auth-mount PATH         kubernetes auth mount [kubernetes]
 #   --kubernetes-host URL     API server as Vault reaches it [https://kubernetes.default.svc]
@@ -140,20 +143,19 @@ fi
 api POST "auth/$auth/config" "$config" >/dev/null
 echo "configured auth/$auth/ for $k8s_host"
 
-# Policy text for one tenant's key and registry subtree.
+# Policy text for one tenant's KEK.
 tenant_rules() {
   local key
   key=$(key_name "$1")
   cat <<POLICY
-# tenant $1
+# sealvol tenant $1: only this tenant's KEK.
 path "$transit/keys/$key" { capabilities = ["create", "read", "update"] }
 path "$transit/keys/$key/rotate" { capabilities = ["update"] }
 path "$transit/datakey/wrapped/$key" { capabilities = ["update"] }
 path "$transit/decrypt/$key" { capabilities = ["update"] }
 path "$transit/rewrap/$key" { capabilities = ["update"] }
-path "$kv/data/$kv_prefix/$1/*" { capabilities = ["create", "read", "update", "delete"] }
-path "$kv/metadata/$kv_prefix/$1/*" { capabilities = ["read", "list", "delete"] }
-path "$kv/metadata/$kv_prefix/$1" { capabilities = ["list"] }
+path "auth/token/renew-self" { capabilities = ["update"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
 POLICY
 }
 
@@ -174,7 +176,10 @@ put_role() {
 }
 
 # The controller: every tenant's key (KEK names from the template, so a new
-# tenant's KEK can be created on first use) and the whole registry.
+# tenant's KEK can be created on first use; the glob also covers
+# keys/NAME/rotate and keys/NAME/config, used by rotation) and the whole
+# registry. No delete on keys: a KEK deletion shreds a whole tenant and is
+# left to an operator.
 key_glob=$(key_name '*')
 put_policy "$prefix-controller" "$(cat <<POLICY
 # sealvol controller: creates, unwraps, rewraps and destroys volume keys.
@@ -185,8 +190,8 @@ path "$transit/rewrap/$key_glob" { capabilities = ["update"] }
 path "$kv/data/$kv_prefix/*" { capabilities = ["create", "read", "update", "delete"] }
 path "$kv/metadata/$kv_prefix/*" { capabilities = ["read", "list", "delete"] }
 path "$kv/metadata/$kv_prefix" { capabilities = ["list"] }
-path "$kv/config" { capabilities = ["read"] }
-path "sys/mounts/$transit" { capabilities = ["read"] }
+path "auth/token/renew-self" { capabilities = ["update"] }
+path "auth/token/lookup-self" { capabilities = ["read"] }
 POLICY
 )"
 put_role "$prefix-controller" "$prefix-controller" "${controller_sa#*:}" "${controller_sa%%:*}"

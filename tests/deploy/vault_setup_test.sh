@@ -5,9 +5,10 @@
 # no Kubernetes here, so the kubernetes-auth login itself cannot run; the
 # test checks the auth config and role objects, and exercises each role's
 # policy through a token created with exactly that policy. With real calls
-# it proves that tenant A's policy can use A's KEK and registry and cannot
-# use B's (datakey, decrypt, rewrap, rotate, read/write/list/delete kv), and
-# that the controller's policy can use both.
+# it proves that tenant A's policy can use A's KEK and cannot use B's
+# (datakey, decrypt, rewrap, rotate, key metadata), that it has no access to
+# the registry (where B's wrapped DEKs live: read, write, list, delete), and
+# that the controller's policy serves both tenants and crypto-shreds.
 #
 # Uses VAULT_ADDR/VAULT_TOKEN when the suite already started the server,
 # otherwise starts (and stops) one. Everything it creates carries a unique
@@ -111,16 +112,23 @@ role_is "$id-tenant-team-b" sealvol-controller sealvol "$id-tenant-team-b"
 role_is "$id-tenant-team-a-dr" dr-admin team-a "$id-tenant-team-a"
 expect 404 "no break-glass role for team-b (none requested)" "$root_token" GET "auth/$auth/role/$id-tenant-team-b-dr"
 
-# Policy contents: A's names A's key and registry and nothing of B.
+# Policy contents: A's names A's key and nothing of B, and no registry path.
 call "$root_token" GET "sys/policies/acl/$id-tenant-team-a"
 policy_a=$(jq -r .data.policy <<<"$BODY")
 for p in "$transit/datakey/wrapped/$key_a" "$transit/decrypt/$key_a" "$transit/rewrap/$key_a" \
-         "$kv/data/volumes/team-a/\*"; do
+         "$transit/keys/$key_a/rotate"; do
   grep -q "path \"$p\"" <<<"$policy_a" || bad "tenant A policy lacks $p"
 done
 grep -q "team-b" <<<"$policy_a" && bad "tenant A policy mentions team-b: $policy_a"
-grep -q '"\*"\|/\*"' <<<"$(grep transit <<<"$policy_a")" && bad "tenant A policy has a transit wildcard"
-echo "ok   tenant A policy names only A's key and registry"
+grep -q "$kv/" <<<"$policy_a" && bad "tenant A policy grants registry access: $policy_a"
+grep -q '\*' <<<"$policy_a" && bad "tenant A policy has a wildcard: $policy_a"
+call "$root_token" GET "sys/policies/acl/$id-controller"
+policy_ctl=$(jq -r .data.policy <<<"$BODY")
+for p in "$transit/datakey/wrapped/$id-\*" "$transit/decrypt/$id-\*" "$kv/data/volumes/\*" "$kv/metadata/volumes/\*"; do
+  grep -q "path \"$p\"" <<<"$policy_ctl" || bad "controller policy lacks $p"
+done
+grep -q '"delete"' <<<"$(grep "$transit/" <<<"$policy_ctl")" && bad "controller policy may delete transit keys"
+echo "ok   policies: A names only A's key; controller covers the template's keys and the registry"
 
 # KEK properties.
 call "$root_token" GET "$transit/keys/$key_a"
@@ -145,14 +153,15 @@ expect 200 "A: unwrap A's DEK" "$tok_a" POST "$transit/decrypt/$key_a" "{\"ciphe
 [[ $(jq -r .data.plaintext <<<"$BODY" | base64 -d | wc -c) == 32 ]] || bad "A's DEK is not 32 bytes"
 expect 4?? "A: A's DEK does not unwrap under another volume id (context)" "$tok_a" POST "$transit/decrypt/$key_a" "{\"ciphertext\":\"$wrapped_a\",\"context\":\"$(ctx sv-a2)\"}"
 expect 200 "A: rewrap A's DEK" "$tok_a" POST "$transit/rewrap/$key_a" "{\"ciphertext\":\"$wrapped_a\",\"context\":\"$(ctx sv-a1)\"}"
-expect 2?? "A: write A's registry entry" "$tok_a" POST "$kv/data/volumes/team-a/sv-a1" "{\"data\":{\"wrapped_dek\":\"$wrapped_a\"}}"
-expect 200 "A: read A's registry entry" "$tok_a" GET "$kv/data/volumes/team-a/sv-a1"
-expect 200 "A: list A's registry" "$tok_a" LIST "$kv/metadata/volumes/team-a"
+expect 200 "A: rotate A's KEK" "$tok_a" POST "$transit/keys/$key_a/rotate" "{}"
 
 # Tenant B's material, made by B.
 expect 200 "B: datakey with B's KEK" "$tok_b" POST "$transit/datakey/wrapped/$key_b" "{\"context\":\"$(ctx sv-b1)\",\"bits\":256}"
 wrapped_b=$(jq -r .data.ciphertext <<<"$BODY")
-expect 2?? "B: write B's registry entry" "$tok_b" POST "$kv/data/volumes/team-b/sv-b1" "{\"data\":{\"wrapped_dek\":\"$wrapped_b\"}}"
+# The controller keeps the registry (as the provider does: KV/data/PREFIX/ID).
+expect 2?? "controller: write A's registry entry" "$tok_ctl" POST "$kv/data/volumes/sv-a1" "{\"data\":{\"tenant\":\"team-a\",\"wrapped_dek\":\"$wrapped_a\"}}"
+expect 2?? "controller: write B's registry entry" "$tok_ctl" POST "$kv/data/volumes/sv-b1" "{\"data\":{\"tenant\":\"team-b\",\"wrapped_dek\":\"$wrapped_b\"}}"
+expect 200 "controller: list the registry" "$tok_ctl" LIST "$kv/metadata/volumes"
 
 # Tenant A against tenant B: every path refused.
 expect 403 "A cannot create a data key with B's KEK" "$tok_a" POST "$transit/datakey/wrapped/$key_b" "{\"context\":\"$(ctx sv-x)\",\"bits\":256}"
@@ -160,21 +169,22 @@ expect 403 "A cannot unwrap B's DEK" "$tok_a" POST "$transit/decrypt/$key_b" "{\
 expect 403 "A cannot rewrap B's DEK" "$tok_a" POST "$transit/rewrap/$key_b" "{\"ciphertext\":\"$wrapped_b\",\"context\":\"$(ctx sv-b1)\"}"
 expect 403 "A cannot rotate B's KEK" "$tok_a" POST "$transit/keys/$key_b/rotate" "{}"
 expect 403 "A cannot read B's KEK metadata" "$tok_a" GET "$transit/keys/$key_b"
-expect 403 "A cannot read B's registry entry" "$tok_a" GET "$kv/data/volumes/team-b/sv-b1"
-expect 403 "A cannot overwrite B's registry entry" "$tok_a" POST "$kv/data/volumes/team-b/sv-b1" '{"data":{"wrapped_dek":"x"}}'
-expect 403 "A cannot list B's registry" "$tok_a" LIST "$kv/metadata/volumes/team-b"
-expect 403 "A cannot destroy B's registry entry" "$tok_a" DELETE "$kv/metadata/volumes/team-b/sv-b1"
+expect 403 "A cannot read B's registry entry" "$tok_a" GET "$kv/data/volumes/sv-b1"
+expect 403 "A cannot overwrite B's registry entry" "$tok_a" POST "$kv/data/volumes/sv-b1" '{"data":{"wrapped_dek":"x"}}'
+expect 403 "A cannot list the registry" "$tok_a" LIST "$kv/metadata/volumes"
+expect 403 "A cannot destroy B's registry entry" "$tok_a" DELETE "$kv/metadata/volumes/sv-b1"
 expect 403 "A cannot create a KEK for another tenant" "$tok_a" POST "$transit/keys/$id-team-c" '{"type":"aes256-gcm96","derived":true}'
 expect 403 "A cannot read the policies" "$tok_a" GET "sys/policies/acl/$id-tenant-team-a"
 expect 403 "B cannot unwrap A's DEK" "$tok_b" POST "$transit/decrypt/$key_a" "{\"ciphertext\":\"$wrapped_a\",\"context\":\"$(ctx sv-a1)\"}"
-expect 403 "B cannot read A's registry entry" "$tok_b" GET "$kv/data/volumes/team-a/sv-a1"
+expect 403 "B cannot read A's registry entry" "$tok_b" GET "$kv/data/volumes/sv-a1"
 
 # The controller serves every tenant, and crypto-shreds.
 expect 200 "controller: unwrap A's DEK" "$tok_ctl" POST "$transit/decrypt/$key_a" "{\"ciphertext\":\"$wrapped_a\",\"context\":\"$(ctx sv-a1)\"}"
 expect 200 "controller: unwrap B's DEK" "$tok_ctl" POST "$transit/decrypt/$key_b" "{\"ciphertext\":\"$wrapped_b\",\"context\":\"$(ctx sv-b1)\"}"
 expect 200 "controller: new tenant's KEK on first use" "$tok_ctl" POST "$transit/keys/$id-team-c" '{"type":"aes256-gcm96","derived":true}'
-expect 2?? "controller: crypto-shred B's registry entry (all versions)" "$tok_ctl" DELETE "$kv/metadata/volumes/team-b/sv-b1"
-expect 404 "B's registry entry is gone" "$tok_ctl" GET "$kv/data/volumes/team-b/sv-b1"
+expect 2?? "controller: crypto-shred B's registry entry (all versions)" "$tok_ctl" DELETE "$kv/metadata/volumes/sv-b1"
+expect 404 "B's registry entry is gone" "$tok_ctl" GET "$kv/data/volumes/sv-b1"
+expect 404 "B's registry metadata is gone (no version to undelete)" "$tok_ctl" GET "$kv/metadata/volumes/sv-b1"
 expect 403 "controller cannot delete a KEK" "$tok_ctl" DELETE "$transit/keys/$key_a"
 
 ((fails == 0)) || die "$fails check(s) failed"

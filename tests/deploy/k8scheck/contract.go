@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"path"
 	"regexp"
 	"sort"
@@ -15,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 const driverName = "sealvol.csi.dev"
@@ -310,6 +311,18 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 			for _, k := range []string{"broker-tls-cert", "broker-tls-key"} {
 				if mountUnder(ctl, f[k]) == nil {
 					c.failf("%s: --%s=%s is not inside a volume mount", who, k, f[k])
+				}
+			}
+		}
+		if kms := f["kms"]; strings.HasPrefix(kms, "vault+") {
+			u, err := url.Parse(strings.TrimPrefix(kms, "vault+"))
+			if err != nil {
+				c.failf("%s: --kms=%q does not parse: %v", who, kms, err)
+			} else {
+				for _, p := range []string{"jwt_file", "ca_file", "token_file"} {
+					if file := u.Query().Get(p); file != "" && mountUnder(ctl, file) == nil {
+						c.failf("%s: --kms %s=%s is not inside a volume mount", who, p, file)
+					}
 				}
 			}
 		}

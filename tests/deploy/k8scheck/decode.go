@@ -107,7 +107,7 @@ type certificate struct {
 
 var customKinds = map[schema.GroupVersionKind]func() interface{}{
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: func() interface{} { return &serviceMonitor{} },
-	{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}:         func() interface{} { return &certificate{} },
+	{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}:          func() interface{} { return &certificate{} },
 }
 
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)

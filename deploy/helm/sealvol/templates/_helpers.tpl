@@ -41,14 +41,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sealvol.csiSocket" -}}/csi/csi.sock{{- end -}}
 {{- define "sealvol.pluginDir" -}}{{ .Values.kubeletDir }}/plugins/{{ .Values.driverName }}{{- end -}}
 
-{{/* The KMS provider URI passed to `sealvol controller --kms`. */}}
+{{/* The KMS provider URI passed to `sealvol controller --kms` (parameters:
+docs/kms.md). The controller logs in with its own projected token whose
+audience is kms.vault.auth.audience (see the vault-token volume). */}}
 {{- define "sealvol.kmsURI" -}}
 {{- if .Values.kms.uri -}}
 {{ .Values.kms.uri }}
 {{- else -}}
 {{- $v := .Values.kms.vault -}}
 {{- $u := urlParse $v.address -}}
-{{- $q := list (printf "transit_mount=%s" $v.transitMount) (printf "kv_mount=%s" $v.kvMount) (printf "auth=%s" $v.auth.method) (printf "role=%s" $v.auth.role) -}}
+{{- $q := list (printf "transit=%s" $v.transitMount) (printf "kv=%s" $v.kvMount) (printf "kv_prefix=%s" $v.kvPrefix) -}}
+{{- if $v.keyTemplate -}}
+{{- $q = append $q (printf "key_template=%s" (urlquery $v.keyTemplate)) -}}
+{{- end -}}
+{{- $q = append $q (printf "auth=%s" $v.auth.method) -}}
+{{- $q = append $q (printf "auth_mount=%s" $v.auth.mount) -}}
+{{- $q = append $q (printf "role=%s" $v.auth.role) -}}
+{{- $q = append $q "jwt_file=/var/run/secrets/sealvol/vault/token" -}}
 {{- if or $v.ca.secretName $v.ca.configMapName -}}
 {{- $q = append $q (printf "ca_file=/etc/sealvol/vault-ca/%s" $v.ca.key) -}}
 {{- end -}}
