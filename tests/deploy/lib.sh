@@ -15,7 +15,19 @@ mkdir -p "$TOOLS"
 
 die() { echo "FAIL: $*" >&2; exit 1; }
 
-ensure_helm() {
+# Tests run in parallel: one installer or builder at a time.
+with_tools_lock() {
+  exec {lock_fd}>"$TOOLS/.deploy-tools.lock"
+  flock "$lock_fd"
+  "$@"
+  local rc=$?
+  flock -u "$lock_fd"
+  exec {lock_fd}>&-
+  return $rc
+}
+
+ensure_helm() { with_tools_lock ensure_helm_locked; HELM=$TOOLS/helm; }
+ensure_helm_locked() {
   HELM=$TOOLS/helm
   if [[ -x $HELM ]] && "$HELM" version --short 2>/dev/null | grep -q "^${HELM_VERSION%.*}"; then
     return
@@ -29,7 +41,8 @@ ensure_helm() {
 
 # The checker binary is cached under the hash of its sources, so an edit
 # rebuilds it and an unchanged tree reuses it.
-ensure_k8scheck() {
+ensure_k8scheck() { with_tools_lock ensure_k8scheck_locked; }
+ensure_k8scheck_locked() {
   local src=$SEALVOL_SOURCE_DIR/tests/deploy/k8scheck
   local sum
   sum=$(cat "$src"/go.mod "$src"/go.sum "$src"/*.go | sha256sum | cut -c1-16)
@@ -39,6 +52,8 @@ ensure_k8scheck() {
   local t0=$SECONDS
   (cd "$src" && GOFLAGS=-buildvcs=false "$GO" build -o "$K8SCHECK.tmp" .) || die "build k8scheck"
   mv "$K8SCHECK.tmp" "$K8SCHECK"
+  # Older builds of the checker are dead weight.
+  find "$TOOLS" -maxdepth 1 -name 'k8scheck-*' ! -name "$(basename "$K8SCHECK")" -delete
   echo "k8scheck built in $((SECONDS - t0)) s"
 }
 
