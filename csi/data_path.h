@@ -1,0 +1,54 @@
+// DataPath brings a sealed volume to the kernel as a block device and takes
+// it away again: engine, FUSE export and loop device. The node service owns
+// mounts above the device; the data path owns everything below. It is a seam
+// between the CSI logic and the OS (tests of the node logic may run the real
+// one or a substitute). Implementations are thread-safe; calls for one
+// volume are serialized by the caller.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+
+namespace sealvol::csi {
+
+struct AttachOptions {
+  std::string volume_id;   // "sv-..."; the engine's volume id.
+  std::string image_path;  // Backing file; formatted when absent.
+  std::string work_dir;    // Private directory for the FUSE mount.
+  uint64_t size_bytes = 0;  // Size for a new image, or to grow an old one to.
+  bool read_only = false;
+};
+
+class DataPath {
+ public:
+  virtual ~DataPath() = default;
+
+  // Opens (or formats, when the image does not exist) the volume with `dek`
+  // and returns the block device ("/dev/loopN") serving it. The key is
+  // copied into the engine's locked memory; the caller wipes its own.
+  // PermissionDenied when the key does not open the image.
+  virtual absl::StatusOr<std::string> Attach(const AttachOptions& options,
+                                             const crypto::SecretBytes& dek) = 0;
+
+  // The device of an attached volume; NotFound when it is not attached.
+  virtual absl::StatusOr<std::string> Device(const std::string& volume_id) = 0;
+
+  // Grows the engine, the exported file and the loop device's capacity.
+  virtual absl::Status Grow(const std::string& volume_id,
+                            uint64_t new_size_bytes) = 0;
+
+  // OK while the data path serves; the failure otherwise (backing store
+  // failed, FUSE connection gone). NotFound when not attached.
+  virtual absl::Status Health(const std::string& volume_id) = 0;
+
+  // Closes the engine (zeroizing its keys), ends the FUSE export and
+  // detaches the loop device. The device must no longer be mounted. OK when
+  // not attached.
+  virtual absl::Status Detach(const std::string& volume_id) = 0;
+};
+
+}  // namespace sealvol::csi

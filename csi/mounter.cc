@@ -1,0 +1,291 @@
+#include "csi/mounter.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/loop.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "base/status_macros.h"
+#include "base/unique_fd.h"
+
+extern char** environ;
+
+namespace sealvol::csi {
+
+namespace {
+
+// Mount points in /proc/self/mountinfo escape space, tab, newline and
+// backslash as octal.
+std::string UnescapeMountPath(const std::string& field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      const std::string oct = field.substr(i + 1, 3);
+      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
+        out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(field[i]);
+  }
+  return out;
+}
+
+struct MountEntry {
+  std::string mount_point;
+  std::string source;
+};
+
+absl::StatusOr<std::vector<MountEntry>> ReadMountTable() {
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) return ErrnoStatus(errno, "read", "/proc/self/mountinfo");
+  std::vector<MountEntry> entries;
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mount_point options [optional...] - fstype
+    // source super_options
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mount_point, token;
+    fields >> id >> parent >> devno >> root >> mount_point;
+    while (fields >> token && token != "-") {
+    }
+    std::string fstype, source;
+    fields >> fstype >> source;
+    entries.push_back({UnescapeMountPath(mount_point), UnescapeMountPath(source)});
+  }
+  return entries;
+}
+
+std::string Canonical(const std::string& path) {
+  char resolved[PATH_MAX];
+  if (realpath(path.c_str(), resolved) != nullptr) return resolved;
+  return path;
+}
+
+}  // namespace
+
+absl::Status RunCommand(const std::vector<std::string>& argv) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe", argv[0]);
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
+  std::vector<char*> args;
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc =
+      posix_spawnp(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return ErrnoStatus(rc, "run", argv[0]);
+  write_end.reset();
+
+  std::string output;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(read_end.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) output.append(buf, static_cast<size_t>(n));
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return absl::OkStatus();
+  std::string command;
+  for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
+  if (output.size() > 400) output = "..." + output.substr(output.size() - 400);
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
+    output.pop_back();
+  }
+  const std::string how = WIFEXITED(wstatus)
+                              ? "exit status " + std::to_string(WEXITSTATUS(wstatus))
+                              : "signal " + std::to_string(WTERMSIG(wstatus));
+  return absl::InternalError(command + ": " + how + (output.empty() ? "" : ": ") + output);
+}
+
+absl::StatusOr<std::string> ProbeFilesystem(const std::string& device) {
+  // blkid exits 2 when it finds no signature; anything else is an error.
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe", "blkid");
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
+  const char* args[] = {"blkid", "-p", "-o", "value", "-s", "TYPE",
+                        device.c_str(), nullptr};
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, "blkid", &actions, nullptr,
+                              const_cast<char* const*>(args), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return ErrnoStatus(rc, "run", "blkid");
+  write_end.reset();
+  std::string output;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(read_end.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) output.append(buf, static_cast<size_t>(n));
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 2) return std::string();
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    return absl::InternalError("blkid -p " + device + ": failed");
+  }
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
+    output.pop_back();
+  }
+  return output;
+}
+
+absl::Status MakeFilesystem(const std::string& device,
+                            const std::string& fs_type) {
+  if (fs_type == "ext4") {
+    // No discard: the engine reads unwritten blocks as zeros already (P5).
+    return RunCommand({"mkfs.ext4", "-q", "-F", "-E", "nodiscard", device});
+  }
+  if (fs_type == "xfs") {
+    return RunCommand({"mkfs.xfs", "-q", "-f", "-K", device});
+  }
+  return absl::InvalidArgumentError("mkfs " + device + ": unsupported fs_type " +
+                                    fs_type);
+}
+
+absl::Status MountFilesystem(const std::string& device,
+                             const std::string& target,
+                             const std::string& fs_type,
+                             const std::vector<std::string>& options,
+                             bool read_only) {
+  std::string data;
+  for (const auto& option : options) {
+    data += (data.empty() ? "" : ",") + option;
+  }
+  unsigned long flags = MS_NOSUID | MS_NODEV;
+  if (read_only) flags |= MS_RDONLY;
+  if (mount(device.c_str(), target.c_str(), fs_type.c_str(), flags,
+            data.empty() ? nullptr : data.c_str()) != 0) {
+    return ErrnoStatus(errno, "mount " + device + " (" + fs_type + ") on",
+                       target);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BindMount(const std::string& source, const std::string& target,
+                       bool read_only) {
+  if (mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return ErrnoStatus(errno, "bind-mount " + source + " on", target);
+  }
+  if (read_only &&
+      mount(nullptr, target.c_str(), nullptr,
+            MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+    const int err = errno;
+    umount2(target.c_str(), MNT_DETACH);
+    return ErrnoStatus(err, "remount read-only", target);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UnmountIfMounted(const std::string& target) {
+  ASSIGN_OR_RETURN(bool mounted, IsMountPoint(target));
+  if (!mounted) return absl::OkStatus();
+  if (umount2(target.c_str(), 0) == 0) return absl::OkStatus();
+  if (errno == EBUSY) {
+    // Retry briefly: a loop device or a closing file may still hold it.
+    for (int i = 0; i < 20; ++i) {
+      usleep(50 * 1000);
+      if (umount2(target.c_str(), 0) == 0) return absl::OkStatus();
+      if (errno != EBUSY) break;
+    }
+  }
+  return ErrnoStatus(errno, "unmount", target);
+}
+
+absl::Status DetachMountIfMounted(const std::string& target) {
+  for (int i = 0; i < 8; ++i) {  // Stacked mounts: detach each layer.
+    ASSIGN_OR_RETURN(bool mounted, IsMountPoint(target));
+    if (!mounted) return absl::OkStatus();
+    if (umount2(target.c_str(), MNT_DETACH) != 0) {
+      return ErrnoStatus(errno, "detach mount", target);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> IsMountPoint(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string source, MountSource(path));
+  return !source.empty();
+}
+
+absl::StatusOr<std::string> MountSource(const std::string& path) {
+  ASSIGN_OR_RETURN(std::vector<MountEntry> entries, ReadMountTable());
+  const std::string canonical = Canonical(path);
+  std::string source;
+  for (const auto& entry : entries) {
+    // The last entry for a path is the one on top.
+    if (entry.mount_point == canonical || entry.mount_point == path) {
+      source = entry.source.empty() ? "none" : entry.source;
+    }
+  }
+  return source;
+}
+
+absl::Status GrowFilesystem(const std::string& device,
+                            const std::string& mount_point,
+                            const std::string& fs_type) {
+  if (fs_type == "ext4") return RunCommand({"resize2fs", device});
+  if (fs_type == "xfs") return RunCommand({"xfs_growfs", mount_point});
+  return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
+                                    fs_type);
+}
+
+absl::Status RefreshLoopCapacity(const std::string& loop_device) {
+  UniqueFd fd(open(loop_device.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open", loop_device);
+  if (ioctl(fd.get(), LOOP_SET_CAPACITY, 0) != 0) {
+    return ErrnoStatus(errno, "LOOP_SET_CAPACITY", loop_device);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> BlockDeviceSize(const std::string& device) {
+  UniqueFd fd(open(device.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open", device);
+  uint64_t size = 0;
+  if (ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
+    return ErrnoStatus(errno, "BLKGETSIZE64", device);
+  }
+  return size;
+}
+
+absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path) {
+  struct statvfs st {};
+  if (statvfs(path.c_str(), &st) != 0) return ErrnoStatus(errno, "statvfs", path);
+  FilesystemUsage usage;
+  usage.total_bytes = uint64_t{st.f_blocks} * st.f_frsize;
+  usage.available_bytes = uint64_t{st.f_bavail} * st.f_frsize;
+  usage.used_bytes = (uint64_t{st.f_blocks} - st.f_bfree) * st.f_frsize;
+  usage.total_inodes = st.f_files;
+  usage.free_inodes = st.f_ffree;
+  usage.used_inodes = st.f_files - st.f_ffree;
+  return usage;
+}
+
+}  // namespace sealvol::csi

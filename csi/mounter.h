@@ -1,0 +1,75 @@
+// Mount, filesystem and block-device operations the node service needs:
+// mkfs, mount, bind mounts, unmount, mount-table queries, filesystem growth
+// and usage. Uses mount(2)/umount2(2) directly; mkfs, blkid, resize2fs and
+// xfs_growfs run as child processes (their on-disk knowledge is not worth
+// rewriting). Stateless, thread-safe.
+//
+// Errors name the operation and the path: "mount /dev/loop3 on /x: ...".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace sealvol::csi {
+
+// Runs argv[0] (searched in PATH) with `argv`, waits, and returns OK on exit
+// status 0, otherwise Internal with the command and the tail of its output.
+absl::Status RunCommand(const std::vector<std::string>& argv);
+
+// The filesystem type found on `device` ("" when it holds none).
+absl::StatusOr<std::string> ProbeFilesystem(const std::string& device);
+
+// mkfs.ext4 / mkfs.xfs on `device`, quietly, without discarding.
+absl::Status MakeFilesystem(const std::string& device,
+                            const std::string& fs_type);
+
+absl::Status MountFilesystem(const std::string& device,
+                             const std::string& target,
+                             const std::string& fs_type,
+                             const std::vector<std::string>& options,
+                             bool read_only);
+
+// Bind-mounts `source` (a directory or a device node) on `target`, then
+// remounts it read-only when asked (a bind ignores MS_RDONLY at first).
+absl::Status BindMount(const std::string& source, const std::string& target,
+                       bool read_only);
+
+// Unmounts `target` when something is mounted there; OK when nothing is.
+absl::Status UnmountIfMounted(const std::string& target);
+
+// Lazily detaches whatever is mounted at `target` (MNT_DETACH): for mounts
+// whose backing died with a previous process. OK when nothing is mounted.
+absl::Status DetachMountIfMounted(const std::string& target);
+
+// True when `path` is a mount point in this process's mount namespace.
+absl::StatusOr<bool> IsMountPoint(const std::string& path);
+
+// The source device of the mount at `path` ("" when not a mount point).
+absl::StatusOr<std::string> MountSource(const std::string& path);
+
+// resize2fs (ext4, by device) or xfs_growfs (xfs, by mount point).
+absl::Status GrowFilesystem(const std::string& device,
+                            const std::string& mount_point,
+                            const std::string& fs_type);
+
+// Re-reads a loop device's backing file size (LOOP_SET_CAPACITY).
+absl::Status RefreshLoopCapacity(const std::string& loop_device);
+
+// The size of a block device in bytes (BLKGETSIZE64).
+absl::StatusOr<uint64_t> BlockDeviceSize(const std::string& device);
+
+struct FilesystemUsage {
+  uint64_t total_bytes = 0;
+  uint64_t available_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t total_inodes = 0;
+  uint64_t free_inodes = 0;
+  uint64_t used_inodes = 0;
+};
+absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path);
+
+}  // namespace sealvol::csi

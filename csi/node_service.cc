@@ -1,0 +1,692 @@
+#include "csi/node_service.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "base/status_macros.h"
+#include "base/unique_fd.h"
+#include "csi/capabilities.h"
+#include "csi/controller_service.h"
+#include "csi/grpc_status.h"
+#include "csi/mounter.h"
+#include "csi/volume_id.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace sealvol::csi {
+
+namespace {
+
+std::string Lookup(const google::protobuf::Map<std::string, std::string>& a,
+                   const google::protobuf::Map<std::string, std::string>& b,
+                   const std::string& key) {
+  if (auto it = a.find(key); it != a.end() && !it->second.empty()) {
+    return it->second;
+  }
+  if (auto it = b.find(key); it != b.end()) return it->second;
+  return "";
+}
+
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  std::string partial;
+  std::stringstream parts(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') partial = "";
+  while (std::getline(parts, part, '/')) {
+    if (part.empty()) continue;
+    partial += "/" + part;
+    if (mkdir(partial.c_str(), mode) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, "mkdir", partial);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Removes a publish target the node created (a directory or, for block
+// volumes, a file). Missing is fine.
+absl::Status RemoveTarget(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus(errno, "stat", path);
+  }
+  const int rc = S_ISDIR(st.st_mode) ? rmdir(path.c_str()) : unlink(path.c_str());
+  if (rc != 0 && errno != ENOENT) return ErrnoStatus(errno, "remove", path);
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) return ErrnoStatus(errno, "create", tmp);
+    size_t done = 0;
+    while (done < contents.size()) {
+      ssize_t n = write(fd.get(), contents.data() + done, contents.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoStatus(errno, "write", tmp);
+      done += static_cast<size_t>(n);
+    }
+    if (fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", tmp);
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return ErrnoStatus(errno, "rename", tmp);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// What the node remembers about a staged volume (stage.json).
+struct NodeService::StageRecord {
+  std::string volume_id;
+  std::string staging_path;
+  bool block = false;
+  std::string fs_type;
+  std::vector<std::string> mount_flags;
+  uint64_t size_bytes = 0;
+  std::map<std::string, bool> targets;  // Published target -> read-only.
+  std::string device;                   // Last device it was served on.
+};
+
+absl::StatusOr<PodAttestation> PodAttestationFrom(
+    const google::protobuf::Map<std::string, std::string>& volume_context,
+    const google::protobuf::Map<std::string, std::string>& secrets) {
+  PodAttestation out;
+  out.pod.name = Lookup(volume_context, secrets, kPodName);
+  out.pod.namespace_name = Lookup(volume_context, secrets, kPodNamespace);
+  out.pod.uid = Lookup(volume_context, secrets, kPodUid);
+  out.pod.service_account = Lookup(volume_context, secrets, kPodServiceAccount);
+  if (out.pod.name.empty() || out.pod.namespace_name.empty()) {
+    return absl::PermissionDeniedError(
+        "no_pod_identity: the publish request names no pod (set "
+        "podInfoOnMount: true on the CSIDriver)");
+  }
+  const std::string tokens = Lookup(volume_context, secrets, kPodTokens);
+  if (tokens.empty()) {
+    return absl::PermissionDeniedError(
+        "no_token: the publish request carries no service-account token "
+        "(set tokenRequests: [{audience: sealvol}] on the CSIDriver)");
+  }
+  const auto json = nlohmann::json::parse(tokens, nullptr, false);
+  if (json.is_discarded() || !json.is_object() || !json.contains(kTokenAudience) ||
+      !json[kTokenAudience].is_object() ||
+      !json[kTokenAudience].contains("token") ||
+      !json[kTokenAudience]["token"].is_string()) {
+    return absl::PermissionDeniedError(
+        std::string("no_token: ") + kPodTokens +
+        " holds no token for audience \"" + kTokenAudience + "\"");
+  }
+  out.token = json[kTokenAudience]["token"].get<std::string>();
+  return out;
+}
+
+NodeService::NodeService(NodeOptions options, VolumeKeySource* keys,
+                         DataPath* data_path)
+    : options_(std::move(options)), keys_(keys), data_path_(data_path) {}
+
+std::string NodeService::VolumeDir(const std::string& volume_id) const {
+  return options_.state_dir + "/volumes/" + volume_id;
+}
+std::string NodeService::ImagePath(const std::string& volume_id) const {
+  return VolumeDir(volume_id) + "/image";
+}
+std::string NodeService::RecordPath(const std::string& volume_id) const {
+  return VolumeDir(volume_id) + "/stage.json";
+}
+
+absl::StatusOr<NodeService::StageRecord> NodeService::LoadRecord(
+    const std::string& volume_id) const {
+  const std::string path = RecordPath(volume_id);
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError("volume " + volume_id + " is not staged");
+    }
+    return ErrnoStatus(errno, "read", path);
+  }
+  const auto json = nlohmann::json::parse(in, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::DataLossError("parse " + path + ": not a stage record");
+  }
+  StageRecord record;
+  record.volume_id = json.value("volume_id", "");
+  record.staging_path = json.value("staging_path", "");
+  record.block = json.value("block", false);
+  record.fs_type = json.value("fs_type", "");
+  record.mount_flags = json.value("mount_flags", std::vector<std::string>{});
+  record.size_bytes = json.value("size_bytes", uint64_t{0});
+  record.targets = json.value("targets", std::map<std::string, bool>{});
+  record.device = json.value("device", "");
+  if (record.volume_id != volume_id) {
+    return absl::DataLossError("read " + path + ": record names volume " +
+                               record.volume_id);
+  }
+  return record;
+}
+
+absl::Status NodeService::SaveRecord(const StageRecord& record) const {
+  nlohmann::json json = {
+      {"volume_id", record.volume_id}, {"staging_path", record.staging_path},
+      {"block", record.block},         {"fs_type", record.fs_type},
+      {"mount_flags", record.mount_flags}, {"size_bytes", record.size_bytes},
+      {"targets", record.targets},     {"device", record.device}};
+  return WriteFileAtomically(RecordPath(record.volume_id), json.dump(2) + "\n");
+}
+
+absl::Status NodeService::TryLockVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mutex_);
+  if (busy_[volume_id]) {
+    return absl::AbortedError("an operation on volume " + volume_id +
+                              " is already in progress");
+  }
+  busy_[volume_id] = true;
+  return absl::OkStatus();
+}
+
+void NodeService::UnlockVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mutex_);
+  busy_.erase(volume_id);
+}
+
+// Holds a volume's operation slot for one call.
+class NodeService::VolumeLock {
+ public:
+  VolumeLock(NodeService* node, std::string volume_id)
+      : node_(node), volume_id_(std::move(volume_id)) {
+    status_ = node_->TryLockVolume(volume_id_);
+  }
+  ~VolumeLock() {
+    if (status_.ok()) node_->UnlockVolume(volume_id_);
+  }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  NodeService* node_;
+  std::string volume_id_;
+  absl::Status status_;
+};
+
+absl::StatusOr<int> NodeService::Recover() {
+  RETURN_IF_ERROR(MakeDirs(options_.state_dir + "/volumes", 0700));
+  const std::string dir = options_.state_dir + "/volumes";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus(errno, "open", dir);
+  std::vector<std::string> ids;
+  while (dirent* entry = readdir(d)) {
+    if (IsWellFormedVolumeId(entry->d_name)) ids.push_back(entry->d_name);
+  }
+  closedir(d);
+  int staged = 0;
+  for (const auto& id : ids) {
+    auto record = LoadRecord(id);
+    if (!record.ok()) continue;  // Not staged: an image kept for later.
+    ++staged;
+    if (data_path_->Health(id).ok()) {
+      spdlog::info("recover: volume {} staged and still served", id);
+      continue;
+    }
+    // The data path died with the previous process: its mounts now return
+    // errors. Detach them so nothing leaks; the next publish re-attests and
+    // brings the volume back.
+    for (const auto& [target, ro] : record->targets) {
+      (void)ro;
+      RETURN_IF_ERROR(DetachMountIfMounted(target));
+    }
+    if (!record->block) RETURN_IF_ERROR(DetachMountIfMounted(record->staging_path));
+    RETURN_IF_ERROR(data_path_->Detach(id));
+    RETURN_IF_ERROR(DetachMountIfMounted(VolumeDir(id) + "/fuse"));
+    record->targets.clear();
+    record->device.clear();
+    RETURN_IF_ERROR(SaveRecord(*record));
+    absl::MutexLock lock(&mutex_);
+    lost_[id] =
+        "data path lost when the node plugin restarted; the next publish "
+        "re-attests and reattaches it";
+    spdlog::warn("recover: volume {}: {}", id, lost_[id]);
+  }
+  return staged;
+}
+
+absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
+  const std::string& id = request.volume_id();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodeStageVolume: volume_id is required");
+  }
+  if (request.staging_target_path().empty()) {
+    return absl::InvalidArgumentError("NodeStageVolume " + id +
+                                      ": staging_target_path is required");
+  }
+  if (!request.has_volume_capability()) {
+    return absl::InvalidArgumentError("NodeStageVolume " + id +
+                                      ": volume_capability is required");
+  }
+  RETURN_IF_ERROR(CheckVolumeCapability(request.volume_capability()));
+  if (!IsWellFormedVolumeId(id)) {
+    return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  VolumeLock lock(this, id);
+  RETURN_IF_ERROR(lock.status());
+
+  const bool block = request.volume_capability().has_block();
+  auto existing = LoadRecord(id);
+  if (existing.ok()) {
+    if (existing->staging_path != request.staging_target_path() ||
+        existing->block != block) {
+      return absl::AlreadyExistsError(
+          "volume " + id + " is already staged at " + existing->staging_path +
+          (existing->block ? " as a block device" : " as a filesystem"));
+    }
+    return absl::OkStatus();
+  }
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+
+  StageRecord record;
+  record.volume_id = id;
+  record.staging_path = request.staging_target_path();
+  record.block = block;
+  const auto& context = request.volume_context();
+  record.fs_type = FsTypeOf(request.volume_capability(), "");
+  if (record.fs_type.empty()) {
+    auto it = context.find(kContextFsType);
+    record.fs_type = it != context.end() && !it->second.empty()
+                         ? it->second
+                         : std::string(kDefaultFsType);
+  }
+  if (request.volume_capability().has_mount()) {
+    for (const auto& flag : request.volume_capability().mount().mount_flags()) {
+      record.mount_flags.push_back(flag);
+    }
+  }
+  auto size = context.find(kContextCapacity);
+  if (size == context.end() ||
+      (record.size_bytes = std::strtoull(size->second.c_str(), nullptr, 10)) == 0 ||
+      record.size_bytes % 4096 != 0) {
+    return absl::InvalidArgumentError(
+        "NodeStageVolume " + id + ": volume context lacks a valid " +
+        kContextCapacity + " (was the volume created by sealvol?)");
+  }
+  RETURN_IF_ERROR(MakeDirs(VolumeDir(id), 0700));
+  RETURN_IF_ERROR(SaveRecord(record));
+  spdlog::info("NodeStageVolume {}: staged at {} ({}, {} bytes)", id,
+               record.staging_path, block ? "block" : record.fs_type,
+               record.size_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::EnsureAttached(StageRecord& record,
+                                         const crypto::SecretBytes& dek) {
+  const std::string& id = record.volume_id;
+  auto device = data_path_->Device(id);
+  if (device.ok()) {
+    absl::Status health = data_path_->Health(id);
+    if (!health.ok()) {
+      return absl::UnavailableError("volume " + id + ": data path failed: " +
+                                    std::string(health.message()));
+    }
+  } else {
+    if (!absl::IsNotFound(device.status())) return device.status();
+    // A mount left by a data path that died (node plugin restart) must go
+    // before the volume is served again.
+    if (!record.block) RETURN_IF_ERROR(DetachMountIfMounted(record.staging_path));
+    AttachOptions attach;
+    attach.volume_id = id;
+    attach.image_path = ImagePath(id);
+    attach.work_dir = VolumeDir(id) + "/fuse";
+    attach.size_bytes = record.size_bytes;
+    device = data_path_->Attach(attach, dek);
+    if (!device.ok()) return device.status();
+    absl::MutexLock lock(&mutex_);
+    lost_.erase(id);
+  }
+  record.device = *device;
+  if (record.block) return absl::OkStatus();
+
+  ASSIGN_OR_RETURN(std::string source, MountSource(record.staging_path));
+  if (source == record.device) return absl::OkStatus();
+  if (!source.empty()) {
+    return absl::FailedPreconditionError("staging path " + record.staging_path +
+                                         " already has " + source +
+                                         " mounted on it");
+  }
+  ASSIGN_OR_RETURN(std::string found, ProbeFilesystem(record.device));
+  if (found.empty()) {
+    RETURN_IF_ERROR(MakeFilesystem(record.device, record.fs_type));
+    spdlog::info("volume {}: created {} on {}", id, record.fs_type, record.device);
+  } else if (found != record.fs_type) {
+    return absl::FailedPreconditionError("volume " + id + " holds " + found +
+                                         ", not " + record.fs_type);
+  }
+  RETURN_IF_ERROR(MakeDirs(record.staging_path, 0750));
+  return MountFilesystem(record.device, record.staging_path, record.fs_type,
+                         record.mount_flags, /*read_only=*/false);
+}
+
+absl::Status NodeService::Publish(
+    const csipb::NodePublishVolumeRequest& request) {
+  const std::string& id = request.volume_id();
+  const std::string& target = request.target_path();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodePublishVolume: volume_id is required");
+  }
+  if (target.empty()) {
+    return absl::InvalidArgumentError("NodePublishVolume " + id +
+                                      ": target_path is required");
+  }
+  if (!request.has_volume_capability()) {
+    return absl::InvalidArgumentError("NodePublishVolume " + id +
+                                      ": volume_capability is required");
+  }
+  if (request.staging_target_path().empty()) {
+    return absl::InvalidArgumentError("NodePublishVolume " + id +
+                                      ": staging_target_path is required");
+  }
+  RETURN_IF_ERROR(CheckVolumeCapability(request.volume_capability()));
+  if (!IsWellFormedVolumeId(id)) {
+    return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  VolumeLock lock(this, id);
+  RETURN_IF_ERROR(lock.status());
+
+  auto record = LoadRecord(id);
+  if (absl::IsNotFound(record.status())) {
+    return absl::FailedPreconditionError("volume " + id + " is not staged");
+  }
+  if (!record.ok()) return record.status();
+  if (record->staging_path != request.staging_target_path()) {
+    return absl::FailedPreconditionError(
+        "volume " + id + " is staged at " + record->staging_path + ", not " +
+        request.staging_target_path());
+  }
+  if (record->block != request.volume_capability().has_block()) {
+    return absl::InvalidArgumentError(
+        "volume " + id + " was staged as " +
+        (record->block ? "a block device" : "a filesystem"));
+  }
+
+  // Every publish attests, also when the volume is already open here: the
+  // pod proves its own identity, not the first pod's.
+  ASSIGN_OR_RETURN(PodAttestation attestation,
+                   PodAttestationFrom(request.volume_context(), request.secrets()));
+  {
+    ASSIGN_OR_RETURN(crypto::SecretBytes dek,
+                     keys_->ReleaseKey(id, options_.node_id, attestation.token,
+                                       attestation.pod));
+    absl::Status attached = EnsureAttached(*record, dek);
+    dek.Wipe();
+    RETURN_IF_ERROR(attached);
+  }
+
+  const bool read_only = request.readonly() ||
+                         request.volume_capability().access_mode().mode() ==
+                             csipb::VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY;
+  ASSIGN_OR_RETURN(bool mounted, IsMountPoint(target));
+  if (mounted) {
+    auto it = record->targets.find(target);
+    if (it != record->targets.end() && it->second == read_only) {
+      return SaveRecord(*record);  // Already published the same way.
+    }
+    return absl::AlreadyExistsError("target " + target +
+                                    " is already mounted differently");
+  }
+  const std::string source =
+      record->block ? record->device : record->staging_path;
+  if (record->block) {
+    const std::string parent = target.substr(0, target.find_last_of('/'));
+    if (!parent.empty()) RETURN_IF_ERROR(MakeDirs(parent, 0750));
+    UniqueFd fd(open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd) return ErrnoStatus(errno, "create", target);
+  } else {
+    RETURN_IF_ERROR(MakeDirs(target, 0750));
+  }
+  RETURN_IF_ERROR(BindMount(source, target, read_only));
+  record->targets[target] = read_only;
+  RETURN_IF_ERROR(SaveRecord(*record));
+  spdlog::info("NodePublishVolume {}: published at {}{} for pod {}/{}", id,
+               target, read_only ? " (read-only)" : "",
+               attestation.pod.namespace_name, attestation.pod.name);
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::Unpublish(
+    const csipb::NodeUnpublishVolumeRequest& request) {
+  const std::string& id = request.volume_id();
+  const std::string& target = request.target_path();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodeUnpublishVolume: volume_id is required");
+  }
+  if (target.empty()) {
+    return absl::InvalidArgumentError("NodeUnpublishVolume " + id +
+                                      ": target_path is required");
+  }
+  VolumeLock lock(this, id);
+  RETURN_IF_ERROR(lock.status());
+  RETURN_IF_ERROR(UnmountIfMounted(target));
+  RETURN_IF_ERROR(RemoveTarget(target));
+  if (IsWellFormedVolumeId(id)) {
+    auto record = LoadRecord(id);
+    if (record.ok() && record->targets.erase(target) > 0) {
+      RETURN_IF_ERROR(SaveRecord(*record));
+    }
+  }
+  spdlog::info("NodeUnpublishVolume {}: {} unpublished", id, target);
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::Unstage(
+    const csipb::NodeUnstageVolumeRequest& request) {
+  const std::string& id = request.volume_id();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodeUnstageVolume: volume_id is required");
+  }
+  if (request.staging_target_path().empty()) {
+    return absl::InvalidArgumentError("NodeUnstageVolume " + id +
+                                      ": staging_target_path is required");
+  }
+  if (!IsWellFormedVolumeId(id)) return absl::OkStatus();
+  VolumeLock lock(this, id);
+  RETURN_IF_ERROR(lock.status());
+  auto record = LoadRecord(id);
+  if (absl::IsNotFound(record.status())) return absl::OkStatus();
+  if (!record.ok()) return record.status();
+  for (const auto& [target, ro] : record->targets) {
+    (void)ro;
+    ASSIGN_OR_RETURN(bool mounted, IsMountPoint(target));
+    if (mounted) {
+      return absl::FailedPreconditionError("volume " + id +
+                                           " is still published at " + target);
+    }
+  }
+  if (!record->block) RETURN_IF_ERROR(UnmountIfMounted(record->staging_path));
+  // Closing the engine flushes, marks the image clean and zeroizes the key.
+  RETURN_IF_ERROR(data_path_->Detach(id));
+  if (unlink(RecordPath(id).c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, "remove", RecordPath(id));
+  }
+  {
+    absl::MutexLock l(&mutex_);
+    lost_.erase(id);
+  }
+  spdlog::info("NodeUnstageVolume {}: closed, key wiped", id);
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::Stats(const csipb::NodeGetVolumeStatsRequest& request,
+                                csipb::NodeGetVolumeStatsResponse* response) {
+  const std::string& id = request.volume_id();
+  const std::string& path = request.volume_path();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodeGetVolumeStats: volume_id is required");
+  }
+  if (path.empty()) {
+    return absl::InvalidArgumentError("NodeGetVolumeStats " + id +
+                                      ": volume_path is required");
+  }
+  if (!IsWellFormedVolumeId(id)) {
+    return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  ASSIGN_OR_RETURN(StageRecord record, LoadRecord(id));
+  const bool known_path = path == record.staging_path || record.targets.count(path);
+  if (!known_path) {
+    return absl::NotFoundError("volume " + id + " is not published at " + path);
+  }
+
+  std::string problem;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (auto it = lost_.find(id); it != lost_.end()) problem = it->second;
+  }
+  if (problem.empty()) {
+    absl::Status health = data_path_->Health(id);
+    if (absl::IsNotFound(health)) {
+      problem = "volume is staged but not served (no publish yet)";
+    } else if (!health.ok()) {
+      problem = std::string(health.message());
+    }
+  }
+  auto* condition = response->mutable_volume_condition();
+  condition->set_abnormal(!problem.empty());
+  condition->set_message(problem.empty() ? "volume is served normally" : problem);
+  if (!problem.empty()) return absl::OkStatus();
+
+  using Usage = csipb::VolumeUsage;
+  if (record.block) {
+    ASSIGN_OR_RETURN(uint64_t size, BlockDeviceSize(record.device));
+    auto* bytes = response->add_usage();
+    bytes->set_unit(Usage::BYTES);
+    bytes->set_total(static_cast<int64_t>(size));
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(FilesystemUsage usage, UsageOf(path));
+  auto* bytes = response->add_usage();
+  bytes->set_unit(Usage::BYTES);
+  bytes->set_total(static_cast<int64_t>(usage.total_bytes));
+  bytes->set_available(static_cast<int64_t>(usage.available_bytes));
+  bytes->set_used(static_cast<int64_t>(usage.used_bytes));
+  auto* inodes = response->add_usage();
+  inodes->set_unit(Usage::INODES);
+  inodes->set_total(static_cast<int64_t>(usage.total_inodes));
+  inodes->set_available(static_cast<int64_t>(usage.free_inodes));
+  inodes->set_used(static_cast<int64_t>(usage.used_inodes));
+  return absl::OkStatus();
+}
+
+absl::Status NodeService::Expand(const csipb::NodeExpandVolumeRequest& request,
+                                 csipb::NodeExpandVolumeResponse* response) {
+  const std::string& id = request.volume_id();
+  const std::string& path = request.volume_path();
+  if (id.empty()) {
+    return absl::InvalidArgumentError("NodeExpandVolume: volume_id is required");
+  }
+  if (path.empty()) {
+    return absl::InvalidArgumentError("NodeExpandVolume " + id +
+                                      ": volume_path is required");
+  }
+  if (request.has_volume_capability()) {
+    RETURN_IF_ERROR(CheckVolumeCapability(request.volume_capability()));
+  }
+  if (!IsWellFormedVolumeId(id)) {
+    return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  VolumeLock lock(this, id);
+  RETURN_IF_ERROR(lock.status());
+  ASSIGN_OR_RETURN(StageRecord record, LoadRecord(id));
+  if (path != record.staging_path && !record.targets.count(path)) {
+    return absl::NotFoundError("volume " + id + " is not published at " + path);
+  }
+  ASSIGN_OR_RETURN(uint64_t wanted,
+                   CapacityForRange(request.has_capacity_range()
+                                        ? &request.capacity_range()
+                                        : nullptr,
+                                    record.size_bytes, ControllerOptions{}.max_capacity_bytes));
+  const bool attached = data_path_->Device(id).ok();
+  if (wanted > record.size_bytes && attached) {
+    // Engine first (no data moves), then the loop device sees the new size,
+    // then the filesystem grows into it, online.
+    RETURN_IF_ERROR(data_path_->Grow(id, wanted));
+  }
+  if (wanted > record.size_bytes) {
+    record.size_bytes = wanted;
+    RETURN_IF_ERROR(SaveRecord(record));
+  }
+  if (attached && !record.block) {
+    RETURN_IF_ERROR(GrowFilesystem(record.device, record.staging_path, record.fs_type));
+  }
+  spdlog::info("NodeExpandVolume {}: {} bytes{}", id, record.size_bytes,
+               attached ? "" : " (applied at the next attach)");
+  response->set_capacity_bytes(static_cast<int64_t>(record.size_bytes));
+  return absl::OkStatus();
+}
+
+grpc::Status NodeService::NodeStageVolume(
+    grpc::ServerContext*, const csipb::NodeStageVolumeRequest* request,
+    csipb::NodeStageVolumeResponse*) {
+  return ToGrpcStatus(Stage(*request));
+}
+
+grpc::Status NodeService::NodeUnstageVolume(
+    grpc::ServerContext*, const csipb::NodeUnstageVolumeRequest* request,
+    csipb::NodeUnstageVolumeResponse*) {
+  return ToGrpcStatus(Unstage(*request));
+}
+
+grpc::Status NodeService::NodePublishVolume(
+    grpc::ServerContext*, const csipb::NodePublishVolumeRequest* request,
+    csipb::NodePublishVolumeResponse*) {
+  absl::Status status = Publish(*request);
+  if (!status.ok()) {
+    spdlog::warn("NodePublishVolume {}: {}", request->volume_id(),
+                 std::string(status.message()));
+  }
+  return ToGrpcStatus(status);
+}
+
+grpc::Status NodeService::NodeUnpublishVolume(
+    grpc::ServerContext*, const csipb::NodeUnpublishVolumeRequest* request,
+    csipb::NodeUnpublishVolumeResponse*) {
+  return ToGrpcStatus(Unpublish(*request));
+}
+
+grpc::Status NodeService::NodeGetVolumeStats(
+    grpc::ServerContext*, const csipb::NodeGetVolumeStatsRequest* request,
+    csipb::NodeGetVolumeStatsResponse* response) {
+  return ToGrpcStatus(Stats(*request, response));
+}
+
+grpc::Status NodeService::NodeExpandVolume(
+    grpc::ServerContext*, const csipb::NodeExpandVolumeRequest* request,
+    csipb::NodeExpandVolumeResponse* response) {
+  return ToGrpcStatus(Expand(*request, response));
+}
+
+grpc::Status NodeService::NodeGetCapabilities(
+    grpc::ServerContext*, const csipb::NodeGetCapabilitiesRequest*,
+    csipb::NodeGetCapabilitiesResponse* response) {
+  using Rpc = csipb::NodeServiceCapability::RPC;
+  for (auto type : {Rpc::STAGE_UNSTAGE_VOLUME, Rpc::GET_VOLUME_STATS,
+                    Rpc::EXPAND_VOLUME, Rpc::VOLUME_CONDITION}) {
+    response->add_capabilities()->mutable_rpc()->set_type(type);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status NodeService::NodeGetInfo(grpc::ServerContext*,
+                                      const csipb::NodeGetInfoRequest*,
+                                      csipb::NodeGetInfoResponse* response) {
+  response->set_node_id(options_.node_id);
+  (*response->mutable_accessible_topology()->mutable_segments())[kTopologyKey] =
+      options_.node_id;
+  return grpc::Status::OK;
+}
+
+}  // namespace sealvol::csi

@@ -1,0 +1,51 @@
+// VolumeKeySource is where the node gets a volume's data key: the
+// controller's KeyBroker, which releases it only for an attested pod. It is
+// the node's network seam; BrokerKeySource is the real one. Implementations
+// are thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+#include "kms/broker/attestation_policy.h"
+#include "kms/broker/key_broker_client.h"
+
+namespace sealvol::csi {
+
+using PodIdentity = broker::PodIdentity;
+
+class VolumeKeySource {
+ public:
+  virtual ~VolumeKeySource() = default;
+
+  // The volume's 32-byte DEK, released for `pod` presenting `pod_token`.
+  // PermissionDenied "<reason>: ..." when attestation fails, NotFound when
+  // the volume's key is gone (crypto-shredded), Unavailable when the broker
+  // cannot be reached.
+  virtual absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& pod_token, const PodIdentity& pod) = 0;
+};
+
+// The KeyBroker over gRPC (broker::KeyBrokerClient).
+class BrokerKeySource final : public VolumeKeySource {
+ public:
+  explicit BrokerKeySource(std::unique_ptr<broker::KeyBrokerClient> client)
+      : client_(std::move(client)) {}
+
+  absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& pod_token, const PodIdentity& pod) override {
+    return client_->ReleaseKey({.volume_id = volume_id,
+                                .node_id = node_id,
+                                .pod_token = pod_token,
+                                .pod = pod});
+  }
+
+ private:
+  std::unique_ptr<broker::KeyBrokerClient> client_;
+};
+
+}  // namespace sealvol::csi
