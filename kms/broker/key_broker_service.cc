@@ -90,7 +90,8 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   // 2. Which volume, and whose.
   auto volume = keys_.GetVolume(request.volume_id);
   if (!volume.ok()) {
-    if (absl::IsNotFound(volume.status())) {
+    if (absl::IsNotFound(volume.status()) ||
+        absl::IsInvalidArgument(volume.status())) {
       return refuse(RefusalStatus(
           Reason::kVolumeNotFound,
           absl::StrCat("no volume ", request.volume_id.substr(0, 128))));

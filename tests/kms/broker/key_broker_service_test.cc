@@ -1,0 +1,439 @@
+#include "kms/broker/key_broker_service.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "kms/broker/base64url.h"
+#include "kms/broker/refusal.h"
+#include "nlohmann/json.hpp"
+#include "tests/kms/broker/broker_test_env.h"
+#include "tests/kms/broker/http_test_server.h"
+
+namespace sealvol::broker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeKeyProvider;
+using testing::HttpTestServer;
+using testing::IssuerEnv;
+using testing::kNode;
+using testing::kTenant;
+using testing::MakeVolume;
+
+constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
+constexpr char kOtherTenantVolume[] = "sv-ffffffffffffffffffffffffffffffff";
+
+class KeyBrokerServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { env_ = new IssuerEnv(JwsAlgorithm::kEs256); }
+  static void TearDownTestSuite() {
+    delete env_;
+    env_ = nullptr;
+  }
+
+  void SetUp() override {
+    env_->clock.Set(absl::Now());
+    dir_ = fs::temp_directory_path() /
+           absl::StrCat("sealvol-broker-", getpid(), "-",
+                        ::testing::UnitTest::GetInstance()
+                            ->current_test_info()
+                            ->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    keys_.AddVolume(MakeVolume(kVolume, kTenant), 0xA5);
+    keys_.AddVolume(MakeVolume(kOtherTenantVolume, "team-b"), 0x5B);
+    auto audit = AuditLog::Open({.path = AuditPath()});
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    audit_ = std::move(*audit);
+    options_.metrics = &metrics_;
+    Rebuild();
+  }
+  void TearDown() override {
+    service_.reset();
+    audit_.reset();
+    fs::remove_all(dir_);
+  }
+  void Rebuild() {
+    service_ = std::make_unique<KeyBrokerService>(keys_, env_->verifier,
+                                                  *audit_, options_);
+  }
+  std::string AuditPath() const { return (dir_ / "audit.log").string(); }
+
+  ReleaseRequest Request(const MintOptions& pod) const {
+    ReleaseRequest r;
+    r.volume_id = kVolume;
+    r.node_id = kNode;
+    r.pod_token = env_->Mint(pod);
+    r.pod = {.name = pod.pod_name,
+             .namespace_name = pod.namespace_name,
+             .uid = pod.pod_uid,
+             .service_account = pod.service_account};
+    return r;
+  }
+  std::string NodeToken(const std::string& node = kNode) const {
+    return env_->Mint(env_->NodeMint(node));
+  }
+
+  std::vector<nlohmann::json> AuditRecords() const {
+    std::ifstream in(AuditPath());
+    std::vector<nlohmann::json> out;
+    for (std::string line; std::getline(in, line);) {
+      out.push_back(nlohmann::json::parse(line));
+    }
+    return out;
+  }
+
+  // Expects a refusal with `reason`, no key unwrapped, and a matching audit
+  // record and metric.
+  void ExpectRefused(const ReleaseRequest& request, const std::string& node_token,
+                     const std::string& reason) {
+    const int unwraps = keys_.unwrap_calls();
+    const size_t records = AuditRecords().size();
+    auto result = service_->Release(request, node_token);
+    ASSERT_FALSE(result.ok()) << "granted, expected " << reason;
+    EXPECT_EQ(RefusalReason(result.status()), reason) << result.status();
+    EXPECT_TRUE(absl::StartsWith(result.status().message(), reason + ": "))
+        << result.status();
+    EXPECT_EQ(keys_.unwrap_calls(), unwraps) << "refused, yet the key was unwrapped";
+    auto audit = AuditRecords();
+    ASSERT_EQ(audit.size(), records + 1);
+    EXPECT_EQ(audit.back()["decision"], "refuse");
+    EXPECT_EQ(audit.back()["reason"], reason);
+    EXPECT_GE(metrics_.refusals(reason), 1);
+    // The token itself never lands in the log.
+    std::ifstream in(AuditPath());
+    std::string all((std::istreambuf_iterator<char>(in)), {});
+    if (request.pod_token.size() > 20) {
+      std::vector<std::string> parts = absl::StrSplit(request.pod_token, '.');
+      if (parts.back().size() > 16) {
+        EXPECT_EQ(all.find(parts.back()), std::string::npos);
+      }
+    }
+  }
+
+  static IssuerEnv* env_;
+  fs::path dir_;
+  FakeKeyProvider keys_;
+  std::unique_ptr<AuditLog> audit_;
+  BrokerMetrics metrics_;
+  KeyBrokerOptions options_;
+  std::unique_ptr<KeyBrokerService> service_;
+};
+IssuerEnv* KeyBrokerServiceTest::env_ = nullptr;
+
+TEST_F(KeyBrokerServiceTest, GrantsKeyToAttestedPodAndAuditsIt) {
+  auto pod = env_->PodMint();
+  pod.jti = "jti-grant-1";
+  auto result = service_->Release(Request(pod), NodeToken());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->dek.size(), 32u);
+  EXPECT_EQ(result->dek.data()[0], 0xA5);
+  EXPECT_EQ(result->dek.data()[31], 0xA5);
+  EXPECT_EQ(result->key_version, 3);
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0]["decision"], "grant");
+  EXPECT_EQ(audit[0]["reason"], "granted");
+  EXPECT_EQ(audit[0]["volume"], kVolume);
+  EXPECT_EQ(audit[0]["tenant"], kTenant);
+  EXPECT_EQ(audit[0]["pod"], "web-0");
+  EXPECT_EQ(audit[0]["pod_uid"], "uid-web-0");
+  EXPECT_EQ(audit[0]["service_account"], "trainer");
+  EXPECT_EQ(audit[0]["node"], kNode);
+  EXPECT_EQ(audit[0]["token_id"], "jti-grant-1");
+  EXPECT_EQ(metrics_.grants(), 1);
+}
+
+TEST_F(KeyBrokerServiceTest, GrantsPodTokenWithoutNodeClaimAndAllowedAccount) {
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kVolume, kTenant);
+        v.parameters["allowedServiceAccounts"] = "reader, trainer";
+        return v;
+      }(),
+      0xA5);
+  auto pod = env_->PodMint();
+  pod.node_name.clear();
+  EXPECT_TRUE(service_->Release(Request(pod), NodeToken()).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, EveryPodAttestsOnItsOwn) {
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint("web-0")), NodeToken()).ok());
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint("web-1")), NodeToken()).ok());
+  // web-1's token cannot ride on web-0's grant.
+  auto request = Request(env_->PodMint("web-1"));
+  request.pod.name = "web-0";
+  request.pod.uid = "uid-web-0";
+  ExpectRefused(request, NodeToken(), "pod_mismatch");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesTokenFromAnotherNamespace) {
+  // A team-b pod asks for team-a's volume, honestly naming itself.
+  ExpectRefused(Request(env_->PodMint("web-0", "team-b")), NodeToken(),
+                "namespace_mismatch");
+  // A team-b token with the volume context of a team-a pod.
+  auto request = Request(env_->PodMint("web-0", "team-b"));
+  request.pod.namespace_name = kTenant;
+  ExpectRefused(request, NodeToken(), "namespace_mismatch");
+  // A team-a pod with the other tenant's volume.
+  request = Request(env_->PodMint());
+  request.volume_id = kOtherTenantVolume;
+  ExpectRefused(request, NodeToken(), "namespace_mismatch");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesExpiredAndNotYetValidTokens) {
+  auto pod = env_->PodMint();
+  pod.not_before = env_->clock.Now() - absl::Hours(2);
+  pod.ttl = absl::Hours(1);
+  ExpectRefused(Request(pod), NodeToken(), "token_expired");
+  pod = env_->PodMint();
+  pod.not_before = env_->clock.Now() + absl::Minutes(10);
+  ExpectRefused(Request(pod), NodeToken(), "token_not_yet_valid");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesReplayOfAnExpiredToken) {
+  auto pod = env_->PodMint();
+  pod.ttl = absl::Minutes(10);
+  pod.jti = "jti-replayed";
+  const ReleaseRequest request = Request(pod);
+  ASSERT_TRUE(service_->Release(request, NodeToken()).ok());
+  env_->clock.Advance(absl::Minutes(20));
+  ExpectRefused(request, NodeToken(), "token_expired");
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0]["token_id"], "jti-replayed");
+  EXPECT_EQ(audit[1]["token_id"], "sha256:" + Sha256Hex(request.pod_token));
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesWrongAudienceAndWrongIssuer) {
+  auto pod = env_->PodMint();
+  pod.audience = "vault";
+  ExpectRefused(Request(pod), NodeToken(), "wrong_audience");
+  pod = env_->PodMint();
+  pod.issuer = "https://other-cluster.test";
+  ExpectRefused(Request(pod), NodeToken(), "wrong_issuer");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesForgedAndUnknownKeyTokens) {
+  auto request = Request(env_->PodMint());
+  // Same claims, signature by a key the issuer never had, under our kid.
+  auto forger = TestIssuer::Generate(JwsAlgorithm::kEs256);
+  ASSERT_TRUE(forger.ok());
+  std::vector<std::string> parts = absl::StrSplit(request.pod_token, '.');
+  auto forged = forger->SignRaw(*Base64UrlDecode(parts[0]),
+                                *Base64UrlDecode(parts[1]));
+  ASSERT_TRUE(forged.ok());
+  request.pod_token = *forged;
+  ExpectRefused(request, NodeToken(), "bad_signature");
+  // Signed by another issuer key with its own kid.
+  auto other = forger->Mint(env_->PodMint());
+  ASSERT_TRUE(other.ok());
+  request.pod_token = *other;
+  ExpectRefused(request, NodeToken(), "unknown_kid");
+  // alg none.
+  request.pod_token = Base64UrlEncode(std::string(R"({"alg":"none"})")) + "." +
+                      parts[1] + ".";
+  ExpectRefused(request, NodeToken(), "alg_not_allowed");
+  // Garbage.
+  request.pod_token = "not.a.jwt";
+  ExpectRefused(request, NodeToken(), "malformed_token");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesTokenForAnotherPod) {
+  auto request = Request(env_->PodMint("web-0"));
+  request.pod.name = "web-9";
+  ExpectRefused(request, NodeToken(), "pod_mismatch");
+  request = Request(env_->PodMint("web-0"));
+  request.pod.uid = "uid-of-a-recreated-pod";
+  ExpectRefused(request, NodeToken(), "pod_mismatch");
+  request = Request(env_->PodMint("web-0"));
+  request.pod.service_account = "default";
+  ExpectRefused(request, NodeToken(), "pod_mismatch");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesPodTokenFromAnotherNode) {
+  auto pod = env_->PodMint();
+  pod.node_name = "node-2";
+  ExpectRefused(Request(pod), NodeToken(), "node_mismatch");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesServiceAccountNotAllowed) {
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kVolume, kTenant);
+        v.parameters["allowedServiceAccounts"] = "reader,team-a:writer";
+        return v;
+      }(),
+      0xA5);
+  ExpectRefused(Request(env_->PodMint()), NodeToken(),
+                "service_account_not_allowed");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesNodeIdentityProblems) {
+  const auto request = Request(env_->PodMint());
+  // No caller token at all.
+  ExpectRefused(request, "", "node_identity_invalid");
+  // The pod's own token is not a node identity.
+  ExpectRefused(request, request.pod_token, "node_identity_invalid");
+  // A node token of the wrong service account.
+  auto wrong_sa = env_->NodeMint();
+  wrong_sa.namespace_name = "sealvol-system";
+  wrong_sa.service_account = "sealvol-controller";
+  ExpectRefused(request, env_->Mint(wrong_sa), "node_identity_invalid");
+  auto wrong_ns = env_->NodeMint();
+  wrong_ns.namespace_name = kTenant;
+  ExpectRefused(request, env_->Mint(wrong_ns), "node_identity_invalid");
+  // node-2's plugin claiming to be node-1.
+  ExpectRefused(request, NodeToken("node-2"), "node_identity_invalid");
+  // A node token without a node claim.
+  auto unbound = env_->NodeMint();
+  unbound.node_name.clear();
+  ExpectRefused(request, env_->Mint(unbound), "node_identity_invalid");
+  // An expired node token.
+  auto expired = env_->NodeMint();
+  expired.not_before = env_->clock.Now() - absl::Hours(3);
+  ExpectRefused(request, env_->Mint(expired), "node_identity_invalid");
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesUnknownVolume) {
+  auto request = Request(env_->PodMint());
+  request.volume_id = "sv-00000000000000000000000000000000";
+  ExpectRefused(request, NodeToken(), "volume_not_found");
+}
+
+TEST_F(KeyBrokerServiceTest, RateLimitsPerNode) {
+  options_.rate_limit.burst = 3;
+  options_.rate_limit.tokens_per_second = 0.001;
+  Rebuild();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  }
+  ExpectRefused(Request(env_->PodMint()), NodeToken(), "rate_limited");
+  auto result = service_->Release(Request(env_->PodMint()), NodeToken());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
+  // Another node has its own bucket.
+  auto request = Request(env_->PodMint());
+  request.node_id = "node-2";
+  auto pod = env_->PodMint();
+  pod.node_name = "node-2";
+  request = Request(pod);
+  request.node_id = "node-2";
+  EXPECT_TRUE(service_->Release(request, NodeToken("node-2")).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, KmsFailureIsUnavailableAndCounted) {
+  keys_.FailUnwrap(true);
+  auto result = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusalReason(result.status()), "kms_error");
+  EXPECT_EQ(metrics_.kms_errors(), 1);
+  EXPECT_EQ(AuditRecords().back()["reason"], "kms_error");
+  EXPECT_NE(metrics_.RenderPrometheus().find(
+                "sealvol_broker_kms_latency_seconds_count 1"),
+            std::string::npos);
+}
+
+TEST_F(KeyBrokerServiceTest, NoGrantWithoutAnAuditRecord) {
+  // /dev/full accepts the open and fails every write with ENOSPC.
+  auto full = AuditLog::Open({.path = "/dev/full"});
+  if (!full.ok()) GTEST_SKIP() << "/dev/full unusable: " << full.status();
+  KeyBrokerService service(keys_, env_->verifier, **full, options_);
+  auto result = service.Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(metrics_.grants(), 0);
+}
+
+// TokenReview against a local server that speaks the API server's
+// authentication.k8s.io/v1 protocol.
+class TokenReviewTest : public KeyBrokerServiceTest {
+ protected:
+  void SetUp() override {
+    KeyBrokerServiceTest::SetUp();
+    bearer_file_ = (dir_ / "sa-token").string();
+    std::ofstream(bearer_file_) << "controller-token\n";
+    api_.server().Post(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          ++reviews_;
+          if (req.get_header_value("Authorization") != "Bearer controller-token") {
+            res.status = 401;
+            return;
+          }
+          auto body = nlohmann::json::parse(req.body, nullptr, false);
+          const std::string token = body["spec"]["token"];
+          nlohmann::json status = {{"authenticated", false}};
+          if (body["apiVersion"] == "authentication.k8s.io/v1" &&
+              body["kind"] == "TokenReview" &&
+              body["spec"]["audiences"][0] == "sealvol" &&
+              live_tokens_.contains(token)) {
+            status = {{"authenticated", true},
+                      {"audiences", {"sealvol"}},
+                      {"user",
+                       {{"username", "system:serviceaccount:team-a:trainer"},
+                        {"extra",
+                         {{"authentication.kubernetes.io/pod-uid",
+                           {live_tokens_[token]}}}}}}};
+          } else {
+            status["error"] = "pod not found";
+          }
+          res.status = 201;
+          res.set_content(nlohmann::json({{"apiVersion", "authentication.k8s.io/v1"},
+                                          {"kind", "TokenReview"},
+                                          {"status", status}})
+                              .dump(),
+                          "application/json");
+        });
+    reviewer_ = std::make_unique<TokenReviewer>(
+        TokenReviewOptions{.api_server_url = api_.Start(),
+                           .ca_file = "",
+                           .bearer_token_file = bearer_file_});
+    options_.token_reviewer = reviewer_.get();
+    Rebuild();
+  }
+  void TearDown() override {
+    api_.Stop();
+    KeyBrokerServiceTest::TearDown();
+  }
+
+  HttpTestServer api_;
+  std::string bearer_file_;
+  std::map<std::string, std::string> live_tokens_;  // token -> pod uid
+  std::atomic<int> reviews_{0};
+  std::unique_ptr<TokenReviewer> reviewer_;
+};
+
+TEST_F(TokenReviewTest, GrantsLiveTokenAndRefusesTokenOfDeletedPod) {
+  auto live = Request(env_->PodMint());
+  live_tokens_[live.pod_token] = "uid-web-0";
+  EXPECT_TRUE(service_->Release(live, NodeToken()).ok());
+  // Still signed and unexpired, but the API server no longer knows it.
+  auto deleted = Request(env_->PodMint());
+  ExpectRefused(deleted, NodeToken(), "token_revoked");
+  EXPECT_EQ(reviews_, 2);
+}
+
+TEST_F(TokenReviewTest, RefusesWhenTheApiServerBindsAnotherPod) {
+  auto request = Request(env_->PodMint());
+  live_tokens_[request.pod_token] = "uid-someone-else";
+  ExpectRefused(request, NodeToken(), "token_revoked");
+}
+
+TEST_F(TokenReviewTest, FailsClosedWhenTheApiServerIsDown) {
+  auto request = Request(env_->PodMint());
+  live_tokens_[request.pod_token] = "uid-web-0";
+  api_.Stop();
+  auto result = service_->Release(request, NodeToken());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(RefusalReason(result.status()), "token_review_failed");
+  EXPECT_EQ(AuditRecords().back()["reason"], "token_review_failed");
+}
+
+}  // namespace
+}  // namespace sealvol::broker
