@@ -26,6 +26,8 @@ struct EngineOptions {
   // Tag cache bound: groups per worker (64 KiB of tags each; a group covers
   // 4 MiB of data). Memory = workers * cache_groups * 64 KiB.
   size_t cache_groups = 128;
+  // Blocks of ciphertext a worker batches at once (its bounce buffer).
+  uint32_t batch_blocks = 2048;
   // Counters reserved per superblock write (P3).
   uint64_t nonce_range = uint64_t{1} << 20;
   // Keep the BackingStore after Close (so a test can take its image);

@@ -25,10 +25,10 @@
 
 namespace sealvol::io {
 
-AlignedBuffer::AlignedBuffer(size_t bytes) : size_(bytes) {
+AlignedBuffer::AlignedBuffer(size_t bytes, bool zero) : size_(bytes) {
   void* p = nullptr;
   CHECK_EQ(posix_memalign(&p, 4096, bytes == 0 ? 4096 : bytes), 0);
-  std::memset(p, 0, bytes);
+  if (zero) std::memset(p, 0, bytes);
   data_ = static_cast<uint8_t*>(p);
 }
 AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept

@@ -28,7 +28,7 @@ absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in) {
   RecoveryStats stats;
   const uint64_t groups = l.groups_for(in.volume_blocks);
   AlignedBuffer tags(size_t{l.tag_blocks_per_group} * 4096);
-  AlignedBuffer data(size_t{l.data_blocks_per_group} * 4096);
+  AlignedBuffer data(size_t{l.data_blocks_per_group} * 4096, /*zero=*/false);
   AlignedBuffer plain(4096);
   std::vector<StoreOp> ops;
   bool wrote = false;
@@ -59,8 +59,7 @@ absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in) {
                             data.data() + size_t{k} * 4096});
       k = run;
     }
-    if (ops.empty()) continue;
-    in.queue->Execute(ops);
+    if (!ops.empty()) in.queue->Execute(ops);
     for (const StoreOp& op : ops) RETURN_IF_ERROR(Check(op, "read data"));
 
     bool changed = false;
@@ -108,6 +107,28 @@ absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in) {
                     tags.data()};
       in.queue->Execute({&write, 1});
       RETURN_IF_ERROR(Check(write, "write tags"));
+      wrote = true;
+    }
+    // A discard's punch may not have survived the crash, leaving old
+    // ciphertext under empty slots; a later first write that then fails to
+    // land would find non-zero data. Punch every empty block again.
+    ops.clear();
+    k = 0;
+    while (k < count) {
+      if (t.newer_slot(k) >= 0) {
+        ++k;
+        continue;
+      }
+      uint32_t run = k;
+      while (run < count && t.newer_slot(run) < 0) ++run;
+      ops.push_back(StoreOp{StoreOp::Kind::kPunch,
+                            l.data_position(first_block + k) * 4096,
+                            uint64_t{run - k} * 4096, nullptr});
+      k = run;
+    }
+    if (!ops.empty()) {
+      in.queue->Execute(ops);
+      for (const StoreOp& op : ops) RETURN_IF_ERROR(Check(op, "punch"));
       wrote = true;
     }
   }

@@ -40,7 +40,9 @@ struct RecoveryInput {
 // For every block of a dirty group with a written slot: finds the slot that
 // verifies against the data on disk and clears the other one; a lone slot
 // whose data never landed is cleared (the block reads zeros, as before).
-// Writes the changed tag blocks and fdatasyncs. The caller clears the bits.
+// Punches the data of empty blocks again (a discard's punch may have been
+// lost). Writes the changed tag blocks and fdatasyncs. The caller clears the
+// bits.
 absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in);
 
 }  // namespace sealvol::io

@@ -191,6 +191,8 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   if (options_.manual) ctx_.workers = std::max(1, options_.worker_threads);
   ctx_.cache_groups = std::max<size_t>(options_.cache_groups, 2);
   ctx_.counter_observer = options_.counter_observer;
+  ctx_.batch_blocks = std::max<uint64_t>(options_.batch_blocks,
+                                         sb.layout.data_blocks_per_group);
   ctx_.complete = [this](Part& p, int r) { CompletePart(p, r); };
 
   if (!options_.read_only) {

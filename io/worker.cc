@@ -12,7 +12,6 @@ namespace {
 
 constexpr size_t kQueueCapacity = 1024;  // Parts waiting per worker.
 constexpr size_t kMaxBatch = 128;        // Parts taken per drain.
-constexpr uint64_t kBounceBlocks = 2048; // 8 MiB of ciphertext per batch.
 
 bool IsMutation(IoOp op) { return op == IoOp::kWrite || op == IoOp::kDiscard; }
 
@@ -40,14 +39,14 @@ Worker::Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
       ring_(kQueueCapacity),
       batch_(kMaxBatch),
       cache_(ctx->cache_groups),
-      bounce_(kBounceBlocks * 4096) {
+      bounce_(ctx->batch_blocks * 4096, /*zero=*/false) {
   const Layout& l = ctx_->layout;
   for (GroupEntry& e : cache_) {
     e.tags = AlignedBuffer(size_t{l.tag_blocks_per_group} * 4096);
     e.unflushed.assign((l.data_blocks_per_group + 63) / 64, 0);
   }
   CHECK_LE(l.tag_blocks_per_group, 64u);
-  ops_.reserve(kMaxBatch * 4 + kBounceBlocks + cache_.size());
+  ops_.reserve(kMaxBatch * 4 + ctx->batch_blocks + cache_.size());
   groups_scratch_.reserve(cache_.size() + kMaxBatch);
   part_result_.reserve(kMaxBatch);
   part_bounce_.reserve(kMaxBatch);
@@ -141,7 +140,7 @@ void Worker::ProcessBatch(std::span<Part> parts) {
       }
       const uint64_t need = p.op == IoOp::kDiscard ? 0 : p.blocks;
       if (end > i &&
-          (bounce_used + need > kBounceBlocks ||
+          (bounce_used + need > ctx_->batch_blocks ||
            end - i >= cache_.size() ||
            Conflicts(parts.subspan(i, end - i), p))) {
         break;

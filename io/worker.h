@@ -55,6 +55,7 @@ struct EngineContext {
   std::atomic<bool>* failed = nullptr;
   int workers = 1;
   size_t cache_groups = 128;
+  uint64_t batch_blocks = 2048;  // >= data_blocks_per_group.
   // Test hook: called for every block sealed, with its counter.
   std::function<void(uint64_t block, uint64_t counter)> counter_observer;
   // Completes a part; the engine finishes the request on the last part.

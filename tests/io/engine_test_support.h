@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -36,11 +37,11 @@ inline VolumeId TestId(uint8_t seed) {
 inline std::vector<uint8_t> Pattern(uint64_t tag, size_t bytes = 4096) {
   std::vector<uint8_t> v(bytes);
   uint64_t x = tag * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < bytes; ++i) {
+  for (size_t i = 0; i < bytes; i += 8) {
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
-    v[i] = static_cast<uint8_t>(x);
+    std::memcpy(&v[i], &x, std::min<size_t>(8, bytes - i));
   }
   return v;
 }
