@@ -25,6 +25,9 @@
 #include <string>
 #include <string_view>
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
 #include "kms/broker/attestation_policy.h"

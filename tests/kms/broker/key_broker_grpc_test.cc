@@ -1,0 +1,253 @@
+// The KeyBroker over real gRPC transports: a unix socket (with a 1000-call
+// parallel load) and TCP with TLS and mTLS; plus the metrics endpoint.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kms/broker/http_client.h"
+#include "kms/broker/key_broker_client.h"
+#include "kms/broker/key_broker_service.h"
+#include "kms/broker/refusal.h"
+#include "nlohmann/json.hpp"
+#include "tests/kms/broker/broker_test_env.h"
+#include "tests/kms/broker/tls_test_certs.h"
+
+namespace sealvol::broker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeKeyProvider;
+using testing::IssuerEnv;
+using testing::kNode;
+using testing::kTenant;
+using testing::MakeVolume;
+using testing::WriteFile;
+
+constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
+constexpr char kOtherVolume[] = "sv-ffffffffffffffffffffffffffffffff";
+
+class KeyBrokerGrpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           absl::StrCat("sealvol-kbgrpc-", getpid(), "-",
+                        ::testing::UnitTest::GetInstance()
+                            ->current_test_info()
+                            ->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    keys_.AddVolume(MakeVolume(kVolume, kTenant), 0x42);
+    keys_.AddVolume(MakeVolume(kOtherVolume, "team-b"), 0x24);
+    auto audit = AuditLog::Open({.path = Path("audit.log")});
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    audit_ = std::move(*audit);
+    KeyBrokerOptions options;
+    options.metrics = &metrics_;
+    options.rate_limit.burst = 5000;
+    service_ = std::make_unique<KeyBrokerService>(keys_, env_.verifier,
+                                                  *audit_, options);
+    WriteFile(Path("node-token"), env_.Mint(env_.NodeMint()) + "\n");
+  }
+  void TearDown() override {
+    if (server_.server != nullptr) server_.server->Shutdown();
+    server_.server.reset();
+    service_.reset();
+    audit_.reset();
+    fs::remove_all(dir_);
+  }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  void StartUnix() {
+    auto server = StartBrokerServer(
+        {.listen = "unix://" + Path("broker.sock")}, *service_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+
+  ReleaseKeyParams Params(const std::string& pod, const std::string& volume = kVolume) {
+    auto mint = env_.PodMint(pod);
+    return {.volume_id = volume,
+            .node_id = kNode,
+            .pod_token = env_.Mint(mint),
+            .pod = {.name = pod,
+                    .namespace_name = kTenant,
+                    .uid = mint.pod_uid,
+                    .service_account = mint.service_account}};
+  }
+
+  std::unique_ptr<KeyBrokerClient> Client(KeyBrokerClientOptions options) {
+    options.node_token_file = Path("node-token");
+    auto client = KeyBrokerClient::Create(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(*client) : nullptr;
+  }
+
+  IssuerEnv env_{JwsAlgorithm::kEs256};
+  fs::path dir_;
+  FakeKeyProvider keys_;
+  std::unique_ptr<AuditLog> audit_;
+  BrokerMetrics metrics_;
+  std::unique_ptr<KeyBrokerService> service_;
+  BrokerServer server_;
+};
+
+TEST_F(KeyBrokerGrpcTest, ReleasesKeyOverUnixSocketIntoLockedMemory) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  auto dek = client->ReleaseKey(Params("web-0"));
+  ASSERT_TRUE(dek.ok()) << dek.status();
+  ASSERT_EQ(dek->size(), 32u);
+  for (size_t i = 0; i < dek->size(); ++i) ASSERT_EQ(dek->data()[i], 0x42);
+  // Only root may connect to the socket.
+  EXPECT_EQ(fs::status(Path("broker.sock")).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST_F(KeyBrokerGrpcTest, RefusalReachesTheNodeAsPermissionDeniedWithReason) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  auto params = Params("web-0");
+  params.pod.uid = "another-uid";
+  auto dek = client->ReleaseKey(params);
+  ASSERT_FALSE(dek.ok());
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RefusalReason(dek.status()), "pod_mismatch");
+  // Without the node's own token the broker does not even look.
+  WriteFile(Path("node-token"), params.pod_token);
+  dek = client->ReleaseKey(Params("web-0"));
+  EXPECT_EQ(RefusalReason(dek.status()), "node_identity_invalid");
+}
+
+TEST_F(KeyBrokerGrpcTest, AThousandParallelCallsAreAnsweredAndAudited) {
+  StartUnix();
+  constexpr int kThreads = 50;
+  constexpr int kCallsPerThread = 20;
+  constexpr int kCalls = kThreads * kCallsPerThread;
+  // Every fifth call asks for the other tenant's volume and must be refused.
+  std::vector<ReleaseKeyParams> params;
+  for (int i = 0; i < kCalls; ++i) {
+    params.push_back(Params(absl::StrCat("pod-", i),
+                            i % 5 == 4 ? kOtherVolume : kVolume));
+  }
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  std::atomic<int> granted{0}, refused{0}, wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCallsPerThread; ++c) {
+        const int i = t * kCallsPerThread + c;
+        auto dek = client->ReleaseKey(params[i]);
+        if (i % 5 == 4) {
+          if (!dek.ok() && RefusalReason(dek.status()) == "namespace_mismatch") {
+            ++refused;
+          } else {
+            ++wrong;
+          }
+        } else if (dek.ok() && dek->size() == 32 && dek->data()[0] == 0x42) {
+          ++granted;
+        } else {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(granted, kCalls * 4 / 5);
+  EXPECT_EQ(refused, kCalls / 5);
+  EXPECT_EQ(metrics_.grants(), kCalls * 4 / 5);
+  EXPECT_EQ(metrics_.refusals("namespace_mismatch"), kCalls / 5);
+  // One audit record per call, chained, none lost.
+  auto verified = VerifyAuditFiles({Path("audit.log")}, {});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->records, kCalls);
+  std::set<std::string> pods;
+  std::ifstream in(Path("audit.log"));
+  for (std::string line; std::getline(in, line);) {
+    pods.insert(nlohmann::json::parse(line)["pod"].get<std::string>());
+  }
+  EXPECT_EQ(pods.size(), static_cast<size_t>(kCalls));
+}
+
+TEST_F(KeyBrokerGrpcTest, ServesOverTlsAndRequiresClientCertsWithMtls) {
+  testing::TestCa ca;
+  auto server_cert = ca.Issue("broker", "DNS:localhost,IP:127.0.0.1", true, 2);
+  auto client_cert = ca.Issue("node-1", "DNS:node-1", false, 3);
+  WriteFile(Path("ca.pem"), ca.cert_pem());
+  WriteFile(Path("server.pem"), server_cert.cert_pem);
+  WriteFile(Path("server.key"), server_cert.key_pem);
+  WriteFile(Path("client.pem"), client_cert.cert_pem);
+  WriteFile(Path("client.key"), client_cert.key_pem);
+
+  // TCP without a certificate is refused at start-up.
+  EXPECT_FALSE(StartBrokerServer({.listen = "127.0.0.1:0"}, *service_).ok());
+
+  auto server = StartBrokerServer({.listen = "127.0.0.1:0",
+                                   .tls_cert_file = Path("server.pem"),
+                                   .tls_key_file = Path("server.key"),
+                                   .client_ca_file = Path("ca.pem")},
+                                  *service_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  ASSERT_GT(server_.port, 0);
+  const std::string target = absl::StrCat("localhost:", server_.port);
+
+  auto mtls = Client({.target = target,
+                      .ca_file = Path("ca.pem"),
+                      .client_cert_file = Path("client.pem"),
+                      .client_key_file = Path("client.key"),
+                      .timeout = absl::Seconds(5)});
+  auto dek = mtls->ReleaseKey(Params("web-0"));
+  ASSERT_TRUE(dek.ok()) << dek.status();
+  EXPECT_EQ(dek->data()[0], 0x42);
+
+  // No client certificate: the handshake fails, nothing is released.
+  auto anonymous = Client({.target = target,
+                           .ca_file = Path("ca.pem"),
+                           .timeout = absl::Seconds(5)});
+  dek = anonymous->ReleaseKey(Params("web-1"));
+  ASSERT_FALSE(dek.ok());
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kUnavailable) << dek.status();
+
+  // A client that trusts another CA refuses the broker.
+  testing::TestCa other;
+  WriteFile(Path("other-ca.pem"), other.cert_pem());
+  auto distrustful = Client({.target = target,
+                             .ca_file = Path("other-ca.pem"),
+                             .client_cert_file = Path("client.pem"),
+                             .client_key_file = Path("client.key"),
+                             .timeout = absl::Seconds(5)});
+  EXPECT_FALSE(distrustful->ReleaseKey(Params("web-2")).ok());
+}
+
+TEST_F(KeyBrokerGrpcTest, MetricsEndpointServesPrometheusText) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  ASSERT_TRUE(client->ReleaseKey(Params("web-0")).ok());
+  auto refused = Params("web-1");
+  refused.pod.name = "web-2";
+  ASSERT_FALSE(client->ReleaseKey(refused).ok());
+  auto metrics_server = MetricsServer::Start("127.0.0.1:0", metrics_);
+  ASSERT_TRUE(metrics_server.ok()) << metrics_server.status();
+  auto response = HttpFetch(
+      {.url = absl::StrCat("http://127.0.0.1:", (*metrics_server)->port(),
+                           "/metrics")});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status, 200);
+  const std::string& body = response->body;
+  EXPECT_NE(body.find("sealvol_broker_grants_total 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("sealvol_broker_refusals_total{reason=\"pod_mismatch\"} 1\n"),
+            std::string::npos) << body;
+  EXPECT_NE(body.find("sealvol_broker_kms_latency_seconds_count 1\n"),
+            std::string::npos) << body;
+  EXPECT_NE(body.find("sealvol_broker_kms_latency_seconds_bucket{le=\"+Inf\"} 1\n"),
+            std::string::npos) << body;
+  EXPECT_NE(body.find("sealvol_broker_kms_errors_total 0\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sealvol::broker
