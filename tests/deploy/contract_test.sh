@@ -64,5 +64,12 @@ if check "$defaults" "$work/drift.yaml" >"$work/out" 2>&1; then
   die "contract check accepted a tokenRequests audience different from --audience"
 fi
 echo "ok   caught: audience drift: $(grep -m1 '^  ' "$work/out" | sed 's/^ *//')"
+# A node that could not verify the broker's TLS certificate.
+grep -v -- '- --broker-ca=' "$work/default-values.yaml" >"$work/no-ca.yaml"
+cmp -s "$work/default-values.yaml" "$work/no-ca.yaml" && die "default values render no --broker-ca"
+if check "$defaults" "$work/no-ca.yaml" >"$work/out" 2>&1; then
+  die "contract check accepted a TLS broker with nodes lacking --broker-ca"
+fi
+echo "ok   caught: TLS without a CA on the node: $(grep -m1 '^  ' "$work/out" | sed 's/^ *//')"
 expect_broken "the controller has a single replica" --set controller.replicas=1
 echo "deploy contract: $n values examples match the binary's flags and the driver's contract"

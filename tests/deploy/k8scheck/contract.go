@@ -276,6 +276,7 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 	}
 	ctl := findContainer(ps, "sealvol")
 	var brokerPort string
+	var ctlTLS, ctlMTLS bool
 	if ctl == nil {
 		c.failf("%s: no container named sealvol", who)
 	} else {
@@ -307,13 +308,12 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 		} else {
 			brokerPort = port
 		}
-		if _, ok := f["broker-tls-cert"]; ok {
-			for _, k := range []string{"broker-tls-cert", "broker-tls-key"} {
-				if mountUnder(ctl, f[k]) == nil {
-					c.failf("%s: --%s=%s is not inside a volume mount", who, k, f[k])
-				}
-			}
+		checkFiles(c, who, ps, ctl, f, "broker-tls-cert", "broker-tls-key", "broker-client-ca",
+			"jwks-file", "jwks-ca-file", "jwks-bearer-token-file")
+		if (f["broker-tls-cert"] == "") != (f["broker-tls-key"] == "") {
+			c.failf("%s: --broker-tls-cert and --broker-tls-key go together", who)
 		}
+		ctlTLS, ctlMTLS = f["broker-tls-cert"] != "", f["broker-client-ca"] != ""
 		if kms := f["kms"]; strings.HasPrefix(kms, "vault+") {
 			u, err := url.Parse(strings.TrimPrefix(kms, "vault+"))
 			if err != nil {
@@ -434,6 +434,16 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 		if nd.SecurityContext == nil || nd.SecurityContext.Privileged == nil || !*nd.SecurityContext.Privileged {
 			c.failf("%s: sealvol container must be privileged (mount, loop devices, /dev/fuse)", who)
 		}
+		checkFiles(c, who, ns, nd, f, "node-token-file", "broker-ca", "broker-client-cert", "broker-client-key")
+		if ctlTLS && f["broker-ca"] == "" {
+			c.failf("%s: the broker serves TLS but the node has no --broker-ca to verify it", who)
+		}
+		if !ctlTLS && f["broker-ca"] != "" {
+			c.failf("%s: --broker-ca given but the broker serves no TLS", who)
+		}
+		if ctlMTLS != (f["broker-client-cert"] != "" && f["broker-client-key"] != "") {
+			c.failf("%s: the broker's --broker-client-ca and the node's --broker-client-cert/--broker-client-key must come together", who)
+		}
 		if brokerAddr != "" && f["broker"] != brokerAddr {
 			c.failf("%s: --broker=%q, the broker Service is %q", who, f["broker"], brokerAddr)
 		}
@@ -545,6 +555,29 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 		}
 	}
 	return c.failures
+}
+
+const saTokenDir = "/var/run/secrets/kubernetes.io/serviceaccount/"
+
+// checkFiles: each file flag that is set names a file the container can see:
+// inside one of its volume mounts, or in the automounted service-account
+// directory when the pod does not turn automounting off.
+func checkFiles(c *checker, who string, spec *corev1.PodSpec, ctr *corev1.Container, flags map[string]string, names ...string) {
+	for _, n := range names {
+		file, ok := flags[n]
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(file, saTokenDir) {
+			if spec.AutomountServiceAccountToken != nil && !*spec.AutomountServiceAccountToken {
+				c.failf("%s: --%s=%s but the pod does not automount its service-account token", who, n, file)
+			}
+			continue
+		}
+		if mountUnder(ctr, file) == nil {
+			c.failf("%s: --%s=%s is not inside a volume mount", who, n, file)
+		}
+	}
 }
 
 // mountUnder returns the mount whose directory holds file.

@@ -37,6 +37,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{- define "sealvol.nodeClientSecret" -}}
+{{- if .Values.broker.tls.certManager.enabled -}}
+{{ include "sealvol.nodeName" . }}-client-tls
+{{- else -}}
+{{ required "broker.tls.clientSecretName is required for mTLS without cert-manager" .Values.broker.tls.clientSecretName }}
+{{- end -}}
+{{- end -}}
+
 {{/* The socket the driver serves CSI on, inside the shared socket directory. */}}
 {{- define "sealvol.csiSocket" -}}/csi/csi.sock{{- end -}}
 {{- define "sealvol.pluginDir" -}}{{ .Values.kubeletDir }}/plugins/{{ .Values.driverName }}{{- end -}}
