@@ -1,0 +1,167 @@
+#include "kms/broker/jwks_cache.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kms/broker/refusal.h"
+#include "kms/broker/test_issuer.h"
+#include "kms/broker/token_verifier.h"
+#include "nlohmann/json.hpp"
+#include "tests/kms/broker/http_test_server.h"
+#include "tests/kms/broker/tls_test_certs.h"
+
+namespace sealvol::broker {
+namespace {
+
+using testing::HttpTestServer;
+
+// A local OIDC issuer: discovery document and JWKS, with a switchable key
+// set and fetch counters.
+class JwksCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    first_ = std::make_unique<TestIssuer>(*TestIssuer::Generate(JwsAlgorithm::kEs256));
+    second_ = std::make_unique<TestIssuer>(*TestIssuer::Generate(JwsAlgorithm::kEs256));
+    jwks_ = first_->Jwks();
+    http_.server().Get("/.well-known/openid-configuration",
+                       [this](const httplib::Request&, httplib::Response& res) {
+                         ++discovery_fetches_;
+                         res.set_content(
+                             nlohmann::json({{"issuer", discovery_issuer_},
+                                             {"jwks_uri", url_ + "/openid/v1/jwks"}})
+                                 .dump(),
+                             "application/json");
+                       });
+    http_.server().Get("/openid/v1/jwks",
+                       [this](const httplib::Request&, httplib::Response& res) {
+                         ++jwks_fetches_;
+                         std::lock_guard lock(mu_);
+                         res.set_content(jwks_, "application/json");
+                       });
+    url_ = http_.Start();
+    discovery_issuer_ = url_;
+  }
+
+  void ServeKeys(const std::string& jwks) {
+    std::lock_guard lock(mu_);
+    jwks_ = jwks;
+  }
+
+  std::string Token(const TestIssuer& issuer) {
+    MintOptions m;
+    m.issuer = url_;
+    m.namespace_name = "team-a";
+    m.service_account = "trainer";
+    auto token = issuer.Mint(m);
+    EXPECT_TRUE(token.ok());
+    return *token;
+  }
+
+  HttpTestServer http_;
+  std::string url_;
+  std::string discovery_issuer_;
+  std::mutex mu_;
+  std::string jwks_;
+  std::atomic<int> discovery_fetches_{0};
+  std::atomic<int> jwks_fetches_{0};
+  std::unique_ptr<TestIssuer> first_;
+  std::unique_ptr<TestIssuer> second_;
+};
+
+TEST_F(JwksCacheTest, LoadsKeysByOidcDiscovery) {
+  auto cache = JwksCache::Create({.oidc_issuer_url = url_});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(discovery_fetches_, 1);
+  EXPECT_EQ(jwks_fetches_, 1);
+  TokenVerifier verifier({.issuer = url_}, **cache);
+  EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
+}
+
+TEST_F(JwksCacheTest, RefusesDiscoveryDocumentOfAnotherIssuer) {
+  discovery_issuer_ = "https://someone-else.test";
+  EXPECT_FALSE(JwksCache::Create({.oidc_issuer_url = url_}).ok());
+}
+
+TEST_F(JwksCacheTest, RefreshesOnUnknownKidAtMostOncePerInterval) {
+  auto cache = JwksCache::Create(
+      {.url = url_ + "/openid/v1/jwks", .min_refresh_interval = absl::Hours(1)});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  TokenVerifier verifier({.issuer = url_}, **cache);
+  EXPECT_EQ(jwks_fetches_, 1);
+  // The issuer rotates to a second key: the first token with the new kid
+  // makes the cache refetch, and verifies.
+  nlohmann::json both = nlohmann::json::parse(first_->Jwks());
+  both["keys"].push_back(nlohmann::json::parse(second_->PublicJwk()));
+  ServeKeys(both.dump());
+  EXPECT_TRUE(verifier.Verify(Token(*second_)).ok());
+  EXPECT_EQ(jwks_fetches_, 2);
+  // A flood of unknown kids does not reach the issuer again.
+  auto stranger = TestIssuer::Generate(JwsAlgorithm::kEs256);
+  for (int i = 0; i < 20; ++i) {
+    auto result = verifier.Verify(Token(*stranger));
+    EXPECT_EQ(RefusalReason(result.status()), "unknown_kid");
+  }
+  EXPECT_EQ(jwks_fetches_, 2);
+}
+
+TEST_F(JwksCacheTest, KeepsOldKeysWhenTheIssuerIsUnreachable) {
+  auto cache = JwksCache::Create(
+      {.url = url_ + "/openid/v1/jwks", .min_refresh_interval = absl::ZeroDuration()});
+  ASSERT_TRUE(cache.ok());
+  http_.Stop();
+  TokenVerifier verifier({.issuer = url_}, **cache);
+  EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
+  EXPECT_EQ(RefusalReason(verifier.Verify(Token(*second_)).status()),
+            "unknown_kid");
+}
+
+TEST_F(JwksCacheTest, LoadsKeysFromFileAndRejectsBadSources) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/jwks-", getpid());
+  testing::WriteFile(path, first_->Jwks());
+  auto cache = JwksCache::Create({.file = path});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  TokenVerifier verifier({.issuer = url_}, **cache);
+  EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
+  testing::WriteFile(path, R"({"keys":[]})");
+  EXPECT_FALSE(JwksCache::Create({.file = path}).ok()) << "no usable key";
+  std::filesystem::remove(path);
+  EXPECT_FALSE(JwksCache::Create({.file = path}).ok());
+  EXPECT_FALSE(JwksCache::Create({}).ok());
+  EXPECT_FALSE(JwksCache::Create({.file = path, .url = url_}).ok());
+}
+
+TEST_F(JwksCacheTest, FetchesOverHttpsWithTheGivenCa) {
+  testing::TestCa ca;
+  auto cert = ca.Issue("issuer", "DNS:localhost,IP:127.0.0.1", true, 7);
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/jwks-tls-", getpid());
+  std::filesystem::create_directories(dir);
+  testing::WriteFile(dir + "/ca.pem", ca.cert_pem());
+  testing::WriteFile(dir + "/cert.pem", cert.cert_pem);
+  testing::WriteFile(dir + "/key.pem", cert.key_pem);
+  httplib::SSLServer tls((dir + "/cert.pem").c_str(), (dir + "/key.pem").c_str());
+  ASSERT_TRUE(tls.is_valid());
+  const std::string jwks = first_->Jwks();
+  tls.Get("/jwks", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(jwks, "application/json");
+  });
+  const int port = tls.bind_to_any_port("127.0.0.1");
+  std::thread thread([&] { tls.listen_after_bind(); });
+  while (!tls.is_running()) std::this_thread::yield();
+  const std::string url = absl::StrCat("https://localhost:", port, "/jwks");
+  EXPECT_TRUE(JwksCache::Create({.url = url, .ca_file = dir + "/ca.pem"}).ok());
+  // Without our CA the server is not trusted.
+  testing::TestCa other;
+  testing::WriteFile(dir + "/other.pem", other.cert_pem());
+  EXPECT_FALSE(JwksCache::Create({.url = url, .ca_file = dir + "/other.pem"}).ok());
+  tls.stop();
+  thread.join();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sealvol::broker
