@@ -43,6 +43,16 @@ done
   die "strict decoding of deploy/examples"
 echo "ok   examples: $(tail -1 "$work/examples.objects")"
 
+# Tenant workloads of the examples satisfy their namespace's Pod Security
+# level (restricted); and a workload that drifts from it is caught.
+"$K8SCHECK" psa "$SEALVOL_SOURCE_DIR"/deploy/examples/*.yaml || die "Pod Security of deploy/examples"
+sed 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
+  "$SEALVOL_SOURCE_DIR/deploy/examples/tenant-training-job.yaml" >"$work/job.yaml"
+if "$K8SCHECK" psa "$SEALVOL_SOURCE_DIR/deploy/examples/tenant-namespace.yaml" "$work/job.yaml" >/dev/null 2>&1; then
+  die "Pod Security check accepted allowPrivilegeEscalation: true in a restricted namespace"
+fi
+echo "ok   Pod Security check rejects a tenant job with privilege escalation"
+
 # The checker must reject what the API server would reject.
 base=$work/default-values.yaml
 expect_reject() {

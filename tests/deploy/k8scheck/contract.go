@@ -365,6 +365,9 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 		if sec != nil && sec.Privileged != nil && *sec.Privileged {
 			c.failf("%s: controller must not be privileged", who)
 		}
+		for _, v := range RestrictedViolations(ps) {
+			c.failf("%s: violates Pod Security restricted: %s", who, v)
+		}
 	}
 	if !serviceAccts[dep.Namespace+":"+ps.ServiceAccountName] {
 		c.failf("%s: service account %q is not rendered", who, ps.ServiceAccountName)

@@ -6,6 +6,9 @@
 //	k8scheck contract --controller-help F --node-help F [--kubelet-dir D]
 //	                  [--min-replicas N] [--token-in-secrets=false] FILE...
 //	    decode, then check the driver's contract (see contract.go).
+//	k8scheck psa FILE...
+//	    decode, then check that every workload in a namespace (defined in
+//	    FILE...) that enforces Pod Security "restricted" satisfies it.
 //	k8scheck helpflags F
 //	    print the long flags a CLI11 --help text lists (for debugging).
 package main
@@ -57,6 +60,16 @@ func main() {
 			fail(fmt.Errorf("%d contract failure(s):\n  %s", len(failures), strings.Join(failures, "\n  ")))
 		}
 		fmt.Printf("k8scheck: contract holds for %d objects\n", len(objs))
+	case "psa":
+		objs, err := DecodeFiles(os.Args[2:])
+		if err != nil {
+			fail(err)
+		}
+		n, failures := CheckPodSecurity(objs)
+		if len(failures) > 0 {
+			fail(fmt.Errorf("%d Pod Security violation(s):\n  %s", len(failures), strings.Join(failures, "\n  ")))
+		}
+		fmt.Printf("k8scheck: %d workload(s) satisfy Pod Security restricted\n", n)
 	case "helpflags":
 		flags, err := helpFlags(os.Args[2])
 		if err != nil {
