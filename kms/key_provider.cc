@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kms/local_key_provider.h"
+#include "kms/vault_key_provider.h"
 
 namespace sealvol::kms {
 
@@ -13,6 +14,13 @@ absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(
     auto local = LocalKeyProvider::Open(u.substr(6));
     if (!local.ok()) return local.status();
     return std::unique_ptr<KeyProvider>(std::move(*local));
+  }
+  if (absl::StartsWith(u, "vault+")) {
+    auto config = VaultConfig::FromUri(u);
+    if (!config.ok()) return config.status();
+    auto vault = VaultKeyProvider::Open(std::move(*config));
+    if (!vault.ok()) return vault.status();
+    return std::unique_ptr<KeyProvider>(std::move(*vault));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "KMS URI \"", u, "\": unknown scheme (expected local:DIR, "

@@ -231,7 +231,7 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::ReadRecord(
 
 absl::Status LocalKeyProvider::WriteRecord(const VolumeRecord& record,
                                            bool create) const {
-  const std::string text = VolumeRecordToJson(record).dump(2) + "\n";
+  const std::string text = DumpJson(VolumeRecordToJson(record), 2) + "\n";
   const std::string name = record.volume_id + ".json";
   return create ? CreateFileAtomically(VolumeDir(), name, Bytes(text), 0600)
                 : WriteFileAtomically(VolumeDir(), name, Bytes(text), 0600);

@@ -58,6 +58,11 @@ absl::StatusOr<const nlohmann::json*> JsonObject(const nlohmann::json& object,
   return value;
 }
 
+std::string DumpJson(const nlohmann::json& json, int indent) {
+  return json.dump(indent, ' ', /*ensure_ascii=*/false,
+                   nlohmann::json::error_handler_t::replace);
+}
+
 nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
   nlohmann::json params = nlohmann::json::object();
   for (const auto& [k, v] : r.parameters) params[k] = v;

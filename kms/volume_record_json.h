@@ -15,6 +15,9 @@ namespace sealvol::kms {
 
 nlohmann::json VolumeRecordToJson(const VolumeRecord& record);
 
+// Serialises without throwing: invalid UTF-8 is replaced, not an exception.
+std::string DumpJson(const nlohmann::json& json, int indent = -1);
+
 absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
                                                   std::string_view source);
 
