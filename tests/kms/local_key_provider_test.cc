@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -397,16 +398,23 @@ TEST_F(LocalKeyProviderTest, SurvivesKill9AtRandomPoints) {
       }
     }
     ::close(fds[1]);
+    // Let the child confirm a few steps (so every round makes progress
+    // however loaded the machine is), then kill it a random moment later.
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    const int steps = std::uniform_int_distribution<int>(1, 4)(rng);
+    while (std::count(out.begin(), out.end(), '\n') < steps &&
+           (n = ::read(fds[0], buf, sizeof(buf))) > 0) {
+      out.append(buf, n);
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(
-        std::uniform_int_distribution<int>(500, 40000)(rng)));
+        std::uniform_int_distribution<int>(0, 20000)(rng)));
     ::kill(pid, SIGKILL);
     int wstatus = 0;
     ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
     ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with "
                                       << WEXITSTATUS(wstatus);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
     while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, n);
     ::close(fds[0]);
     std::istringstream lines(out);
