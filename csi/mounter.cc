@@ -247,10 +247,32 @@ absl::StatusOr<std::string> MountSource(const std::string& path) {
   return source;
 }
 
+bool HasCapability(int capability) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      const uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
+      return (caps >> capability) & 1;
+    }
+  }
+  return false;
+}
+
 absl::Status GrowFilesystem(const std::string& device,
                             const std::string& mount_point,
                             const std::string& fs_type) {
-  if (fs_type == "ext4") return RunCommand({"resize2fs", device});
+  if (fs_type == "ext4") {
+    // The kernel refuses online ext4 resizing (EXT4_IOC_RESIZE_FS) without
+    // CAP_SYS_RESOURCE; say so instead of resize2fs's "Permission denied".
+    constexpr int kCapSysResource = 24;
+    if (!HasCapability(kCapSysResource)) {
+      return absl::FailedPreconditionError(
+          "grow ext4 on " + device +
+          ": online resize needs CAP_SYS_RESOURCE, which this process lacks");
+    }
+    return RunCommand({"resize2fs", device});
+  }
   if (fs_type == "xfs") return RunCommand({"xfs_growfs", mount_point});
   return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
                                     fs_type);

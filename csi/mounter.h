@@ -51,7 +51,12 @@ absl::StatusOr<bool> IsMountPoint(const std::string& path);
 // The source device of the mount at `path` ("" when not a mount point).
 absl::StatusOr<std::string> MountSource(const std::string& path);
 
-// resize2fs (ext4, by device) or xfs_growfs (xfs, by mount point).
+// True when the process has `capability` (a CAP_* number) in its effective
+// set.
+bool HasCapability(int capability);
+
+// resize2fs (ext4, by device) or xfs_growfs (xfs, by mount point), online.
+// FailedPrecondition for ext4 without CAP_SYS_RESOURCE.
 absl::Status GrowFilesystem(const std::string& device,
                             const std::string& mount_point,
                             const std::string& fs_type);

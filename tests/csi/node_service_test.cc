@@ -1,0 +1,384 @@
+// The Node service through a real gRPC server on a unix socket, with the real
+// data path (engine, FUSE export, loop device), real mkfs and mounts, and a
+// key source standing in for the KeyBroker. Needs root and /dev/fuse.
+#include "csi/node_service.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "csi/capabilities.h"
+#include "csi/controller_service.h"
+#include "csi/fuse_data_path.h"
+#include "csi/mounter.h"
+#include "csi/volume_id.h"
+#include "gtest/gtest.h"
+#include "tests/csi/grpc_test_server.h"
+
+namespace sealvol::csi {
+namespace {
+
+using Mode = csipb::VolumeCapability::AccessMode;
+constexpr uint64_t kSize = 64ull << 20;
+
+// Releases one fixed key for every volume, or refuses; counts the calls.
+class FixedKeySource final : public VolumeKeySource {
+ public:
+  absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& pod_token, const PodIdentity& pod) override {
+    ++calls;
+    last_token = pod_token;
+    last_pod = pod;
+    last_node = node_id;
+    if (!refusal.ok()) return refusal;
+    (void)volume_id;
+    auto key = crypto::SecretBytes::Allocate(32);
+    if (key.ok()) {
+      for (size_t i = 0; i < key->size(); ++i) key->data()[i] = static_cast<uint8_t>(i * 7 + 1);
+    }
+    return key;
+  }
+  std::atomic<int> calls{0};
+  std::string last_token;
+  PodIdentity last_pod;
+  std::string last_node;
+  absl::Status refusal;
+};
+
+csipb::VolumeCapability Cap(bool block, const std::string& fs = "ext4") {
+  csipb::VolumeCapability cap;
+  if (block) {
+    cap.mutable_block();
+  } else {
+    cap.mutable_mount()->set_fs_type(fs);
+  }
+  cap.mutable_access_mode()->set_mode(Mode::SINGLE_NODE_WRITER);
+  return cap;
+}
+
+class NodeServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root for mounts and loop devices";
+    if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
+    char dir_template[] = "/tmp/sealvol-node-test-XXXXXX";
+    dir_ = mkdtemp(dir_template);
+    StartNode();
+  }
+
+  void StartNode() {
+    data_path_ = std::make_unique<FuseDataPath>();
+    node_ = std::make_unique<NodeService>(
+        NodeOptions{.node_id = "node-1", .state_dir = dir_ + "/state"}, &keys_,
+        data_path_.get());
+    ASSERT_TRUE(node_->Recover().ok());
+    server_ = std::make_unique<GrpcTestServer>(
+        std::initializer_list<grpc::Service*>{node_.get()});
+    stub_ = csipb::Node::NewStub(server_->channel());
+  }
+
+  void StopNode() {
+    stub_.reset();
+    server_.reset();
+    node_.reset();
+    data_path_.reset();
+  }
+
+  void TearDown() override {
+    if (dir_.empty()) return;
+    StopNode();
+    // Whatever a failed test left mounted under the temporary directory.
+    for (int i = 0; i < 3; ++i) {
+      std::ifstream mounts("/proc/self/mounts");
+      std::string dev, point, rest;
+      while (mounts >> dev >> point && std::getline(mounts, rest)) {
+        if (point.rfind(dir_, 0) == 0) DetachMountIfMounted(point).IgnoreError();
+      }
+    }
+    std::filesystem::remove_all(dir_);
+  }
+
+  grpc::Status Stage(const std::string& id, bool block = false,
+                     uint64_t size = kSize, const std::string& fs = "ext4") {
+    csipb::NodeStageVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_staging_target_path(dir_ + "/staging");
+    *req.mutable_volume_capability() = Cap(block, fs);
+    (*req.mutable_volume_context())[kContextCapacity] = std::to_string(size);
+    std::filesystem::create_directories(dir_ + "/staging");
+    grpc::ClientContext ctx;
+    csipb::NodeStageVolumeResponse res;
+    return stub_->NodeStageVolume(&ctx, req, &res);
+  }
+
+  csipb::NodePublishVolumeRequest PublishRequest(const std::string& id,
+                                                 const std::string& target,
+                                                 bool block = false,
+                                                 const std::string& fs = "ext4") {
+    csipb::NodePublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_staging_target_path(dir_ + "/staging");
+    req.set_target_path(target);
+    *req.mutable_volume_capability() = Cap(block, fs);
+    auto& ctx = *req.mutable_volume_context();
+    ctx[kPodName] = "trainer-0";
+    ctx[kPodNamespace] = "team-a";
+    ctx[kPodUid] = "uid-1";
+    ctx[kPodServiceAccount] = "trainer";
+    ctx[kPodTokens] = R"({"sealvol":{"token":"pod-token-1","expirationTimestamp":"x"}})";
+    return req;
+  }
+
+  grpc::Status Publish(const csipb::NodePublishVolumeRequest& req) {
+    grpc::ClientContext ctx;
+    csipb::NodePublishVolumeResponse res;
+    return stub_->NodePublishVolume(&ctx, req, &res);
+  }
+
+  grpc::Status Unpublish(const std::string& id, const std::string& target) {
+    csipb::NodeUnpublishVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_target_path(target);
+    grpc::ClientContext ctx;
+    csipb::NodeUnpublishVolumeResponse res;
+    return stub_->NodeUnpublishVolume(&ctx, req, &res);
+  }
+
+  grpc::Status Unstage(const std::string& id) {
+    csipb::NodeUnstageVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_staging_target_path(dir_ + "/staging");
+    grpc::ClientContext ctx;
+    csipb::NodeUnstageVolumeResponse res;
+    return stub_->NodeUnstageVolume(&ctx, req, &res);
+  }
+
+  grpc::Status Stats(const std::string& id, const std::string& path,
+                     csipb::NodeGetVolumeStatsResponse* res) {
+    csipb::NodeGetVolumeStatsRequest req;
+    req.set_volume_id(id);
+    req.set_volume_path(path);
+    grpc::ClientContext ctx;
+    return stub_->NodeGetVolumeStats(&ctx, req, res);
+  }
+
+  // Publishes a volume, expands it to twice its size through the Node
+  // service, and checks the mounted filesystem grew while mounted.
+  void ExpandOnline(const std::string& fs, uint64_t size) {
+    const std::string id = NewVolumeId();
+    const std::string target = dir_ + "/pod/mount";
+    ASSERT_TRUE(Stage(id, false, size, fs).ok());
+    grpc::Status published = Publish(PublishRequest(id, target, false, fs));
+    ASSERT_TRUE(published.ok()) << published.error_message();
+    { std::ofstream(target + "/marker") << "kept-through-growth"; }
+    struct statvfs before {};
+    ASSERT_EQ(statvfs(target.c_str(), &before), 0);
+
+    csipb::NodeExpandVolumeRequest req;
+    req.set_volume_id(id);
+    req.set_volume_path(target);
+    req.mutable_capacity_range()->set_required_bytes(2 * size);
+    grpc::ClientContext ctx;
+    csipb::NodeExpandVolumeResponse res;
+    grpc::Status expanded = stub_->NodeExpandVolume(&ctx, req, &res);
+    ASSERT_TRUE(expanded.ok()) << expanded.error_message();
+    EXPECT_EQ(res.capacity_bytes(), static_cast<int64_t>(2 * size));
+    EXPECT_EQ(*BlockDeviceSize(*data_path_->Device(id)), 2 * size);
+
+    struct statvfs after {};
+    ASSERT_EQ(statvfs(target.c_str(), &after), 0);
+    EXPECT_GT(uint64_t{after.f_blocks} * after.f_frsize,
+              uint64_t{before.f_blocks} * before.f_frsize + size / 2);
+    std::string read_back;
+    { std::ifstream(target + "/marker") >> read_back; }
+    EXPECT_EQ(read_back, "kept-through-growth");
+    ASSERT_TRUE(Unpublish(id, target).ok());
+    ASSERT_TRUE(Unstage(id).ok());
+  }
+
+  std::string dir_;
+  FixedKeySource keys_;
+  std::unique_ptr<FuseDataPath> data_path_;
+  std::unique_ptr<NodeService> node_;
+  std::unique_ptr<GrpcTestServer> server_;
+  std::unique_ptr<csipb::Node::Stub> stub_;
+};
+
+TEST_F(NodeServiceTest, PodAttestationReadsContextThenSecrets) {
+  google::protobuf::Map<std::string, std::string> context, secrets;
+  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
+  secrets[kPodName] = "p";
+  secrets[kPodNamespace] = "team-a";
+  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
+  secrets[kPodTokens] = R"({"other":{"token":"x"}})";
+  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
+  secrets[kPodTokens] = R"({"sealvol":{"token":"t-secret"}})";
+  context[kPodName] = "from-context";
+  auto attestation = PodAttestationFrom(context, secrets);
+  ASSERT_TRUE(attestation.ok()) << attestation.status();
+  EXPECT_EQ(attestation->pod.name, "from-context");
+  EXPECT_EQ(attestation->pod.namespace_name, "team-a");
+  EXPECT_EQ(attestation->token, "t-secret");
+}
+
+TEST_F(NodeServiceTest, PublishBeforeStageIsFailedPrecondition) {
+  const std::string id = NewVolumeId();
+  EXPECT_EQ(Publish(PublishRequest(id, dir_ + "/target")).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(keys_.calls, 0);
+}
+
+TEST_F(NodeServiceTest, RefusedKeyLeavesNothingAttached) {
+  const std::string id = NewVolumeId();
+  ASSERT_TRUE(Stage(id).ok());
+  keys_.refusal = absl::PermissionDeniedError("namespace_mismatch: team-b is not team-a");
+  grpc::Status status = Publish(PublishRequest(id, dir_ + "/target"));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(status.error_message().find("namespace_mismatch"), std::string::npos);
+  EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
+  EXPECT_FALSE(*IsMountPoint(dir_ + "/staging"));
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id)));
+  EXPECT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
+  const std::string id = NewVolumeId();
+  const std::string t1 = dir_ + "/pod1/mount", t2 = dir_ + "/pod2/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Stage(id).ok());  // Idempotent.
+  grpc::Status published = Publish(PublishRequest(id, t1));
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  EXPECT_EQ(keys_.calls, 1);
+  EXPECT_EQ(keys_.last_token, "pod-token-1");
+  EXPECT_EQ(keys_.last_pod.namespace_name, "team-a");
+  EXPECT_EQ(keys_.last_node, "node-1");
+  ASSERT_TRUE(Publish(PublishRequest(id, t1)).ok());  // Idempotent, attests.
+  EXPECT_EQ(keys_.calls, 2);
+  ASSERT_TRUE(Publish(PublishRequest(id, t2)).ok());  // Second pod attests.
+  EXPECT_EQ(keys_.calls, 3);
+
+  { std::ofstream(t1 + "/marker") << "sealvol-node-test"; }
+  std::string read_back;
+  { std::ifstream(t2 + "/marker") >> read_back; }
+  EXPECT_EQ(read_back, "sealvol-node-test");
+
+  csipb::NodeGetVolumeStatsResponse stats;
+  ASSERT_TRUE(Stats(id, t1, &stats).ok());
+  ASSERT_EQ(stats.usage_size(), 2);
+  EXPECT_GT(stats.usage(0).total(), 0);
+  EXPECT_GT(stats.usage(1).total(), 0);
+  EXPECT_FALSE(stats.volume_condition().abnormal());
+  EXPECT_EQ(Stats(id, dir_ + "/elsewhere", &stats).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  EXPECT_EQ(Unstage(id).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(Unpublish(id, t1).ok());
+  ASSERT_TRUE(Unpublish(id, t2).ok());
+  ASSERT_TRUE(Unpublish(id, t2).ok());  // Idempotent.
+  EXPECT_FALSE(std::filesystem::exists(t1));
+  ASSERT_TRUE(Unstage(id).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
+  EXPECT_FALSE(*IsMountPoint(dir_ + "/staging"));
+
+  // The image holds no plaintext.
+  std::ifstream image(node_->ImagePath(id), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(image)), {});
+  EXPECT_EQ(bytes.find("sealvol-node-test"), std::string::npos);
+
+  // Staged and published again: the data is still there.
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, t1)).ok());
+  read_back.clear();
+  { std::ifstream(t1 + "/marker") >> read_back; }
+  EXPECT_EQ(read_back, "sealvol-node-test");
+  ASSERT_TRUE(Unpublish(id, t1).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, BlockPublishBindsTheDeviceOntoAFile) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/dev";
+  ASSERT_TRUE(Stage(id, /*block=*/true).ok());
+  grpc::Status published = Publish(PublishRequest(id, target, /*block=*/true));
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  struct stat st {};
+  ASSERT_EQ(stat(target.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISBLK(st.st_mode));
+  auto size = BlockDeviceSize(target);
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(*size, kSize);
+  csipb::NodeGetVolumeStatsResponse stats;
+  ASSERT_TRUE(Stats(id, target, &stats).ok());
+  ASSERT_EQ(stats.usage_size(), 1);
+  EXPECT_EQ(stats.usage(0).total(), static_cast<int64_t>(kSize));
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  EXPECT_FALSE(std::filesystem::exists(target));
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+
+TEST_F(NodeServiceTest, ExpandGrowsEngineLoopAndXfsOnline) {
+  ExpandOnline("xfs", 320ull << 20);  // mkfs.xfs wants at least 300 MB.
+}
+
+TEST_F(NodeServiceTest, ExpandGrowsEngineLoopAndExt4Online) {
+  constexpr int kCapSysResource = 24;
+  if (!HasCapability(kCapSysResource)) {
+    GTEST_SKIP() << "online ext4 resize needs CAP_SYS_RESOURCE; this "
+                    "sandbox's capability set lacks it";
+  }
+  ExpandOnline("ext4", kSize);
+}
+
+TEST_F(NodeServiceTest, RestartReportsLostVolumeAndRepublishReattaches) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  { std::ofstream(target + "/marker") << "before-restart"; }
+  sync();
+
+  StopNode();  // The data path goes away with the process.
+  StartNode();
+
+  csipb::NodeGetVolumeStatsResponse stats;
+  ASSERT_TRUE(Stats(id, dir_ + "/staging", &stats).ok());
+  EXPECT_TRUE(stats.volume_condition().abnormal());
+  EXPECT_FALSE(*IsMountPoint(target));
+
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  std::string read_back;
+  { std::ifstream(target + "/marker") >> read_back; }
+  EXPECT_EQ(read_back, "before-restart");
+  ASSERT_TRUE(Stats(id, target, &stats).ok());
+  EXPECT_FALSE(stats.volume_condition().abnormal());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, RequestsMissingFieldsAreInvalidArgument) {
+  auto req = PublishRequest("", dir_ + "/t");
+  EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req = PublishRequest(NewVolumeId(), "");
+  EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req = PublishRequest(NewVolumeId(), dir_ + "/t");
+  req.clear_volume_capability();
+  EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  csipb::NodeGetVolumeStatsResponse stats;
+  EXPECT_EQ(Stats("fake-id", "some/path", &stats).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Stats(NewVolumeId(), "", &stats).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace sealvol::csi
