@@ -49,7 +49,7 @@ trap cleanup EXIT
 
 issuer=https://issuer.sanity.test
 node_id=sanity-node
-"$bin" token keygen --out "$work/issuer.pem" >/dev/null
+"$bin" token keygen --out "$work/issuer.pem" >/dev/null 2>&1
 "$bin" token jwks --issuer-key "$work/issuer.pem" >"$work/jwks.json"
 "$bin" token mint --issuer-key "$work/issuer.pem" --issuer "$issuer" \
   --namespace sealvol-system --service-account sealvol-node --node "$node_id" \
