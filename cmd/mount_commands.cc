@@ -1,0 +1,437 @@
+// open: fork a server process, which unwraps the key, opens the engine,
+// attaches (FUSE -> loop -> mkfs -> mount) and reports readiness over a
+// pipe; the parent prints the result and exits. Everything secret happens
+// in the child: engine threads and locked key pages (MADV_DONTFORK) do not
+// survive fork(). close: SIGTERM the server and wait. status: the records.
+#include "cmd/mount_commands.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "cmd/exit_codes.h"
+#include "crypto/secret_bytes.h"
+#include "io/frontend/fuse_server.h"
+#include "io/frontend/runtime_record.h"
+#include "io/frontend/volume_attach.h"
+#include "io/sealed_volume.h"
+#include "kms/key_provider.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace sealvol::cmd {
+namespace {
+
+struct OpenFlags {
+  std::string image;
+  std::string mountpoint;
+  std::string fs = "ext4";
+  bool block = false;
+  std::string transport = "auto";
+  std::string state_dir = "/var/lib/sealvol";
+  std::string kms;
+  bool foreground = false;
+};
+
+// A failure with the exit code it maps to.
+struct Failure {
+  int code = kExitError;
+  std::string message;
+};
+
+std::string Absolute(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : p.string();
+}
+
+// Readiness report from the server to the waiting parent: one line,
+// "OK <loop-device> <transport>" or "ERR <exit-code> <message>".
+void Report(int fd, const std::string& line) {
+  if (fd < 0) return;
+  const std::string text = line + "\n";
+  (void)!::write(fd, text.data(), text.size());
+  ::close(fd);
+}
+
+Failure FromStatus(const absl::Status& s, int code) {
+  return {code, s.ToString()};
+}
+
+// The server: runs in the forked child (or in the foreground). Returns the
+// exit code. `ready_fd` gets one report line, then is closed.
+int Serve(const OpenFlags& flags, int ready_fd) {
+  auto fail = [&](const Failure& f) {
+    spdlog::error("open {}: {}", flags.image, f.message);
+    Report(ready_fd, absl::StrCat("ERR ", f.code, " ", f.message));
+    return f.code;
+  };
+  if (absl::Status s = crypto::HardenProcess(); !s.ok()) {
+    return fail(FromStatus(s, kExitError));
+  }
+  // SIGTERM/SIGINT are taken synchronously by the main thread below; block
+  // them before any thread exists so no other thread receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto header = io::ReadHeader(flags.image);
+  if (!header.ok()) {
+    const int code = header.status().code() == absl::StatusCode::kInvalidArgument
+                         ? kExitNotSealvol
+                         : kExitError;
+    return fail(FromStatus(header.status(), code));
+  }
+  const std::string volume_id = io::VolumeIdString(header->volume_id);
+  if (absl::Status s = io::InjectedFailure("header"); !s.ok()) {
+    return fail(FromStatus(s, kExitError));
+  }
+
+  const std::string kms_uri =
+      flags.kms.empty() ? absl::StrCat("local:", flags.state_dir)
+                        : flags.kms;
+  auto provider = kms::OpenKeyProvider(kms_uri);
+  if (!provider.ok()) return fail(FromStatus(provider.status(), kExitUnavailable));
+  auto dek = (*provider)->UnwrapVolumeKey(volume_id);
+  if (!dek.ok()) {
+    int code = kExitPermission;
+    if (dek.status().code() == absl::StatusCode::kNotFound) code = kExitKeyDestroyed;
+    if (dek.status().code() == absl::StatusCode::kUnavailable) code = kExitUnavailable;
+    return fail(FromStatus(dek.status(), code));
+  }
+  if (absl::Status s = io::InjectedFailure("key"); !s.ok()) {
+    return fail(FromStatus(s, kExitError));
+  }
+
+  io::OpenOptions open_options;
+  open_options.path = flags.image;
+  auto volume = io::SealedVolume::Open(open_options, *dek);
+  dek->Wipe();
+  if (!volume.ok()) {
+    int code = kExitError;
+    if (volume.status().code() == absl::StatusCode::kPermissionDenied) code = kExitWrongKey;
+    if (volume.status().code() == absl::StatusCode::kFailedPrecondition) code = kExitInUse;
+    return fail(FromStatus(volume.status(), code));
+  }
+  if (absl::Status s = io::InjectedFailure("engine"); !s.ok()) {
+    (void)(*volume)->Close();
+    return fail(FromStatus(s, kExitError));
+  }
+
+  auto transport = io::ParseFuseTransport(flags.transport);
+  io::AttachOptions attach;
+  attach.fuse_dir = absl::StrCat(flags.state_dir, "/fuse/", volume_id);
+  attach.mountpoint = flags.mountpoint;
+  attach.fs = flags.fs;
+  attach.block = flags.block;
+  attach.server.transport = *transport;
+  io::SealedVolume* engine = volume->get();
+  attach.server.grow = [engine](uint64_t size) { return engine->Grow(size); };
+  if (*transport != io::FuseTransport::kDev) {
+    absl::Status s = io::EnableFuseOverIoUring();
+    if (!s.ok()) {
+      if (*transport == io::FuseTransport::kUring) {
+        (void)(*volume)->Close();
+        return fail(FromStatus(s, kExitError));
+      }
+      spdlog::warn("open: {}; using /dev/fuse", s.ToString());
+    }
+  }
+  auto attachment = io::VolumeAttachment::Attach(engine, attach);
+  if (!attachment.ok()) {
+    (void)(*volume)->Close();
+    return fail(FromStatus(attachment.status(), kExitError));
+  }
+
+  io::RuntimeRecord record;
+  record.pid = ::getpid();
+  record.volume_id = volume_id;
+  record.image = flags.image;
+  record.loop_device = (*attachment)->loop_device();
+  record.mountpoint = flags.block ? "" : flags.mountpoint;
+  record.fuse_dir = attach.fuse_dir;
+  record.transport = io::FuseTransportName((*attachment)->server().transport());
+  record.fs = flags.block ? "" : flags.fs;
+  record.block = flags.block;
+  record.started_unix = std::time(nullptr);
+  absl::Status written = io::WriteRuntimeRecord(flags.state_dir, record);
+  if (written.ok()) written = io::InjectedFailure("record");
+  if (!written.ok()) {
+    (void)(*attachment)->Detach();
+    (void)(*volume)->Close();
+    (void)io::RemoveRuntimeRecord(flags.state_dir, volume_id);
+    return fail(FromStatus(written, kExitError));
+  }
+  spdlog::info("open {}: {} ready on {} (transport {})", flags.image,
+               volume_id, record.loop_device, record.transport);
+  Report(ready_fd, absl::StrCat("OK ", record.loop_device, " ",
+                                record.transport));
+
+  // Serve until SIGTERM/SIGINT, or until the kernel ends the connection
+  // (someone unmounted the FUSE directory or aborted it).
+  while (true) {
+    timespec timeout{0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    if ((*attachment)->server().disconnected()) {
+      spdlog::error("open {}: FUSE connection ended under us", flags.image);
+      break;
+    }
+  }
+  int code = kExitOk;
+  if (absl::Status s = (*attachment)->Detach(); !s.ok()) {
+    spdlog::error("close {}: {}", flags.image, s.ToString());
+    code = kExitError;
+  }
+  if (absl::Status s = (*volume)->Close(); !s.ok()) {
+    spdlog::error("close {}: engine: {}", flags.image, s.ToString());
+    code = kExitError;
+  }
+  if (code == kExitOk) {
+    (void)io::RemoveRuntimeRecord(flags.state_dir, volume_id);
+    spdlog::info("close {}: done", flags.image);
+  }
+  return code;
+}
+
+int RunOpen(OpenFlags flags) {
+  flags.image = Absolute(flags.image);
+  flags.state_dir = Absolute(flags.state_dir);
+  if (!flags.block) {
+    if (flags.mountpoint.empty()) {
+      std::fprintf(stderr, "open: --mountpoint is required unless --block\n");
+      return kExitUsage;
+    }
+    flags.mountpoint = Absolute(flags.mountpoint);
+  }
+  if (!io::ParseFuseTransport(flags.transport).ok()) {
+    std::fprintf(stderr, "open: --transport must be auto, uring or dev\n");
+    return kExitUsage;
+  }
+  // Already open? A live server refuses; a dead one's leftovers go first.
+  auto records = io::ListRuntimeRecords(flags.state_dir);
+  if (records.ok()) {
+    for (const auto& r : *records) {
+      if (r.image != flags.image &&
+          (flags.block || r.mountpoint != flags.mountpoint)) {
+        continue;
+      }
+      if (io::ServerAlive(r.pid)) {
+        std::fprintf(stderr, "open %s: already open (pid %d, %s)\n",
+                     flags.image.c_str(), r.pid,
+                     r.block ? r.loop_device.c_str() : r.mountpoint.c_str());
+        return kExitInUse;
+      }
+      spdlog::warn("open: cleaning up after dead server {} of {}", r.pid,
+                   r.image);
+      if (absl::Status s = io::CleanUpStale(flags.state_dir, r); !s.ok()) {
+        std::fprintf(stderr, "open %s: cleanup of stale state: %s\n",
+                     flags.image.c_str(), s.ToString().c_str());
+        return kExitError;
+      }
+    }
+  }
+
+  if (flags.foreground) return Serve(flags, -1);
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    std::perror("open: pipe");
+    return kExitError;
+  }
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("open: fork");
+    return kExitError;
+  }
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    ::setsid();
+    // The server's log goes next to its record.
+    const std::string log_dir = io::RuntimeDir(flags.state_dir);
+    std::filesystem::create_directories(log_dir);
+    const std::string log =
+        absl::StrCat(log_dir, "/", std::filesystem::path(flags.image).filename().string(), ".log");
+    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(log_fd >= 0 ? log_fd : null, 1);
+    ::dup2(log_fd >= 0 ? log_fd : null, 2);
+    ::_exit(Serve(flags, pipe_fds[1]));
+  }
+  ::close(pipe_fds[1]);
+  std::string line;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(pipe_fds[0], buf, sizeof(buf))) > 0) line.append(buf, n);
+  ::close(pipe_fds[0]);
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  if (line.rfind("OK ", 0) == 0) {
+    const std::string rest = line.substr(3);
+    const std::string device = rest.substr(0, rest.find(' '));
+    if (flags.block) {
+      std::printf("%s\n", device.c_str());
+    } else {
+      std::printf("%s mounted on %s (%s, transport %s)\n", flags.image.c_str(),
+                  flags.mountpoint.c_str(), device.c_str(),
+                  rest.substr(rest.find(' ') + 1).c_str());
+    }
+    return kExitOk;
+  }
+  // The server failed and is exiting; reap it so nothing is left behind.
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  if (line.rfind("ERR ", 0) == 0) {
+    const std::string rest = line.substr(4);
+    const int code = std::atoi(rest.c_str());
+    std::fprintf(stderr, "open %s: %s\n", flags.image.c_str(),
+                 rest.substr(rest.find(' ') + 1).c_str());
+    return code > 0 ? code : kExitError;
+  }
+  std::fprintf(stderr, "open %s: server exited without a report (status %d)\n",
+               flags.image.c_str(), wstatus);
+  return kExitError;
+}
+
+int RunClose(const std::string& target, std::string state_dir) {
+  state_dir = Absolute(state_dir);
+  const std::string want = Absolute(target);
+  auto records = io::ListRuntimeRecords(state_dir);
+  if (!records.ok()) {
+    std::fprintf(stderr, "close: %s\n", records.status().ToString().c_str());
+    return kExitError;
+  }
+  for (const auto& r : *records) {
+    if (r.image != want && r.mountpoint != want && r.loop_device != target &&
+        r.volume_id != target) {
+      continue;
+    }
+    if (!io::ServerAlive(r.pid)) {
+      absl::Status s = io::CleanUpStale(state_dir, r);
+      if (!s.ok()) {
+        std::fprintf(stderr, "close %s: %s\n", target.c_str(),
+                     s.ToString().c_str());
+        return kExitError;
+      }
+      return kExitOk;
+    }
+    ::kill(r.pid, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    while (io::ServerAlive(r.pid) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (io::ServerAlive(r.pid)) {
+      std::fprintf(stderr, "close %s: server %d did not stop in 2 minutes\n",
+                   target.c_str(), r.pid);
+      return kExitError;
+    }
+    // A clean shutdown removed the record; one still there means it failed.
+    auto after = io::ListRuntimeRecords(state_dir);
+    if (after.ok()) {
+      for (const auto& a : *after) {
+        if (a.volume_id == r.volume_id) {
+          std::fprintf(stderr,
+                       "close %s: server reported an error (see %s/)\n",
+                       target.c_str(), io::RuntimeDir(state_dir).c_str());
+          (void)io::CleanUpStale(state_dir, a);
+          return kExitError;
+        }
+      }
+    }
+    return kExitOk;
+  }
+  std::fprintf(stderr, "close %s: no open volume with that image, "
+                       "mountpoint, device or id\n", target.c_str());
+  return kExitError;
+}
+
+int RunStatus(std::string state_dir, bool json) {
+  state_dir = Absolute(state_dir);
+  auto records = io::ListRuntimeRecords(state_dir);
+  if (!records.ok()) {
+    std::fprintf(stderr, "status: %s\n", records.status().ToString().c_str());
+    return kExitError;
+  }
+  if (json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : *records) {
+      out.push_back({{"volume_id", r.volume_id},
+                     {"image", r.image},
+                     {"pid", r.pid},
+                     {"alive", io::ServerAlive(r.pid)},
+                     {"loop_device", r.loop_device},
+                     {"mountpoint", r.mountpoint},
+                     {"fs", r.fs},
+                     {"block", r.block},
+                     {"transport", r.transport},
+                     {"started_unix", r.started_unix}});
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("%-36s %-8s %-6s %-12s %-6s %s\n", "VOLUME", "PID", "STATE",
+              "DEVICE", "XPORT", "MOUNTPOINT / IMAGE");
+  for (const auto& r : *records) {
+    std::printf("%-36s %-8d %-6s %-12s %-6s %s  %s\n", r.volume_id.c_str(),
+                r.pid, io::ServerAlive(r.pid) ? "up" : "dead",
+                r.loop_device.c_str(), r.transport.c_str(),
+                r.block ? "(block)" : r.mountpoint.c_str(), r.image.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterMountCommands(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<OpenFlags>();
+  CLI::App* open = app.add_subcommand(
+      "open", "Serve a sealed volume and mount it (or hand out a block device)");
+  open->add_option("image", flags->image, "Sealed volume image")->required();
+  open->add_option("--mountpoint", flags->mountpoint, "Where to mount");
+  open->add_option("--fs", flags->fs, "ext4 (default) or xfs; mkfs on first open")
+      ->check(CLI::IsMember({"ext4", "xfs"}));
+  open->add_flag("--block", flags->block, "No file system: print the loop device");
+  open->add_option("--transport", flags->transport, "auto (default), uring or dev")
+      ->check(CLI::IsMember({"auto", "uring", "dev"}));
+  open->add_option("--state-dir", flags->state_dir, "State directory (records, FUSE mounts, local KMS)");
+  open->add_option("--kms", flags->kms, "Key provider URI (default local:STATE-DIR)");
+  open->add_flag("--foreground", flags->foreground, "Serve in this process");
+  open->callback([flags, &exit_code] { exit_code = RunOpen(*flags); });
+
+  auto close_target = std::make_shared<std::string>();
+  auto close_state = std::make_shared<std::string>("/var/lib/sealvol");
+  CLI::App* close = app.add_subcommand("close", "Unmount and stop serving a volume");
+  close->add_option("target", *close_target, "Mountpoint, image, loop device or volume id")
+      ->required();
+  close->add_option("--state-dir", *close_state, "State directory");
+  close->callback([close_target, close_state, &exit_code] {
+    exit_code = RunClose(*close_target, *close_state);
+  });
+
+  auto status_state = std::make_shared<std::string>("/var/lib/sealvol");
+  auto status_json = std::make_shared<bool>(false);
+  CLI::App* status = app.add_subcommand("status", "List open volumes");
+  status->add_option("--state-dir", *status_state, "State directory");
+  status->add_flag("--json", *status_json, "JSON output");
+  status->callback([status_state, status_json, &exit_code] {
+    exit_code = RunStatus(*status_state, *status_json);
+  });
+}
+
+}  // namespace sealvol::cmd

@@ -1,0 +1,125 @@
+#include "io/frontend/runtime_record.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "io/frontend/fuse_mount.h"
+#include "io/frontend/loop_device.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::io {
+
+std::string RuntimeDir(const std::string& state_dir) {
+  return absl::StrCat(state_dir, "/run");
+}
+
+absl::Status WriteRuntimeRecord(const std::string& state_dir,
+                                const RuntimeRecord& r) {
+  const std::string dir = RuntimeDir(state_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return ErrnoStatus(ec.value(), "mkdir", dir);
+  nlohmann::json j = {{"pid", r.pid},
+                      {"volume_id", r.volume_id},
+                      {"image", r.image},
+                      {"loop_device", r.loop_device},
+                      {"mountpoint", r.mountpoint},
+                      {"fuse_dir", r.fuse_dir},
+                      {"transport", r.transport},
+                      {"fs", r.fs},
+                      {"block", r.block},
+                      {"started_unix", r.started_unix}};
+  const std::string path = absl::StrCat(dir, "/", r.volume_id, ".json");
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out.flush()) return ErrnoStatus(errno, "write", tmp);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return ErrnoStatus(ec.value(), "rename", path);
+  return absl::OkStatus();
+}
+
+absl::Status RemoveRuntimeRecord(const std::string& state_dir,
+                                 const std::string& volume_id) {
+  const std::string path =
+      absl::StrCat(RuntimeDir(state_dir), "/", volume_id, ".json");
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  if (ec) return ErrnoStatus(ec.value(), "remove", path);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<RuntimeRecord>> ListRuntimeRecords(
+    const std::string& state_dir) {
+  std::vector<RuntimeRecord> records;
+  const std::string dir = RuntimeDir(state_dir);
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return records;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    RuntimeRecord r;
+    r.pid = j.value("pid", 0);
+    r.volume_id = j.value("volume_id", "");
+    r.image = j.value("image", "");
+    r.loop_device = j.value("loop_device", "");
+    r.mountpoint = j.value("mountpoint", "");
+    r.fuse_dir = j.value("fuse_dir", "");
+    r.transport = j.value("transport", "");
+    r.fs = j.value("fs", "");
+    r.block = j.value("block", false);
+    r.started_unix = j.value("started_unix", int64_t{0});
+    records.push_back(std::move(r));
+  }
+  if (ec) return ErrnoStatus(ec.value(), "list", dir);
+  return records;
+}
+
+bool ServerAlive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream comm(absl::StrCat("/proc/", pid, "/comm"));
+  std::string name;
+  comm >> name;
+  return name == "sealvol";
+}
+
+absl::Status CleanUpStale(const std::string& state_dir,
+                          const RuntimeRecord& record) {
+  absl::Status first;
+  auto keep = [&first](absl::Status s) {
+    if (first.ok() && !s.ok()) first = s;
+  };
+  // The dead server's FUSE connection ended with its fds, so the file system
+  // only sees I/O errors now; unmounting it lets autoclear free the loop.
+  if (!record.mountpoint.empty()) keep(UnmountRetrying(record.mountpoint));
+  // Only while the device still serves our file: autoclear may have freed
+  // it, and someone else may have taken it since.
+  if (!record.loop_device.empty() && !record.fuse_dir.empty()) {
+    std::ifstream backing(absl::StrCat(
+        "/sys/block/", std::filesystem::path(record.loop_device).filename().string(),
+        "/loop/backing_file"));
+    std::string file;
+    std::getline(backing, file);
+    if (file.rfind(record.fuse_dir, 0) == 0) {
+      keep(DetachLoopDevice(record.loop_device));
+    }
+  }
+  if (!record.fuse_dir.empty()) {
+    keep(UnmountRetrying(record.fuse_dir));
+    ::rmdir(record.fuse_dir.c_str());
+  }
+  if (first.ok()) keep(RemoveRuntimeRecord(state_dir, record.volume_id));
+  return first;
+}
+
+}  // namespace sealvol::io
