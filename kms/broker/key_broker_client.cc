@@ -30,7 +30,8 @@ absl::Status FromGrpc(const grpc::Status& status) {
   const std::string message = status.error_message();
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   if (code == absl::StatusCode::kPermissionDenied ||
-      code == absl::StatusCode::kResourceExhausted) {
+      code == absl::StatusCode::kResourceExhausted ||
+      code == absl::StatusCode::kUnavailable) {
     const size_t colon = message.find(':');
     if (colon != std::string::npos) {
       const std::string reason = message.substr(0, colon);

@@ -122,6 +122,22 @@ TEST_F(KeyBrokerGrpcTest, RefusalReachesTheNodeAsPermissionDeniedWithReason) {
   EXPECT_EQ(RefusalReason(dek.status()), "node_identity_invalid");
 }
 
+TEST_F(KeyBrokerGrpcTest, KmsOutageReachesTheNodeAsUnavailable) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  keys_.FailUnwrap(true);
+  auto dek = client->ReleaseKey(Params("web-0"));
+  ASSERT_FALSE(dek.ok());
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusalReason(dek.status()), "kms_error");
+  // With the broker gone, the node sees Unavailable without a reason.
+  server_.server->Shutdown();
+  server_.server.reset();
+  dek = client->ReleaseKey(Params("web-0"));
+  EXPECT_EQ(dek.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusalReason(dek.status()), "");
+}
+
 TEST_F(KeyBrokerGrpcTest, AThousandParallelCallsAreAnsweredAndAudited) {
   StartUnix();
   constexpr int kThreads = 50;
