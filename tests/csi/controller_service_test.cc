@@ -2,6 +2,7 @@
 // socket, with an in-memory KMS.
 #include "csi/controller_service.h"
 
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -9,6 +10,7 @@
 #include "csi/capabilities.h"
 #include "csi/identity_service.h"
 #include "gtest/gtest.h"
+#include "kms/local_key_provider.h"
 #include "tests/csi/grpc_test_server.h"
 #include "tests/csi/memory_key_provider.h"
 
@@ -345,6 +347,53 @@ TEST_F(ControllerServiceTest, CapabilitiesDoNotClaimCapacityOrPublish) {
   using Rpc = csipb::ControllerServiceCapability::RPC;
   EXPECT_EQ(types, (std::set<int>{Rpc::CREATE_DELETE_VOLUME, Rpc::LIST_VOLUMES,
                                   Rpc::EXPAND_VOLUME}));
+}
+
+}  // namespace
+}  // namespace sealvol::csi
+
+namespace sealvol::csi {
+namespace {
+
+// The same service over the real embedded key provider: the record, the
+// wrapped key and crypto-shredding land in its directory.
+TEST(ControllerServiceLocalKmsTest, CreateUnwrapsAndDeleteShreds) {
+  char dir_template[] = "/tmp/sealvol-ctrl-kms-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  auto provider = kms::LocalKeyProvider::Open(dir + "/kms");
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  ControllerService controller(provider->get());
+  GrpcTestServer server({&controller});
+  auto stub = csipb::Controller::NewStub(server.channel());
+
+  csipb::CreateVolumeRequest request;
+  request.set_name("pvc-local");
+  *request.add_volume_capabilities() = MountCap();
+  (*request.mutable_parameters())[kParamTenant] = "team-a";
+  request.mutable_capacity_range()->set_required_bytes(1 << 20);
+  csipb::CreateVolumeResponse created;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->CreateVolume(&context, request, &created).ok());
+  }
+  const std::string id = created.volume().volume_id();
+  auto record = (*provider)->GetVolume(id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->tenant, "team-a");
+  EXPECT_EQ(record->key_name, "sealvol-team-a");
+  auto dek = (*provider)->UnwrapVolumeKey(id);
+  ASSERT_TRUE(dek.ok()) << dek.status();
+  EXPECT_EQ(dek->size(), 32u);
+
+  {
+    grpc::ClientContext context;
+    csipb::DeleteVolumeRequest del;
+    del.set_volume_id(id);
+    csipb::DeleteVolumeResponse response;
+    ASSERT_TRUE(stub->DeleteVolume(&context, del, &response).ok());
+  }
+  EXPECT_TRUE(absl::IsNotFound((*provider)->UnwrapVolumeKey(id).status()));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
