@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -90,7 +91,14 @@ bool ServerAlive(pid_t pid) {
   std::ifstream comm(absl::StrCat("/proc/", pid, "/comm"));
   std::string name;
   comm >> name;
-  return name == "sealvol";
+  if (name != "sealvol") return false;
+  // A killed server that nobody reaped yet (a zombie) is not serving.
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)),
+                   std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  return paren == std::string::npos || paren + 2 >= text.size() ||
+         text[paren + 2] != 'Z';
 }
 
 absl::Status CleanUpStale(const std::string& state_dir,
