@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Key hygiene of running sealvol processes: a volume served by `sealvol open`
+# (the node's data path: engine, FUSE server, loop device) keeps its keys in
+# locked memory (VmLck > 0), cannot write a core file (RLIMIT_CORE 0, and a
+# SIGSEGV leaves none), and the controller and node plugin are not dumpable.
+#
+# Dumpability is observed from outside: for a process that is not dumpable
+# the kernel makes /proc/PID/* owned by root instead of the process's uid. So
+# the plugins are started as an unprivileged uid (they mark themselves
+# non-dumpable first thing, before needing any privilege) beside a `sleep`
+# of the same uid as the control. (For root processes the ownership is root
+# either way, and root keeps CAP_SYS_PTRACE: see docs/security.md.)
+set -euo pipefail
+src=${SEALVOL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+bin=${SEALVOL_BIN:-$src/build/cmd/sealvol}
+[[ -x $bin ]] || { echo "hygiene: no sealvol binary at $bin" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || { echo "hygiene: needs root" >&2; exit 1; }
+[[ -e /dev/fuse ]] || { echo "SKIP: no /dev/fuse"; exit 0; }
+
+work=$(mktemp -d /tmp/sealvol-hygiene.XXXXXX)
+pids=()
+cleanup() {
+  local rc=$?
+  "$bin" close --state-dir "$work/state" "$work/v.img" >/dev/null 2>&1 || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  ((rc == 0)) || tail -n 20 "$work"/*.log >&2 2>/dev/null || true
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT
+fail() { echo "hygiene: FAIL: $*" >&2; exit 1; }
+
+nobody=65534
+as_nobody=(setpriv --reuid=$nobody --regid=$nobody --clear-groups)
+owner() { stat -c %u "/proc/$1/status"; }
+
+# The binary and the work directory must be reachable by the unprivileged uid.
+chmod 755 "$work"
+install -m 755 "$bin" "$work/sealvol"
+"${as_nobody[@]}" sleep 300 &
+control=$!
+pids+=($control)
+sleep 0.2
+[[ $(owner $control) == $nobody ]] ||
+  fail "control: a dumpable process of uid $nobody should own its /proc entry"
+
+# Cores would land here if anything dumped.
+cd "$work"
+
+"$bin" format --size 64M --state-dir "$work/state" "$work/v.img" >"$work/format.log" 2>&1
+"$bin" open --block --state-dir "$work/state" "$work/v.img" >"$work/open.log" 2>&1 ||
+  fail "open: $(cat "$work/open.log")"
+server=$("$bin" status --state-dir "$work/state" --json |
+         python3 -c 'import json,sys; d=json.load(sys.stdin); v=d if isinstance(d,list) else d.get("volumes",[]); print(v[0]["pid"])')
+[[ -d /proc/$server ]] || fail "no server process $server"
+locked=$(awk '/^VmLck:/ {print $2}' "/proc/$server/status")
+echo "hygiene: open server pid $server VmLck ${locked} kB"
+((locked > 0)) || fail "open server $server holds its keys in unlocked memory (VmLck 0)"
+# RLIMIT_CORE of the server is 0.
+grep -E '^Max core file size +0 +' "/proc/$server/limits" >/dev/null ||
+  fail "server core limit is not 0: $(grep 'core file' /proc/$server/limits)"
+
+# A crash of the server leaves no core file (SIGSEGV's default action dumps
+# core when the process is dumpable and the limit allows it).
+kill -SEGV "$server"
+for _ in $(seq 50); do [[ -d /proc/$server ]] || break; sleep 0.1; done
+sleep 0.5
+cores=$(find "$work" / -maxdepth 1 -name 'core*' -newer "$work/v.img" 2>/dev/null | wc -l)
+((cores == 0)) || fail "a core file appeared after SIGSEGV of the server"
+"$bin" close --state-dir "$work/state" "$work/v.img" >/dev/null 2>&1 || true
+
+# The controller (holds KMS access, unwraps keys) and the node plugin (holds
+# DEKs) are not dumpable.
+"$bin" token keygen --out "$work/issuer.pem" >/dev/null
+"$bin" token jwks --issuer-key "$work/issuer.pem" >"$work/jwks.json"
+"$bin" token mint --issuer-key "$work/issuer.pem" --issuer https://issuer.test \
+  --namespace sealvol-system --service-account sealvol-node --node n1 \
+  --ttl 1h >"$work/node.token"
+mkdir -p "$work/ctl" "$work/node"
+cp "$work/jwks.json" "$work/node.token" "$work/ctl/"
+chown -R $nobody:$nobody "$work/ctl" "$work/node"
+"${as_nobody[@]}" "$work/sealvol" controller --endpoint "unix://$work/ctl/controller.sock" \
+  --kms "local:$work/ctl/kms" --broker-listen "unix://$work/ctl/broker.sock" \
+  --jwks-file "$work/ctl/jwks.json" --issuer https://issuer.test --audience sealvol \
+  --node-service-account sealvol-system:sealvol-node \
+  --audit-log "$work/ctl/audit.jsonl" >"$work/controller.log" 2>&1 &
+controller=$!
+pids+=($controller)
+"${as_nobody[@]}" "$work/sealvol" node --endpoint "unix://$work/node/node.sock" --node-id n1 \
+  --state-dir "$work/node/state" --broker "unix://$work/ctl/broker.sock" \
+  --node-token-file "$work/ctl/node.token" >"$work/node.log" 2>&1 &
+node=$!
+pids+=($node)
+for _ in $(seq 100); do
+  [[ -S $work/ctl/controller.sock && -S $work/node/node.sock ]] && break
+  sleep 0.1
+done
+[[ -S $work/ctl/controller.sock ]] || fail "controller did not start"
+[[ -S $work/node/node.sock ]] || fail "node plugin did not start"
+[[ $(owner $controller) == 0 ]] || fail "controller $controller is dumpable"
+[[ $(owner $node) == 0 ]] || fail "node plugin $node is dumpable"
+echo "hygiene: PASS (control dumpable; controller and node not; open server VmLck ${locked} kB, core limit 0, no core after SIGSEGV)"
