@@ -9,9 +9,7 @@
 
 #include "base/status_macros.h"
 #include "csi/mounter.h"
-#include "io/frontend/fuse_mount.h"
-#include "io/frontend/fuse_server.h"
-#include "io/frontend/loop_device.h"
+#include "io/frontend/volume_attach.h"
 #include "io/sealed_volume.h"
 #include "spdlog/spdlog.h"
 
@@ -21,29 +19,23 @@ namespace {
 constexpr char kExportName[] = "volume";
 }  // namespace
 
-// One served volume; members are torn down in the reverse order of setup.
+// One served volume: the engine and the front-end's attachment of it (FUSE
+// mount, FUSE server, loop device) in block mode; the node mounts above.
 struct FuseDataPath::Served {
   std::unique_ptr<io::SealedVolume> volume;
-  io::FuseMount mount;
-  std::unique_ptr<io::FuseServer> server;
-  io::LoopDevice loop;
-  std::string file;  // The exported plaintext file in the private mount.
+  std::unique_ptr<io::VolumeAttachment> attachment;
 
-  // Best effort, in order: loop device, FUSE mount, server, engine. Returns
-  // the first failure but runs every step.
+  // Best effort, in order: the attachment (loop device, FUSE mount, server),
+  // then the engine. Returns the first failure but runs every step.
   absl::Status TearDown() {
     absl::Status first;
-    auto note = [&first](absl::Status s) {
-      if (first.ok() && !s.ok()) first = std::move(s);
-    };
-    if (loop.attached()) note(loop.Detach());
-    if (mount.mounted()) note(mount.Unmount());
-    if (server) {
-      server->Stop();
-      server.reset();
+    if (attachment) {
+      first = attachment->Detach();
+      attachment.reset();
     }
     if (volume) {
-      note(volume->Close());  // Flushes and zeroizes the engine's keys.
+      absl::Status closed = volume->Close();  // Flushes, zeroizes the keys.
+      if (first.ok()) first = closed;
       volume.reset();
     }
     return first;
@@ -71,7 +63,7 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
   {
     absl::MutexLock lock(&mutex_);
     if (auto it = served_.find(options.volume_id); it != served_.end()) {
-      return it->second->loop.path();
+      return it->second->attachment->loop_device();
     }
   }
   auto served = std::make_shared<Served>();
@@ -103,27 +95,22 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
                  options.image_path, options.size_bytes);
   }
 
-  absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(served->mount, io::FuseMount::Create(options.work_dir));
-    io::FuseServerOptions server_options;
-    server_options.file_name = kExportName;
-    io::SealedVolume* volume = served->volume.get();
-    server_options.grow = [volume](uint64_t size) { return volume->Grow(size); };
-    ASSIGN_OR_RETURN(served->server,
-                     io::FuseServer::Start(served->mount.TakeFd(), volume,
-                                           server_options));
-    served->file = options.work_dir + "/" + kExportName;
-    ASSIGN_OR_RETURN(served->loop, io::LoopDevice::Attach(served->file));
-    return absl::OkStatus();
-  }();
-  if (!status.ok()) {
-    // Leave nothing behind: no loop device, no mount, no open engine.
+  io::AttachOptions attach;
+  attach.fuse_dir = options.work_dir;
+  attach.block = true;  // The node makes and mounts the filesystem itself.
+  attach.server.file_name = kExportName;
+  io::SealedVolume* volume = served->volume.get();
+  attach.server.grow = [volume](uint64_t size) { return volume->Grow(size); };
+  auto attachment = io::VolumeAttachment::Attach(volume, attach);
+  if (!attachment.ok()) {
+    // The attachment undid its own steps; close the engine too.
     served->TearDown().IgnoreError();
-    return status;
+    return attachment.status();
   }
-  const std::string device = served->loop.path();
+  served->attachment = std::move(*attachment);
+  const std::string device = served->attachment->loop_device();
   spdlog::info("data path {}: served on {} ({} transport)", options.volume_id,
-               device, io::FuseTransportName(served->server->transport()));
+               device, io::FuseTransportName(served->attachment->server().transport()));
   absl::MutexLock lock(&mutex_);
   served_[options.volume_id] = std::move(served);
   return device;
@@ -135,7 +122,7 @@ absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {
   if (it == served_.end()) {
     return absl::NotFoundError("volume " + volume_id + " is not attached");
   }
-  return it->second->loop.path();
+  return it->second->attachment->loop_device();
 }
 
 absl::Status FuseDataPath::Grow(const std::string& volume_id,
@@ -151,10 +138,11 @@ absl::Status FuseDataPath::Grow(const std::string& volume_id,
   }
   // Growing through the exported file keeps the kernel's view of its size
   // in step: SETATTR reaches the server, which grows the engine.
-  if (truncate(served->file.c_str(), static_cast<off_t>(new_size_bytes)) != 0) {
-    return ErrnoStatus(errno, "grow (truncate)", served->file);
+  const std::string& file = served->attachment->backing_file();
+  if (truncate(file.c_str(), static_cast<off_t>(new_size_bytes)) != 0) {
+    return ErrnoStatus(errno, "grow (truncate)", file);
   }
-  return RefreshLoopCapacity(served->loop.path());
+  return RefreshLoopCapacity(served->attachment->loop_device());
 }
 
 absl::Status FuseDataPath::Health(const std::string& volume_id) {
@@ -170,7 +158,7 @@ absl::Status FuseDataPath::Health(const std::string& volume_id) {
   if (served->volume->failed()) {
     return absl::DataLossError("the backing store failed; the volume is read-only");
   }
-  if (served->server->disconnected()) {
+  if (served->attachment->server().disconnected()) {
     return absl::UnavailableError("the FUSE connection ended");
   }
   return absl::OkStatus();

@@ -3,12 +3,10 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/loop.h>
-#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,8 +17,7 @@
 
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
-
-extern char** environ;
+#include "io/frontend/volume_attach.h"
 
 namespace sealvol::csi {
 
@@ -77,93 +74,14 @@ std::string Canonical(const std::string& path) {
 
 }  // namespace
 
-absl::Status RunCommand(const std::vector<std::string>& argv) {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe", argv[0]);
-  UniqueFd read_end(pipe_fds[0]);
-  UniqueFd write_end(pipe_fds[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
-  std::vector<char*> args;
-  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc =
-      posix_spawnp(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return ErrnoStatus(rc, "run", argv[0]);
-  write_end.reset();
-
-  std::string output;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(read_end.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) output.append(buf, static_cast<size_t>(n));
-  }
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return absl::OkStatus();
-  std::string command;
-  for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
-  if (output.size() > 400) output = "..." + output.substr(output.size() - 400);
-  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
-    output.pop_back();
-  }
-  const std::string how = WIFEXITED(wstatus)
-                              ? "exit status " + std::to_string(WEXITSTATUS(wstatus))
-                              : "signal " + std::to_string(WTERMSIG(wstatus));
-  return absl::InternalError(command + ": " + how + (output.empty() ? "" : ": ") + output);
-}
-
-absl::StatusOr<std::string> ProbeFilesystem(const std::string& device) {
-  // blkid exits 2 when it finds no signature; anything else is an error.
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe", "blkid");
-  UniqueFd read_end(pipe_fds[0]);
-  UniqueFd write_end(pipe_fds[1]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-  const char* args[] = {"blkid", "-p", "-o", "value", "-s", "TYPE",
-                        device.c_str(), nullptr};
-  pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, "blkid", &actions, nullptr,
-                              const_cast<char* const*>(args), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return ErrnoStatus(rc, "run", "blkid");
-  write_end.reset();
-  std::string output;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(read_end.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-    if (n > 0) output.append(buf, static_cast<size_t>(n));
-  }
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 2) return std::string();
-  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return absl::InternalError("blkid -p " + device + ": failed");
-  }
-  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) {
-    output.pop_back();
-  }
-  return output;
-}
-
 absl::Status MakeFilesystem(const std::string& device,
                             const std::string& fs_type) {
   if (fs_type == "ext4") {
     // No discard: the engine reads unwritten blocks as zeros already (P5).
-    return RunCommand({"mkfs.ext4", "-q", "-F", "-E", "nodiscard", device});
+    return io::RunProgram({"mkfs.ext4", "-q", "-F", "-E", "nodiscard", device});
   }
   if (fs_type == "xfs") {
-    return RunCommand({"mkfs.xfs", "-q", "-f", "-K", device});
+    return io::RunProgram({"mkfs.xfs", "-q", "-f", "-K", device});
   }
   return absl::InvalidArgumentError("mkfs " + device + ": unsupported fs_type " +
                                     fs_type);
@@ -271,9 +189,9 @@ absl::Status GrowFilesystem(const std::string& device,
           "grow ext4 on " + device +
           ": online resize needs CAP_SYS_RESOURCE, which this process lacks");
     }
-    return RunCommand({"resize2fs", device});
+    return io::RunProgram({"resize2fs", device});
   }
-  if (fs_type == "xfs") return RunCommand({"xfs_growfs", mount_point});
+  if (fs_type == "xfs") return io::RunProgram({"xfs_growfs", mount_point});
   return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
                                     fs_type);
 }

@@ -1,8 +1,9 @@
 // Mount, filesystem and block-device operations the node service needs:
 // mkfs, mount, bind mounts, unmount, mount-table queries, filesystem growth
-// and usage. Uses mount(2)/umount2(2) directly; mkfs, blkid, resize2fs and
-// xfs_growfs run as child processes (their on-disk knowledge is not worth
-// rewriting). Stateless, thread-safe.
+// and usage. Uses mount(2)/umount2(2) directly; mkfs, resize2fs and
+// xfs_growfs run as child processes through the front-end's
+// io::RunProgram, and io::ProbeFilesystem (blkid) finds what a device holds.
+// Stateless, thread-safe.
 //
 // Errors name the operation and the path: "mount /dev/loop3 on /x: ...".
 #pragma once
@@ -15,13 +16,6 @@
 #include "absl/status/statusor.h"
 
 namespace sealvol::csi {
-
-// Runs argv[0] (searched in PATH) with `argv`, waits, and returns OK on exit
-// status 0, otherwise Internal with the command and the tail of its output.
-absl::Status RunCommand(const std::vector<std::string>& argv);
-
-// The filesystem type found on `device` ("" when it holds none).
-absl::StatusOr<std::string> ProbeFilesystem(const std::string& device);
 
 // mkfs.ext4 / mkfs.xfs on `device`, quietly, without discarding.
 absl::Status MakeFilesystem(const std::string& device,

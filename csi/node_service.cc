@@ -19,6 +19,7 @@
 #include "csi/grpc_status.h"
 #include "csi/mounter.h"
 #include "csi/volume_id.h"
+#include "io/frontend/volume_attach.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -359,7 +360,7 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
                                          " already has " + source +
                                          " mounted on it");
   }
-  ASSIGN_OR_RETURN(std::string found, ProbeFilesystem(record.device));
+  ASSIGN_OR_RETURN(std::string found, io::ProbeFilesystem(record.device));
   if (found.empty()) {
     RETURN_IF_ERROR(MakeFilesystem(record.device, record.fs_type));
     spdlog::info("volume {}: created {} on {}", id, record.fs_type, record.device);
