@@ -4,6 +4,7 @@
 #include "cmd/csi_commands.h"
 #include "cmd/mount_commands.h"
 #include "cmd/token_commands.h"
+#include "cmd/volume_commands.h"
 
 namespace sealvol::cmd {
 
@@ -12,6 +13,7 @@ void RegisterAllCommands(CLI::App& app, int& exit_code) {
   RegisterMountCommands(app, exit_code);
   RegisterTokenCommands(app, exit_code);
   RegisterAuditCommands(app, exit_code);
+  RegisterVolumeCommands(app, exit_code);
 }
 
 }  // namespace sealvol::cmd

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
 #include "io/backing_store.h"
+#include "io/layout.h"
 #include "io/recovery.h"
 #include "io/sealed_volume.h"
 
@@ -26,6 +27,8 @@ struct EngineOptions {
   // Tag cache bound: groups per worker (64 KiB of tags each; a group covers
   // 4 MiB of data). Memory = workers * cache_groups * 64 KiB.
   size_t cache_groups = 128;
+  // FormatOn only: the layout to write (tests use small groups).
+  Layout format_layout = Layout::Default();
   // Blocks of ciphertext a worker batches at once (its bounce buffer).
   uint32_t batch_blocks = 2048;
   // Counters reserved per superblock write (P3).

@@ -490,7 +490,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenOn(
 absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
     std::unique_ptr<BackingStore> store, const FormatOptions& options,
     const crypto::SecretBytes& dek, const EngineOptions& engine) {
-  const Layout layout = Layout::Default();
+  const Layout layout = engine.format_layout;
+  if (!layout.Valid()) {
+    return absl::InvalidArgumentError("format: invalid layout");
+  }
   RETURN_IF_ERROR(CheckSize(options.size_bytes, layout));
   ASSIGN_OR_RETURN(auto queue, store->CreateQueue());
   ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store, *queue));

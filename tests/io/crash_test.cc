@@ -25,7 +25,19 @@ using testing::Manual;
 using testing::Pattern;
 using testing::TestDek;
 
-constexpr uint64_t kBlocks = 1024 + 64;  // Two groups, the second partial.
+// Small groups keep each crash point cheap; the engine code is the same.
+// Five groups of 128 blocks (two tag blocks each), the last one partial.
+constexpr uint64_t kBlocks = 128 * 4 + 64;
+
+Layout SmallLayout() {
+  Layout l;
+  l.data_blocks_per_group = 128;
+  l.tag_blocks_per_group = 2;
+  l.bitmap_start = 2;
+  l.bitmap_blocks = 1;
+  l.groups_start = 3;
+  return l;
+}
 
 // Content id 0 is zeros; any other id is Pattern(id).
 std::vector<uint8_t> Content(uint64_t id) {
@@ -53,16 +65,22 @@ class CrashTest : public ::testing::Test {
     const char* p = std::getenv("SEALVOL_CRASH_POINTS");
     points_ = p != nullptr ? std::strtoull(p, nullptr, 10) : 10000;
     rng_.seed(seed_);
-    for (uint64_t b = 0; b < 10; ++b) hot_.push_back(b);
+    for (uint64_t b = 0; b < 8; ++b) hot_.push_back(b);
     hot_.push_back(63);   // Last block of tag block 0 ...
     hot_.push_back(64);   // ... and first of tag block 1.
-    for (uint64_t b = 1024; b < 1030; ++b) hot_.push_back(b);
+    hot_.push_back(127);  // Group boundary.
+    for (uint64_t b = 128; b < 131; ++b) hot_.push_back(b);
+    for (uint64_t b = 256; b < 259; ++b) hot_.push_back(b);
+    for (uint64_t b = 512; b < 516; ++b) hot_.push_back(b);
   }
 
+  // Alternating chains: one worker caching 3 of the 4 hot groups (so groups
+  // are evicted and reloaded), or two workers sharing the groups.
   EngineOptions Options() {
-    EngineOptions o = Manual(2);
+    EngineOptions o = Manual(chain_ % 2 == 0 ? 1 : 2);
     o.nonce_range = 8;  // Many reservations: crashes hit superblock writes.
-    o.cache_groups = 2;
+    o.cache_groups = chain_ % 2 == 0 ? 3 : 4;
+    o.format_layout = SmallLayout();
     return o;
   }
 
@@ -216,6 +234,7 @@ class CrashTest : public ::testing::Test {
   uint64_t next_id_ = 1;
   bool lost_power_ = false;
   bool saw_failure_ = false;
+  uint64_t chain_ = 0;
 };
 
 TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
@@ -224,6 +243,7 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
   while (point < points_) {
     // A fresh volume per chain; each chain crashes and recovers three times,
     // so recovery's own repairs are crash-tested too.
+    ++chain_;
     model_.clear();
     for (uint64_t b = 0; b < kBlocks; ++b) model_[b] = BlockModel{};
     auto v = Engine::FormatOn(std::make_unique<FaultStore>(0),

@@ -1,0 +1,384 @@
+#include "cmd/volume_commands.h"
+
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "cmd/exit_codes.h"
+#include "io/engine.h"
+#include "io/sealed_volume.h"
+#include "kms/key_provider.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::cmd {
+namespace {
+
+constexpr char kDefaultStateDir[] = "/var/lib/sealvol";
+constexpr uint64_t kChunk = 1 << 20;
+
+// Where the key comes from, shared by the commands that need one.
+struct KeyFlags {
+  std::string state_dir = kDefaultStateDir;
+  std::string kms_uri;  // Empty: "local:" + state_dir.
+  std::string Uri() const {
+    return kms_uri.empty() ? "local:" + state_dir : kms_uri;
+  }
+  void Add(CLI::App* c) {
+    c->add_option("--state-dir", state_dir,
+                  "State directory of the embedded key provider")
+        ->capture_default_str();
+    c->add_option("--kms", kms_uri,
+                  "Key provider URI (local:DIR or vault+https://...); "
+                  "default local:STATE_DIR");
+  }
+};
+
+// Maps an engine or provider Status to the documented exit code.
+int ExitFor(const absl::Status& s) {
+  const std::string m(s.message());
+  auto has = [&](const char* needle) { return m.find(needle) != std::string::npos; };
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kPermissionDenied:
+      return has("wrong key") ? kExitWrongKey : kExitPermission;
+    case absl::StatusCode::kInvalidArgument:
+      if (has("not a sealvol image")) return kExitNotSealvol;
+      if (has("multiple of 4096")) return kExitBadSize;
+      return kExitError;
+    case absl::StatusCode::kOutOfRange:
+      return has("truncated") ? kExitTruncated : kExitBadSize;
+    case absl::StatusCode::kFailedPrecondition:
+      if (has("unsupported format version") || has("unsupported block size")) {
+        return kExitBadVersion;
+      }
+      if (has("in use")) return kExitInUse;
+      return kExitError;
+    case absl::StatusCode::kDataLoss:
+      return kExitIntegrity;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitUnavailable;
+    default:
+      return kExitError;
+  }
+}
+
+int Fail(const char* command, const absl::Status& s) {
+  std::fprintf(stderr, "sealvol %s: %s\n", command,
+               std::string(s.message()).c_str());
+  return ExitFor(s);
+}
+
+// "10G", "512MiB", "4096": binary multiples.
+absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
+  size_t pos = 0;
+  uint64_t n = 0;
+  while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
+    const uint64_t d = static_cast<uint64_t>(text[pos] - '0');
+    if (n > (UINT64_MAX - d) / 10) {
+      return absl::InvalidArgumentError(absl::StrCat("size \"", text, "\" is too large"));
+    }
+    n = n * 10 + d;
+    ++pos;
+  }
+  std::string unit = text.substr(pos);
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KiB") mult = uint64_t{1} << 10;
+  else if (unit == "M" || unit == "MiB") mult = uint64_t{1} << 20;
+  else if (unit == "G" || unit == "GiB") mult = uint64_t{1} << 30;
+  else if (unit == "T" || unit == "TiB") mult = uint64_t{1} << 40;
+  else pos = 0;
+  if (pos == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "size \"", text, "\" is not a number with an optional K/M/G/T suffix"));
+  }
+  if (n > UINT64_MAX / mult) {
+    return absl::InvalidArgumentError(absl::StrCat("size \"", text, "\" is too large"));
+  }
+  return n * mult;
+}
+
+// Unwraps the DEK of the image's volume; NotFound means crypto-shredded.
+absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
+                                                const KeyFlags& keys,
+                                                std::string* volume_id) {
+  ASSIGN_OR_RETURN(io::VolumeHeaderInfo info, io::ReadHeader(image));
+  *volume_id = io::VolumeIdString(info.volume_id);
+  ASSIGN_OR_RETURN(auto provider, kms::OpenKeyProvider(keys.Uri()));
+  auto dek = provider->UnwrapVolumeKey(*volume_id);
+  if (absl::IsNotFound(dek.status())) {
+    return absl::NotFoundError(absl::StrCat(
+        "key for volume ", *volume_id, " has been destroyed (crypto-shredded)"));
+  }
+  return dek;
+}
+
+int KeyFailure(const char* command, const absl::Status& s) {
+  if (absl::IsNotFound(s) &&
+      s.message().find("crypto-shredded") != absl::string_view::npos) {
+    std::fprintf(stderr, "sealvol %s: %s\n", command,
+                 std::string(s.message()).c_str());
+    return kExitKeyDestroyed;
+  }
+  return Fail(command, s);
+}
+
+absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
+    const std::string& image, const KeyFlags& keys, bool read_only) {
+  std::string id;
+  ASSIGN_OR_RETURN(crypto::SecretBytes dek, KeyForImage(image, keys, &id));
+  io::OpenOptions o;
+  o.path = image;
+  o.read_only = read_only;
+  o.worker_threads = 1;
+  return io::SealedVolume::Open(o, dek);
+}
+
+io::Engine& AsEngine(io::SealedVolume& v) { return static_cast<io::Engine&>(v); }
+
+int RunFormat(const std::string& image, const std::string& size_text,
+              const KeyFlags& keys, const std::string& tenant,
+              const std::string& name) {
+  auto size = ParseSize(size_text);
+  if (!size.ok()) {
+    std::fprintf(stderr, "sealvol format: %s\n", std::string(size.status().message()).c_str());
+    return kExitBadSize;
+  }
+  if (*size == 0 || *size % io::kBlockSize != 0) {
+    std::fprintf(stderr,
+                 "sealvol format: size %llu is not a positive multiple of 4096 bytes\n",
+                 static_cast<unsigned long long>(*size));
+    return kExitBadSize;
+  }
+  io::FormatOptions f;
+  f.path = image;
+  f.size_bytes = *size;
+  if (RAND_bytes(f.volume_id.data(), static_cast<int>(f.volume_id.size())) != 1) {
+    return Fail("format", absl::InternalError("RAND_bytes failed"));
+  }
+  const std::string id = io::VolumeIdString(f.volume_id);
+  auto provider = kms::OpenKeyProvider(keys.Uri());
+  if (!provider.ok()) return Fail("format", provider.status());
+  kms::CreateVolumeKeyRequest req;
+  req.volume_id = id;
+  req.name = name;
+  req.tenant = tenant;
+  req.capacity_bytes = *size;
+  auto record = (*provider)->CreateVolumeKey(req);
+  if (!record.ok()) return Fail("format", record.status());
+  auto dek = (*provider)->UnwrapVolumeKey(id);
+  absl::Status status = dek.status();
+  if (status.ok()) {
+    auto v = io::SealedVolume::Format(f, *dek);
+    status = v.ok() ? (*v)->Close() : v.status();
+  }
+  if (!status.ok()) {
+    // The volume never came to be: its key must not outlive it.
+    (void)(*provider)->DestroyVolumeKey(id);
+    return Fail("format", status);
+  }
+  nlohmann::json out = {{"volume_id", id},
+                        {"image", image},
+                        {"size_bytes", *size},
+                        {"tenant", tenant},
+                        {"key_name", record->key_name},
+                        {"kms", (*provider)->Describe()}};
+  std::cout << out.dump() << "\n";
+  return kExitOk;
+}
+
+int RunDump(const std::string& image) {
+  auto info = io::ReadHeader(image);
+  if (!info.ok()) return Fail("dump", info.status());
+  nlohmann::json out = {
+      {"format_version", info->format_version},
+      {"volume_id", io::VolumeIdString(info->volume_id)},
+      {"size_bytes", info->size_bytes},
+      {"block_size", info->block_size},
+      {"generation", info->generation},
+      {"nonce_reserved_mark", info->nonce_reserved_mark},
+      {"clean", info->clean},
+      {"layout", nlohmann::json::parse(info->layout_json)}};
+  std::cout << out.dump() << "\n";
+  return kExitOk;
+}
+
+int RunCheck(const std::string& image, const KeyFlags& keys) {
+  auto v = OpenImage(image, keys, /*read_only=*/true);
+  if (!v.ok()) return KeyFailure("check", v.status());
+  io::Engine& e = AsEngine(**v);
+  const uint64_t size = e.size_bytes();
+  std::vector<uint8_t> buf(kChunk);
+  std::vector<uint64_t> failed;
+  for (uint64_t off = 0; off < size; off += kChunk) {
+    const uint64_t len = std::min<uint64_t>(kChunk, size - off);
+    if (e.Io(io::IoOp::kRead, off, {buf.data(), len}) == 0) continue;
+    // Find the blocks that fail in this chunk.
+    for (uint64_t b = off; b < off + len; b += io::kBlockSize) {
+      if (e.Io(io::IoOp::kRead, b, {buf.data(), io::kBlockSize}) != 0) {
+        failed.push_back(b / io::kBlockSize);
+      }
+    }
+  }
+  const absl::Status closed = e.Close();
+  nlohmann::json out = {{"volume_id", io::VolumeIdString(e.volume_id())},
+                        {"blocks", size / io::kBlockSize},
+                        {"failed_blocks", failed}};
+  std::cout << out.dump() << "\n";
+  if (!failed.empty()) {
+    std::fprintf(stderr, "sealvol check: %zu block(s) failed authentication: %s\n",
+                 failed.size(), absl::StrJoin(failed, " ").c_str());
+    return kExitIntegrity;
+  }
+  if (!closed.ok()) return Fail("check", closed);
+  return kExitOk;
+}
+
+// Reads the aligned span covering [offset, offset+length).
+int ReadCovering(io::Engine& e, uint64_t offset, uint64_t length,
+                 std::vector<uint8_t>& out, uint64_t* start) {
+  *start = offset / io::kBlockSize * io::kBlockSize;
+  const uint64_t end =
+      (offset + length + io::kBlockSize - 1) / io::kBlockSize * io::kBlockSize;
+  out.assign(end - *start, 0);
+  for (uint64_t off = 0; off < out.size(); off += kChunk) {
+    const uint64_t len = std::min<uint64_t>(kChunk, out.size() - off);
+    const int r = e.Io(io::IoOp::kRead, *start + off, {out.data() + off, len});
+    if (r != 0) return r;
+  }
+  return 0;
+}
+
+absl::Status RangeCheck(io::Engine& e, uint64_t offset, uint64_t length) {
+  if (offset > e.size_bytes() || length > e.size_bytes() - offset) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "range ", offset, "+", length, " is beyond the volume size ",
+        e.size_bytes()));
+  }
+  return absl::OkStatus();
+}
+
+int RunRead(const std::string& image, uint64_t offset, uint64_t length,
+            const KeyFlags& keys) {
+  auto v = OpenImage(image, keys, /*read_only=*/true);
+  if (!v.ok()) return KeyFailure("read", v.status());
+  io::Engine& e = AsEngine(**v);
+  if (absl::Status s = RangeCheck(e, offset, length); !s.ok()) {
+    std::fprintf(stderr, "sealvol read: %s\n", std::string(s.message()).c_str());
+    return kExitUsage;
+  }
+  std::vector<uint8_t> buf;
+  uint64_t start = 0;
+  const int r = ReadCovering(e, offset, length, buf, &start);
+  if (r != 0) {
+    return Fail("read", absl::DataLossError(absl::StrCat(
+                            image, ": read ", offset, "+", length, ": ",
+                            std::strerror(-r))));
+  }
+  fwrite(buf.data() + (offset - start), 1, length, stdout);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+int RunWrite(const std::string& image, uint64_t offset, const KeyFlags& keys) {
+  std::vector<uint8_t> input;
+  uint8_t chunk[65536];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail("write", ErrnoStatus(errno, "read", "stdin"));
+    if (n == 0) break;
+    input.insert(input.end(), chunk, chunk + n);
+  }
+  auto v = OpenImage(image, keys, /*read_only=*/false);
+  if (!v.ok()) return KeyFailure("write", v.status());
+  io::Engine& e = AsEngine(**v);
+  if (absl::Status s = RangeCheck(e, offset, input.size()); !s.ok()) {
+    std::fprintf(stderr, "sealvol write: %s\n", std::string(s.message()).c_str());
+    return kExitUsage;
+  }
+  if (input.empty()) return kExitOk;
+  // Read-modify-write of the partial blocks at either end.
+  std::vector<uint8_t> buf;
+  uint64_t start = 0;
+  int r = ReadCovering(e, offset, input.size(), buf, &start);
+  if (r == 0) {
+    std::memcpy(buf.data() + (offset - start), input.data(), input.size());
+    for (uint64_t off = 0; off < buf.size() && r == 0; off += kChunk) {
+      const uint64_t len = std::min<uint64_t>(kChunk, buf.size() - off);
+      r = e.Io(io::IoOp::kWrite, start + off, {buf.data() + off, len});
+    }
+  }
+  if (r == 0) r = e.Io(io::IoOp::kFlush, 0, {});
+  if (r != 0) {
+    return Fail("write", absl::DataLossError(absl::StrCat(
+                             image, ": write at ", offset, ": ",
+                             std::strerror(-r))));
+  }
+  if (absl::Status s = e.Close(); !s.ok()) return Fail("write", s);
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
+  struct Args {
+    std::string image, size, tenant = "default", name;
+    uint64_t offset = 0, length = 0;
+    KeyFlags keys;
+  };
+  auto args = std::make_shared<Args>();
+
+  CLI::App* format = app.add_subcommand(
+      "format", "Create a sealed volume image (sparse) and its wrapped key");
+  format->add_option("IMAGE", args->image, "Image file or block device")->required();
+  format->add_option("--size", args->size, "Usable size, e.g. 10G (multiple of 4 KiB)")
+      ->required();
+  format->add_option("--tenant", args->tenant, "Owning namespace")->capture_default_str();
+  format->add_option("--name", args->name, "Volume name recorded with the key");
+  args->keys.Add(format);
+  format->callback([args, &exit_code] {
+    exit_code = RunFormat(args->image, args->size, args->keys, args->tenant, args->name);
+  });
+
+  CLI::App* dump = app.add_subcommand("dump", "Print the image header as JSON (no key needed)");
+  dump->add_option("IMAGE", args->image)->required();
+  dump->callback([args, &exit_code] { exit_code = RunDump(args->image); });
+
+  CLI::App* check = app.add_subcommand(
+      "check", "Authenticate every written block; list those that fail");
+  check->add_option("IMAGE", args->image)->required();
+  args->keys.Add(check);
+  check->callback([args, &exit_code] { exit_code = RunCheck(args->image, args->keys); });
+
+  CLI::App* read = app.add_subcommand("read", "Read decrypted bytes to stdout");
+  read->add_option("IMAGE", args->image)->required();
+  read->add_option("--offset", args->offset, "Byte offset")->required();
+  read->add_option("--length", args->length, "Bytes to read")->required();
+  args->keys.Add(read);
+  read->callback([args, &exit_code] {
+    exit_code = RunRead(args->image, args->offset, args->length, args->keys);
+  });
+
+  CLI::App* write = app.add_subcommand("write", "Write stdin at an offset, then flush");
+  write->add_option("IMAGE", args->image)->required();
+  write->add_option("--offset", args->offset, "Byte offset")->required();
+  args->keys.Add(write);
+  write->callback([args, &exit_code] {
+    exit_code = RunWrite(args->image, args->offset, args->keys);
+  });
+}
+
+}  // namespace sealvol::cmd
