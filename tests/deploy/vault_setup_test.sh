@@ -28,7 +28,8 @@ if [[ -z ${VAULT_ADDR:-} || -z ${VAULT_TOKEN:-} ]]; then
   port=""
   for _ in $(seq 50); do
     p=$((20000 + RANDOM % 20000))
-    ss -Htln "sport = :$p" | grep -q . || { port=$p; break; }
+    # Free when nothing accepts a connection there.
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { port=$p; break; }
   done
   [[ -n $port ]] || die "no free port"
   VAULT_ADDR=http://127.0.0.1:$port
