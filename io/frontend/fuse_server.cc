@@ -705,6 +705,7 @@ absl::StatusOr<bool> FuseServer::Impl::Handshake() {
                   FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS | FUSE_INIT_EXT |
                   fuse_abi::kDirectIoAllowMmap;
   if (want_uring && uring_offered) want |= fuse_abi::kOverIoUring;
+  if (!options_.async_dio) want &= ~uint64_t{FUSE_ASYNC_DIO};
   const uint64_t flags = want & offered;
 
   fuse_init_out out{};
@@ -725,7 +726,7 @@ absl::StatusOr<bool> FuseServer::Impl::Handshake() {
   if (::writev(fd_.get(), iov, 2) < 0) {
     return ErrnoStatus(errno, "write INIT reply", "/dev/fuse");
   }
-  if ((flags & FUSE_ASYNC_DIO) == 0) {
+  if ((flags & FUSE_ASYNC_DIO) == 0 && options_.async_dio) {
     spdlog::warn("fuse: kernel did not offer FUSE_ASYNC_DIO; loop I/O "
                  "will be serialized");
   }

@@ -37,6 +37,9 @@ struct FuseServerOptions {
   // flight; loop's async direct I/O is background traffic.
   uint16_t max_background = 256;
   uint16_t congestion_threshold = 192;
+  // INIT: ask for FUSE_ASYNC_DIO. Only benchmarks turn it off, to show what
+  // it is worth: without it loop's requests reach the server one at a time.
+  bool async_dio = true;
   // Called for SETATTR size > current size; null refuses size changes.
   std::function<absl::Status(uint64_t new_size)> grow;
 };
