@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include <atomic>
@@ -47,7 +48,9 @@ class ScriptedServer {
  public:
   using Handler = std::function<Reply(const httplib::Request&)>;
 
-  ScriptedServer() {
+  explicit ScriptedServer(
+      std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>())
+      : server_(std::move(server)) {
     auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
       Handler h;
       {
@@ -61,18 +64,18 @@ class ScriptedServer {
       res.status = r.status;
       res.set_content(r.body, r.content_type.c_str());
     };
-    server_.Get(".*", dispatch);
-    server_.Post(".*", dispatch);
-    server_.Put(".*", dispatch);
-    server_.Delete(".*", dispatch);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) {
+    server_->Get(".*", dispatch);
+    server_->Post(".*", dispatch);
+    server_->Put(".*", dispatch);
+    server_->Delete(".*", dispatch);
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    while (!server_->is_running()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
   ~ScriptedServer() {
-    server_.stop();
+    server_->stop();
     thread_.join();
   }
 
@@ -95,7 +98,7 @@ class ScriptedServer {
   int port() const { return port_; }
 
  private:
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
   std::mutex mu_;
@@ -461,6 +464,54 @@ TEST_F(VaultHttpTest, DebugLogsHoldNoTokenOrKey) {
   EXPECT_EQ(text.find(dek_b64), std::string::npos);
   EXPECT_EQ(text.find(std::string(reinterpret_cast<char*>(raw), 32)),
             std::string::npos);
+}
+
+// TLS verification against a CA generated here, with a local HTTPS server
+// (cpp-httplib over OpenSSL): the right CA is accepted, a wrong CA and the
+// system store are refused, without retries.
+TEST_F(VaultHttpTest, TlsAcceptsTheRightCaAndRefusesOthers) {
+  const std::string d = dir_;
+  const std::string gen =
+      "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt "
+      "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 1 "
+      "-subj /CN=sealvol-test-ca 2>/dev/null && "
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout other.key -out other.pem -days 1 -subj /CN=other-ca "
+      "2>/dev/null && "
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && "
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out srv.pem -days 1 -extfile ext.cnf 2>/dev/null";
+  ASSERT_EQ(std::system(gen.c_str()), 0);
+  ScriptedServer tls(std::make_unique<httplib::SSLServer>(
+      (d + "/srv.pem").c_str(), (d + "/srv.key").c_str()));
+  tls.On("GET /v1/auth/token/lookup-self",
+         Reply{200, R"({"data":{"ttl":0,"renewable":false}})"});
+  tls.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
+  tls.On("GET /v1/sys/health", Reply{200, R"({"initialized":true})"});
+  auto open = [&](const std::string& ca_param) {
+    auto c = VaultConfig::FromUri("vault+https://127.0.0.1:" +
+                                  std::to_string(tls.port()) + "?token_file=" +
+                                  d + "/token" + ca_param);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(*VaultKeyProvider::Open(*c));
+  };
+  auto good = open("&ca_file=" + d + "/ca.pem");
+  auto r = good->GetVolume("sv-1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(good->Ping().ok());
+
+  for (const std::string& param : {"&ca_file=" + d + "/other.pem",
+                                   std::string("")}) {
+    auto bad = open(param);
+    auto refused = bad->GetVolume("sv-1");
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
+        << param << ": " << refused.status();
+    EXPECT_THAT(refused.status().message(), HasSubstr("TLS verification failed"));
+  }
+  // Only the good client's two requests (lookup and record) got through.
+  EXPECT_EQ(tls.Hits("GET " + std::string(kRecordPath)), 1);
 }
 
 }  // namespace

