@@ -159,8 +159,8 @@ AuditLog::AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
       durable_seq_(last_seq) {}
 
 AuditLog::~AuditLog() {
-  absl::MutexLock lock(&mu_);
-  while (sync_in_progress_) synced_.Wait(&mu_);
+  std::unique_lock lock(mu_);
+  synced_.wait(lock, [this] { return !sync_in_progress_; });
 }
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
@@ -202,12 +202,12 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
 }
 
 int64_t AuditLog::last_seq() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   return last_seq_;
 }
 
 absl::Status AuditLog::Append(const AuditRecord& record) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   if (!broken_.ok()) return broken_;
   const int64_t seq = last_seq_ + 1;
   std::string line = FormatLine(record, options_.now(), seq, last_hash_);
@@ -224,28 +224,28 @@ absl::Status AuditLog::Append(const AuditRecord& record) {
   while (durable_seq_ < seq) {
     if (!broken_.ok()) return broken_;
     if (sync_in_progress_) {
-      synced_.Wait(&mu_);
+      synced_.wait(lock);
       continue;
     }
     // Group commit: one fdatasync covers every record written so far.
     sync_in_progress_ = true;
     const int64_t target = last_seq_;
     const int fd = fd_.get();
-    mu_.Unlock();
+    lock.unlock();
     const int rc = ::fdatasync(fd);
     const int err = errno;
-    mu_.Lock();
+    lock.lock();
     sync_in_progress_ = false;
     if (rc != 0) {
       broken_ = ErrnoStatus(err, "fdatasync", options_.path);
     } else {
       durable_seq_ = std::max(durable_seq_, target);
     }
-    synced_.SignalAll();
+    synced_.notify_all();
   }
   if (options_.max_file_bytes > 0 && file_bytes_ >= options_.max_file_bytes) {
     // The record is durable; a failed rotation only means a bigger file.
-    if (absl::Status s = RotateLocked(); !s.ok()) {
+    if (absl::Status s = RotateLocked(lock); !s.ok()) {
       spdlog::warn("audit log rotation failed: {}", std::string(s.message()));
     }
   }
@@ -253,13 +253,14 @@ absl::Status AuditLog::Append(const AuditRecord& record) {
 }
 
 absl::Status AuditLog::Rotate() {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   if (!broken_.ok()) return broken_;
-  return RotateLocked();
+  return RotateLocked(lock);
 }
 
-absl::Status AuditLog::RotateLocked() {
-  while (sync_in_progress_) synced_.Wait(&mu_);
+absl::Status AuditLog::RotateLocked(std::unique_lock<std::mutex>& lock) {
+  // The syncing thread uses fd_ without the lock: let it finish first.
+  synced_.wait(lock, [this] { return !sync_in_progress_; });
   if (file_bytes_ == 0) return absl::OkStatus();
   if (::fdatasync(fd_.get()) != 0) {
     broken_ = ErrnoStatus(errno, "fdatasync", options_.path);

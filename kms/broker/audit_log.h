@@ -14,15 +14,17 @@
 // fails), so a broker that requires a record for every grant fails closed.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/unique_fd.h"
 
@@ -77,12 +79,14 @@ class AuditLog {
  private:
   AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
            std::string last_hash, uint64_t file_bytes);
-  absl::Status RotateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status SyncLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Both need `lock` held on mu_; they may release it while waiting.
+  absl::Status RotateLocked(std::unique_lock<std::mutex>& lock);
 
   const AuditLogOptions options_;
-  mutable absl::Mutex mu_;
-  absl::CondVar synced_;
+  // std::mutex rather than absl::Mutex: Debian's abseil is not built with
+  // ThreadSanitizer, which then cannot see absl::Mutex synchronization.
+  mutable std::mutex mu_;
+  std::condition_variable synced_;
   UniqueFd fd_ ABSL_GUARDED_BY(mu_);
   int64_t last_seq_ ABSL_GUARDED_BY(mu_);
   std::string last_hash_ ABSL_GUARDED_BY(mu_);

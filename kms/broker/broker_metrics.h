@@ -13,12 +13,12 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace httplib {
@@ -46,7 +46,7 @@ class BrokerMetrics {
   std::string RenderPrometheus() const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
   int64_t grants_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> refusals_ ABSL_GUARDED_BY(mu_);
   std::array<int64_t, kLatencyBuckets.size()> bucket_counts_

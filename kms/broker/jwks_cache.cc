@@ -69,7 +69,7 @@ absl::StatusOr<std::unique_ptr<JwksCache>> JwksCache::Create(
         absl::StrCat(cache->Describe(), ": no usable RS256/ES256 keys"));
   }
   {
-    absl::MutexLock lock(&cache->mu_);
+    std::lock_guard lock(cache->mu_);
     cache->keys_ = std::make_shared<const KeySet>(std::move(*keys));
   }
   return cache;
@@ -132,25 +132,25 @@ absl::StatusOr<KeySet> JwksCache::Load() const {
 
 absl::Status JwksCache::Refresh() {
   if (!refreshable_) return absl::OkStatus();
-  absl::MutexLock fetch_lock(&refresh_mu_);
+  std::lock_guard fetch_lock(refresh_mu_);
   last_attempt_ = absl::Now();
   auto keys = Load();
   if (!keys.ok()) return keys.status();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   keys_ = std::make_shared<const KeySet>(std::move(*keys));
   loaded_at_ = absl::Now();
   return absl::OkStatus();
 }
 
 absl::Status JwksCache::RefreshIfAllowed(absl::Time now) {
-  absl::MutexLock fetch_lock(&refresh_mu_);
+  std::lock_guard fetch_lock(refresh_mu_);
   if (now - last_attempt_ < options_.min_refresh_interval) {
     return absl::OkStatus();  // Someone refreshed just now; use their keys.
   }
   last_attempt_ = now;
   auto keys = Load();
   if (!keys.ok()) return keys.status();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   keys_ = std::make_shared<const KeySet>(std::move(*keys));
   loaded_at_ = now;
   return absl::OkStatus();
@@ -162,7 +162,7 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> JwksCache::Find(
   bool stale;
   const absl::Time now = absl::Now();
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     keys = keys_;
     stale = now - loaded_at_ > options_.max_age;
   }
@@ -171,7 +171,7 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> JwksCache::Find(
   if (refreshable_) {
     // A failed refresh keeps the previous keys; the miss stays a miss.
     (void)RefreshIfAllowed(now);
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     key = keys_->Find(kid);
   }
   if (key == nullptr) {

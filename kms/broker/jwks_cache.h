@@ -10,8 +10,8 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kms/broker/jwk.h"
 
@@ -55,10 +55,10 @@ class JwksCache {
 
   const JwksSourceOptions options_;
   const bool refreshable_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
   std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);
   absl::Time loaded_at_ ABSL_GUARDED_BY(mu_);
-  absl::Mutex refresh_mu_;  // Serializes fetches; never held with mu_ first.
+  std::mutex refresh_mu_;  // Serializes fetches; never taken while mu_ is held.
   absl::Time last_attempt_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
 };
 

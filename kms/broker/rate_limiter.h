@@ -3,11 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace sealvol::broker {
@@ -32,7 +33,7 @@ class RateLimiter {
     absl::Time updated;
   };
   const RateLimiterOptions options_;
-  absl::Mutex mu_;
+  std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
   std::unordered_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,6 +1,7 @@
 #include "kms/broker/token_verifier.h"
 
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 
 #include <filesystem>
 #include <fstream>
@@ -151,8 +152,18 @@ TEST_P(TokenVerifierTest, RefusesHs256SignedWithThePublicKeyAsSecret) {
   std::vector<std::string> parts = absl::StrSplit(token, '.');
   nlohmann::json header = {{"alg", "HS256"}, {"kid", env_.issuer.kid()}};
   const std::string input = Base64UrlEncode(header.dump()) + "." + parts[1];
-  // The classic confusion attack: the verifier's public key as HMAC secret.
-  for (const std::string& secret : {env_.issuer.PublicJwk(), env_.issuer.Jwks()}) {
+  // The classic confusion attack: the verifier's public key as HMAC secret,
+  // in the forms a confused verifier might hold it (PEM, JWK, JWKS).
+  auto public_key = PublicKeyFromJwk(env_.issuer.PublicJwk());
+  ASSERT_TRUE(public_key.ok());
+  BIO* bio = BIO_new(BIO_s_mem());
+  ASSERT_EQ(PEM_write_bio_PUBKEY(bio, (*public_key)->pkey.get()), 1);
+  char* pem_data = nullptr;
+  const long pem_len = BIO_get_mem_data(bio, &pem_data);
+  const std::string pem(pem_data, static_cast<size_t>(pem_len));
+  BIO_free(bio);
+  for (const std::string& secret :
+       {pem, env_.issuer.PublicJwk(), env_.issuer.Jwks()}) {
     uint8_t mac[32];
     unsigned int len = 0;
     HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
