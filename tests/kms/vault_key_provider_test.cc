@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -20,6 +22,8 @@
 #include "kms/base64.h"
 #include "kms/http_client.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 
 namespace sealvol::kms {
 namespace {
@@ -347,6 +351,50 @@ TEST_F(VaultKeyProviderTest, TlsAcceptsTheRightCaAndRefusesAWrongOne) {
   absl::Status refused = bad->Ping();
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
   EXPECT_THAT(refused.message(), HasSubstr("TLS verification failed"));
+}
+
+// Every DEK and token handled in a full lifecycle at trace log level: none
+// appears in the logs (raw, hex or base64).
+TEST_F(VaultKeyProviderTest, DebugLogsHoldNoDekOrToken) {
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  auto logger = std::make_shared<spdlog::logger>("capture", sink);
+  logger->set_level(spdlog::level::trace);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+  std::vector<std::string> secrets = {root_token_};
+  {
+    WriteTenantPolicy(tenant_a_);
+    const std::string tenant_token =
+        CreateToken("sealvol-" + tenant_a_, "300s", true);
+    secrets.push_back(tenant_token);
+    auto p = OpenRoot();
+    auto t = Open(Uri(WriteFile("tenant", tenant_token)));
+    for (int i = 0; i < 3; ++i) {
+      const std::string id = "sv-log-" + std::to_string(i) + "-" + suffix_;
+      ASSERT_TRUE(p->CreateVolumeKey(Request(id, tenant_a_)).ok());
+      auto dek = t->UnwrapVolumeKey(id);
+      ASSERT_TRUE(dek.ok()) << dek.status();
+      std::string hex;
+      for (uint8_t b : dek->span()) {
+        char buf[3];
+        std::snprintf(buf, sizeof(buf), "%02x", b);
+        hex += buf;
+      }
+      secrets.push_back(hex);
+      secrets.push_back(Base64Encode(dek->span()));
+      secrets.push_back(
+          std::string(reinterpret_cast<const char*>(dek->data()), dek->size()));
+    }
+    ASSERT_TRUE(p->RotateTenantKey(tenant_a_).ok());
+    EXPECT_FALSE(t->UnwrapVolumeKey("sv-missing-" + suffix_).ok());
+  }
+  spdlog::set_default_logger(previous);
+  const std::string text = log.str();
+  EXPECT_THAT(text, HasSubstr("kms http"));  // The capture did capture.
+  for (const std::string& secret : secrets) {
+    EXPECT_EQ(text.find(secret), std::string::npos) << "a secret was logged";
+  }
 }
 
 }  // namespace
