@@ -145,8 +145,9 @@ class FuseServer::Impl {
     state_cv_.wait(lock, [&] { return disconnected_ || stopping_; });
   }
   void MarkDisconnected() {
+    // No logging here: this runs on transport threads, and the owner
+    // reports the end of the connection (see disconnected()).
     std::lock_guard lock(state_mu_);
-    if (!disconnected_) spdlog::info("fuse: connection ended");
     disconnected_ = true;
     state_cv_.notify_all();
   }
