@@ -342,6 +342,11 @@ class DevTransport final : public Transport {
       }
       std::memcpy(&slot->in, buf, sizeof(fuse_in_header));
       slot->reply_fd = fd;
+      if (slot->in.len < sizeof(fuse_in_header)) {
+        // Not from a sane kernel; the body length below would underflow.
+        Reply(slot, -EINVAL, 0);
+        continue;
+      }
       const size_t body = std::min<size_t>(n, slot->in.len) -
                           sizeof(fuse_in_header);
       uint8_t* args = buf + sizeof(fuse_in_header);
