@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -110,6 +111,21 @@ void VolumeLife(const fs::path& image, int i, const crypto::SecretBytes& dek) {
 // leaking even 1% of it per volume over 200 volumes exceeds 8 MiB.
 constexpr long kRssToleranceKb = 8 * 1024;
 
+// Under ASan or TSan freed memory sits in the sanitizer's quarantine (RSS
+// climbs by design) and the runtime starts threads of its own, so only fds
+// and live secrets are compared there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 TEST(EnduranceTest, TwoHundredVolumesInSequenceStayFlat) {
   const fs::path dir = WorkDir("endurance");
   auto dek = crypto::SecretBytes::Random(32);
@@ -125,15 +141,25 @@ TEST(EnduranceTest, TwoHundredVolumesInSequenceStayFlat) {
     if (HasFatalFailure()) return;
     fs::remove(image);
   }
-  const Usage after = Measure();
+  // A joined thread's task can linger in /proc/self/task for a moment after
+  // pthread_join returns (the kernel reaps it after clearing its tid): give
+  // stragglers up to 2 s; a leaked thread never leaves.
+  Usage after = Measure();
+  for (int i = 0; i < 200 && after.threads > before.threads; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    after = Measure();
+  }
   RecordProperty("before", Describe(before));
   RecordProperty("after", Describe(after));
   std::cout << "sequence: before " << Describe(before) << "\n"
             << "sequence: after  " << Describe(after) << "\n";
   EXPECT_EQ(after.fds, before.fds);
-  EXPECT_EQ(after.threads, before.threads);
   EXPECT_EQ(after.secrets, before.secrets);
-  EXPECT_LT(after.rss_kb - before.rss_kb, kRssToleranceKb);
+  if (!kSanitized) {
+    // Fewer is fine (a warm-up straggler that was still exiting at "before").
+    EXPECT_LE(after.threads, before.threads);
+    EXPECT_LT(after.rss_kb - before.rss_kb, kRssToleranceKb);
+  }
   fs::remove_all(dir);
 }
 
@@ -224,7 +250,9 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   const Usage& base = rounds[1];
   for (int r = 2; r < kRounds; ++r) {
     EXPECT_EQ(rounds[r].fds, base.fds) << "round " << r;
-    EXPECT_LE(rounds[r].threads, base.threads + 2) << "round " << r;
+    if (!kSanitized) {
+      EXPECT_LE(rounds[r].threads, base.threads + 2) << "round " << r;
+    }
     EXPECT_EQ(rounds[r].secrets, base.secrets) << "round " << r;
   }
   // RSS after a round swings by up to ~20 MiB (measured): 20 engines' worker
@@ -239,8 +267,10 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   for (int r = kRounds - 3; r < kRounds; ++r) {
     late_min = std::min(late_min, rounds[r].rss_kb);
   }
-  EXPECT_LT(late_min - early_max, kRssToleranceKb)
-      << "RSS floor grew from " << early_max << " kB to " << late_min << " kB";
+  if (!kSanitized) {
+    EXPECT_LT(late_min - early_max, kRssToleranceKb)
+        << "RSS floor grew from " << early_max << " kB to " << late_min << " kB";
+  }
   fs::remove_all(dir);
 }
 
