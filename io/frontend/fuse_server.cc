@@ -283,7 +283,7 @@ class DevTransport final : public Transport {
     header.unique = slot->in.unique;
     iovec iov[2] = {{&header, sizeof(header)},
                     {slot->out.data(), error == 0 ? out_bytes : 0}};
-    const ssize_t n = ::writev(slot->reply_fd, iov, iov[1].iov_len ? 2 : 1);
+    const ssize_t n = WriteReply(slot->reply_fd, iov, iov[1].iov_len ? 2 : 1);
     // ENOENT: the request was interrupted and is gone; nothing to do.
     if (n < 0 && errno != ENOENT && errno != ENODEV) {
       spdlog::warn("fuse: reply to request {} failed: {}", slot->in.unique,
@@ -295,6 +295,24 @@ class DevTransport final : public Transport {
   void Drop(Slot* slot) override { Release(slot); }
 
  private:
+  // The reader fds are O_NONBLOCK (for the poll loop), and O_NONBLOCK holds
+  // for writes too. /dev/fuse takes every answer at once, but a socket
+  // standing in for it (the protocol test, the fuzz target) refuses with
+  // EAGAIN while its peer has not read earlier answers: wait for room then,
+  // or an answer (even the one the peer is waiting for) would be lost.
+  // Returns what writev returned, with errno set on failure.
+  ssize_t WriteReply(int fd, const iovec* iov, int count) {
+    while (true) {
+      const ssize_t n = ::writev(fd, iov, count);
+      if (n >= 0 || (errno != EAGAIN && errno != EINTR)) return n;
+      if (errno == EAGAIN) {
+        if (server_->stopping()) return n;  // Stop() must not wait forever.
+        pollfd p{fd, POLLOUT, 0};
+        (void)::poll(&p, 1, 100);
+      }
+    }
+  }
+
   Slot* Acquire() {
     std::unique_lock lock(slots_mu_);
     slots_cv_.wait(lock, [&] { return !free_.empty() || server_->stopping(); });
@@ -996,7 +1014,10 @@ void FuseServer::Impl::OpWrite(Slot* s) {
     return ReplyError(s, -EINVAL);
   }
   const uint64_t size = volume_->size_bytes();
-  if (in.offset + in.size > size) return ReplyError(s, -EFBIG);
+  // Written so that a huge offset cannot wrap the sum around.
+  if (in.offset > size || in.size > size - in.offset) {
+    return ReplyError(s, -EFBIG);
+  }
   if (in.size == 0) return ReplyStruct(s, fuse_write_out{});
   s->reply_bytes = in.size;
   s->io = IoRequest{};
@@ -1052,6 +1073,9 @@ void FuseServer::Impl::OpFallocate(Slot* s) {
   fuse_fallocate_in in{};
   std::memcpy(&in, s->arg.data(), std::min(sizeof(in), s->arg.size()));
   const uint64_t size = volume_->size_bytes();
+  // A range whose end wraps around is refused as vfs_fallocate() does; the
+  // edge arithmetic below relies on offset + length not overflowing.
+  if (in.length > UINT64_MAX - in.offset) return ReplyError(s, -EFBIG);
   const uint32_t mode = in.mode & ~FALLOC_FL_KEEP_SIZE;
   if (mode == 0) {
     // Preallocation: a thin volume has nothing to do inside its size.
