@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -15,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "cmd/exit_codes.h"
 #include "crypto/secret_bytes.h"
 #include "csi/capabilities.h"
@@ -243,7 +246,49 @@ struct NodeFlags {
   std::string broker_server_name;
   std::string node_token_file;
   std::string metrics_listen;
+  std::string reap_interval = "10m";
   std::string log_level = "info";
+};
+
+// Runs NodeService::ReapDeletedVolumes once right away (after Recover) and
+// then every `interval`, on its own thread, until destroyed.
+class NodeReaper {
+ public:
+  NodeReaper(csi::NodeService* node, absl::Duration interval)
+      : node_(node), interval_(interval), thread_([this] { Run(); }) {}
+  ~NodeReaper() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      auto removed = node_->ReapDeletedVolumes();
+      if (!removed.ok()) {
+        spdlog::warn("{}; next try in {}", std::string(removed.status().message()),
+                     absl::FormatDuration(interval_));
+      } else if (*removed > 0) {
+        spdlog::info("reap: removed {} deleted volume(s)", *removed);
+      }
+      lock.lock();
+      wake_.wait_for(lock, absl::ToChronoNanoseconds(interval_),
+                     [this] { return stop_; });
+    }
+  }
+
+  csi::NodeService* const node_;
+  const absl::Duration interval_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // Guarded by mu_.
+  std::thread thread_;  // Last: starts after the members above exist.
 };
 
 // /metrics and /healthz for the node: staged volumes and their health.
@@ -308,6 +353,13 @@ int RunNode(const NodeFlags& f) {
   if (!recovered.ok()) return Fail("node: recover", recovered.status());
   spdlog::info("node {}: {} staged volume(s) found in {}", f.node_id,
                *recovered, f.state_dir);
+  absl::Duration reap_interval;
+  if (!absl::ParseDuration(f.reap_interval, &reap_interval) ||
+      reap_interval < absl::ZeroDuration()) {
+    return Fail("node", absl::InvalidArgumentError(
+                            "--reap-interval " + f.reap_interval +
+                            ": expected a duration such as 10m, 90s or 0"));
+  }
 
   const std::string state_dir = f.state_dir;
   csi::IdentityService identity(kVersion, [state_dir]() -> absl::Status {
@@ -341,8 +393,13 @@ int RunNode(const NodeFlags& f) {
   }
   spdlog::info("node {} serving CSI on {} (broker {})", f.node_id, f.endpoint,
                f.broker);
+  std::unique_ptr<NodeReaper> reaper;
+  if (reap_interval > absl::ZeroDuration()) {
+    reaper = std::make_unique<NodeReaper>(&node, reap_interval);
+  }
   const int sig = WaitForSignal(nullptr);
   spdlog::info("node: signal {}, shutting down", sig);
+  reaper.reset();
   (*server)->Shutdown();
   return kExitOk;
 }
@@ -660,6 +717,10 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
   node->add_option("--node-token-file", nf->node_token_file,
                    "The node plugin's projected service-account token");
   node->add_option("--metrics-listen", nf->metrics_listen, "HOST:PORT for /metrics");
+  node->add_option("--reap-interval", nf->reap_interval,
+                   "How often to remove the images of volumes deleted at the "
+                   "controller (first pass at start-up); 0 = never")
+      ->capture_default_str();
   node->add_option("--log-level", nf->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
   node->callback([nf, &exit_code] { exit_code = RunNode(*nf); });

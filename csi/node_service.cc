@@ -218,8 +218,7 @@ class NodeService::VolumeLock {
   absl::Status status_;
 };
 
-absl::StatusOr<int> NodeService::Recover() {
-  RETURN_IF_ERROR(MakeDirs(options_.state_dir + "/volumes", 0700));
+absl::StatusOr<std::vector<std::string>> NodeService::VolumeIdsOnDisk() const {
   const std::string dir = options_.state_dir + "/volumes";
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return ErrnoStatus(errno, "open", dir);
@@ -228,6 +227,12 @@ absl::StatusOr<int> NodeService::Recover() {
     if (IsWellFormedVolumeId(entry->d_name)) ids.push_back(entry->d_name);
   }
   closedir(d);
+  return ids;
+}
+
+absl::StatusOr<int> NodeService::Recover() {
+  RETURN_IF_ERROR(MakeDirs(options_.state_dir + "/volumes", 0700));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, VolumeIdsOnDisk());
   int staged = 0;
   for (const auto& id : ids) {
     auto record = LoadRecord(id);
@@ -257,6 +262,92 @@ absl::StatusOr<int> NodeService::Recover() {
     spdlog::warn("recover: volume {}: {}", id, lost_[id]);
   }
   return staged;
+}
+
+absl::StatusOr<int> NodeService::ReapDeletedVolumes() {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, VolumeIdsOnDisk());
+  std::vector<std::string> unstaged;
+  for (const std::string& id : ids) {
+    if (absl::IsNotFound(LoadRecord(id).status())) unstaged.push_back(id);
+  }
+  if (unstaged.empty()) return 0;
+  auto exists = keys_->VolumesExist(unstaged, options_.node_id);
+  if (!exists.ok()) {
+    return absl::UnavailableError(
+        "reap: cannot ask the key broker which volumes still exist, keeping "
+        "every image: " + std::string(exists.status().message()));
+  }
+  int removed = 0;
+  for (const std::string& id : unstaged) {
+    auto it = exists->find(id);
+    if (it == exists->end() || it->second) continue;  // Exists, or unknown.
+    // Deleted at the controller. Volume ids are never reused, so that answer
+    // cannot become stale; what can change is this node's own state, which
+    // is decided again under the volume's lock.
+    VolumeLock lock(this, id);
+    if (!lock.status().ok()) continue;  // A CSI call is running: next pass.
+    absl::Status status = RemoveDeletedVolume(id);
+    if (!status.ok()) {
+      spdlog::warn("reap: volume {}: {}", id, std::string(status.message()));
+      continue;
+    }
+    ++removed;
+  }
+  return removed;
+}
+
+absl::Status NodeService::RemoveDeletedVolume(const std::string& id) {
+  const std::string dir = VolumeDir(id);
+  auto record = LoadRecord(id);
+  if (!absl::IsNotFound(record.status())) {
+    return absl::FailedPreconditionError(
+        "volume " + id + " is staged (or its stage record is unreadable); kept");
+  }
+  if (!absl::IsNotFound(data_path_->Device(id).status())) {
+    return absl::FailedPreconditionError("volume " + id +
+                                         " is attached to the data path; kept");
+  }
+  ASSIGN_OR_RETURN(bool fuse_mounted, IsMountPoint(dir + "/fuse"));
+  if (fuse_mounted) {
+    return absl::FailedPreconditionError("volume " + id + " still has " + dir +
+                                         "/fuse mounted; kept");
+  }
+  struct stat st {};
+  const std::string image = ImagePath(id);
+  const bool had_image = lstat(image.c_str(), &st) == 0;
+  // The image holds only ciphertext whose key is gone: unlinking returns the
+  // space; nothing needs overwriting.
+  if (unlink(image.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, "remove", image);
+  }
+  // Whatever else the volume left: the (unmounted, empty) FUSE work
+  // directory and a stage record's temporary file. Subdirectories are only
+  // rmdir'ed, never descended into.
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus(errno, "open", dir);
+  absl::Status status;
+  while (dirent* entry = readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    const std::string path = dir + "/" + name;
+    struct stat est {};
+    if (lstat(path.c_str(), &est) != 0) continue;
+    const int rc = S_ISDIR(est.st_mode) ? rmdir(path.c_str()) : unlink(path.c_str());
+    if (rc != 0 && errno != ENOENT) {
+      status = ErrnoStatus(errno, "remove", path);
+      break;
+    }
+  }
+  closedir(d);
+  RETURN_IF_ERROR(status);
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, "remove", dir);
+  }
+  spdlog::info("reap: volume {} was deleted at the controller; removed its "
+               "{}directory ({} bytes freed)",
+               id, had_image ? "image and " : "",
+               had_image ? static_cast<uint64_t>(st.st_blocks) * 512 : 0);
+  return absl::OkStatus();
 }
 
 absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {

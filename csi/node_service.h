@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -97,6 +98,15 @@ class NodeService final : public ::csi::v1::Node::Service {
                            const ::csi::v1::NodeGetInfoRequest* request,
                            ::csi::v1::NodeGetInfoResponse* response) override;
 
+  // Lazy removal of crypto-shredded volumes: for every volume directory
+  // under STATE_DIR/volumes/ that is not staged, asks the broker whether the
+  // volume still exists; for each one it says was deleted, under the
+  // volume's lock and only if it is still unstaged and nothing of it is
+  // attached or mounted, unlinks the image and removes the directory.
+  // Returns how many were removed. Unavailable (and nothing removed) when the
+  // broker cannot be asked. A staged volume is never removed.
+  absl::StatusOr<int> ReapDeletedVolumes();
+
   // Where a volume's backing image lives.
   std::string ImagePath(const std::string& volume_id) const;
 
@@ -121,6 +131,11 @@ class NodeService final : public ::csi::v1::Node::Service {
   std::string RecordPath(const std::string& volume_id) const;
   absl::StatusOr<StageRecord> LoadRecord(const std::string& volume_id) const;
   absl::Status SaveRecord(const StageRecord& record) const;
+
+  // Removes one deleted volume's files; the caller holds its lock.
+  absl::Status RemoveDeletedVolume(const std::string& volume_id);
+  // The well-formed volume ids under STATE_DIR/volumes/.
+  absl::StatusOr<std::vector<std::string>> VolumeIdsOnDisk() const;
 
   absl::Status TryLockVolume(const std::string& volume_id);
   void UnlockVolume(const std::string& volume_id);

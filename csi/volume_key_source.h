@@ -4,8 +4,10 @@
 // are thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
@@ -27,6 +29,13 @@ class VolumeKeySource {
   virtual absl::StatusOr<crypto::SecretBytes> ReleaseKey(
       const std::string& volume_id, const std::string& node_id,
       const std::string& pod_token, const PodIdentity& pod) = 0;
+
+  // Volume id -> whether the volume still exists at the controller (false:
+  // deleted, its key destroyed). Asked with the node's own identity; no pod
+  // is involved. Unavailable when the broker cannot be reached: the caller
+  // then keeps everything.
+  virtual absl::StatusOr<std::map<std::string, bool>> VolumesExist(
+      const std::vector<std::string>& volume_ids, const std::string& node_id) = 0;
 };
 
 // The KeyBroker over gRPC (broker::KeyBrokerClient).
@@ -42,6 +51,12 @@ class BrokerKeySource final : public VolumeKeySource {
                                 .node_id = node_id,
                                 .pod_token = pod_token,
                                 .pod = pod});
+  }
+
+  absl::StatusOr<std::map<std::string, bool>> VolumesExist(
+      const std::vector<std::string>& volume_ids,
+      const std::string& node_id) override {
+    return client_->VolumesExist(node_id, volume_ids);
   }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
 
 namespace sealvol::broker {
@@ -87,13 +89,57 @@ absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
       new KeyBrokerClient(options, v1::KeyBroker::NewStub(channel)));
 }
 
-absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
-    const ReleaseKeyParams& params) {
+absl::Status KeyBrokerClient::PrepareContext(
+    grpc::ClientContext& context) const {
   auto node_token = ReadFile(options_.node_token_file);
   if (!node_token.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "node token ", options_.node_token_file, ": cannot be read"));
   }
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  context.AddMetadata(
+      "authorization",
+      absl::StrCat("Bearer ",
+                   std::string(absl::StripAsciiWhitespace(*node_token))));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, bool>> KeyBrokerClient::VolumesExist(
+    const std::string& node_id, const std::vector<std::string>& volume_ids) {
+  std::map<std::string, bool> out;
+  for (size_t begin = 0; begin < volume_ids.size();
+       begin += kMaxVolumeStatusIds) {
+    const size_t end = std::min(volume_ids.size(), begin + kMaxVolumeStatusIds);
+    v1::VolumeStatusRequest request;
+    request.set_node_id(node_id);
+    for (size_t i = begin; i < end; ++i) request.add_volume_ids(volume_ids[i]);
+    grpc::ClientContext context;
+    if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+    v1::VolumeStatusResponse response;
+    const grpc::Status status = stub_->VolumeStatus(&context, request, &response);
+    if (!status.ok()) return FromGrpc(status);
+    if (static_cast<size_t>(response.volumes_size()) != end - begin) {
+      return absl::DataLossError(absl::StrCat(
+          "key broker answered ", response.volumes_size(),
+          " volume states for ", end - begin, " ids"));
+    }
+    for (int i = 0; i < response.volumes_size(); ++i) {
+      const v1::VolumeState& state = response.volumes(i);
+      if (state.volume_id() != volume_ids[begin + i] ||
+          (state.state() != v1::VolumeState::EXISTS &&
+           state.state() != v1::VolumeState::DELETED)) {
+        return absl::DataLossError(absl::StrCat(
+            "key broker answered an unexpected state for volume ",
+            volume_ids[begin + i]));
+      }
+      out[state.volume_id()] = state.state() == v1::VolumeState::EXISTS;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
+    const ReleaseKeyParams& params) {
   v1::ReleaseKeyRequest request;
   request.set_volume_id(params.volume_id);
   request.set_node_id(params.node_id);
@@ -104,11 +150,7 @@ absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
   request.mutable_pod()->set_service_account(params.pod.service_account);
 
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
-  context.AddMetadata(
-      "authorization",
-      absl::StrCat("Bearer ",
-                   std::string(absl::StripAsciiWhitespace(*node_token))));
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ReleaseKeyResponse response;
   const grpc::Status status = stub_->ReleaseKey(&context, request, &response);
   if (!status.ok()) return FromGrpc(status);

@@ -9,8 +9,10 @@
 // the broker returns a key of the wrong size.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -49,7 +51,16 @@ class KeyBrokerClient {
   // The volume's 32-byte DEK. The protobuf's copy is wiped before return.
   absl::StatusOr<crypto::SecretBytes> ReleaseKey(const ReleaseKeyParams& params);
 
+  // Volume id -> whether it still exists in the controller's registry
+  // (false: deleted, its key destroyed). Asks in batches of at most
+  // kMaxVolumeStatusIds; any failed batch fails the whole call.
+  absl::StatusOr<std::map<std::string, bool>> VolumesExist(
+      const std::string& node_id, const std::vector<std::string>& volume_ids);
+
  private:
+  // The client context of one call: deadline and the node's own token.
+  absl::Status PrepareContext(grpc::ClientContext& context) const;
+
   KeyBrokerClient(KeyBrokerClientOptions options,
                   std::unique_ptr<v1::KeyBroker::Stub> stub);
 

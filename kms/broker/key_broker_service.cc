@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kms/broker/refusal.h"
 
 namespace sealvol::broker {
@@ -23,6 +24,16 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
+}
+
+// The caller's node token from `authorization: Bearer <JWT>`, or "".
+std::string BearerToken(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    const std::string value(it->second.data(), it->second.size());
+    if (absl::StartsWith(value, "Bearer ")) return value.substr(7);
+  }
+  return "";
 }
 
 absl::StatusOr<std::string> ReadPem(const std::string& path) {
@@ -44,6 +55,66 @@ KeyBrokerService::KeyBrokerService(kms::KeyProvider& keys,
       options_(std::move(options)),
       policy_(options_.policy),
       rate_limiter_(options_.rate_limit) {}
+
+absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
+                                                const std::string& node_id) {
+  auto node = verifier_.Verify(node_token);
+  if (!node.ok()) {
+    return RefusalStatus(
+        Reason::kNodeIdentityInvalid,
+        absl::StrCat("node token: ", std::string(node.status().message())));
+  }
+  RETURN_IF_ERROR(policy_.CheckNode(*node, node_id));
+  if (!rate_limiter_.Allow(node->node_name)) {
+    return RefusalStatus(
+        Reason::kRateLimited,
+        absl::StrCat("node ", node->node_name, " exceeded its request rate"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
+    const std::string& node_id, const std::vector<std::string>& volume_ids,
+    std::string_view node_token) {
+  if (absl::Status s = AuthenticateNode(node_token, node_id); !s.ok()) {
+    const std::string reason = RefusalReason(s);
+    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+    AuditRecord record;
+    record.decision = kDecisionRefuse;
+    record.reason = reason;
+    record.node = node_id;
+    record.message = absl::StrCat("volume status: ", std::string(s.message()));
+    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+    return s;
+  }
+  if (volume_ids.size() > kMaxVolumeStatusIds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "volume status: ", volume_ids.size(), " ids asked, at most ",
+        kMaxVolumeStatusIds, " per call"));
+  }
+  std::vector<VolumeExistence> out;
+  out.reserve(volume_ids.size());
+  for (const std::string& id : volume_ids) {
+    auto volume = keys_.GetVolume(id);
+    if (volume.ok()) {
+      out.push_back({id, true});
+    } else if (absl::IsNotFound(volume.status())) {
+      out.push_back({id, false});
+    } else if (absl::IsInvalidArgument(volume.status())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "volume status: ", id.substr(0, 128), " is not a volume id"));
+    } else {
+      if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+      return absl::UnavailableError(
+          absl::StrCat("volume status: registry lookup of ", id, ": ",
+                       std::string(volume.status().message())));
+    }
+  }
+  return out;
+}
 
 absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     const ReleaseRequest& request, std::string_view node_token) {
@@ -72,19 +143,8 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   };
 
   // 1. Who asks: the node plugin, by its own token.
-  auto node = verifier_.Verify(node_token);
-  if (!node.ok()) {
-    return refuse(RefusalStatus(
-        Reason::kNodeIdentityInvalid,
-        absl::StrCat("node token: ", std::string(node.status().message()))));
-  }
-  if (absl::Status s = policy_.CheckNode(*node, request.node_id); !s.ok()) {
+  if (absl::Status s = AuthenticateNode(node_token, request.node_id); !s.ok()) {
     return refuse(s);
-  }
-  if (!rate_limiter_.Allow(node->node_name)) {
-    return refuse(RefusalStatus(
-        Reason::kRateLimited,
-        absl::StrCat("node ", node->node_name, " exceeded its request rate")));
   }
 
   // 2. Which volume, and whose.
@@ -144,15 +204,30 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   return ReleasedKey{std::move(*dek), volume->key_version};
 }
 
+grpc::Status KeyBrokerService::VolumeStatus(
+    grpc::ServerContext* context, const v1::VolumeStatusRequest* request,
+    v1::VolumeStatusResponse* response) {
+  std::vector<std::string> ids(request->volume_ids().begin(),
+                               request->volume_ids().end());
+  auto states = VolumeStates(request->node_id(), ids, BearerToken(*context));
+  if (!states.ok()) {
+    const std::string reason = RefusalReason(states.status());
+    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+    return ToGrpcStatus(states.status());
+  }
+  for (const VolumeExistence& state : *states) {
+    v1::VolumeState* out = response->add_volumes();
+    out->set_volume_id(state.volume_id);
+    out->set_state(state.exists ? v1::VolumeState::EXISTS
+                                : v1::VolumeState::DELETED);
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
                                           const v1::ReleaseKeyRequest* request,
                                           v1::ReleaseKeyResponse* response) {
-  std::string node_token;
-  const auto& metadata = context->client_metadata();
-  if (auto it = metadata.find("authorization"); it != metadata.end()) {
-    const std::string value(it->second.data(), it->second.size());
-    if (absl::StartsWith(value, "Bearer ")) node_token = value.substr(7);
-  }
+  const std::string node_token = BearerToken(*context);
   ReleaseRequest release;
   release.volume_id = request->volume_id();
   release.node_id = request->node_id();

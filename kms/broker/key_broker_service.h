@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
@@ -56,6 +57,15 @@ struct ReleaseRequest {
   PodIdentity pod;
 };
 
+// Existence of one volume in the registry (VolumeStatus).
+struct VolumeExistence {
+  std::string volume_id;
+  bool exists = false;
+};
+
+// Most volume ids one VolumeStatus call may ask about.
+inline constexpr size_t kMaxVolumeStatusIds = 256;
+
 struct ReleasedKey {
   crypto::SecretBytes dek;
   int64_t key_version = 0;
@@ -70,6 +80,21 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
                           const v1::ReleaseKeyRequest* request,
                           v1::ReleaseKeyResponse* response) override;
 
+  grpc::Status VolumeStatus(grpc::ServerContext* context,
+                            const v1::VolumeStatusRequest* request,
+                            v1::VolumeStatusResponse* response) override;
+
+  // Which of `volume_ids` still have a registry record. The caller is
+  // authenticated like Release (node token, node identity, rate limit: one
+  // token per call). Returns existence only. Successful calls are not
+  // audited (they release nothing and nodes ask periodically); refusals are,
+  // like every other refusal. NotFound from the registry means deleted;
+  // any other registry error fails the whole call (Unavailable), so a node
+  // never mistakes an outage for a deletion.
+  absl::StatusOr<std::vector<VolumeExistence>> VolumeStates(
+      const std::string& node_id, const std::vector<std::string>& volume_ids,
+      std::string_view node_token);
+
   // The decision itself: verifies both tokens, applies the policy, unwraps
   // the key and writes the audit record. A grant is returned only once its
   // audit record is durable; if the record cannot be written the key is
@@ -78,6 +103,11 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
                                       std::string_view node_token);
 
  private:
+  // Verifies the caller's node token against `node_id` and charges its rate
+  // budget. A refusal status (refusal.h) otherwise.
+  absl::Status AuthenticateNode(std::string_view node_token,
+                                const std::string& node_id);
+
   kms::KeyProvider& keys_;
   const TokenVerifier& verifier_;
   AuditLog& audit_;

@@ -11,8 +11,11 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
@@ -46,6 +49,18 @@ class FixedKeySource final : public VolumeKeySource {
     }
     return key;
   }
+  // Every volume exists unless listed in `deleted`.
+  absl::StatusOr<std::map<std::string, bool>> VolumesExist(
+      const std::vector<std::string>& volume_ids,
+      const std::string& node_id) override {
+    (void)node_id;
+    if (!status_error.ok()) return status_error;
+    std::map<std::string, bool> out;
+    for (const auto& id : volume_ids) out[id] = !deleted.count(id);
+    return out;
+  }
+  std::set<std::string> deleted;
+  absl::Status status_error;  // Broker unreachable when set.
   std::atomic<int> calls{0};
   std::string last_token;
   PodIdentity last_pod;
@@ -302,6 +317,53 @@ TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
   EXPECT_EQ(read_back, "sealvol-node-test");
   ASSERT_TRUE(Unpublish(id, t1).ok());
   ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, ReapNeverRemovesAStagedVolume) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  // Deleted at the controller while still published and staged here.
+  keys_.deleted.insert(id);
+  auto removed = node_->ReapDeletedVolumes();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0);
+  EXPECT_TRUE(std::filesystem::exists(node_->ImagePath(id)));
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  removed = node_->ReapDeletedVolumes();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0) << "removed a volume that is still staged";
+  EXPECT_TRUE(std::filesystem::exists(node_->ImagePath(id)));
+  // Unstaged: now it goes.
+  ASSERT_TRUE(Unstage(id).ok());
+  removed = node_->ReapDeletedVolumes();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id)));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/volumes/" + id));
+}
+
+TEST_F(NodeServiceTest, ReapRemovesOnlyTheDeletedVolumesImage) {
+  const std::string gone = NewVolumeId(), kept = NewVolumeId();
+  for (const std::string& id : {gone, kept}) {
+    ASSERT_TRUE(Stage(id).ok());
+    ASSERT_TRUE(Publish(PublishRequest(id, dir_ + "/pod/" + id)).ok());
+    ASSERT_TRUE(Unpublish(id, dir_ + "/pod/" + id).ok());
+    ASSERT_TRUE(Unstage(id).ok());
+    ASSERT_TRUE(std::filesystem::exists(node_->ImagePath(id)));
+  }
+  keys_.deleted.insert(gone);
+  // Broker unreachable: everything stays.
+  keys_.status_error = absl::UnavailableError("broker down");
+  EXPECT_TRUE(absl::IsUnavailable(node_->ReapDeletedVolumes().status()));
+  EXPECT_TRUE(std::filesystem::exists(node_->ImagePath(gone)));
+  keys_.status_error = absl::OkStatus();
+  auto removed = node_->ReapDeletedVolumes();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/volumes/" + gone));
+  EXPECT_TRUE(std::filesystem::exists(node_->ImagePath(kept)));
 }
 
 TEST_F(NodeServiceTest, BlockPublishBindsTheDeviceOntoAFile) {

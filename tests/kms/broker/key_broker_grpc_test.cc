@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "kms/broker/http_client.h"
 #include "kms/broker/key_broker_client.h"
@@ -105,6 +106,68 @@ TEST_F(KeyBrokerGrpcTest, ReleasesKeyOverUnixSocketIntoLockedMemory) {
   // Only root may connect to the socket.
   EXPECT_EQ(fs::status(Path("broker.sock")).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST_F(KeyBrokerGrpcTest, VolumeStatusTellsExistingFromDeletedAndNothingMore) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  const std::string deleted = "sv-00000000000000000000000000000000";
+  const int64_t records = audit_->last_seq();
+  auto exists = client->VolumesExist(kNode, {kVolume, deleted, kOtherVolume});
+  ASSERT_TRUE(exists.ok()) << exists.status();
+  ASSERT_EQ(exists->size(), 3u);
+  EXPECT_TRUE(exists->at(kVolume));
+  EXPECT_TRUE(exists->at(kOtherVolume));  // Any tenant: existence only.
+  EXPECT_FALSE(exists->at(deleted));
+  EXPECT_EQ(keys_.unwrap_calls(), 0) << "a status query unwrapped a key";
+  EXPECT_EQ(audit_->last_seq(), records) << "a status query was audited";
+
+  // More ids than one call carries: the client batches.
+  std::vector<std::string> many;
+  for (size_t i = 0; i < kMaxVolumeStatusIds + 10; ++i) {
+    many.push_back(absl::StrCat("sv-", std::string(28, 'a'),
+                                absl::Hex(i, absl::kZeroPad4)));
+  }
+  many.push_back(kVolume);
+  exists = client->VolumesExist(kNode, many);
+  ASSERT_TRUE(exists.ok()) << exists.status();
+  ASSERT_EQ(exists->size(), many.size());
+  EXPECT_FALSE(exists->at(many.front()));
+  EXPECT_TRUE(exists->at(kVolume));
+}
+
+TEST_F(KeyBrokerGrpcTest, VolumeStatusRefusesAnotherNodesToken) {
+  StartUnix();
+  // node-2's plugin token, asking as node-1.
+  WriteFile(Path("node-token"), env_.Mint(env_.NodeMint("node-2")) + "\n");
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  auto exists = client->VolumesExist(kNode, {kVolume});
+  ASSERT_FALSE(exists.ok());
+  EXPECT_EQ(exists.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RefusalReason(exists.status()), "node_identity_invalid")
+      << exists.status();
+  // A pod's token is no node identity either.
+  WriteFile(Path("node-token"), env_.Mint(env_.PodMint("web-0")) + "\n");
+  exists = client->VolumesExist(kNode, {kVolume});
+  EXPECT_EQ(RefusalReason(exists.status()), "node_identity_invalid")
+      << exists.status();
+  // No token at all.
+  WriteFile(Path("node-token"), "\n");
+  exists = client->VolumesExist(kNode, {kVolume});
+  EXPECT_EQ(RefusalReason(exists.status()), "node_identity_invalid")
+      << exists.status();
+  // Refusals are audited like every refusal (no volume, no tenant).
+  std::ifstream in(Path("audit.log"));
+  int refusals = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto record = nlohmann::json::parse(line);
+    EXPECT_EQ(record["decision"], "refuse");
+    EXPECT_EQ(record["reason"], "node_identity_invalid");
+    EXPECT_EQ(record["tenant"], "");
+    ++refusals;
+  }
+  EXPECT_EQ(refusals, 3);
+  EXPECT_EQ(metrics_.refusals("node_identity_invalid"), 3);
 }
 
 TEST_F(KeyBrokerGrpcTest, RefusalReachesTheNodeAsPermissionDeniedWithReason) {

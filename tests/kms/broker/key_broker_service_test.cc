@@ -326,6 +326,35 @@ TEST_F(KeyBrokerServiceTest, RateLimitsPerNode) {
   EXPECT_TRUE(service_->Release(request, NodeToken("node-2")).ok());
 }
 
+TEST_F(KeyBrokerServiceTest, VolumeStatusAuthenticatesAndRateLimitsLikeRelease) {
+  options_.rate_limit.burst = 2;
+  options_.rate_limit.tokens_per_second = 0.001;
+  Rebuild();
+  const std::string deleted = "sv-00000000000000000000000000000000";
+  auto states = service_->VolumeStates(kNode, {kVolume, deleted}, NodeToken());
+  ASSERT_TRUE(states.ok()) << states.status();
+  ASSERT_EQ(states->size(), 2u);
+  EXPECT_EQ((*states)[0].volume_id, kVolume);
+  EXPECT_TRUE((*states)[0].exists);
+  EXPECT_EQ((*states)[1].volume_id, deleted);
+  EXPECT_FALSE((*states)[1].exists);
+  EXPECT_TRUE(AuditRecords().empty()) << "a granted status query was audited";
+  // The same bucket as ReleaseKey: one release spends the rest of it.
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  states = service_->VolumeStates(kNode, {kVolume}, NodeToken());
+  EXPECT_EQ(RefusalReason(states.status()), "rate_limited") << states.status();
+  // Node identity: the request's node must be the token's.
+  states = service_->VolumeStates("node-2", {kVolume}, NodeToken());
+  EXPECT_EQ(RefusalReason(states.status()), "node_identity_invalid")
+      << states.status();
+  // Too many ids in one call.
+  std::vector<std::string> many(kMaxVolumeStatusIds + 1, std::string(kVolume));
+  options_.rate_limit.burst = 10;
+  Rebuild();
+  states = service_->VolumeStates(kNode, many, NodeToken());
+  EXPECT_EQ(states.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(KeyBrokerServiceTest, KmsFailureIsUnavailableAndCounted) {
   keys_.FailUnwrap(true);
   auto result = service_->Release(Request(env_->PodMint()), NodeToken());
