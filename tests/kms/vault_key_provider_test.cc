@@ -258,15 +258,17 @@ TEST_F(VaultKeyProviderTest, RenewsAShortLivedTokenAndReadsANewOneWhenItEnds) {
   const std::string id = "sv-ttl-" + suffix_;
   ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
   const std::string token_file =
-      WriteFile("short", CreateToken("sealvol-" + tenant_a_, "3s", true));
+      WriteFile("short", CreateToken("sealvol-" + tenant_a_, "6s", true));
   auto p = Open(Uri(token_file));
   ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
   // Past two thirds of the TTL: the provider renews; well past the original
-  // TTL the token still works only because it was renewed.
+  // TTL the token still works only because it was renewed. The TTL leaves
+  // more than a second of margin at each request: Vault reports whole
+  // seconds, so a token created 0.9 s ago may already show one second less.
   for (int i = 0; i < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+    std::this_thread::sleep_for(std::chrono::milliseconds(4200));
     auto dek = p->UnwrapVolumeKey(id);
-    ASSERT_TRUE(dek.ok()) << "after " << (i + 1) * 2.2 << " s: " << dek.status();
+    ASSERT_TRUE(dek.ok()) << "after " << (i + 1) * 4.2 << " s: " << dek.status();
   }
   // A non-renewable token expires; the provider re-reads the token file.
   std::ofstream(token_file) << CreateToken("sealvol-" + tenant_a_, "2s", false);
