@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -41,6 +42,15 @@ class StoreQueue {
   // set. A kSync covers only writes that completed before Execute was
   // called, so callers put a sync in its own Execute after the writes.
   virtual void Execute(std::span<StoreOp> ops) = 0;
+  // As Execute, and calls `done(i)` in the calling thread as soon as op i has
+  // its result, while later ops may still be in flight (so the caller can
+  // decrypt one read while the next is being copied). The default runs
+  // Execute and then reports every op in order.
+  virtual void ExecuteEach(std::span<StoreOp> ops,
+                           absl::FunctionRef<void(size_t)> done) {
+    Execute(ops);
+    for (size_t i = 0; i < ops.size(); ++i) done(i);
+  }
 };
 
 class BackingStore {

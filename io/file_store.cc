@@ -74,7 +74,9 @@ absl::Status ProbeRing(io_uring* ring) {
 
 class UringQueue : public StoreQueue {
  public:
-  UringQueue(int fd, unsigned depth) : fd_(fd), depth_(depth) {}
+  UringQueue(int fd, unsigned depth) : fd_(fd), depth_(depth) {
+    done_.reserve(size_t{depth} * 2);  // The completion ring's size.
+  }
   ~UringQueue() override {
     if (initialized_) io_uring_queue_exit(&ring_);
   }
@@ -87,6 +89,11 @@ class UringQueue : public StoreQueue {
   }
 
   void Execute(std::span<StoreOp> ops) override {
+    ExecuteEach(ops, [](size_t) {});
+  }
+
+  void ExecuteEach(std::span<StoreOp> ops,
+                   absl::FunctionRef<void(size_t)> done) override {
     size_t next = 0;
     size_t in_flight = 0;
     while (next < ops.size() || in_flight > 0) {
@@ -103,21 +110,28 @@ class UringQueue : public StoreQueue {
       int rc = io_uring_submit_and_wait(&ring_, 1);
       if (rc < 0 && rc != -EINTR) {
         // The ring itself failed: fail everything still outstanding.
-        for (StoreOp& op : ops) {
-          if (op.result == kPending) op.result = rc;
+        for (size_t i = 0; i < ops.size(); ++i) {
+          if (ops[i].result != kPending) continue;
+          ops[i].result = rc;
+          done(i);
         }
         return;
       }
+      // Take this round's completions off the ring first: `done` may take
+      // a while (decryption) and must not hold the completion queue.
       io_uring_cqe* cqe = nullptr;
       unsigned head = 0;
       unsigned seen = 0;
+      done_.clear();
       io_uring_for_each_cqe(&ring_, head, cqe) {
         StoreOp& op = ops[cqe->user_data];
         op.result = Result(op, cqe->res);
+        done_.push_back(cqe->user_data);
         ++seen;
       }
       io_uring_cq_advance(&ring_, seen);
       in_flight -= seen;
+      for (size_t i : done_) done(i);
     }
   }
 
@@ -157,6 +171,7 @@ class UringQueue : public StoreQueue {
   }
 
   io_uring ring_{};
+  std::vector<size_t> done_;  // Op indexes completed in one reap.
   bool initialized_ = false;
   const int fd_;
   const unsigned depth_;

@@ -12,6 +12,9 @@ namespace {
 
 constexpr size_t kQueueCapacity = 1024;  // Parts waiting per worker.
 constexpr size_t kMaxBatch = 128;        // Parts taken per drain.
+// Blocks per backing read op: small enough that a piece is decrypted while
+// it is still in cache and while the next pieces are being copied.
+constexpr uint32_t kReadOpBlocks = 64;
 
 bool IsMutation(IoOp op) { return op == IoOp::kWrite || op == IoOp::kDiscard; }
 
@@ -50,6 +53,9 @@ Worker::Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
   groups_scratch_.reserve(cache_.size() + kMaxBatch);
   part_result_.reserve(kMaxBatch);
   part_bounce_.reserve(kMaxBatch);
+  op_part_.reserve(ops_.capacity());
+  part_pending_.reserve(kMaxBatch);
+  part_state_.reserve(kMaxBatch);
 }
 
 Worker::~Worker() { Stop(); }
@@ -418,9 +424,14 @@ void Worker::RunSubBatch(std::span<Part> parts) {
     }
   }
 
-  // (e) Data writes, punches and reads together.
+  // (e) Data writes, punches and reads together. A part finishes as soon as
+  // its last op has its result: a read is decrypted while later reads are
+  // still being copied, and a write that needs no final sync completes then,
+  // so the submitter can refill the queue while the rest is in flight.
   ops_.clear();
-  groups_scratch_.clear();  // Reused: op index -> part index.
+  op_part_.clear();
+  part_pending_.assign(parts.size(), 0);
+  part_state_.assign(parts.size(), PartState::kInFlight);
   for (size_t i = 0; i < parts.size(); ++i) {
     Part& p = parts[i];
     if (p.op == IoOp::kFlush || part_result_[i] != 0) continue;
@@ -429,18 +440,21 @@ void Worker::RunSubBatch(std::span<Part> parts) {
       ops_.push_back(StoreOp{StoreOp::Kind::kWrite, pos,
                              uint64_t{p.blocks} * 4096,
                              bounce_.data() + part_bounce_[i] * 4096});
-      groups_scratch_.push_back(i);
+      op_part_.push_back(i);
+      ++part_pending_[i];
       continue;
     }
     if (p.op == IoOp::kDiscard) {
       ops_.push_back(StoreOp{StoreOp::Kind::kPunch, pos,
                              uint64_t{p.blocks} * 4096, nullptr});
-      groups_scratch_.push_back(i);
+      op_part_.push_back(i);
+      ++part_pending_[i];
       continue;
     }
     GroupEntry* e = Lookup(l.group_of(p.first_block));
     GroupTags tags(e->tags.data());
     const uint32_t first = p.first_block % l.data_blocks_per_group;
+    uint8_t* const dest = bounce_.data() + part_bounce_[i] * 4096;
     uint32_t k = 0;
     while (k < p.blocks) {
       if (tags.newer_slot(first + k) < 0) {
@@ -450,53 +464,36 @@ void Worker::RunSubBatch(std::span<Part> parts) {
         continue;
       }
       uint32_t run = k;
-      while (run < p.blocks && tags.newer_slot(first + run) >= 0) ++run;
+      while (run < p.blocks && run - k < kReadOpBlocks &&
+             tags.newer_slot(first + run) >= 0) {
+        ++run;
+      }
       ops_.push_back(StoreOp{StoreOp::Kind::kRead, pos + uint64_t{k} * 4096,
                              uint64_t{run - k} * 4096,
-                             bounce_.data() + (part_bounce_[i] + k) * 4096});
-      groups_scratch_.push_back(i);
+                             dest + size_t{k} * 4096});
+      op_part_.push_back(i);
+      ++part_pending_[i];
       k = run;
     }
   }
-  if (!ops_.empty()) queue_->Execute(ops_);
-  for (size_t j = 0; j < ops_.size(); ++j) {
-    if (ops_[j].result == 0) continue;
-    const size_t i = groups_scratch_[j];
-    part_result_[i] = -EIO;
-    if (IsMutation(parts[i].op)) ctx_->failed->store(true);
+  if (!ops_.empty()) {
+    queue_->ExecuteEach(ops_, [&](size_t j) {
+      const size_t i = op_part_[j];
+      Part& p = parts[i];
+      if (ops_[j].result != 0) {
+        part_result_[i] = -EIO;
+        if (IsMutation(p.op)) ctx_->failed->store(true);
+      } else if (p.op == IoOp::kRead && part_result_[i] == 0) {
+        const uint64_t k =
+            ops_[j].offset / 4096 - l.data_position(p.first_block);
+        part_result_[i] = OpenRange(p, i, static_cast<uint32_t>(k),
+                                    static_cast<uint32_t>(ops_[j].length / 4096));
+      }
+      if (--part_pending_[i] == 0) FinishPart(p, i);
+    });
   }
-
-  // Book-keeping for writes; decryption for reads.
   for (size_t i = 0; i < parts.size(); ++i) {
-    Part& p = parts[i];
-    if (p.op == IoOp::kFlush) continue;
-    GroupEntry* e = Lookup(l.group_of(p.first_block));
-    const uint32_t first = p.first_block % l.data_blocks_per_group;
-    if (IsMutation(p.op)) {
-      if (part_result_[i] != 0 && part_result_[i] != -EIO) continue;
-      if (e == nullptr) continue;
-      // Even a failed data write may have landed: treat it as unflushed.
-      for (uint32_t k = 0; k < p.blocks; ++k) {
-        const uint32_t idx = first + k;
-        if (!TestBit(e->unflushed, idx)) {
-          e->unflushed[idx / 64] |= uint64_t{1} << (idx % 64);
-          ++e->unflushed_count;
-        }
-      }
-      continue;
-    }
-    if (part_result_[i] == 0) {
-      GroupTags tags(e->tags.data());
-      for (uint32_t k = 0; k < p.blocks; ++k) {
-        if (tags.newer_slot(first + k) < 0) continue;
-        if (OpenBlock(*e, p.first_block + k,
-                      bounce_.data() + (part_bounce_[i] + k) * 4096,
-                      p.data + size_t{k} * 4096) != 0) {
-          part_result_[i] = -EIO;
-          break;
-        }
-      }
-    }
+    if (part_state_[i] == PartState::kInFlight) FinishPart(parts[i], i);
   }
 
   // (f) FUA writes and flushes are durable before they complete.
@@ -523,7 +520,54 @@ void Worker::RunSubBatch(std::span<Part> parts) {
     }
   }
 
-  for (size_t i = 0; i < parts.size(); ++i) ctx_->complete(parts[i], part_result_[i]);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (part_state_[i] != PartState::kCompleted) {
+      ctx_->complete(parts[i], part_result_[i]);
+    }
+  }
+}
+
+// Decrypts `count` blocks of read part `i` from `k` on, as soon as their
+// backing read has landed. From the bounce buffer into the request's buffer,
+// never in place: if the newer slot fails, the older one needs the
+// ciphertext intact. Returns 0 or -EIO.
+int Worker::OpenRange(Part& p, size_t i, uint32_t k, uint32_t count) {
+  const Layout& l = ctx_->layout;
+  GroupEntry* e = Lookup(l.group_of(p.first_block));
+  const uint8_t* src = bounce_.data() + part_bounce_[i] * 4096;
+  for (uint32_t n = k; n < k + count; ++n) {
+    if (OpenBlock(*e, p.first_block + n, src + size_t{n} * 4096,
+                  p.data + size_t{n} * 4096) != 0) {
+      return -EIO;
+    }
+  }
+  return 0;
+}
+
+// Called once per part when all its data ops have their results (reads are
+// decrypted by then): book-keeping for writes; completes the part unless it
+// must wait for the sub-batch's final sync (FUA, flush).
+void Worker::FinishPart(Part& p, size_t i) {
+  const Layout& l = ctx_->layout;
+  part_state_[i] = PartState::kFinished;
+  if (p.op == IoOp::kFlush) return;
+  GroupEntry* e = Lookup(l.group_of(p.first_block));
+  const uint32_t first = p.first_block % l.data_blocks_per_group;
+  if (IsMutation(p.op)) {
+    if ((part_result_[i] == 0 || part_result_[i] == -EIO) && e != nullptr) {
+      // Even a failed data write may have landed: treat it as unflushed.
+      for (uint32_t k = 0; k < p.blocks; ++k) {
+        const uint32_t idx = first + k;
+        if (!TestBit(e->unflushed, idx)) {
+          e->unflushed[idx / 64] |= uint64_t{1} << (idx % 64);
+          ++e->unflushed_count;
+        }
+      }
+    }
+    if (p.fua) return;
+  }
+  part_state_[i] = PartState::kCompleted;
+  ctx_->complete(p, part_result_[i]);
 }
 
 }  // namespace sealvol::io

@@ -104,6 +104,8 @@ class Worker {
            uint8_t* out);
   int OpenBlock(GroupEntry& e, uint64_t block, const uint8_t* in,
                 uint8_t* out);
+  int OpenRange(Part& p, size_t i, uint32_t k, uint32_t count);
+  void FinishPart(Part& p, size_t i);
 
   const EngineContext* ctx_;
   std::unique_ptr<StoreQueue> queue_;
@@ -127,6 +129,12 @@ class Worker {
   std::vector<uint64_t> groups_scratch_;
   std::vector<int> part_result_;
   std::vector<uint64_t> part_bounce_;  // Block offset in bounce_ per part.
+  std::vector<size_t> op_part_;         // Data op index -> part index.
+  std::vector<uint32_t> part_pending_;  // Data ops still in flight per part.
+  // kInFlight -> kFinished (data ops done; FUA and flush wait for the final
+  // sync) -> kCompleted (handed to ctx_->complete).
+  enum class PartState : uint8_t { kInFlight, kFinished, kCompleted };
+  std::vector<PartState> part_state_;
   AlignedBuffer bounce_;
   uint64_t tick_ = 0;
   uint64_t epoch_ = 0;
