@@ -4,6 +4,7 @@
 // Env: SEALVOL_BENCH_DIR (default /dev/shm), SEALVOL_BENCH_WORKERS (2).
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -37,6 +38,32 @@ crypto::SecretBytes Dek() {
   auto k = crypto::SecretBytes::Allocate(32);
   for (size_t i = 0; i < 32; ++i) k->data()[i] = static_cast<uint8_t>(i + 9);
   return std::move(k).value();
+}
+
+// CPU time of the whole process (every thread, the kernel's io_uring workers
+// included) and its context switches: what the load on a shared machine
+// distorts less than wall time.
+struct Usage {
+  double cpu_s = 0;
+  double switches = 0;
+  static Usage Now() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    Usage u;
+    u.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+              static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    u.switches = static_cast<double>(ru.ru_nvcsw + ru.ru_nivcsw);
+    return u;
+  }
+};
+
+// Per GiB moved: CPU seconds and context switches over the timed loop.
+void ReportUsage(benchmark::State& state, const Usage& start, uint64_t bytes) {
+  const Usage end = Usage::Now();
+  const double gib = static_cast<double>(bytes) / double(uint64_t{1} << 30);
+  if (gib <= 0) return;
+  state.counters["cpu_s_per_GiB"] = (end.cpu_s - start.cpu_s) / gib;
+  state.counters["ctxsw_per_MiB"] = (end.switches - start.switches) / (gib * 1024);
 }
 
 // Offsets for one run: random 4 KiB blocks or sequential 1 MiB steps.
@@ -144,6 +171,7 @@ void RunEngine(benchmark::State& state, IoOp op, uint64_t io_size, bool random,
   const size_t per_iter = io_size >= (1 << 20) ? 256 : 8192;
   EngineDriver d(*v, op, io_size, qd);
   uint64_t round = 0;
+  const Usage usage = Usage::Now();
   for (auto _ : state) {
     auto offsets = Offsets(io_size, random, per_iter);
     for (auto& o : offsets) o = (o + round * io_size * 7919) % kVolumeBytes;
@@ -153,6 +181,7 @@ void RunEngine(benchmark::State& state, IoOp op, uint64_t io_size, bool random,
     }
     ++round;
   }
+  ReportUsage(state, usage, state.iterations() * per_iter * io_size);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * per_iter));
   state.SetBytesProcessed(
       static_cast<int64_t>(state.iterations() * per_iter * io_size));
@@ -184,6 +213,7 @@ void RunPlain(benchmark::State& state, bool write, uint64_t io_size,
   const size_t per_iter = io_size >= (1 << 20) ? 256 : 8192;
   uint64_t round = 0;
   bool failed = false;
+  const Usage usage = Usage::Now();
   for (auto _ : state) {
     auto offsets = Offsets(io_size, random, per_iter);
     size_t next = 0, inflight = 0;
@@ -225,6 +255,7 @@ void RunPlain(benchmark::State& state, bool write, uint64_t io_size,
       break;
     }
   }
+  ReportUsage(state, usage, state.iterations() * per_iter * io_size);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * per_iter));
   state.SetBytesProcessed(
       static_cast<int64_t>(state.iterations() * per_iter * io_size));
