@@ -31,6 +31,7 @@ class JwksCacheTest : public ::testing::Test {
     http_.server().Get("/.well-known/openid-configuration",
                        [this](const httplib::Request&, httplib::Response& res) {
                          ++discovery_fetches_;
+                         std::lock_guard lock(mu_);
                          res.set_content(
                              nlohmann::json({{"issuer", discovery_issuer_},
                                              {"jwks_uri", url_ + "/openid/v1/jwks"}})
@@ -43,8 +44,17 @@ class JwksCacheTest : public ::testing::Test {
                          std::lock_guard lock(mu_);
                          res.set_content(jwks_, "application/json");
                        });
-    url_ = http_.Start();
-    discovery_issuer_ = url_;
+    const std::string url = http_.Start();
+    std::lock_guard lock(mu_);
+    url_ = url;
+    discovery_issuer_ = url;
+  }
+
+  // The handlers run on httplib's threads; a request over the socket is no
+  // happens-before edge ThreadSanitizer can see, so what they read is locked.
+  void ServeIssuer(const std::string& issuer) {
+    std::lock_guard lock(mu_);
+    discovery_issuer_ = issuer;
   }
 
   void ServeKeys(const std::string& jwks) {
@@ -62,15 +72,17 @@ class JwksCacheTest : public ::testing::Test {
     return *token;
   }
 
-  HttpTestServer http_;
-  std::string url_;
-  std::string discovery_issuer_;
   std::mutex mu_;
-  std::string jwks_;
+  std::string url_;  // Written under mu_ (read unlocked on the test thread).
+  std::string discovery_issuer_;  // Guarded by mu_.
+  std::string jwks_;              // Guarded by mu_.
   std::atomic<int> discovery_fetches_{0};
   std::atomic<int> jwks_fetches_{0};
   std::unique_ptr<TestIssuer> first_;
   std::unique_ptr<TestIssuer> second_;
+  // Last, so it is destroyed (stopped and joined) first: its handlers read
+  // the members above.
+  HttpTestServer http_;
 };
 
 TEST_F(JwksCacheTest, LoadsKeysByOidcDiscovery) {
@@ -83,7 +95,7 @@ TEST_F(JwksCacheTest, LoadsKeysByOidcDiscovery) {
 }
 
 TEST_F(JwksCacheTest, RefusesDiscoveryDocumentOfAnotherIssuer) {
-  discovery_issuer_ = "https://someone-else.test";
+  ServeIssuer("https://someone-else.test");
   EXPECT_FALSE(JwksCache::Create({.oidc_issuer_url = url_}).ok());
 }
 

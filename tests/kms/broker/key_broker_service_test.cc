@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -398,6 +400,7 @@ class TokenReviewTest : public KeyBrokerServiceTest {
           auto body = nlohmann::json::parse(req.body, nullptr, false);
           const std::string token = body["spec"]["token"];
           nlohmann::json status = {{"authenticated", false}};
+          std::lock_guard lock(mu_);
           if (body["apiVersion"] == "authentication.k8s.io/v1" &&
               body["kind"] == "TokenReview" &&
               body["spec"]["audiences"][0] == "sealvol" &&
@@ -408,7 +411,7 @@ class TokenReviewTest : public KeyBrokerServiceTest {
                        {{"username", "system:serviceaccount:team-a:trainer"},
                         {"extra",
                          {{"authentication.kubernetes.io/pod-uid",
-                           {live_tokens_[token]}}}}}}};
+                           {live_tokens_.at(token)}}}}}}};
           } else {
             status["error"] = "pod not found";
           }
@@ -431,16 +434,24 @@ class TokenReviewTest : public KeyBrokerServiceTest {
     KeyBrokerServiceTest::TearDown();
   }
 
+  // The API server's handler runs on httplib's threads: what it reads is
+  // locked (a request over the socket is no edge ThreadSanitizer sees).
+  void Live(const std::string& token, const std::string& pod_uid) {
+    std::lock_guard lock(mu_);
+    live_tokens_[token] = pod_uid;
+  }
+
   HttpTestServer api_;
   std::string bearer_file_;
-  std::map<std::string, std::string> live_tokens_;  // token -> pod uid
+  std::mutex mu_;
+  std::map<std::string, std::string> live_tokens_;  // token -> pod uid; mu_
   std::atomic<int> reviews_{0};
   std::unique_ptr<TokenReviewer> reviewer_;
 };
 
 TEST_F(TokenReviewTest, GrantsLiveTokenAndRefusesTokenOfDeletedPod) {
   auto live = Request(env_->PodMint());
-  live_tokens_[live.pod_token] = "uid-web-0";
+  Live(live.pod_token, "uid-web-0");
   EXPECT_TRUE(service_->Release(live, NodeToken()).ok());
   // Still signed and unexpired, but the API server no longer knows it.
   auto deleted = Request(env_->PodMint());
@@ -450,13 +461,13 @@ TEST_F(TokenReviewTest, GrantsLiveTokenAndRefusesTokenOfDeletedPod) {
 
 TEST_F(TokenReviewTest, RefusesWhenTheApiServerBindsAnotherPod) {
   auto request = Request(env_->PodMint());
-  live_tokens_[request.pod_token] = "uid-someone-else";
+  Live(request.pod_token, "uid-someone-else");
   ExpectRefused(request, NodeToken(), "token_revoked");
 }
 
 TEST_F(TokenReviewTest, FailsClosedWhenTheApiServerIsDown) {
   auto request = Request(env_->PodMint());
-  live_tokens_[request.pod_token] = "uid-web-0";
+  Live(request.pod_token, "uid-web-0");
   api_.Stop();
   auto result = service_->Release(request, NodeToken());
   ASSERT_FALSE(result.ok());
