@@ -285,6 +285,53 @@ TEST_F(SealedVolumeTest, FileImageIsSparseAndDiscardPunchesHoles) {
                           [](uint8_t b) { return b == 0; }));
 }
 
+// P1 over the io_uring store, where a large read is issued as several
+// backing reads, each decrypted as it lands: a flipped bit in the first or in
+// the last piece of a 1 MiB read fails the whole read with a zeroed buffer,
+// and a read that stops before the flipped block returns every piece intact.
+TEST_F(SealedVolumeTest, LargeFileReadFailsWholeOnFlippedBitInAnyPiece) {
+  TempDir dir;
+  const std::string path = dir.file("pieces.img");
+  FormatOptions f = FormatOf(16 * kMiB);
+  f.path = path;
+  auto v = SealedVolume::Format(f, dek_);
+  ASSERT_TRUE(v.ok()) << v.status();
+  auto* e = static_cast<Engine*>(v->get());
+  auto data = Pattern(21, 2 * kMiB);
+  ASSERT_EQ(e->Io(IoOp::kWrite, 0, data), 0);
+  ASSERT_TRUE((*v)->Close().ok());
+  v->reset();
+  {
+    // Block 3 (first piece of the first MiB), block 256 + 250 (last piece
+    // of the second MiB).
+    const int fd = ::open(path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    for (uint64_t block : {uint64_t{3}, uint64_t{256 + 250}}) {
+      const off_t at =
+          static_cast<off_t>(layout_.data_position(block) * 4096 + 77);
+      uint8_t byte = 0;
+      ASSERT_EQ(::pread(fd, &byte, 1, at), 1);
+      byte ^= 0x10;
+      ASSERT_EQ(::pwrite(fd, &byte, 1, at), 1);
+    }
+    ::close(fd);
+  }
+  OpenOptions o;
+  o.path = path;
+  auto re = SealedVolume::Open(o, dek_);
+  ASSERT_TRUE(re.ok()) << re.status();
+  auto* r = static_cast<Engine*>(re->get());
+  for (uint64_t mib : {0, 1}) {
+    std::vector<uint8_t> out(kMiB, 0xAA);
+    EXPECT_EQ(r->Io(IoOp::kRead, mib * kMiB, out), -EIO) << "MiB " << mib;
+    EXPECT_TRUE(AllZero(out)) << "MiB " << mib;
+  }
+  std::vector<uint8_t> good(250 * 4096, 0xAA);
+  ASSERT_EQ(r->Io(IoOp::kRead, kMiB, good), 0);
+  EXPECT_TRUE(std::equal(good.begin(), good.end(), data.begin() + kMiB));
+  ASSERT_TRUE((*re)->Close().ok());
+}
+
 // P6: online growth.
 TEST_F(SealedVolumeTest, GrowsOnlineWhileIoRunsWithoutRewritingData) {
   TempDir dir;
