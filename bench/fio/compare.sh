@@ -10,6 +10,7 @@
 #
 #   bench/fio/compare.sh [--transport auto|uring|dev] [--runtime S] [--size N]
 #                        [--out DIR] [--sealvol PATH] [--only a,b,c]
+#                        [--jobs seq_write_1m,seq_read_1m,...]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ runtime=10
 size=1G
 out=""
 only=a,b,c
+job_list=""
 while (($#)); do
   case "$1" in
     --transport) transport=$2; shift ;;
@@ -28,7 +30,8 @@ while (($#)); do
     --out) out=$2; shift ;;
     --sealvol) SEALVOL=$2; shift ;;
     --only) only=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --jobs) job_list=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "compare: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -39,6 +42,12 @@ out=${out:-$here/results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 jobs=(seq_write_1m seq_read_1m randwrite_4k randread_4k randwrite_4k_qd1
       randread_4k_qd1 randrw_70_30_4k)
+if [[ -n $job_list ]]; then
+  IFS=, read -r -a jobs <<<"$job_list"
+  for job in "${jobs[@]}"; do
+    [[ -f $here/$job.fio ]] || { echo "compare: no job $job" >&2; exit 2; }
+  done
+fi
 image_size=3G  # Room for ext4 metadata around the fio file.
 
 W=$(mktemp -d /tmp/sealvol-fio.XXXXXX)
@@ -144,6 +153,8 @@ rows = ["| job | a MB/s | a IOPS | a p99 µs | b MB/s | b IOPS | b p99 µs | c M
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for job in jobs:
     v = {t: load(t, job) for t in "abc"}
+    if not any(v.values()):
+        continue  # Not run (--jobs).
     cells = [job]
     for t in "abc":
         if v[t]:
