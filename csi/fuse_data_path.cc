@@ -37,6 +37,7 @@ struct FuseDataPath::Served {
       absl::Status closed = volume->Close();  // Flushes, zeroizes the keys.
       if (first.ok()) first = closed;
       volume.reset();
+      io::InjectedCrash("engine-close");
     }
     return first;
   }
@@ -94,6 +95,8 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
     spdlog::info("data path {}: formatted {} ({} bytes)", options.volume_id,
                  options.image_path, options.size_bytes);
   }
+
+  io::InjectedCrash("engine");
 
   io::AttachOptions attach;
   attach.fuse_dir = options.work_dir;

@@ -235,23 +235,38 @@ absl::StatusOr<int> NodeService::Recover() {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, VolumeIdsOnDisk());
   int staged = 0;
   for (const auto& id : ids) {
+    const std::string fuse_dir = VolumeDir(id) + "/fuse";
     auto record = LoadRecord(id);
-    if (!record.ok()) continue;  // Not staged: an image kept for later.
+    if (!record.ok()) {
+      // Not staged: an image kept for later. A process killed in the middle
+      // of an unstage may still have left its FUSE mount.
+      if (data_path_->Device(id).ok()) continue;
+      ASSIGN_OR_RETURN(bool fuse_mounted, IsMountPoint(fuse_dir));
+      if (fuse_mounted) {
+        spdlog::warn("recover: volume {}: clearing a dead FUSE mount", id);
+        RETURN_IF_ERROR(io::ClearStaleAttachment(fuse_dir));
+      }
+      continue;
+    }
     ++staged;
     if (data_path_->Health(id).ok()) {
       spdlog::info("recover: volume {} staged and still served", id);
       continue;
     }
-    // The data path died with the previous process: its mounts now return
-    // errors. Detach them so nothing leaks; the next publish re-attests and
-    // brings the volume back.
+    // The data path died with the previous process (also in the middle of
+    // a publish or an unstage): its mounts now return errors. Abort its FUSE
+    // connection first, so that nothing below waits on the dead server, then
+    // detach the mounts, the loop device and the FUSE mount so nothing leaks;
+    // the next publish re-attests and brings the volume back. Targets are
+    // recorded before they are mounted, so every one is known here.
+    RETURN_IF_ERROR(io::AbortFuseConnection(fuse_dir));
     for (const auto& [target, ro] : record->targets) {
       (void)ro;
       RETURN_IF_ERROR(DetachMountIfMounted(target));
     }
     if (!record->block) RETURN_IF_ERROR(DetachMountIfMounted(record->staging_path));
     RETURN_IF_ERROR(data_path_->Detach(id));
-    RETURN_IF_ERROR(DetachMountIfMounted(VolumeDir(id) + "/fuse"));
+    RETURN_IF_ERROR(io::ClearStaleAttachment(fuse_dir));
     record->targets.clear();
     record->device.clear();
     RETURN_IF_ERROR(SaveRecord(*record));
@@ -431,6 +446,8 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     // A mount left by a data path that died (node plugin restart) must go
     // before the volume is served again.
     if (!record.block) RETURN_IF_ERROR(DetachMountIfMounted(record.staging_path));
+    ASSIGN_OR_RETURN(bool stale_fuse, IsMountPoint(VolumeDir(id) + "/fuse"));
+    if (stale_fuse) RETURN_IF_ERROR(io::ClearStaleAttachment(VolumeDir(id) + "/fuse"));
     AttachOptions attach;
     attach.volume_id = id;
     attach.image_path = ImagePath(id);
@@ -455,13 +472,17 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
   if (found.empty()) {
     RETURN_IF_ERROR(MakeFilesystem(record.device, record.fs_type));
     spdlog::info("volume {}: created {} on {}", id, record.fs_type, record.device);
+    io::InjectedCrash("mkfs");
   } else if (found != record.fs_type) {
     return absl::FailedPreconditionError("volume " + id + " holds " + found +
                                          ", not " + record.fs_type);
   }
   RETURN_IF_ERROR(MakeDirs(record.staging_path, 0750));
-  return MountFilesystem(record.device, record.staging_path, record.fs_type,
-                         record.mount_flags, /*read_only=*/false);
+  RETURN_IF_ERROR(MountFilesystem(record.device, record.staging_path,
+                                  record.fs_type, record.mount_flags,
+                                  /*read_only=*/false));
+  io::InjectedCrash("mount");
+  return absl::OkStatus();
 }
 
 absl::Status NodeService::Publish(
@@ -514,6 +535,7 @@ absl::Status NodeService::Publish(
     ASSIGN_OR_RETURN(crypto::SecretBytes dek,
                      keys_->ReleaseKey(id, options_.node_id, attestation.token,
                                        attestation.pod));
+    io::InjectedCrash("key");
     absl::Status attached = EnsureAttached(*record, dek);
     dek.Wipe();
     RETURN_IF_ERROR(attached);
@@ -541,9 +563,16 @@ absl::Status NodeService::Publish(
   } else {
     RETURN_IF_ERROR(MakeDirs(target, 0750));
   }
-  RETURN_IF_ERROR(BindMount(source, target, read_only));
+  // Recorded before it is mounted: a node killed between the two finds the
+  // target in the record on restart and clears it (Recover).
   record->targets[target] = read_only;
   RETURN_IF_ERROR(SaveRecord(*record));
+  if (absl::Status bound = BindMount(source, target, read_only); !bound.ok()) {
+    record->targets.erase(target);
+    SaveRecord(*record).IgnoreError();  // A stale entry is harmless.
+    return bound;
+  }
+  io::InjectedCrash("bind");
   spdlog::info("NodePublishVolume {}: published at {}{} for pod {}/{}", id,
                target, read_only ? " (read-only)" : "",
                attestation.pod.namespace_name, attestation.pod.name);
@@ -564,6 +593,7 @@ absl::Status NodeService::Unpublish(
   VolumeLock lock(this, id);
   RETURN_IF_ERROR(lock.status());
   RETURN_IF_ERROR(UnmountIfMounted(target));
+  io::InjectedCrash("target-unmount");
   RETURN_IF_ERROR(RemoveTarget(target));
   if (IsWellFormedVolumeId(id)) {
     auto record = LoadRecord(id);
@@ -600,6 +630,7 @@ absl::Status NodeService::Unstage(
     }
   }
   if (!record->block) RETURN_IF_ERROR(UnmountIfMounted(record->staging_path));
+  io::InjectedCrash("staging-unmount");
   // Closing the engine flushes, marks the image clean and zeroizes the key.
   RETURN_IF_ERROR(data_path_->Detach(id));
   if (unlink(RecordPath(id).c_str()) != 0 && errno != ENOENT) {

@@ -22,17 +22,22 @@ namespace {
 constexpr int kLoopMajor = 7;
 
 // /dev/loopN exists on devtmpfs; a container's static /dev may lack it.
-absl::StatusOr<UniqueFd> OpenLoopNode(int number) {
+// Sets `err` to the failing call's errno.
+absl::StatusOr<UniqueFd> OpenLoopNode(int number, int& err) {
   const std::string path = absl::StrCat("/dev/loop", number);
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd && errno == ENOENT) {
     if (::mknod(path.c_str(), S_IFBLK | 0660, makedev(kLoopMajor, number)) != 0 &&
         errno != EEXIST) {
-      return ErrnoStatus(errno, "mknod", path);
+      err = errno;
+      return ErrnoStatus(err, "mknod", path);
     }
     fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   }
-  if (!fd) return ErrnoStatus(errno, "open", path);
+  if (!fd) {
+    err = errno;
+    return ErrnoStatus(err, "open", path);
+  }
   return fd;
 }
 
@@ -50,7 +55,19 @@ absl::StatusOr<LoopDevice> LoopDevice::Attach(const std::string& file) {
     if (number < 0) {
       return ErrnoStatus(errno, "ioctl LOOP_CTL_GET_FREE", "/dev/loop-control");
     }
-    ASSIGN_OR_RETURN(UniqueFd fd, OpenLoopNode(number));
+    int err = 0;
+    auto opened = OpenLoopNode(number, err);
+    if (!opened.ok()) {
+      // ENXIO: the kernel is still adding or already removing that device
+      // (GET_FREE races with other processes creating and removing loop
+      // devices): ask for another.
+      if (err == ENXIO) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        continue;
+      }
+      return opened.status();
+    }
+    UniqueFd fd = std::move(*opened);
     loop_config config{};
     config.fd = static_cast<uint32_t>(backing.get());
     config.block_size = 4096;

@@ -1,6 +1,8 @@
 #include "io/frontend/volume_attach.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,17 +10,31 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "base/unique_fd.h"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::io {
 
+void InjectedCrash(const std::string& step) {
+  const char* kill_after = std::getenv("SEALVOL_KILL_AFTER_STEP");
+  if (kill_after != nullptr && step == kill_after) {
+    // Unbuffered, so the test can tell where the process died.
+    const std::string line = absl::StrCat("injected kill after step ", step, "\n");
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
+    ::raise(SIGKILL);
+  }
+}
+
 absl::Status InjectedFailure(const std::string& step) {
+  InjectedCrash(step);
   const char* fail = std::getenv("SEALVOL_FAIL_AFTER_STEP");
   if (fail != nullptr && step == fail) {
     return absl::InternalError(
@@ -53,8 +69,14 @@ SpawnResult Spawn(const std::vector<std::string>& argv, bool capture_out) {
     ::close(out_pipe[1]);
     return {-1, "", std::strerror(errno)};
   }
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
+    // A child (mkfs, blkid) must not outlive a killed parent: it would hold
+    // the loop device open while the restarted node cleans up. The forking
+    // thread waits for the child, so it outlives it unless the process dies.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
     const int null = ::open("/dev/null", O_RDWR);
     ::dup2(null, 0);
     ::dup2(capture_out ? out_pipe[1] : null, 1);
@@ -112,6 +134,85 @@ absl::StatusOr<std::string> ProbeFilesystem(const std::string& device) {
                                             LastLine(r.err)));
   }
   return LastLine(r.out);
+}
+
+namespace {
+
+// /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+std::string EscapeMountPath(const std::string& path) {
+  std::string out;
+  for (char c : path) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      out += absl::StrCat("\\", (c >> 6) & 7, (c >> 3) & 7, c & 7);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// The FUSE connection number (the minor of the mount's anonymous device,
+// /sys/fs/fuse/connections/N) of our FUSE mount at `dir`, or -1.
+int FuseConnectionAt(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string want = EscapeMountPath(dir);
+  int found = -1;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mount_point, token;
+    fields >> id >> parent >> devno >> root >> mount_point;
+    while (fields >> token && token != "-") {
+    }
+    std::string fstype;
+    fields >> fstype;
+    if (mount_point != want || fstype != kFuseFsType) continue;
+    const size_t colon = devno.find(':');
+    if (colon == std::string::npos || devno.substr(0, colon) != "0") continue;
+    found = std::atoi(devno.c_str() + colon + 1);  // The top one wins.
+  }
+  return found;
+}
+
+}  // namespace
+
+absl::Status AbortFuseConnection(const std::string& fuse_dir) {
+  const int connection = FuseConnectionAt(fuse_dir);
+  if (connection < 0) return absl::OkStatus();
+  const std::string abort =
+      absl::StrCat("/sys/fs/fuse/connections/", connection, "/abort");
+  UniqueFd fd(::open(abort.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) {
+    // No fusectl mounted: the kernel aborted the connection already when
+    // the dead server's last /dev/fuse fd closed.
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoStatus(errno, "open", abort);
+  }
+  if (::write(fd.get(), "1", 1) != 1) return ErrnoStatus(errno, "write", abort);
+  spdlog::info("aborted FUSE connection {} of {}", connection, fuse_dir);
+  return absl::OkStatus();
+}
+
+absl::Status ClearStaleAttachment(const std::string& fuse_dir) {
+  absl::Status first;
+  auto keep = [&first](absl::Status s) {
+    if (first.ok() && !s.ok()) first = s;
+  };
+  keep(AbortFuseConnection(fuse_dir));
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/sys/block", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("loop", 0) != 0) continue;
+    std::ifstream backing(entry.path() / "loop" / "backing_file");
+    std::string file;
+    if (!std::getline(backing, file)) continue;  // Not bound.
+    if (file.rfind(fuse_dir + "/", 0) != 0) continue;
+    keep(DetachLoopDevice("/dev/" + name));
+    spdlog::info("detached stale loop device /dev/{} ({})", name, file);
+  }
+  keep(UnmountRetrying(fuse_dir));
+  ::rmdir(fuse_dir.c_str());
+  return first;
 }
 
 absl::StatusOr<std::unique_ptr<VolumeAttachment>> VolumeAttachment::Attach(
@@ -194,10 +295,21 @@ absl::Status VolumeAttachment::Detach() {
     // loop (REQ_FLUSH -> fsync on the file) and FUSE (FSYNC).
     keep(UnmountRetrying(options_.mountpoint));
     fs_mounted_ = false;
+    InjectedCrash("unmount");
   }
-  keep(loop_.Detach());
-  keep(fuse_mount_.Unmount());
-  if (server_) server_->Stop();
+  if (loop_.attached()) {
+    keep(loop_.Detach());
+    InjectedCrash("loop-detach");
+  }
+  if (fuse_mount_.mounted()) {
+    keep(fuse_mount_.Unmount());
+    InjectedCrash("fuse-unmount");
+  }
+  if (server_ && !server_stopped_) {
+    server_->Stop();
+    server_stopped_ = true;
+    InjectedCrash("server-stop");
+  }
   return first;
 }
 

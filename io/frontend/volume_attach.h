@@ -6,7 +6,10 @@
 //
 // Failure injection for tests: with SEALVOL_FAIL_AFTER_STEP=<step> in the
 // environment, Attach fails right after that step ("fuse-mount",
-// "fuse-serve", "loop", "mkfs", "mount"); see InjectedFailure().
+// "fuse-serve", "loop", "mkfs", "mount"); see InjectedFailure(). Crash
+// injection: SEALVOL_KILL_AFTER_STEP=<step> kills the process (SIGKILL) right
+// after that step, of an attach or of a detach ("unmount", "loop-detach",
+// "fuse-unmount", "server-stop"); see InjectedCrash().
 #pragma once
 
 #include <memory>
@@ -34,6 +37,12 @@ struct AttachOptions {
 // it, OK otherwise. Used between the steps of an attach (here and in the
 // CLI's own steps around it).
 absl::Status InjectedFailure(const std::string& step);
+
+// TEST HOOK. Raises SIGKILL in this process when SEALVOL_KILL_AFTER_STEP
+// names `step`: a kill -9 that lands at an exact point of an attach or a
+// detach, for the crash-recovery tests (tests/csi/node_crash_test.sh).
+// InjectedFailure() calls it first. Does nothing when the variable is unset.
+void InjectedCrash(const std::string& step);
 
 class VolumeAttachment {
  public:
@@ -63,8 +72,22 @@ class VolumeAttachment {
   std::string file_;
   LoopDevice loop_;
   bool fs_mounted_ = false;
+  bool server_stopped_ = false;
   bool formatted_ = false;
 };
+
+// Clean-up of an attachment whose serving process died (kill -9), given its
+// private FUSE directory: aborts the FUSE connection mounted there (through
+// /sys/fs/fuse/connections/N/abort, when fusectl is mounted), so nothing
+// waits on the dead server. OK when nothing is mounted there.
+absl::Status AbortFuseConnection(const std::string& fuse_dir);
+
+// Then, once the mounts above the device are gone: detaches every loop
+// device whose backing file lies in `fuse_dir` (deferred by the kernel to
+// the device's last close), unmounts the FUSE directory (lazily if it stays
+// busy) and removes it. Safe on a partly cleaned state; OK when nothing is
+// left.
+absl::Status ClearStaleAttachment(const std::string& fuse_dir);
 
 // Runs a program with arguments and waits; OK on exit status 0, otherwise
 // an error with its exit status and the last line it wrote to stderr.

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -53,8 +54,10 @@ absl::Status FromGrpc(const grpc::Status& status) {
 }  // namespace
 
 KeyBrokerClient::KeyBrokerClient(KeyBrokerClientOptions options,
-                                 std::unique_ptr<v1::KeyBroker::Stub> stub)
-    : options_(std::move(options)), stub_(std::move(stub)) {}
+                                 std::shared_ptr<grpc::Channel> channel)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      stub_(v1::KeyBroker::NewStub(channel_)) {}
 
 absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
     const KeyBrokerClientOptions& options) {
@@ -86,7 +89,31 @@ absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
   }
   auto channel = grpc::CreateCustomChannel(options.target, credentials, args);
   return std::unique_ptr<KeyBrokerClient>(
-      new KeyBrokerClient(options, v1::KeyBroker::NewStub(channel)));
+      new KeyBrokerClient(options, std::move(channel)));
+}
+
+void KeyBrokerClient::Reconnect() const {
+  // After an outage the channel waits out gRPC's exponential reconnect
+  // backoff (up to two minutes) and fails every call at once meanwhile. A
+  // call is the moment to try again, so that a retry (the kubelet's next
+  // publish) succeeds as soon as the broker is back: reset the backoff and
+  // give the new attempt a moment (bounded) to finish either way.
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  if (state == GRPC_CHANNEL_READY) return;
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::min(absl::ToChronoSeconds(options_.timeout),
+                                 std::chrono::seconds(2));
+  if (state == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+  }
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_SHUTDOWN) {
+    if (!channel_->WaitForStateChange(state, deadline)) return;
+    const grpc_connectivity_state next = channel_->GetState(true);
+    // A fresh attempt that failed again: the broker is down; the call
+    // reports it.
+    if (next == GRPC_CHANNEL_TRANSIENT_FAILURE && state != GRPC_CHANNEL_TRANSIENT_FAILURE) return;
+    state = next;
+  }
 }
 
 absl::Status KeyBrokerClient::PrepareContext(
@@ -96,6 +123,7 @@ absl::Status KeyBrokerClient::PrepareContext(
     return absl::FailedPreconditionError(absl::StrCat(
         "node token ", options_.node_token_file, ": cannot be read"));
   }
+  Reconnect();
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   context.AddMetadata(
       "authorization",

@@ -60,11 +60,14 @@ class KeyBrokerClient {
  private:
   // The client context of one call: deadline and the node's own token.
   absl::Status PrepareContext(grpc::ClientContext& context) const;
+  // Makes a channel that failed try to connect again now (see the .cc).
+  void Reconnect() const;
 
   KeyBrokerClient(KeyBrokerClientOptions options,
-                  std::unique_ptr<v1::KeyBroker::Stub> stub);
+                  std::shared_ptr<grpc::Channel> channel);
 
   const KeyBrokerClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KeyBroker::Stub> stub_;
 };
 
