@@ -19,7 +19,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cmd/exit_codes.h"
-#include "crypto/secret_bytes.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
@@ -49,23 +48,8 @@ namespace csipb = ::csi::v1;
 
 constexpr char kVersion[] = "0.1.0";
 
-int ExitCodeFor(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kOk: return kExitOk;
-    case absl::StatusCode::kInvalidArgument: return kExitUsage;
-    case absl::StatusCode::kPermissionDenied:
-    case absl::StatusCode::kUnauthenticated: return kExitPermission;
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded: return kExitUnavailable;
-    default: return kExitError;
-  }
-}
-
 int Fail(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "sealvol %s: %s: %s\n", what.c_str(),
-               absl::StatusCodeToString(status.code()).c_str(),
-               std::string(status.message()).c_str());
-  return ExitCodeFor(status);
+  return cmd::Fail(what, status, CommandFamily::kService);
 }
 
 absl::Status SetLogLevel(const std::string& level) {
@@ -150,7 +134,6 @@ struct ControllerFlags {
 
 int RunController(const ControllerFlags& f) {
   if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("controller", s);
-  if (absl::Status s = crypto::HardenProcess(); !s.ok()) return Fail("controller", s);
   BlockSignals();
 
   auto provider = kms::OpenKeyProvider(f.kms);
@@ -330,7 +313,6 @@ class NodeMetricsServer {
 
 int RunNode(const NodeFlags& f) {
   if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("node", s);
-  if (absl::Status s = crypto::HardenProcess(); !s.ok()) return Fail("node", s);
   BlockSignals();
   if (mkdir(f.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Fail("node", absl::FailedPreconditionError("create --state-dir " +

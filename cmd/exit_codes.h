@@ -1,5 +1,10 @@
-// Exit codes of the sealvol command line; documented in docs/cli.md.
+// Exit codes of the sealvol command line (documented in docs/cli.md), and
+// the one mapping from a failed Status to them. Thread-compatible.
 #pragma once
+
+#include <string_view>
+
+#include "absl/status/status.h"
 
 namespace sealvol::cmd {
 
@@ -18,5 +23,26 @@ enum ExitCode : int {
   kExitPermission = 11,     // Refused by the KMS or the key broker.
   kExitUnavailable = 12,    // KMS or broker unreachable.
 };
+
+// The command families read some status codes differently, on purpose:
+//  * kVolume (format, check, read, write): the engine's messages give the
+//    image codes 3-9 (wrong key, not a sealvol image, truncated, version,
+//    size, in use, integrity); an InvalidArgument they do not name is 1,
+//    not usage: the flags parsed, the image or the KMS refused them.
+//  * kKey (keys list|show|destroy, rotate): NotFound is a key record that
+//    does not exist (never created, or destroyed): 10.
+//  * kService (controller, node, csi, token): InvalidArgument is usage (2);
+//    the message also names the status code (a gRPC peer's answer).
+// Everywhere: OK 0; PermissionDenied/Unauthenticated 11 (kVolume: 3 when
+// the message says "wrong key"); Unavailable/DeadlineExceeded 12; a
+// NotFound whose message says "crypto-shredded" 10; anything else 1.
+enum class CommandFamily { kVolume, kKey, kService };
+
+int ExitCodeFor(const absl::Status& status, CommandFamily family);
+
+// Prints "sealvol COMMAND: MESSAGE" on stderr (kService: "sealvol COMMAND:
+// CODE: MESSAGE") and returns ExitCodeFor(status, family).
+int Fail(std::string_view command, const absl::Status& status,
+         CommandFamily family);
 
 }  // namespace sealvol::cmd

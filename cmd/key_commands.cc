@@ -6,57 +6,22 @@
 #include <string>
 
 #include "cmd/exit_codes.h"
+#include "cmd/kms_flags.h"
 #include "kms/key_provider.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::cmd {
 namespace {
 
-constexpr char kDefaultStateDir[] = "/var/lib/sealvol";
-
 struct KeyArgs {
-  std::string state_dir = kDefaultStateDir;
-  std::string kms_uri;  // Empty: "local:" + state_dir.
+  KmsFlags keys;
   std::string tenant;
   std::string volume_id;
   bool yes = false;
-
-  std::string Uri() const {
-    return kms_uri.empty() ? "local:" + state_dir : kms_uri;
-  }
 };
 
-void AddKmsFlags(CLI::App* c, KeyArgs& args) {
-  c->add_option("--state-dir", args.state_dir,
-                "State directory of the embedded key provider")
-      ->capture_default_str();
-  c->add_option("--kms", args.kms_uri,
-                "Key provider URI (local:DIR, vault+https://HOST:PORT?...); "
-                "default local:STATE_DIR");
-}
-
-int ExitFor(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return kExitOk;
-    case absl::StatusCode::kNotFound:
-      return kExitKeyDestroyed;
-    case absl::StatusCode::kPermissionDenied:
-      return kExitPermission;
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-      return kExitUnavailable;
-    case absl::StatusCode::kInvalidArgument:
-      return kExitUsage;
-    default:
-      return kExitError;
-  }
-}
-
 int Fail(const char* command, const absl::Status& s) {
-  std::fprintf(stderr, "sealvol %s: %s\n", command,
-               std::string(s.message()).c_str());
-  return ExitFor(s);
+  return cmd::Fail(command, s, CommandFamily::kKey);
 }
 
 // A record as shown to operators: everything but the wrapped key.
@@ -80,7 +45,7 @@ void Print(const nlohmann::json& j) {
 }
 
 int RunList(const KeyArgs& args) {
-  auto provider = kms::OpenKeyProvider(args.Uri());
+  auto provider = args.keys.OpenProvider();
   if (!provider.ok()) return Fail("keys list", provider.status());
   auto records = (*provider)->ListVolumes(args.tenant);
   if (!records.ok()) return Fail("keys list", records.status());
@@ -91,7 +56,7 @@ int RunList(const KeyArgs& args) {
 }
 
 int RunShow(const KeyArgs& args) {
-  auto provider = kms::OpenKeyProvider(args.Uri());
+  auto provider = args.keys.OpenProvider();
   if (!provider.ok()) return Fail("keys show", provider.status());
   auto record = (*provider)->GetVolume(args.volume_id);
   if (!record.ok()) return Fail("keys show", record.status());
@@ -110,7 +75,7 @@ int RunDestroy(const KeyArgs& args) {
                  args.volume_id.c_str());
     return kExitUsage;
   }
-  auto provider = kms::OpenKeyProvider(args.Uri());
+  auto provider = args.keys.OpenProvider();
   if (!provider.ok()) return Fail("keys destroy", provider.status());
   auto record = (*provider)->GetVolume(args.volume_id);
   if (!record.ok()) return Fail("keys destroy", record.status());
@@ -131,7 +96,7 @@ int RunDestroy(const KeyArgs& args) {
 }
 
 int RunRotate(const KeyArgs& args) {
-  auto provider = kms::OpenKeyProvider(args.Uri());
+  auto provider = args.keys.OpenProvider();
   if (!provider.ok()) return Fail("rotate", provider.status());
   auto result = (*provider)->RotateTenantKey(args.tenant);
   if (!result.ok()) return Fail("rotate", result.status());
@@ -155,13 +120,13 @@ void RegisterKeyCommands(CLI::App& app, int& exit_code) {
   CLI::App* list = keys->add_subcommand(
       "list", "Print the volume records as a JSON array (no key material)");
   list->add_option("--tenant", args->tenant, "Only this namespace's volumes");
-  AddKmsFlags(list, *args);
+  args->keys.AddTo(list);
   list->callback([args, &exit_code] { exit_code = RunList(*args); });
 
   CLI::App* show = keys->add_subcommand(
       "show", "Print one volume record as JSON (no key material)");
   show->add_option("VOLUME_ID", args->volume_id)->required();
-  AddKmsFlags(show, *args);
+  args->keys.AddTo(show);
   show->callback([args, &exit_code] { exit_code = RunShow(*args); });
 
   CLI::App* destroy = keys->add_subcommand(
@@ -171,7 +136,7 @@ void RegisterKeyCommands(CLI::App& app, int& exit_code) {
   destroy->add_option("--tenant", args->tenant,
                       "Refuse unless the volume belongs to this namespace");
   destroy->add_flag("--yes", args->yes, "Confirm the irreversible destruction");
-  AddKmsFlags(destroy, *args);
+  args->keys.AddTo(destroy);
   destroy->callback([args, &exit_code] { exit_code = RunDestroy(*args); });
 
   CLI::App* rotate = app.add_subcommand(
@@ -180,7 +145,7 @@ void RegisterKeyCommands(CLI::App& app, int& exit_code) {
       "rewritten)");
   rotate->add_option("--tenant", args->tenant, "Namespace whose KEK rotates")
       ->required();
-  AddKmsFlags(rotate, *args);
+  args->keys.AddTo(rotate);
   rotate->callback([args, &exit_code] { exit_code = RunRotate(*args); });
 }
 

@@ -1,5 +1,6 @@
 // The sealvol binary: the CSI controller and node, and the admin commands.
 #include <cstdio>
+#include <string>
 
 #include "CLI/CLI.hpp"
 #include "cmd/commands.h"
@@ -7,6 +8,16 @@
 #include "crypto/secret_bytes.h"
 
 int main(int argc, char** argv) {
+  // Most commands hold a secret at some point: a DEK (format, check, read,
+  // write, open, node), KMS credentials and KEKs (keys, rotate, controller),
+  // a pod or node token (csi publish, node) or an issuer key (token). Every
+  // process is made non-dumpable with no core limit here, before any
+  // command runs, so no command, present or future, can skip it.
+  if (absl::Status s = sealvol::crypto::HardenProcess(); !s.ok()) {
+    std::fprintf(stderr, "sealvol: %s\n", std::string(s.message()).c_str());
+    return sealvol::cmd::kExitError;
+  }
+
   CLI::App app{
       "sealvol: encrypted, attested volumes for Kubernetes (AES-256-GCM)"};
   app.require_subcommand(1);

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
+#include "cmd/kms_flags.h"
 #include "crypto/secret_bytes.h"
 #include "io/frontend/fuse_server.h"
 #include "io/frontend/runtime_record.h"
@@ -41,8 +42,7 @@ struct OpenFlags {
   std::string fs = "ext4";
   bool block = false;
   std::string transport = "auto";
-  std::string state_dir = "/var/lib/sealvol";
-  std::string kms;
+  KmsFlags keys;  // --state-dir also holds the records and FUSE mounts.
   bool foreground = false;
 };
 
@@ -79,9 +79,6 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     Report(ready_fd, absl::StrCat("ERR ", f.code, " ", f.message));
     return f.code;
   };
-  if (absl::Status s = crypto::HardenProcess(); !s.ok()) {
-    return fail(FromStatus(s, kExitError));
-  }
   // SIGTERM/SIGINT are taken synchronously by the main thread below; block
   // them before any thread exists so no other thread receives them.
   sigset_t signals;
@@ -102,10 +99,7 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     return fail(FromStatus(s, kExitError));
   }
 
-  const std::string kms_uri =
-      flags.kms.empty() ? absl::StrCat("local:", flags.state_dir)
-                        : flags.kms;
-  auto provider = kms::OpenKeyProvider(kms_uri);
+  auto provider = flags.keys.OpenProvider();
   if (!provider.ok()) return fail(FromStatus(provider.status(), kExitUnavailable));
   auto dek = (*provider)->UnwrapVolumeKey(volume_id);
   if (!dek.ok()) {
@@ -135,7 +129,7 @@ int Serve(const OpenFlags& flags, int ready_fd) {
 
   auto transport = io::ParseFuseTransport(flags.transport);
   io::AttachOptions attach;
-  attach.fuse_dir = absl::StrCat(flags.state_dir, "/fuse/", volume_id);
+  attach.fuse_dir = absl::StrCat(flags.keys.state_dir, "/fuse/", volume_id);
   attach.mountpoint = flags.mountpoint;
   attach.fs = flags.fs;
   attach.block = flags.block;
@@ -178,12 +172,12 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   record.fs = flags.block ? "" : flags.fs;
   record.block = flags.block;
   record.started_unix = std::time(nullptr);
-  absl::Status written = io::WriteRuntimeRecord(flags.state_dir, record);
+  absl::Status written = io::WriteRuntimeRecord(flags.keys.state_dir, record);
   if (written.ok()) written = io::InjectedFailure("record");
   if (!written.ok()) {
     (void)(*attachment)->Detach();
     (void)(*volume)->Close();
-    (void)io::RemoveRuntimeRecord(flags.state_dir, volume_id);
+    (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);
     return fail(FromStatus(written, kExitError));
   }
   spdlog::info("open {}: {} ready on {} (transport {})", flags.image,
@@ -212,7 +206,7 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     code = kExitError;
   }
   if (code == kExitOk) {
-    (void)io::RemoveRuntimeRecord(flags.state_dir, volume_id);
+    (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);
     spdlog::info("close {}: done", flags.image);
   }
   return code;
@@ -220,7 +214,7 @@ int Serve(const OpenFlags& flags, int ready_fd) {
 
 int RunOpen(OpenFlags flags) {
   flags.image = Absolute(flags.image);
-  flags.state_dir = Absolute(flags.state_dir);
+  flags.keys.state_dir = Absolute(flags.keys.state_dir);
   if (!flags.block) {
     if (flags.mountpoint.empty()) {
       std::fprintf(stderr, "open: --mountpoint is required unless --block\n");
@@ -233,7 +227,7 @@ int RunOpen(OpenFlags flags) {
     return kExitUsage;
   }
   // Already open? A live server refuses; a dead one's leftovers go first.
-  auto records = io::ListRuntimeRecords(flags.state_dir);
+  auto records = io::ListRuntimeRecords(flags.keys.state_dir);
   if (records.ok()) {
     for (const auto& r : *records) {
       if (r.image != flags.image &&
@@ -248,7 +242,7 @@ int RunOpen(OpenFlags flags) {
       }
       spdlog::warn("open: cleaning up after dead server {} of {}", r.pid,
                    r.image);
-      if (absl::Status s = io::CleanUpStale(flags.state_dir, r); !s.ok()) {
+      if (absl::Status s = io::CleanUpStale(flags.keys.state_dir, r); !s.ok()) {
         std::fprintf(stderr, "open %s: cleanup of stale state: %s\n",
                      flags.image.c_str(), s.ToString().c_str());
         return kExitError;
@@ -273,7 +267,7 @@ int RunOpen(OpenFlags flags) {
     ::close(pipe_fds[0]);
     ::setsid();
     // The server's log goes next to its record.
-    const std::string log_dir = io::RuntimeDir(flags.state_dir);
+    const std::string log_dir = io::RuntimeDir(flags.keys.state_dir);
     std::filesystem::create_directories(log_dir);
     const std::string log =
         absl::StrCat(log_dir, "/", std::filesystem::path(flags.image).filename().string(), ".log");
@@ -418,8 +412,7 @@ void RegisterMountCommands(CLI::App& app, int& exit_code) {
   open->add_flag("--block", flags->block, "No file system: print the loop device");
   open->add_option("--transport", flags->transport, "auto (default), uring or dev")
       ->check(CLI::IsMember({"auto", "uring", "dev"}));
-  open->add_option("--state-dir", flags->state_dir, "State directory (records, FUSE mounts, local KMS)");
-  open->add_option("--kms", flags->kms, "Key provider URI (default local:STATE-DIR)");
+  flags->keys.AddTo(open, "State directory (records, FUSE mounts, local KMS)");
   open->add_flag("--foreground", flags->foreground, "Serve in this process");
   open->callback([flags, &exit_code] { exit_code = RunOpen(*flags); });
 

@@ -57,9 +57,8 @@ absl::StatusOr<absl::Time> ParseWhen(const std::string& text) {
 }
 
 int Fail(const absl::Status& status, const char* what) {
-  std::cerr << "token " << what << ": " << status.message() << "\n";
-  return status.code() == absl::StatusCode::kInvalidArgument ? kExitUsage
-                                                             : kExitError;
+  return cmd::Fail(absl::StrCat("token ", what), status,
+                   CommandFamily::kService);
 }
 
 void AddKeygen(CLI::App* token, int& exit_code) {

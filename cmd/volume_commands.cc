@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
+#include "cmd/kms_flags.h"
 #include "io/engine.h"
 #include "io/sealed_volume.h"
 #include "kms/key_provider.h"
@@ -23,61 +24,10 @@
 namespace sealvol::cmd {
 namespace {
 
-constexpr char kDefaultStateDir[] = "/var/lib/sealvol";
 constexpr uint64_t kChunk = 1 << 20;
 
-// Where the key comes from, shared by the commands that need one.
-struct KeyFlags {
-  std::string state_dir = kDefaultStateDir;
-  std::string kms_uri;  // Empty: "local:" + state_dir.
-  std::string Uri() const {
-    return kms_uri.empty() ? "local:" + state_dir : kms_uri;
-  }
-  void Add(CLI::App* c) {
-    c->add_option("--state-dir", state_dir,
-                  "State directory of the embedded key provider")
-        ->capture_default_str();
-    c->add_option("--kms", kms_uri,
-                  "Key provider URI (local:DIR or vault+https://...); "
-                  "default local:STATE_DIR");
-  }
-};
-
-// Maps an engine or provider Status to the documented exit code.
-int ExitFor(const absl::Status& s) {
-  const std::string m(s.message());
-  auto has = [&](const char* needle) { return m.find(needle) != std::string::npos; };
-  switch (s.code()) {
-    case absl::StatusCode::kOk:
-      return kExitOk;
-    case absl::StatusCode::kPermissionDenied:
-      return has("wrong key") ? kExitWrongKey : kExitPermission;
-    case absl::StatusCode::kInvalidArgument:
-      if (has("not a sealvol image")) return kExitNotSealvol;
-      if (has("multiple of 4096")) return kExitBadSize;
-      return kExitError;
-    case absl::StatusCode::kOutOfRange:
-      return has("truncated") ? kExitTruncated : kExitBadSize;
-    case absl::StatusCode::kFailedPrecondition:
-      if (has("unsupported format version") || has("unsupported block size")) {
-        return kExitBadVersion;
-      }
-      if (has("in use")) return kExitInUse;
-      return kExitError;
-    case absl::StatusCode::kDataLoss:
-      return kExitIntegrity;
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-      return kExitUnavailable;
-    default:
-      return kExitError;
-  }
-}
-
 int Fail(const char* command, const absl::Status& s) {
-  std::fprintf(stderr, "sealvol %s: %s\n", command,
-               std::string(s.message()).c_str());
-  return ExitFor(s);
+  return cmd::Fail(command, s, CommandFamily::kVolume);
 }
 
 // "10G", "512MiB", "4096": binary multiples.
@@ -112,11 +62,11 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
 
 // Unwraps the DEK of the image's volume; NotFound means crypto-shredded.
 absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
-                                                const KeyFlags& keys,
+                                                const KmsFlags& keys,
                                                 std::string* volume_id) {
   ASSIGN_OR_RETURN(io::VolumeHeaderInfo info, io::ReadHeader(image));
   *volume_id = io::VolumeIdString(info.volume_id);
-  ASSIGN_OR_RETURN(auto provider, kms::OpenKeyProvider(keys.Uri()));
+  ASSIGN_OR_RETURN(auto provider, keys.OpenProvider());
   auto dek = provider->UnwrapVolumeKey(*volume_id);
   if (absl::IsNotFound(dek.status())) {
     return absl::NotFoundError(absl::StrCat(
@@ -125,18 +75,8 @@ absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
   return dek;
 }
 
-int KeyFailure(const char* command, const absl::Status& s) {
-  if (absl::IsNotFound(s) &&
-      s.message().find("crypto-shredded") != absl::string_view::npos) {
-    std::fprintf(stderr, "sealvol %s: %s\n", command,
-                 std::string(s.message()).c_str());
-    return kExitKeyDestroyed;
-  }
-  return Fail(command, s);
-}
-
 absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
-    const std::string& image, const KeyFlags& keys, bool read_only) {
+    const std::string& image, const KmsFlags& keys, bool read_only) {
   std::string id;
   ASSIGN_OR_RETURN(crypto::SecretBytes dek, KeyForImage(image, keys, &id));
   io::OpenOptions o;
@@ -149,7 +89,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
 io::Engine& AsEngine(io::SealedVolume& v) { return static_cast<io::Engine&>(v); }
 
 int RunFormat(const std::string& image, const std::string& size_text,
-              const KeyFlags& keys, const std::string& tenant,
+              const KmsFlags& keys, const std::string& tenant,
               const std::string& name) {
   auto size = ParseSize(size_text);
   if (!size.ok()) {
@@ -169,7 +109,7 @@ int RunFormat(const std::string& image, const std::string& size_text,
     return Fail("format", absl::InternalError("RAND_bytes failed"));
   }
   const std::string id = io::VolumeIdString(f.volume_id);
-  auto provider = kms::OpenKeyProvider(keys.Uri());
+  auto provider = keys.OpenProvider();
   if (!provider.ok()) return Fail("format", provider.status());
   kms::CreateVolumeKeyRequest req;
   req.volume_id = id;
@@ -215,9 +155,9 @@ int RunDump(const std::string& image) {
   return kExitOk;
 }
 
-int RunCheck(const std::string& image, const KeyFlags& keys) {
+int RunCheck(const std::string& image, const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
-  if (!v.ok()) return KeyFailure("check", v.status());
+  if (!v.ok()) return Fail("check", v.status());
   io::Engine& e = AsEngine(**v);
   const uint64_t size = e.size_bytes();
   std::vector<uint8_t> buf(kChunk);
@@ -271,9 +211,9 @@ absl::Status RangeCheck(io::Engine& e, uint64_t offset, uint64_t length) {
 }
 
 int RunRead(const std::string& image, uint64_t offset, uint64_t length,
-            const KeyFlags& keys) {
+            const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
-  if (!v.ok()) return KeyFailure("read", v.status());
+  if (!v.ok()) return Fail("read", v.status());
   io::Engine& e = AsEngine(**v);
   if (absl::Status s = RangeCheck(e, offset, length); !s.ok()) {
     std::fprintf(stderr, "sealvol read: %s\n", std::string(s.message()).c_str());
@@ -292,7 +232,7 @@ int RunRead(const std::string& image, uint64_t offset, uint64_t length,
   return kExitOk;
 }
 
-int RunWrite(const std::string& image, uint64_t offset, const KeyFlags& keys) {
+int RunWrite(const std::string& image, uint64_t offset, const KmsFlags& keys) {
   std::vector<uint8_t> input;
   uint8_t chunk[65536];
   for (;;) {
@@ -303,7 +243,7 @@ int RunWrite(const std::string& image, uint64_t offset, const KeyFlags& keys) {
     input.insert(input.end(), chunk, chunk + n);
   }
   auto v = OpenImage(image, keys, /*read_only=*/false);
-  if (!v.ok()) return KeyFailure("write", v.status());
+  if (!v.ok()) return Fail("write", v.status());
   io::Engine& e = AsEngine(**v);
   if (absl::Status s = RangeCheck(e, offset, input.size()); !s.ok()) {
     std::fprintf(stderr, "sealvol write: %s\n", std::string(s.message()).c_str());
@@ -337,7 +277,7 @@ void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
   struct Args {
     std::string image, size, tenant = "default", name;
     uint64_t offset = 0, length = 0;
-    KeyFlags keys;
+    KmsFlags keys;
   };
   auto args = std::make_shared<Args>();
 
@@ -348,7 +288,7 @@ void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
       ->required();
   format->add_option("--tenant", args->tenant, "Owning namespace")->capture_default_str();
   format->add_option("--name", args->name, "Volume name recorded with the key");
-  args->keys.Add(format);
+  args->keys.AddTo(format);
   format->callback([args, &exit_code] {
     exit_code = RunFormat(args->image, args->size, args->keys, args->tenant, args->name);
   });
@@ -360,14 +300,14 @@ void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
   CLI::App* check = app.add_subcommand(
       "check", "Authenticate every written block; list those that fail");
   check->add_option("IMAGE", args->image)->required();
-  args->keys.Add(check);
+  args->keys.AddTo(check);
   check->callback([args, &exit_code] { exit_code = RunCheck(args->image, args->keys); });
 
   CLI::App* read = app.add_subcommand("read", "Read decrypted bytes to stdout");
   read->add_option("IMAGE", args->image)->required();
   read->add_option("--offset", args->offset, "Byte offset")->required();
   read->add_option("--length", args->length, "Bytes to read")->required();
-  args->keys.Add(read);
+  args->keys.AddTo(read);
   read->callback([args, &exit_code] {
     exit_code = RunRead(args->image, args->offset, args->length, args->keys);
   });
@@ -375,7 +315,7 @@ void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
   CLI::App* write = app.add_subcommand("write", "Write stdin at an offset, then flush");
   write->add_option("IMAGE", args->image)->required();
   write->add_option("--offset", args->offset, "Byte offset")->required();
-  args->keys.Add(write);
+  args->keys.AddTo(write);
   write->callback([args, &exit_code] {
     exit_code = RunWrite(args->image, args->offset, args->keys);
   });

@@ -3,6 +3,9 @@
 # (the node's data path: engine, FUSE server, loop device) keeps its keys in
 # locked memory (VmLck > 0), cannot write a core file (RLIMIT_CORE 0, and a
 # SIGSEGV leaves none), and the controller and node plugin are not dumpable.
+# One-shot commands are hardened too: `write` waiting on its stdin and
+# `read` blocked on a full stdout while it holds the volume's key are not
+# dumpable, have core limit 0 (and the reader keeps the key locked).
 #
 # Dumpability is observed from outside: for a process that is not dumpable
 # the kernel makes /proc/PID/* owned by root instead of the process's uid. So
@@ -51,6 +54,53 @@ sleep 0.2
 
 # Cores would land here if anything dumped.
 cd "$work"
+
+# --- One-shot commands, as the unprivileged uid, observed while blocked.
+hardened() {  # NAME PID: not dumpable and core limit 0
+  [[ $(owner "$2") == 0 ]] || fail "$1 (pid $2) is dumpable"
+  grep -E '^Max core file size +0 +' "/proc/$2/limits" >/dev/null ||
+    fail "$1 core limit is not 0: $(grep 'core file' "/proc/$2/limits")"
+}
+wait_blocked() {  # PID pipe_read|pipe_write: until its main thread waits there
+  for _ in $(seq 300); do
+    [[ $(cat "/proc/$1/wchan" 2>/dev/null) == *$2 ]] && return 0
+    sleep 0.1
+  done
+  fail "pid $1 did not block in $2 (wchan $(cat "/proc/$1/wchan" 2>/dev/null))"
+}
+mkdir -p "$work/cli"
+chown $nobody:$nobody "$work/cli"
+cli=("${as_nobody[@]}" "$work/sealvol")
+"${cli[@]}" format --size 16M --state-dir "$work/cli/state" "$work/cli/v.img" \
+  >"$work/cli-format.log" 2>&1 || fail "format as uid $nobody: $(cat "$work/cli-format.log")"
+# write: stdin is a FIFO that this shell holds open, so it waits for data.
+mkfifo "$work/cli/in" "$work/cli/out"
+exec 4<>"$work/cli/in"
+"${cli[@]}" write --offset 0 --state-dir "$work/cli/state" "$work/cli/v.img" \
+  <"$work/cli/in" 4>&- 2>"$work/cli-write.log" &
+writer=$!
+pids+=($writer)
+wait_blocked $writer pipe_read
+hardened "write" $writer
+head -c 1048576 /dev/urandom >"$work/cli/data"
+cat "$work/cli/data" >&4
+exec 4>&-
+wait $writer || fail "write: $(cat "$work/cli-write.log")"
+# read: stdout is a FIFO nobody drains; 1 MiB does not fit, so it blocks in
+# write(2) with the volume open and its key in memory.
+exec 5<>"$work/cli/out"
+"${cli[@]}" read --offset 0 --length 1048576 --state-dir "$work/cli/state" \
+  "$work/cli/v.img" >"$work/cli/out" 5>&- 2>"$work/cli-read.log" &
+reader=$!
+pids+=($reader)
+wait_blocked $reader pipe_write
+hardened "read" $reader
+reader_locked=$(awk '/^VmLck:/ {print $2}' "/proc/$reader/status")
+((reader_locked > 0)) || fail "read holds its key in unlocked memory (VmLck 0)"
+kill $reader
+wait $reader 2>/dev/null || true
+exec 5>&-
+echo "hygiene: write and read (uid $nobody) not dumpable, core limit 0; read VmLck ${reader_locked} kB"
 
 "$bin" format --size 64M --state-dir "$work/state" "$work/v.img" >"$work/format.log" 2>&1
 # In the ASan build the runtime would catch the SIGSEGV sent below (a report,
@@ -116,4 +166,4 @@ done
 [[ -S $work/node/node.sock ]] || fail "node plugin did not start"
 [[ $(owner $controller) == 0 ]] || fail "controller $controller is dumpable"
 [[ $(owner $node) == 0 ]] || fail "node plugin $node is dumpable"
-echo "hygiene: PASS (control dumpable; controller and node not; open server VmLck ${locked} kB, core limit 0, no core after SIGSEGV)"
+echo "hygiene: PASS (control dumpable; write, read, controller and node not; open server VmLck ${locked} kB, core limit 0, no core after SIGSEGV)"
