@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -66,6 +67,11 @@ void Wipe(std::string& s) {
   s.clear();
 }
 
+HttpClientOptions Normalized(HttpClientOptions options) {
+  options.max_attempts = std::max(options.max_attempts, 1);
+  return options;
+}
+
 }  // namespace
 
 struct HttpClient::Handle {
@@ -76,25 +82,14 @@ struct HttpClient::Handle {
   char error[CURL_ERROR_SIZE] = {};
 };
 
-absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(
-    HttpClientOptions options) {
-  if (!absl::StartsWith(options.base_url, "http://") &&
-      !absl::StartsWith(options.base_url, "https://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "HTTP client: base URL \"", options.base_url,
-        "\" must start with http:// or https://"));
-  }
-  if (options.max_attempts < 1) options.max_attempts = 1;
-  std::call_once(curl_init_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  return std::unique_ptr<HttpClient>(new HttpClient(std::move(options)));
-}
-
 HttpClient::HttpClient(HttpClientOptions options)
-    : options_(std::move(options)) {}
+    : options_(Normalized(std::move(options))) {
+  std::call_once(curl_init_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
 
 HttpClient::~HttpClient() = default;
 
-std::unique_ptr<HttpClient::Handle> HttpClient::TakeHandle() {
+std::unique_ptr<HttpClient::Handle> HttpClient::TakeHandle() const {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!idle_.empty()) {
@@ -108,19 +103,19 @@ std::unique_ptr<HttpClient::Handle> HttpClient::TakeHandle() {
   return h;
 }
 
-void HttpClient::ReturnHandle(std::unique_ptr<Handle> handle) {
+void HttpClient::ReturnHandle(std::unique_ptr<Handle> handle) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(handle));
 }
 
-absl::StatusOr<HttpResponse> HttpClient::SendOnce(Handle& h,
-                                                  const HttpRequest& request) {
+absl::StatusOr<HttpResponse> HttpClient::SendOnce(
+    Handle& h, const HttpRequest& request) const {
   CURL* c = h.curl.get();
   if (c == nullptr) return absl::InternalError("curl_easy_init failed");
   // Reset clears the previous request's options but keeps the connection
   // cache and TLS session cache of the handle.
   curl_easy_reset(c);
-  const std::string url = options_.base_url + request.path;
+  const std::string& url = request.url;
   std::string body;
   body.reserve(16 * 1024);  // Small responses never reallocate (see Wipe).
   WriteState state{&body, options_.max_response_bytes};
@@ -202,7 +197,14 @@ absl::StatusOr<HttpResponse> HttpClient::SendOnce(Handle& h,
   return response;
 }
 
-absl::StatusOr<HttpResponse> HttpClient::Send(const HttpRequest& request) {
+absl::StatusOr<HttpResponse> HttpClient::Send(
+    const HttpRequest& request) const {
+  if (!absl::StartsWith(request.url, "http://") &&
+      !absl::StartsWith(request.url, "https://")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.method, " \"", request.url,
+        "\": not an http:// or https:// URL"));
+  }
   thread_local std::mt19937 rng{std::random_device{}()};
   auto backoff = options_.initial_backoff;
   absl::StatusOr<HttpResponse> result;
@@ -216,13 +218,13 @@ absl::StatusOr<HttpResponse> HttpClient::Send(const HttpRequest& request) {
     bool retry;
     if (result.ok()) {
       result->attempts = attempt;
-      spdlog::debug("kms http: {} {} -> {} (attempt {}, {} ms)", request.method,
-                    request.path, result->status, attempt, ms);
+      spdlog::debug("http: {} {} -> {} (attempt {}, {} ms)", request.method,
+                    request.url, result->status, attempt, ms);
       retry = RetryableStatus(result->status);
       ReturnHandle(std::move(handle));
     } else {
-      spdlog::debug("kms http: {} {} failed (attempt {}, {} ms): {}",
-                    request.method, request.path, attempt, ms,
+      spdlog::debug("http: {} {} failed (attempt {}, {} ms): {}",
+                    request.method, request.url, attempt, ms,
                     result.status().ToString());
       retry = absl::IsUnavailable(result.status()) ||
               absl::IsDeadlineExceeded(result.status());

@@ -244,18 +244,22 @@ absl::StatusOr<VaultConfig> VaultConfig::FromUri(std::string_view uri_view) {
 absl::StatusOr<std::unique_ptr<VaultKeyProvider>> VaultKeyProvider::Open(
     VaultConfig config) {
   HttpClientOptions http;
-  http.base_url = config.address;
   http.ca_file = config.ca_file;
   http.request_timeout = config.timeout;
   http.connect_timeout = config.connect_timeout;
   http.max_attempts = config.max_attempts;
-  ASSIGN_OR_RETURN(auto client, HttpClient::Create(std::move(http)));
+  return OpenWithTransport(std::move(config),
+                           std::make_unique<HttpClient>(std::move(http)));
+}
+
+std::unique_ptr<VaultKeyProvider> VaultKeyProvider::OpenWithTransport(
+    VaultConfig config, std::unique_ptr<HttpTransport> transport) {
   return std::unique_ptr<VaultKeyProvider>(
-      new VaultKeyProvider(std::move(config), std::move(client)));
+      new VaultKeyProvider(std::move(config), std::move(transport)));
 }
 
 VaultKeyProvider::VaultKeyProvider(VaultConfig config,
-                                   std::unique_ptr<HttpClient> http)
+                                   std::unique_ptr<HttpTransport> http)
     : config_(std::move(config)), http_(std::move(http)) {}
 
 VaultKeyProvider::~VaultKeyProvider() {
@@ -285,7 +289,7 @@ absl::StatusOr<json> VaultKeyProvider::CallWithToken(const std::string& method,
                                                      const std::string& token) {
   HttpRequest request;
   request.method = method;
-  request.path = path;
+  request.url = config_.address + path;
   request.headers.emplace_back("Accept", "application/json");
   if (!token.empty()) request.headers.emplace_back("X-Vault-Token", token);
   if (!config_.vault_namespace.empty()) {
@@ -811,8 +815,7 @@ absl::StatusOr<RotationResult> VaultKeyProvider::RotateTenantKey(
 
 absl::Status VaultKeyProvider::Ping() {
   HttpRequest request;
-  request.method = "GET";
-  request.path = "/v1/sys/health?standbyok=true";
+  request.url = config_.address + "/v1/sys/health?standbyok=true";
   if (!config_.vault_namespace.empty()) {
     request.headers.emplace_back("X-Vault-Namespace", config_.vault_namespace);
   }

@@ -56,6 +56,10 @@ class VaultKeyProvider final : public KeyProvider {
   // logs in.
   static absl::StatusOr<std::unique_ptr<VaultKeyProvider>> Open(
       VaultConfig config);
+  // As Open, with every request sent through `transport` instead of an
+  // HttpClient built from the config (fuzzers answer in-process).
+  static std::unique_ptr<VaultKeyProvider> OpenWithTransport(
+      VaultConfig config, std::unique_ptr<HttpTransport> transport);
   ~VaultKeyProvider() override;
 
   absl::StatusOr<VolumeRecord> CreateVolumeKey(
@@ -86,7 +90,7 @@ class VaultKeyProvider final : public KeyProvider {
     int64_t kv_version = 0;  // For check-and-set writes.
   };
 
-  VaultKeyProvider(VaultConfig config, std::unique_ptr<HttpClient> http);
+  VaultKeyProvider(VaultConfig config, std::unique_ptr<HttpTransport> http);
 
   // One request with the current token; re-logs in and retries once on 403.
   // A 2xx response's JSON body (null for 204) or a mapped error status.
@@ -110,7 +114,7 @@ class VaultKeyProvider final : public KeyProvider {
   absl::StatusOr<int64_t> LatestKeyVersion(const std::string& key_name);
 
   const VaultConfig config_;
-  const std::unique_ptr<HttpClient> http_;
+  const std::unique_ptr<HttpTransport> http_;
 
   std::mutex auth_mu_;
   std::string token_ ABSL_GUARDED_BY(auth_mu_);

@@ -1,12 +1,12 @@
 #include "kms/broker/jwks_cache.h"
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "kms/broker/http_client.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::broker {
@@ -23,26 +23,15 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
   return buf.str();
 }
 
-absl::StatusOr<std::string> Get(const JwksSourceOptions& options,
-                                const std::string& url) {
-  HttpRequest request;
-  request.url = url;
-  request.ca_file = options.ca_file;
-  request.headers.push_back("Accept: application/json");
-  if (!options.bearer_token_file.empty()) {
-    auto token = ReadSmallFile(options.bearer_token_file);
-    if (!token.ok()) return token.status();
-    request.headers.push_back(absl::StrCat(
-        "Authorization: Bearer ",
-        std::string(absl::StripAsciiWhitespace(*token))));
-  }
-  auto response = HttpFetch(request);
-  if (!response.ok()) return response.status();
-  if (response->status != 200) {
-    return absl::UnavailableError(
-        absl::StrCat("GET ", url, ": HTTP ", response->status));
-  }
-  return std::move(response->body);
+// How long one fetch (discovery or JWKS) may take, connection included.
+constexpr std::chrono::seconds kFetchTimeout{10};
+
+kms::HttpClientOptions FetchOptions(const JwksSourceOptions& options) {
+  kms::HttpClientOptions o;
+  o.ca_file = options.ca_file;
+  o.connect_timeout = kFetchTimeout;
+  o.request_timeout = kFetchTimeout;
+  return o;  // One attempt: a failed refresh keeps the old keys.
 }
 
 }  // namespace
@@ -50,6 +39,7 @@ absl::StatusOr<std::string> Get(const JwksSourceOptions& options,
 JwksCache::JwksCache(JwksSourceOptions options, KeySet keys, bool refreshable)
     : options_(std::move(options)),
       refreshable_(refreshable),
+      http_(FetchOptions(options_)),
       keys_(std::make_shared<const KeySet>(std::move(keys))),
       loaded_at_(absl::Now()) {}
 
@@ -80,6 +70,26 @@ std::unique_ptr<JwksCache> JwksCache::FromKeySet(KeySet keys) {
       new JwksCache(JwksSourceOptions(), std::move(keys), false));
 }
 
+absl::StatusOr<std::string> JwksCache::Get(const std::string& url) const {
+  kms::HttpRequest request;
+  request.url = url;
+  request.headers.emplace_back("Accept", "application/json");
+  if (!options_.bearer_token_file.empty()) {
+    auto token = ReadSmallFile(options_.bearer_token_file);
+    if (!token.ok()) return token.status();
+    request.headers.emplace_back(
+        "Authorization",
+        absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+  }
+  auto response = http_.Send(request);
+  if (!response.ok()) return response.status();
+  if (response->status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("GET ", url, ": HTTP ", response->status));
+  }
+  return std::move(response->body);
+}
+
 std::string JwksCache::Describe() const {
   if (!options_.file.empty()) return absl::StrCat("JWKS file ", options_.file);
   if (!options_.url.empty()) return absl::StrCat("JWKS URL ", options_.url);
@@ -101,7 +111,7 @@ absl::StatusOr<KeySet> JwksCache::Load() const {
       std::string issuer(absl::StripSuffix(options_.oidc_issuer_url, "/"));
       const std::string discovery_url =
           absl::StrCat(issuer, "/.well-known/openid-configuration");
-      auto discovery = Get(options_, discovery_url);
+      auto discovery = Get(discovery_url);
       if (!discovery.ok()) return discovery.status();
       auto doc = nlohmann::json::parse(*discovery, nullptr, false);
       if (doc.is_discarded() || !doc.is_object() || !doc.contains("jwks_uri") ||
@@ -118,7 +128,7 @@ absl::StatusOr<KeySet> JwksCache::Load() const {
       }
       url = doc["jwks_uri"].get<std::string>();
     }
-    auto body = Get(options_, url);
+    auto body = Get(url);
     if (!body.ok()) return body.status();
     text = std::move(*body);
   }

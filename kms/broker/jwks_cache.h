@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kms/broker/jwk.h"
+#include "kms/http_client.h"
 
 namespace sealvol::broker {
 
@@ -51,10 +52,13 @@ class JwksCache {
  private:
   JwksCache(JwksSourceOptions options, KeySet keys, bool refreshable);
   absl::StatusOr<KeySet> Load() const;
+  // The body of a 200 answer to GET url (with the bearer token, if any).
+  absl::StatusOr<std::string> Get(const std::string& url) const;
   absl::Status RefreshIfAllowed(absl::Time now);
 
   const JwksSourceOptions options_;
   const bool refreshable_;
+  const kms::HttpClient http_;
   mutable std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
   std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);
   absl::Time loaded_at_ ABSL_GUARDED_BY(mu_);

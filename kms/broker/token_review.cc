@@ -1,11 +1,11 @@
 #include "kms/broker/token_review.h"
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "kms/broker/http_client.h"
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
 
@@ -16,10 +16,19 @@ using nlohmann::json;
 
 constexpr char kPodUidExtra[] = "authentication.kubernetes.io/pod-uid";
 
+kms::HttpClientOptions ReviewHttpOptions(const TokenReviewOptions& options) {
+  kms::HttpClientOptions o;
+  o.ca_file = options.ca_file;
+  o.connect_timeout = std::chrono::milliseconds(
+      absl::ToInt64Milliseconds(options.timeout));
+  o.request_timeout = o.connect_timeout;
+  return o;  // One attempt: a review that fails refuses (fails closed).
+}
+
 }  // namespace
 
 TokenReviewer::TokenReviewer(TokenReviewOptions options)
-    : options_(std::move(options)) {}
+    : options_(std::move(options)), http_(ReviewHttpOptions(options_)) {}
 
 absl::Status TokenReviewer::Review(std::string_view token,
                                    const VerifiedToken& verified) const {
@@ -36,19 +45,18 @@ absl::Status TokenReviewer::Review(std::string_view token,
                {"spec",
                 {{"token", std::string(token)},
                  {"audiences", json::array({options_.audience})}}}};
-  HttpRequest request;
+  kms::HttpRequest request;
   request.method = "POST";
   request.url = absl::StrCat(
       std::string(absl::StripSuffix(options_.api_server_url, "/")),
       "/apis/authentication.k8s.io/v1/tokenreviews");
-  request.ca_file = options_.ca_file;
-  request.timeout = options_.timeout;
   request.headers = {
-      "Content-Type: application/json", "Accept: application/json",
-      absl::StrCat("Authorization: Bearer ",
-                   std::string(absl::StripAsciiWhitespace(bearer.str())))};
+      {"Content-Type", "application/json"},
+      {"Accept", "application/json"},
+      {"Authorization",
+       absl::StrCat("Bearer ", absl::StripAsciiWhitespace(bearer.str()))}};
   request.body = body.dump();
-  auto response = HttpFetch(request);
+  auto response = http_.Send(request);
   // Do not keep the pod token around in the request body longer than needed.
   std::fill(request.body.begin(), request.body.end(), '\0');
   if (!response.ok()) {

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "kms/broker/token_verifier.h"
+#include "kms/http_client.h"
 
 namespace sealvol::broker {
 
@@ -38,6 +39,7 @@ class TokenReviewer {
 
  private:
   const TokenReviewOptions options_;
+  const kms::HttpClient http_;
 };
 
 }  // namespace sealvol::broker

@@ -1,8 +1,14 @@
-// Fuzzes how the Vault/OpenBao provider reads KMS answers. A cpp-httplib
-// server on 127.0.0.1 answers every request with the next response cut from
-// the input (segments separated by "\n--\n"; a segment's first byte picks
-// the HTTP status, the rest is the body); then the real VaultKeyProvider runs
-// unwrap, get, create, list, rotate and ping against it.
+// Fuzzes how the Vault/OpenBao provider reads KMS answers. Every request is
+// answered with the next response cut from the input (segments separated by
+// "\n--\n"; a segment's first byte picks the HTTP status, the rest is the
+// body); the real VaultKeyProvider runs unwrap, get, create, list, rotate
+// and ping on them.
+//
+// The answers come from an in-process transport, so an input costs JSON
+// parsing, not round trips. An input whose first byte is 0xFF is answered
+// over loopback instead, by a cpp-httplib server through the real libcurl
+// HttpClient (body cap, content type, status handling), at a few
+// milliseconds an input.
 #include <cstdlib>
 #include <deque>
 #include <mutex>
@@ -12,6 +18,7 @@
 
 #include "base/check.h"
 #include "httplib.h"
+#include "kms/http_client.h"
 #include "kms/vault_key_provider.h"
 #include "tests/fuzz/fuzz_targets.h"
 
@@ -19,80 +26,127 @@ namespace sealvol::fuzz {
 namespace {
 
 constexpr char kVolumeId[] = "sv-00112233445566778899aabbccddeeff";
+constexpr uint8_t kOverLoopback = 0xFF;
 
-struct Kms {
-  httplib::Server server;
-  std::thread thread;
-  std::mutex mu;
-  std::deque<std::pair<int, std::string>> responses;  // GUARDED_BY(mu)
-  std::unique_ptr<kms::VaultKeyProvider> provider;
+// The scripted answers of one input, shared by both transports.
+class Answers {
+ public:
+  void Load(std::string_view input) {
+    static constexpr int kStatuses[] = {200, 200, 200, 200, 204, 400,
+                                        403, 404, 412, 500, 503, 301};
+    std::lock_guard lock(mu_);
+    queue_.clear();
+    while (true) {
+      const size_t cut = input.find("\n--\n");
+      std::string_view segment = input.substr(0, cut);
+      int status = 200;
+      if (!segment.empty()) {
+        status = kStatuses[static_cast<uint8_t>(segment[0]) %
+                           std::size(kStatuses)];
+        segment.remove_prefix(1);
+      }
+      queue_.emplace_back(status, std::string(segment));
+      if (cut == std::string_view::npos) break;
+      input.remove_prefix(cut + 4);
+    }
+  }
+
+  // The next answer; 404 once the input is used up.
+  std::pair<int, std::string> Next() {
+    std::lock_guard lock(mu_);
+    if (queue_.empty()) return {404, R"({"errors":[]})"};
+    auto next = std::move(queue_.front());
+    queue_.pop_front();
+    return next;
+  }
+
+ private:
+  std::mutex mu_;
+  std::deque<std::pair<int, std::string>> queue_;  // GUARDED_BY(mu_)
 };
 
-void Answer(Kms* kms, const httplib::Request&, httplib::Response& response) {
-  std::lock_guard lock(kms->mu);
-  if (kms->responses.empty()) {
-    response.status = 404;
-    response.set_content(R"({"errors":[]})", "application/json");
-    return;
+class InProcessTransport final : public kms::HttpTransport {
+ public:
+  explicit InProcessTransport(Answers* answers) : answers_(answers) {}
+  absl::StatusOr<kms::HttpResponse> Send(
+      const kms::HttpRequest&) const override {
+    auto [status, body] = answers_->Next();
+    return kms::HttpResponse{.status = status,
+                             .content_type = "application/json",
+                             .body = std::move(body),
+                             .attempts = 1};
   }
-  auto [status, body] = std::move(kms->responses.front());
-  kms->responses.pop_front();
-  response.status = status;
-  response.set_content(body, "application/json");
+
+ private:
+  Answers* const answers_;
+};
+
+kms::VaultConfig Config(const std::string& address) {
+  auto config = kms::VaultConfig::FromUri(
+      "vault+http://" + address +
+      "?max_attempts=1&timeout_ms=5000&connect_timeout_ms=2000");
+  CHECK(config.ok());
+  return *std::move(config);
 }
+
+struct Kms {
+  Answers answers;
+  std::unique_ptr<kms::VaultKeyProvider> in_process;
+  // Started on the first input that asks for it.
+  httplib::Server server;
+  std::thread thread;
+  std::unique_ptr<kms::VaultKeyProvider> over_loopback;
+};
 
 Kms& TheKms() {
   static Kms* k = [] {
     auto* kms = new Kms;
-    auto handler = [kms](const httplib::Request& q, httplib::Response& r) {
-      Answer(kms, q, r);
-    };
-    kms->server.Get(".*", handler);
-    kms->server.Post(".*", handler);
-    kms->server.Put(".*", handler);
-    kms->server.Delete(".*", handler);
-    kms->server.Patch(".*", handler);
-    const int port = kms->server.bind_to_any_port("127.0.0.1");
-    CHECK_GT(port, 0);
-    kms->thread = std::thread([kms] { kms->server.listen_after_bind(); });
     ::setenv("VAULT_TOKEN", "fuzz-token", 1);
-    auto config = kms::VaultConfig::FromUri(
-        "vault+http://127.0.0.1:" + std::to_string(port) +
-        "?max_attempts=1&timeout_ms=5000&connect_timeout_ms=2000");
-    CHECK(config.ok());
-    auto provider = kms::VaultKeyProvider::Open(std::move(config).value());
-    CHECK(provider.ok());
-    kms->provider = std::move(provider).value();
+    kms->in_process = kms::VaultKeyProvider::OpenWithTransport(
+        Config("127.0.0.1:8200"),
+        std::make_unique<InProcessTransport>(&kms->answers));
     return kms;
   }();
   return *k;
 }
 
-void Load(Kms& kms, std::string_view input) {
-  static constexpr int kStatuses[] = {200, 200, 200, 200, 204, 400,
-                                      403, 404, 412, 500, 503, 301};
-  std::lock_guard lock(kms.mu);
-  kms.responses.clear();
-  while (true) {
-    const size_t cut = input.find("\n--\n");
-    std::string_view segment = input.substr(0, cut);
-    int status = 200;
-    if (!segment.empty()) {
-      status = kStatuses[static_cast<uint8_t>(segment[0]) % std::size(kStatuses)];
-      segment.remove_prefix(1);
-    }
-    kms.responses.emplace_back(status, std::string(segment));
-    if (cut == std::string_view::npos) break;
-    input.remove_prefix(cut + 4);
-  }
+kms::VaultKeyProvider& OverLoopback(Kms& kms) {
+  if (kms.over_loopback != nullptr) return *kms.over_loopback;
+  auto handler = [&kms](const httplib::Request&, httplib::Response& r) {
+    auto [status, body] = kms.answers.Next();
+    r.status = status;
+    r.set_content(body, "application/json");
+  };
+  kms.server.Get(".*", handler);
+  kms.server.Post(".*", handler);
+  kms.server.Put(".*", handler);
+  kms.server.Delete(".*", handler);
+  kms.server.Patch(".*", handler);
+  // Without it, a response's header and body go out in two segments and
+  // the second waits for the client's delayed ACK (~40 ms a request).
+  kms.server.set_tcp_nodelay(true);
+  const int port = kms.server.bind_to_any_port("127.0.0.1");
+  CHECK_GT(port, 0);
+  kms.thread = std::thread([&kms] { kms.server.listen_after_bind(); });
+  auto provider = kms::VaultKeyProvider::Open(
+      Config("127.0.0.1:" + std::to_string(port)));
+  CHECK(provider.ok());
+  kms.over_loopback = *std::move(provider);
+  return *kms.over_loopback;
 }
 
 }  // namespace
 
 int FuzzVaultResponse(const uint8_t* data, size_t size) {
   Kms& kms = TheKms();
-  Load(kms, std::string_view(reinterpret_cast<const char*>(data), size));
-  kms::KeyProvider& p = *kms.provider;
+  std::string_view input(reinterpret_cast<const char*>(data), size);
+  kms::KeyProvider* provider = kms.in_process.get();
+  if (!input.empty() && static_cast<uint8_t>(input[0]) == kOverLoopback) {
+    input.remove_prefix(1);
+    provider = &OverLoopback(kms);
+  }
+  kms.answers.Load(input);
+  kms::KeyProvider& p = *provider;
   auto dek = p.UnwrapVolumeKey(kVolumeId);
   if (dek.ok()) CHECK_EQ(dek->size(), 32u);
   auto record = p.GetVolume(kVolumeId);

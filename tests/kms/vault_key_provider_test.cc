@@ -56,11 +56,7 @@ class VaultKeyProviderTest : public ::testing::Test {
     root_token_ = token;
     ASSERT_EQ(addr_.rfind("http://127.0.0.1:", 0), 0u)
         << "tests only talk to a local server";
-    HttpClientOptions o;
-    o.base_url = addr_;
-    auto c = HttpClient::Create(o);
-    ASSERT_TRUE(c.ok());
-    admin_ = std::move(*c);
+    admin_ = std::make_unique<HttpClient>(HttpClientOptions{.max_attempts = 4});
     char tmpl[] = "/tmp/sealvol-vault-test-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
@@ -78,7 +74,7 @@ class VaultKeyProviderTest : public ::testing::Test {
              const json& body = nullptr, json* out = nullptr) {
     HttpRequest r;
     r.method = method;
-    r.path = path;
+    r.url = addr_ + path;
     r.headers.emplace_back("X-Vault-Token", root_token_);
     if (!body.is_null()) r.body = body.dump();
     auto resp = admin_->Send(r);
@@ -393,7 +389,7 @@ TEST_F(VaultKeyProviderTest, DebugLogsHoldNoDekOrToken) {
   }
   spdlog::set_default_logger(previous);
   const std::string text = log.str();
-  EXPECT_THAT(text, HasSubstr("kms http"));  // The capture did capture.
+  EXPECT_THAT(text, HasSubstr("http: GET"));  // The capture did capture.
   for (const std::string& secret : secrets) {
     EXPECT_EQ(text.find(secret), std::string::npos) << "a secret was logged";
   }

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "kms/broker/http_client.h"
+#include "kms/http_client.h"
 #include "kms/broker/key_broker_client.h"
 #include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
@@ -315,7 +315,7 @@ TEST_F(KeyBrokerGrpcTest, MetricsEndpointServesPrometheusText) {
   ASSERT_FALSE(client->ReleaseKey(refused).ok());
   auto metrics_server = MetricsServer::Start("127.0.0.1:0", metrics_);
   ASSERT_TRUE(metrics_server.ok()) << metrics_server.status();
-  auto response = HttpFetch(
+  auto response = kms::HttpClient(kms::HttpClientOptions()).Send(
       {.url = absl::StrCat("http://127.0.0.1:", (*metrics_server)->port(),
                            "/metrics")});
   ASSERT_TRUE(response.ok()) << response.status();
