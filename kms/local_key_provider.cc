@@ -40,6 +40,12 @@ class DirLock {
                                          bool exclusive) {
     const std::string path = dir + "/lock";
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd && errno == ENOENT) {
+      // The store's directory itself is gone: unavailable, never "not
+      // found", which callers read as "this volume was destroyed".
+      return absl::UnavailableError(absl::StrCat(
+          "local KMS: directory ", dir, " is missing (unmounted or moved?)"));
+    }
     if (!fd) return ErrnoStatus(errno, "open", path);
     while (::flock(fd.get(), exclusive ? LOCK_EX : LOCK_SH) != 0) {
       if (errno != EINTR) return ErrnoStatus(errno, "flock", path);
@@ -212,6 +218,17 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::ReadRecord(
       absl::StrCat(VolumeDir(), "/", std::string(volume_id), ".json");
   auto text = ReadSmallFile(path, kMaxRecordSize);
   if (absl::IsNotFound(text.status())) {
+    // A record is absent only if its directory is there to say so. A key
+    // store whose directory has gone (an unmounted volume, a moved folder)
+    // is unavailable, not a store in which every volume was destroyed: the
+    // node's reaper deletes the images of destroyed volumes.
+    struct stat st;
+    if (::stat(VolumeDir().c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::UnavailableError(absl::StrCat(
+          "volume ", std::string(volume_id), ": the key store's volume "
+          "directory ", VolumeDir(), " is missing (unmounted or moved?); ",
+          Describe(), " is unavailable"));
+    }
     return absl::NotFoundError(absl::StrCat(
         "volume ", std::string(volume_id), ": no key record in ", Describe(),
         " (never created, or destroyed)"));

@@ -285,6 +285,34 @@ TEST_F(LocalKeyProviderTest, DestroyShredsTheOnlyWrappedCopy) {
   }
 }
 
+// The node's reaper deletes the image of a volume the KMS says is gone, so a
+// key store that has gone missing must never answer "not found".
+TEST_F(LocalKeyProviderTest, MissingStoreDirectoryIsUnavailableNotDestroyed) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  // The volume registry folder alone is gone.
+  fs::rename(dir_ + "/volumes", root_ + "/volumes.moved");
+  for (auto s : {p->GetVolume("sv-a").status(),
+                 p->UnwrapVolumeKey("sv-a").status()}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("missing"));
+  }
+  fs::rename(root_ + "/volumes.moved", dir_ + "/volumes");
+  // The whole store is gone (an unmounted volume, say).
+  fs::rename(dir_, root_ + "/kms.moved");
+  for (auto s : {p->GetVolume("sv-a").status(),
+                 p->UnwrapVolumeKey("sv-a").status(),
+                 p->DestroyVolumeKey("sv-a")}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("missing"));
+  }
+  fs::rename(root_ + "/kms.moved", dir_);
+  // Back in place: the key is still there, and a truly absent record is
+  // still "not found".
+  EXPECT_TRUE(p->UnwrapVolumeKey("sv-a").ok());
+  EXPECT_EQ(p->GetVolume("sv-b").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(LocalKeyProviderTest, RotationRewrapsAllTenantVolumesAndDropsOldKek) {
   auto p = OpenOrDie();
   std::map<std::string, std::string> before;
