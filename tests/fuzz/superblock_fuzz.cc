@@ -45,6 +45,9 @@ io::EngineOptions ManualEngine() {
 struct Base {
   crypto::SecretBytes dek = FixedDek(7);
   std::unique_ptr<FaultStore> image;  // Dirty: written, flushed, not closed.
+  // The engine that wrote `image`, kept open (never closed, so the image
+  // stays dirty) and reachable for the life of the process.
+  std::unique_ptr<io::Engine> writer;
   uint64_t image_blocks = 0;
   int memfd = -1;
 };
@@ -70,7 +73,7 @@ Base& TheBase() {
     CHECK_EQ((*engine)->Io(io::IoOp::kWrite, 9 * 4096, block), 0);
     b->image = static_cast<FaultStore&>((*engine)->store()).Snapshot();
     b->image_blocks = b->image->size_bytes() / 4096;
-    engine->release();  // Never closed: the image stays dirty. Leaked once.
+    b->writer = std::move(*engine);
     b->memfd = ::memfd_create("sealvol-fuzz-header", MFD_CLOEXEC);
     CHECK_GE(b->memfd, 0);
     return b;
