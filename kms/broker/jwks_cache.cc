@@ -73,7 +73,12 @@ std::unique_ptr<JwksCache> JwksCache::FromKeySet(KeySet keys) {
 absl::StatusOr<std::string> JwksCache::Get(const std::string& url) const {
   kms::HttpRequest request;
   request.url = url;
-  request.headers.emplace_back("Accept", "application/json");
+  // kube-apiserver serves its JWKS only as application/jwk-set+json (RFC
+  // 7517 section 8.5) and answers 406 to a request that accepts only
+  // application/json; discovery documents and other issuers' JWKS are
+  // application/json. Accept both.
+  request.headers.emplace_back("Accept",
+                               "application/jwk-set+json, application/json");
   if (!options_.bearer_token_file.empty()) {
     auto token = ReadSmallFile(options_.bearer_token_file);
     if (!token.ok()) return token.status();

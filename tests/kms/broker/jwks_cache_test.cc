@@ -7,6 +7,8 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "kms/broker/refusal.h"
 #include "kms/broker/test_issuer.h"
@@ -38,16 +40,36 @@ class JwksCacheTest : public ::testing::Test {
                                  .dump(),
                              "application/json");
                        });
+    // As kube-apiserver: the JWKS only as application/jwk-set+json, and
+    // 406 Not Acceptable to a client whose Accept does not allow it.
     http_.server().Get("/openid/v1/jwks",
-                       [this](const httplib::Request&, httplib::Response& res) {
+                       [this](const httplib::Request& req, httplib::Response& res) {
                          ++jwks_fetches_;
+                         if (!AcceptsJwkSet(req.get_header_value("Accept"))) {
+                           res.status = 406;
+                           return;
+                         }
                          std::lock_guard lock(mu_);
-                         res.set_content(jwks_, "application/json");
+                         res.set_content(jwks_, "application/jwk-set+json");
                        });
     const std::string url = http_.Start();
     std::lock_guard lock(mu_);
     url_ = url;
     discovery_issuer_ = url;
+  }
+
+  // Whether an Accept header allows application/jwk-set+json (the media
+  // types kube-apiserver's /openid/v1/jwks negotiates on).
+  static bool AcceptsJwkSet(const std::string& accept) {
+    if (accept.empty()) return true;
+    for (absl::string_view type : absl::StrSplit(accept, ',')) {
+      type = absl::StripAsciiWhitespace(type.substr(0, type.find(';')));
+      if (type == "application/jwk-set+json" || type == "application/*" ||
+          type == "*/*") {
+        return true;
+      }
+    }
+    return false;
   }
 
   // The handlers run on httplib's threads; a request over the socket is no
@@ -89,6 +111,15 @@ TEST_F(JwksCacheTest, LoadsKeysByOidcDiscovery) {
   auto cache = JwksCache::Create({.oidc_issuer_url = url_});
   ASSERT_TRUE(cache.ok()) << cache.status();
   EXPECT_EQ(discovery_fetches_, 1);
+  EXPECT_EQ(jwks_fetches_, 1);
+  TokenVerifier verifier({.issuer = url_}, **cache);
+  EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
+}
+
+TEST_F(JwksCacheTest, LoadsKeysServedAsJwkSetJsonByUrl) {
+  // The chart's default: the API server's /openid/v1/jwks, fetched directly.
+  auto cache = JwksCache::Create({.url = url_ + "/openid/v1/jwks"});
+  ASSERT_TRUE(cache.ok()) << cache.status();
   EXPECT_EQ(jwks_fetches_, 1);
   TokenVerifier verifier({.issuer = url_}, **cache);
   EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
