@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cmd/exit_codes.h"
@@ -127,6 +129,13 @@ struct ControllerFlags {
   std::string audience = "sealvol";
   std::string node_service_account = "sealvol-system:sealvol-node";
   bool token_review = false;
+  // Where TokenReviews go; the defaults are the in-cluster ones. A
+  // controller outside the cluster names the API server, its CA and a
+  // credential allowed to create tokenreviews.
+  std::string token_review_url = broker::TokenReviewOptions().api_server_url;
+  std::string token_review_ca_file = broker::TokenReviewOptions().ca_file;
+  std::string token_review_token_file =
+      broker::TokenReviewOptions().bearer_token_file;
   std::string audit_log;
   std::string metrics_listen;
   std::string log_level = "info";
@@ -176,8 +185,32 @@ int RunController(const ControllerFlags& f) {
     options.policy.node_service_account = f.node_service_account;
     options.metrics = &metrics;
     if (f.token_review) {
-      reviewer = std::make_unique<broker::TokenReviewer>(
-          broker::TokenReviewOptions{.audience = f.audience});
+      if (!absl::StartsWith(f.token_review_url, "https://") &&
+          !absl::StartsWith(f.token_review_url, "http://")) {
+        return Fail("controller", absl::InvalidArgumentError(absl::StrCat(
+                                      "--token-review-url: not an http(s) URL: '",
+                                      f.token_review_url, "'")));
+      }
+      auto unreadable = [](const char* flag, const std::string& path) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": cannot read '", path,
+            "' (outside the cluster, give the API server's CA and a token "
+            "file allowed to create tokenreviews)"));
+      };
+      if (!f.token_review_ca_file.empty() &&
+          access(f.token_review_ca_file.c_str(), R_OK) != 0) {
+        return Fail("controller",
+                    unreadable("--token-review-ca-file", f.token_review_ca_file));
+      }
+      if (access(f.token_review_token_file.c_str(), R_OK) != 0) {
+        return Fail("controller", unreadable("--token-review-token-file",
+                                             f.token_review_token_file));
+      }
+      reviewer = std::make_unique<broker::TokenReviewer>(broker::TokenReviewOptions{
+          .api_server_url = f.token_review_url,
+          .ca_file = f.token_review_ca_file,
+          .bearer_token_file = f.token_review_token_file,
+          .audience = f.audience});
       options.token_reviewer = reviewer.get();
     }
     broker_service = std::make_unique<broker::KeyBrokerService>(
@@ -675,6 +708,15 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   controller->add_flag("--token-review", cf->token_review,
                        "Confirm pod tokens with the API server's TokenReview");
+  controller->add_option("--token-review-url", cf->token_review_url,
+                         "API server for TokenReview (outside the cluster: its URL)")
+      ->capture_default_str();
+  controller->add_option("--token-review-ca-file", cf->token_review_ca_file,
+                         "PEM CA of the API server (empty: the system store)")
+      ->capture_default_str();
+  controller->add_option("--token-review-token-file", cf->token_review_token_file,
+                         "Bearer token allowed to create tokenreviews")
+      ->capture_default_str();
   controller->add_option("--audit-log", cf->audit_log, "Hash-chained audit log (JSON lines)");
   controller->add_option("--metrics-listen", cf->metrics_listen, "HOST:PORT for /metrics");
   controller->add_option("--log-level", cf->log_level, "trace|debug|info|warn|error")

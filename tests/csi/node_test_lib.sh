@@ -125,10 +125,11 @@ node=$name-node
 "$sv" token mint --issuer-key "$work/issuer.pem" --issuer "$issuer" --namespace team-a \
   --service-account default --pod p0 --pod-uid u0 --node "$node" >"$work/pod.token"
 
+# start_controller [FLAG...]: extra flags are appended to the controller's.
 start_controller() {
   "$sv" controller --endpoint "unix://$work/c.sock" --kms "local:$work/kms" \
     --broker-listen "unix://$work/b.sock" --jwks-file "$work/jwks.json" --issuer "$issuer" \
-    --audit-log "$work/audit.jsonl" >>"$work/controller.log" 2>&1 &
+    --audit-log "$work/audit.jsonl" "$@" >>"$work/controller.log" 2>&1 &
   controller_pid=$!
   pids+=("$controller_pid")
   for _ in $(seq 100); do
