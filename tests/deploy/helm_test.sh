@@ -30,6 +30,22 @@ if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" -f "$work/no
   die "chart rendered broker TLS without a Secret or cert-manager"
 fi
 
+# CSIDriver.spec.serviceAccountTokenInSecrets only for API servers that know
+# it: a 1.34 kube-apiserver refuses the CSIDriver with the field ("strict
+# decoding error: unknown field"), so the chart must leave it out there.
+csidriver_of() {
+  "$HELM" template sealvol "$CHART" --kube-version "$1" -s templates/csidriver.yaml ||
+    die "helm template CSIDriver for Kubernetes $1"
+}
+csidriver_of 1.35.0 | grep -q '^  serviceAccountTokenInSecrets: true$' ||
+  die "CSIDriver for Kubernetes 1.35 lacks serviceAccountTokenInSecrets: true"
+for v in 1.34.4 1.30.0; do
+  if csidriver_of "$v" | grep -q serviceAccountTokenInSecrets; then
+    die "CSIDriver for Kubernetes $v has serviceAccountTokenInSecrets, which that API server refuses"
+  fi
+done
+echo "ok   CSIDriver serviceAccountTokenInSecrets rendered for 1.35, left out for 1.34 and 1.30"
+
 # values.schema.json: a misspelled or mistyped value must not be ignored.
 for bad in 'brokr.port=9443' 'broker.port=not-a-port' 'storageClasses[0].kmsKeyTemplate=shared-kek'; do
   if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then

@@ -7,8 +7,10 @@ SEALVOL_SOURCE_DIR=${SEALVOL_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/..
 CHART=$SEALVOL_SOURCE_DIR/deploy/helm/sealvol
 TOOLS=${SEALVOL_TOOLS_DIR:-$HOME/.cache/sealvol/bin}
 # `go install` leaves helm's built-in Kubernetes version at its default
-# (v1.20), older than the chart's kubeVersion: render for a current one.
-KUBE_VERSION=1.33.0
+# (v1.20), older than the chart's kubeVersion: render for a current one
+# (1.35: the first with CSIDriver serviceAccountTokenInSecrets, which the
+# chart renders only from there; helm_test also renders for 1.34).
+KUBE_VERSION=1.35.0
 
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 mkdir -p "$TOOLS"
