@@ -60,14 +60,22 @@ pkgs_of_stage() {
     /^FROM / { cur = ($4 == stage) }
     cur { print }' <<<"$instructions" |
     grep -o 'apt-get install [^&]*' | tr ' ' '\n' |
-    grep -v -e '^apt-get$' -e '^install$' -e '^-' -e '[$()/]' -e '^$'
+    grep -v -e '^apt-get$' -e '^install$' -e '^-' -e '[$()/]' -e "'" -e '^$'
 }
 known_package() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" && return 0
   apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
 }
 build_pkgs=$(pkgs_of_stage build)
-runtime_pkgs=$(pkgs_of_stage runtime)
+# (|| true: the runtime stage may name no package literally, only the lists.)
+runtime_pkgs=$(pkgs_of_stage runtime || true)
+# The runtime stage installs deploy/image/packages.txt (shared with the test
+# cluster's image build) when it copies it in and reads it.
+list=deploy/image/packages.txt
+if grep -q "^COPY $list /tmp/packages.txt" <<<"$instructions" &&
+  grep -q "apt-get install .*grep -v '^#' /tmp/packages.txt" <<<"$instructions"; then
+  runtime_pkgs=$(printf '%s\n' $runtime_pkgs $(grep -v '^#' "$SEALVOL_SOURCE_DIR/$list"))
+fi
 [[ -n $build_pkgs && -n $runtime_pkgs ]] || bad "found no apt-get install in the build or runtime stage"
 for p in $build_pkgs $runtime_pkgs; do
   known_package "$p" || bad "apt package $p is neither installed here nor available"
