@@ -61,9 +61,19 @@ class KeyProvider {
   virtual absl::StatusOr<VolumeRecord> CreateVolumeKey(
       const CreateVolumeKeyRequest& request) = 0;
 
-  // Unwraps the volume's DEK into locked memory.
+  // Unwraps the volume's DEK into locked memory (reads the record, then
+  // UnwrapRecordKey).
   virtual absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
       std::string_view volume_id) = 0;
+
+  // Unwraps the DEK that `record` (as GetVolume returned it) holds, without
+  // reading the registry again: a caller that decided on a record (the
+  // broker's policy check and audit record) gets the key of that record,
+  // even if a rotation or an update replaced it since. `record` must come
+  // from this provider. DataLoss if the wrapped key does not unwrap (also
+  // when a rotation has retired its KEK version since it was read).
+  virtual absl::StatusOr<crypto::SecretBytes> UnwrapRecordKey(
+      const VolumeRecord& record) = 0;
 
   virtual absl::StatusOr<VolumeRecord> GetVolume(
       std::string_view volume_id) = 0;

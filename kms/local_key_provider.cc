@@ -304,6 +304,12 @@ absl::StatusOr<crypto::SecretBytes> LocalKeyProvider::UnwrapVolumeKey(
   return Unwrap(record);
 }
 
+absl::StatusOr<crypto::SecretBytes> LocalKeyProvider::UnwrapRecordKey(
+    const VolumeRecord& record) {
+  ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/false));
+  return Unwrap(record);
+}
+
 absl::StatusOr<VolumeRecord> LocalKeyProvider::GetVolume(
     std::string_view volume_id) {
   return ReadRecord(volume_id);

@@ -666,7 +666,11 @@ absl::StatusOr<VolumeRecord> VaultKeyProvider::CreateVolumeKey(
 absl::StatusOr<crypto::SecretBytes> VaultKeyProvider::UnwrapVolumeKey(
     std::string_view volume_id) {
   ASSIGN_OR_RETURN(StoredRecord stored, ReadRecord(volume_id));
-  const VolumeRecord& r = stored.record;
+  return UnwrapRecordKey(stored.record);
+}
+
+absl::StatusOr<crypto::SecretBytes> VaultKeyProvider::UnwrapRecordKey(
+    const VolumeRecord& r) {
   const std::string path =
       absl::StrCat("/v1/", config_.transit_mount, "/decrypt/", r.key_name);
   json body = {{"ciphertext", r.wrapped_dek},

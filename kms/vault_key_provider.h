@@ -66,6 +66,8 @@ class VaultKeyProvider final : public KeyProvider {
       const CreateVolumeKeyRequest& request) override;
   absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
       std::string_view volume_id) override;
+  absl::StatusOr<crypto::SecretBytes> UnwrapRecordKey(
+      const VolumeRecord& record) override;
   absl::StatusOr<VolumeRecord> GetVolume(std::string_view volume_id) override;
   absl::Status UpdateVolume(const VolumeRecord& record) override;
   absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(

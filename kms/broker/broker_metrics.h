@@ -5,7 +5,7 @@
 // Series:
 //   sealvol_broker_grants_total
 //   sealvol_broker_refusals_total{reason="..."}
-//   sealvol_broker_kms_latency_seconds (histogram of UnwrapVolumeKey calls)
+//   sealvol_broker_kms_latency_seconds (histogram of the unwrap calls)
 //   sealvol_broker_kms_errors_total
 #pragma once
 

@@ -179,9 +179,11 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     }
   }
 
-  // 4. The key.
+  // 4. The key: of the record read in step 2, which the policy checked and
+  // the audit record names (a second registry read could see a record a
+  // rotation replaced meanwhile).
   const absl::Time start = absl::Now();
-  auto dek = keys_.UnwrapVolumeKey(request.volume_id);
+  auto dek = keys_.UnwrapRecordKey(*volume);
   if (options_.metrics != nullptr) {
     options_.metrics->RecordKmsLatency(absl::Now() - start);
   }

@@ -44,6 +44,10 @@ class MemoryKeyProvider final : public kms::KeyProvider {
     }
     return crypto::SecretBytes::Allocate(32);
   }
+  absl::StatusOr<crypto::SecretBytes> UnwrapRecordKey(
+      const kms::VolumeRecord& record) override {
+    return UnwrapVolumeKey(record.volume_id);
+  }
   absl::StatusOr<kms::VolumeRecord> GetVolume(
       std::string_view volume_id) override {
     absl::MutexLock lock(&mutex_);

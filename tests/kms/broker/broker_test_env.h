@@ -6,7 +6,9 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -23,17 +25,30 @@ inline constexpr char kIssuer[] = "https://issuer.test";
 inline constexpr char kTenant[] = "team-a";
 inline constexpr char kNode[] = "node-1";
 
-// KeyProvider fake: volumes and plaintext DEKs in a map. Only the calls the
-// broker makes do anything; the rest say Unimplemented.
+// KeyProvider fake: volumes, and plaintext DEKs by wrapped key, in maps.
+// Only the calls the broker makes do anything; the rest say Unimplemented.
 class FakeKeyProvider final : public kms::KeyProvider {
  public:
+  // Stores `record` with a DEK of bytes `dek_fill`; a record without a
+  // wrapped key gets one named after its id and key version.
   void AddVolume(kms::VolumeRecord record, uint8_t dek_fill) {
     std::lock_guard lock(mu_);
-    deks_[record.volume_id] = dek_fill;
+    if (record.wrapped_dek.empty()) {
+      record.wrapped_dek = absl::StrCat("fake:", record.volume_id, ":v",
+                                        record.key_version);
+    }
+    deks_[record.wrapped_dek] = dek_fill;
     volumes_[record.volume_id] = std::move(record);
+  }
+  // The next GetVolume returns the stored record, then `record` (DEK of
+  // `dek_fill`) replaces it: a rotation landing between two registry reads.
+  void ReplaceAfterNextRead(kms::VolumeRecord record, uint8_t dek_fill) {
+    std::lock_guard lock(mu_);
+    replacement_ = std::make_pair(std::move(record), dek_fill);
   }
   void FailUnwrap(bool fail) { fail_unwrap_ = fail; }
   int unwrap_calls() const { return unwrap_calls_; }
+  int read_calls() const { return read_calls_; }
 
   absl::StatusOr<kms::VolumeRecord> CreateVolumeKey(
       const kms::CreateVolumeKeyRequest&) override {
@@ -41,11 +56,17 @@ class FakeKeyProvider final : public kms::KeyProvider {
   }
   absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
       std::string_view volume_id) override {
+    auto record = GetVolume(volume_id);
+    if (!record.ok()) return record.status();
+    return UnwrapRecordKey(*record);
+  }
+  absl::StatusOr<crypto::SecretBytes> UnwrapRecordKey(
+      const kms::VolumeRecord& record) override {
     ++unwrap_calls_;
     if (fail_unwrap_) return absl::UnavailableError("fake KMS down");
     std::lock_guard lock(mu_);
-    auto it = deks_.find(std::string(volume_id));
-    if (it == deks_.end()) return absl::NotFoundError("no volume");
+    auto it = deks_.find(record.wrapped_dek);
+    if (it == deks_.end()) return absl::DataLossError("unknown wrapped key");
     auto dek = crypto::SecretBytes::Allocate(32);
     if (!dek.ok()) return dek.status();
     std::fill(dek->data(), dek->data() + 32, it->second);
@@ -53,12 +74,22 @@ class FakeKeyProvider final : public kms::KeyProvider {
   }
   absl::StatusOr<kms::VolumeRecord> GetVolume(
       std::string_view volume_id) override {
-    std::lock_guard lock(mu_);
-    auto it = volumes_.find(std::string(volume_id));
-    if (it == volumes_.end()) {
-      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
+    kms::VolumeRecord out;
+    {
+      std::lock_guard lock(mu_);
+      ++read_calls_;
+      auto it = volumes_.find(std::string(volume_id));
+      if (it == volumes_.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("volume ", std::string(volume_id)));
+      }
+      out = it->second;
     }
-    return it->second;
+    if (std::optional<std::pair<kms::VolumeRecord, uint8_t>> next =
+            TakeReplacement()) {
+      AddVolume(std::move(next->first), next->second);
+    }
+    return out;
   }
   absl::Status UpdateVolume(const kms::VolumeRecord&) override {
     return absl::UnimplementedError("fake");
@@ -77,11 +108,18 @@ class FakeKeyProvider final : public kms::KeyProvider {
   std::string Describe() const override { return "fake"; }
 
  private:
+  std::optional<std::pair<kms::VolumeRecord, uint8_t>> TakeReplacement() {
+    std::lock_guard lock(mu_);
+    return std::exchange(replacement_, std::nullopt);
+  }
+
   std::mutex mu_;
   std::map<std::string, kms::VolumeRecord> volumes_;
-  std::map<std::string, uint8_t> deks_;
+  std::map<std::string, uint8_t> deks_;  // By wrapped key.
+  std::optional<std::pair<kms::VolumeRecord, uint8_t>> replacement_;
   std::atomic<bool> fail_unwrap_{false};
   std::atomic<int> unwrap_calls_{0};
+  std::atomic<int> read_calls_{0};
 };
 
 inline kms::VolumeRecord MakeVolume(const std::string& id,

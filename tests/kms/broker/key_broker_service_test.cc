@@ -151,6 +151,30 @@ TEST_F(KeyBrokerServiceTest, GrantsKeyToAttestedPodAndAuditsIt) {
   EXPECT_EQ(metrics_.grants(), 1);
 }
 
+// A rotation that lands between the policy check and the unwrap must not
+// make the broker release one record's key under another record's audit
+// entry: it reads the registry once and unwraps the record it checked.
+TEST_F(KeyBrokerServiceTest, ReleasesTheKeyOfTheRecordItReadAndAudited) {
+  auto rotated = MakeVolume(kVolume, kTenant);
+  rotated.key_version = 4;
+  keys_.ReplaceAfterNextRead(rotated, 0x77);
+  const int reads = keys_.read_calls();
+  auto result = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(keys_.read_calls(), reads + 1) << "the registry was read twice";
+  EXPECT_EQ(result->key_version, 3);
+  EXPECT_EQ(result->dek.data()[0], 0xA5)
+      << "released the key of the record that replaced the audited one";
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0]["key_version"], 3);
+  // The next release sees the rotated record, audited as such.
+  auto next = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->key_version, 4);
+  EXPECT_EQ(next->dek.data()[0], 0x77);
+}
+
 TEST_F(KeyBrokerServiceTest, GrantsPodTokenWithoutNodeClaimAndAllowedAccount) {
   keys_.AddVolume(
       [] {
