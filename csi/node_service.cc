@@ -7,11 +7,11 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <utility>
 #include <vector>
 
+#include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "csi/capabilities.h"
@@ -26,6 +26,9 @@
 namespace sealvol::csi {
 
 namespace {
+
+constexpr char kStageRecordName[] = "stage.json";
+constexpr size_t kMaxStageRecordSize = 1 << 20;
 
 std::string Lookup(const google::protobuf::Map<std::string, std::string>& a,
                    const google::protobuf::Map<std::string, std::string>& b,
@@ -62,27 +65,6 @@ absl::Status RemoveTarget(const std::string& path) {
   }
   const int rc = S_ISDIR(st.st_mode) ? rmdir(path.c_str()) : unlink(path.c_str());
   if (rc != 0 && errno != ENOENT) return ErrnoStatus(errno, "remove", path);
-  return absl::OkStatus();
-}
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd) return ErrnoStatus(errno, "create", tmp);
-    size_t done = 0;
-    while (done < contents.size()) {
-      ssize_t n = write(fd.get(), contents.data() + done, contents.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return ErrnoStatus(errno, "write", tmp);
-      done += static_cast<size_t>(n);
-    }
-    if (fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", tmp);
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return ErrnoStatus(errno, "rename", tmp);
-  }
   return absl::OkStatus();
 }
 
@@ -143,20 +125,18 @@ std::string NodeService::ImagePath(const std::string& volume_id) const {
   return VolumeDir(volume_id) + "/image";
 }
 std::string NodeService::RecordPath(const std::string& volume_id) const {
-  return VolumeDir(volume_id) + "/stage.json";
+  return VolumeDir(volume_id) + "/" + kStageRecordName;
 }
 
 absl::StatusOr<NodeService::StageRecord> NodeService::LoadRecord(
     const std::string& volume_id) const {
   const std::string path = RecordPath(volume_id);
-  std::ifstream in(path);
-  if (!in) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError("volume " + volume_id + " is not staged");
-    }
-    return ErrnoStatus(errno, "read", path);
+  auto text = ReadSmallFile(path, kMaxStageRecordSize);
+  if (absl::IsNotFound(text.status())) {
+    return absl::NotFoundError("volume " + volume_id + " is not staged");
   }
-  const auto json = nlohmann::json::parse(in, nullptr, false);
+  if (!text.ok()) return text.status();
+  const auto json = nlohmann::json::parse(*text, nullptr, false);
   if (json.is_discarded() || !json.is_object()) {
     return absl::DataLossError("parse " + path + ": not a stage record");
   }
@@ -182,7 +162,10 @@ absl::Status NodeService::SaveRecord(const StageRecord& record) const {
       {"block", record.block},         {"fs_type", record.fs_type},
       {"mount_flags", record.mount_flags}, {"size_bytes", record.size_bytes},
       {"targets", record.targets},     {"device", record.device}};
-  return WriteFileAtomically(RecordPath(record.volume_id), json.dump(2) + "\n");
+  // Durably replaced (fsync of the file and the directory): after a crash
+  // the record is the old or the new one, never empty or lost.
+  return WriteFileAtomically(VolumeDir(record.volume_id), kStageRecordName,
+                             json.dump(2) + "\n", 0600);
 }
 
 absl::Status NodeService::TryLockVolume(const std::string& volume_id) {

@@ -16,12 +16,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "crypto/key_schedule.h"
 #include "crypto/sector_codec.h"
 #include "kms/base64.h"
-#include "kms/durable_file.h"
 #include "kms/identifiers.h"
 #include "kms/volume_record_json.h"
 
@@ -31,6 +31,41 @@ namespace {
 constexpr size_t kKekSize = 32;
 constexpr size_t kMaxRecordSize = 1 << 20;
 constexpr char kWrapPrefix[] = "local:v";
+
+// Reads a key file of exactly `size` bytes into locked memory. Refuses a
+// file whose mode grants any access to group or others (PermissionDenied),
+// so a key file someone loosened is noticed rather than used.
+absl::StatusOr<crypto::SecretBytes> ReadSecretFile(const std::string& path,
+                                                   size_t size) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return ErrnoStatus(errno, "open", path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat", path);
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "open ", path, ": key file is accessible by group or others (mode ",
+        absl::Hex(st.st_mode & 07777), "); expected 0600"));
+  }
+  if (static_cast<size_t>(st.st_size) != size) {
+    return absl::DataLossError(absl::StrCat("read ", path, ": key file has ",
+                                            st.st_size, " bytes, expected ",
+                                            size));
+  }
+  ASSIGN_OR_RETURN(crypto::SecretBytes key, crypto::SecretBytes::Allocate(size));
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd.get(), key.data() + done, size - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "read", path);
+    }
+    if (n == 0) {
+      return absl::DataLossError(absl::StrCat("read ", path, ": short file"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return key;
+}
 
 // An flock(2) on DIR/lock, held for one operation. Each acquisition opens its
 // own file description, so threads of one process exclude each other too.

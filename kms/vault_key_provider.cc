@@ -14,7 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "kms/base64.h"
-#include "kms/durable_file.h"
+#include "base/durable_file.h"
 #include "kms/identifiers.h"
 #include "kms/volume_record_json.h"
 #include "spdlog/spdlog.h"

@@ -9,12 +9,20 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "io/frontend/fuse_mount.h"
 #include "io/frontend/loop_device.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::io {
+
+namespace {
+constexpr size_t kMaxRecordSize = 1 << 20;
+std::string RecordName(const std::string& volume_id) {
+  return absl::StrCat(volume_id, ".json");
+}
+}  // namespace
 
 std::string RuntimeDir(const std::string& state_dir) {
   return absl::StrCat(state_dir, "/run");
@@ -24,8 +32,9 @@ absl::Status WriteRuntimeRecord(const std::string& state_dir,
                                 const RuntimeRecord& r) {
   const std::string dir = RuntimeDir(state_dir);
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return ErrnoStatus(ec.value(), "mkdir", dir);
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) return ErrnoStatus(ec.value(), "mkdir", state_dir);
+  RETURN_IF_ERROR(MakeDirectoryDurably(dir, 0755));
   nlohmann::json j = {{"pid", r.pid},
                       {"volume_id", r.volume_id},
                       {"image", r.image},
@@ -36,26 +45,17 @@ absl::Status WriteRuntimeRecord(const std::string& state_dir,
                       {"fs", r.fs},
                       {"block", r.block},
                       {"started_unix", r.started_unix}};
-  const std::string path = absl::StrCat(dir, "/", r.volume_id, ".json");
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
-    if (!out.flush()) return ErrnoStatus(errno, "write", tmp);
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return ErrnoStatus(ec.value(), "rename", path);
-  return absl::OkStatus();
+  // Durably replaced: after a crash `close` and `status` find the old or
+  // the new record, never an empty one.
+  return WriteFileAtomically(dir, RecordName(r.volume_id), j.dump(2) + "\n",
+                             0644);
 }
 
 absl::Status RemoveRuntimeRecord(const std::string& state_dir,
                                  const std::string& volume_id) {
-  const std::string path =
-      absl::StrCat(RuntimeDir(state_dir), "/", volume_id, ".json");
-  std::error_code ec;
-  std::filesystem::remove(path, ec);
-  if (ec) return ErrnoStatus(ec.value(), "remove", path);
-  return absl::OkStatus();
+  absl::Status s =
+      RemoveFileDurably(RuntimeDir(state_dir), RecordName(volume_id));
+  return absl::IsNotFound(s) ? absl::OkStatus() : s;
 }
 
 absl::StatusOr<std::vector<RuntimeRecord>> ListRuntimeRecords(
@@ -65,9 +65,13 @@ absl::StatusOr<std::vector<RuntimeRecord>> ListRuntimeRecords(
   std::error_code ec;
   if (!std::filesystem::exists(dir, ec)) return records;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (entry.path().extension() != ".json") continue;
-    std::ifstream in(entry.path());
-    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (entry.path().extension() != ".json" ||
+        entry.path().filename().string().rfind(kTempFilePrefix, 0) == 0) {
+      continue;
+    }
+    auto text = ReadSmallFile(entry.path().string(), kMaxRecordSize);
+    if (!text.ok()) continue;  // Removed by its server meanwhile.
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) continue;
     RuntimeRecord r;
     r.pid = j.value("pid", 0);

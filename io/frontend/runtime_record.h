@@ -28,7 +28,8 @@ struct RuntimeRecord {
 
 std::string RuntimeDir(const std::string& state_dir);
 
-// Writes <state-dir>/run/<volume-id>.json atomically (temp file + rename).
+// Writes <state-dir>/run/<volume-id>.json atomically and durably (temp
+// file, fsync, rename, fsync of the directory: base/durable_file.h).
 absl::Status WriteRuntimeRecord(const std::string& state_dir,
                                 const RuntimeRecord& record);
 absl::Status RemoveRuntimeRecord(const std::string& state_dir,

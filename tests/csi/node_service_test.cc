@@ -24,6 +24,7 @@
 #include "csi/volume_id.h"
 #include "gtest/gtest.h"
 #include "tests/csi/grpc_test_server.h"
+#include "tests/fakes/durable_step_log.h"
 
 namespace sealvol::csi {
 namespace {
@@ -316,6 +317,40 @@ TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
   { std::ifstream(t1 + "/marker") >> read_back; }
   EXPECT_EQ(read_back, "sealvol-node-test");
   ASSERT_TRUE(Unpublish(id, t1).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+// stage.json is written durably (fsync of the file and its directory): at
+// every crash point of a stage or publish it is the old or the new record,
+// never an empty one, and the new one once the call returned.
+TEST_F(NodeServiceTest, StageRecordIsOldOrNewAtEveryCrashPoint) {
+  const std::string id = NewVolumeId();
+  const std::string record =
+      std::filesystem::path(node_->ImagePath(id)).parent_path().string() +
+      "/stage.json";
+  const std::string target = dir_ + "/pod/mount";
+  for (const bool publish : {false, true}) {
+    sealvol::testing::DurableStepLog log;
+    if (!publish) {
+      ASSERT_TRUE(Stage(id).ok());
+    } else {
+      grpc::Status published = Publish(PublishRequest(id, target));
+      ASSERT_TRUE(published.ok()) << published.error_message();
+    }
+    using Outcome = sealvol::testing::DurableStepLog::Outcome;
+    for (size_t n = 0; n <= log.size(); ++n) {
+      const auto outcomes = log.AfterCrash(record, n);
+      EXPECT_FALSE(outcomes.count(Outcome::kEmpty) || outcomes.count(Outcome::kGone))
+          << (publish ? "publish" : "stage") << ": a crash after " << n
+          << " steps may leave stage.json "
+          << sealvol::testing::OutcomesString(outcomes);
+    }
+    EXPECT_EQ(log.AfterCrash(record, log.size()), std::set<Outcome>{Outcome::kNew})
+        << (publish ? "publish" : "stage")
+        << ": after the call returned, a crash may leave stage.json "
+        << sealvol::testing::OutcomesString(log.AfterCrash(record, log.size()));
+  }
+  ASSERT_TRUE(Unpublish(id, target).ok());
   ASSERT_TRUE(Unstage(id).ok());
 }
 

@@ -1,10 +1,11 @@
-#include "kms/durable_file.h"
+#include "base/durable_file.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -14,8 +15,17 @@
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 
-namespace sealvol::kms {
+namespace sealvol {
 namespace {
+
+std::atomic<DurableStepObserver*> step_observer{nullptr};
+
+void Report(DurableStep::Kind kind, const std::string& path,
+            const std::string& to = "") {
+  if (DurableStepObserver* o = step_observer.load(std::memory_order_acquire)) {
+    o->Observe({kind, path, to});
+  }
+}
 
 absl::Status WriteAll(int fd, std::span<const uint8_t> content,
                       const std::string& path) {
@@ -52,9 +62,11 @@ absl::StatusOr<std::string> WriteSyncedTemp(const std::string& dir,
     status = ErrnoStatus(errno, "chmod", path);
   }
   if (status.ok()) status = WriteAll(fd.get(), content, path);
+  if (status.ok()) Report(DurableStep::Kind::kWrite, path);
   if (status.ok() && ::fsync(fd.get()) != 0) {
     status = ErrnoStatus(errno, "fsync", path);
   }
+  if (status.ok()) Report(DurableStep::Kind::kSyncFile, path);
   if (!status.ok()) {
     ::unlink(path.c_str());
     return status;
@@ -68,6 +80,7 @@ absl::Status SyncDirectory(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open directory", dir);
   if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", dir);
+  Report(DurableStep::Kind::kSyncDir, dir);
   return absl::OkStatus();
 }
 
@@ -104,7 +117,18 @@ absl::Status WriteFileAtomically(const std::string& dir,
     ::unlink(from.c_str());
     return ErrnoStatus(err, "rename", to);
   }
+  Report(DurableStep::Kind::kRename, from, to);
   return SyncDirectory(dir);
+}
+
+absl::Status WriteFileAtomically(const std::string& dir,
+                                 const std::string& name,
+                                 std::string_view content, mode_t mode) {
+  return WriteFileAtomically(
+      dir, name,
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(content.data()),
+                               content.size()),
+      mode);
 }
 
 absl::Status CreateFileAtomically(const std::string& dir,
@@ -118,7 +142,9 @@ absl::Status CreateFileAtomically(const std::string& dir,
   // link(2) never replaces an existing name: the first creator wins.
   const int rc = ::link(from.c_str(), to.c_str());
   const int err = errno;
+  if (rc == 0) Report(DurableStep::Kind::kLink, from, to);
   ::unlink(from.c_str());
+  Report(DurableStep::Kind::kUnlink, from);
   if (rc != 0) return ErrnoStatus(err, "create", to);
   return SyncDirectory(dir);
 }
@@ -145,42 +171,11 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
   return out;
 }
 
-absl::StatusOr<crypto::SecretBytes> ReadSecretFile(const std::string& path,
-                                                   size_t size) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) return ErrnoStatus(errno, "open", path);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat", path);
-  if ((st.st_mode & 077) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "open ", path, ": key file is accessible by group or others (mode ",
-        absl::Hex(st.st_mode & 07777), "); expected 0600"));
-  }
-  if (static_cast<size_t>(st.st_size) != size) {
-    return absl::DataLossError(absl::StrCat("read ", path, ": key file has ",
-                                            st.st_size, " bytes, expected ",
-                                            size));
-  }
-  ASSIGN_OR_RETURN(crypto::SecretBytes key, crypto::SecretBytes::Allocate(size));
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::read(fd.get(), key.data() + done, size - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, "read", path);
-    }
-    if (n == 0) {
-      return absl::DataLossError(absl::StrCat("read ", path, ": short file"));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return key;
-}
-
 absl::Status RemoveFileDurably(const std::string& dir,
                                const std::string& name) {
   const std::string path = absl::StrCat(dir, "/", name);
   if (::unlink(path.c_str()) != 0) return ErrnoStatus(errno, "unlink", path);
+  Report(DurableStep::Kind::kUnlink, path);
   return SyncDirectory(dir);
 }
 
@@ -200,4 +195,8 @@ absl::Status RemoveStaleTempFiles(const std::string& dir) {
   return removed ? SyncDirectory(dir) : absl::OkStatus();
 }
 
-}  // namespace sealvol::kms
+DurableStepObserver* SetDurableStepObserver(DurableStepObserver* observer) {
+  return step_observer.exchange(observer, std::memory_order_acq_rel);
+}
+
+}  // namespace sealvol

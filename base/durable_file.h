@@ -1,7 +1,9 @@
-// Crash-safe small-file operations for the embedded provider's directory:
-// a file is replaced atomically (temp file, fsync, rename, fsync of the
-// directory) so that after a crash at any point a reader sees either the old
-// or the new content, never a mix; removals are made durable the same way.
+// Crash-safe small-file operations, for every layer that keeps state in
+// files (the embedded key provider's directory, the node's stage records,
+// `sealvol open`'s runtime records): a file is replaced atomically (temp
+// file, fsync, rename, fsync of the directory) so that after a crash at any
+// point a reader sees either the old or the new content, never a mix or an
+// empty file; removals are made durable the same way.
 // Thread-safe: stateless (callers serialise writers to the same name).
 #pragma once
 
@@ -10,12 +12,12 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "crypto/secret_bytes.h"
 
-namespace sealvol::kms {
+namespace sealvol {
 
 // Prefix of temporary files; readers skip names that start with it.
 inline constexpr char kTempFilePrefix[] = ".tmp-";
@@ -32,6 +34,9 @@ absl::Status WriteFileAtomically(const std::string& dir,
                                  const std::string& name,
                                  std::span<const uint8_t> content,
                                  mode_t mode);
+absl::Status WriteFileAtomically(const std::string& dir,
+                                 const std::string& name,
+                                 std::string_view content, mode_t mode);
 
 // Like WriteFileAtomically, but fails with AlreadyExists instead of
 // replacing an existing file (link(2) of the synced temp file).
@@ -45,12 +50,6 @@ absl::Status CreateFileAtomically(const std::string& dir,
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
                                           size_t max_size);
 
-// Reads a file of exactly `size` bytes into locked memory. Refuses a file
-// whose mode grants any access to group or others (PermissionDenied), so a
-// key file someone loosened is noticed rather than used.
-absl::StatusOr<crypto::SecretBytes> ReadSecretFile(const std::string& path,
-                                                   size_t size);
-
 // Unlinks dir/name and fsyncs dir. NotFound if absent.
 absl::Status RemoveFileDurably(const std::string& dir,
                                const std::string& name);
@@ -58,4 +57,23 @@ absl::Status RemoveFileDurably(const std::string& dir,
 // Removes leftover temporary files of interrupted writes in `dir`.
 absl::Status RemoveStaleTempFiles(const std::string& dir);
 
-}  // namespace sealvol::kms
+// The seam for crash tests: each step above that decides what survives a
+// crash (a write, an fsync, a rename, a link, an unlink) is reported, after
+// it succeeded, to the observer; a test replays the steps and checks every
+// crash point (tests/fakes/durable_step_log.h). No observer by default.
+struct DurableStep {
+  enum class Kind { kWrite, kSyncFile, kRename, kLink, kUnlink, kSyncDir };
+  Kind kind;
+  std::string path;  // The file or directory; the source of kRename/kLink.
+  std::string to;    // The target of kRename/kLink.
+};
+class DurableStepObserver {
+ public:
+  virtual ~DurableStepObserver() = default;
+  virtual void Observe(const DurableStep& step) = 0;
+};
+// Installs `observer` (nullptr: none) and returns the previous one. The
+// observer must outlive its installation and be thread-safe.
+DurableStepObserver* SetDurableStepObserver(DurableStepObserver* observer);
+
+}  // namespace sealvol
