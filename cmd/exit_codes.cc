@@ -3,50 +3,37 @@
 #include <cstdio>
 #include <string>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/error_kind.h"
 
 namespace sealvol::cmd {
 namespace {
 
-// The image codes 3-9, read from the engine's messages; kExitError if none.
-int ImageExitCode(const absl::Status& s) {
-  const absl::string_view m = s.message();
-  switch (s.code()) {
-    case absl::StatusCode::kPermissionDenied:
-      return absl::StrContains(m, "wrong key") ? kExitWrongKey : kExitError;
-    case absl::StatusCode::kInvalidArgument:
-      if (absl::StrContains(m, "not a sealvol image")) return kExitNotSealvol;
-      if (absl::StrContains(m, "multiple of 4096")) return kExitBadSize;
-      return kExitError;
-    case absl::StatusCode::kOutOfRange:
-      return absl::StrContains(m, "truncated") ? kExitTruncated : kExitBadSize;
-    case absl::StatusCode::kFailedPrecondition:
-      if (absl::StrContains(m, "unsupported format version") ||
-          absl::StrContains(m, "unsupported block size")) {
-        return kExitBadVersion;
-      }
-      return absl::StrContains(m, "in use") ? kExitInUse : kExitError;
-    case absl::StatusCode::kDataLoss:
-      return kExitIntegrity;
-    default:
-      return kExitError;
+// The exit code an error's kind names; kExitError for no kind.
+int KindExitCode(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kNone: return kExitError;
+    case ErrorKind::kWrongKey: return kExitWrongKey;
+    case ErrorKind::kNotSealvol: return kExitNotSealvol;
+    case ErrorKind::kTruncated: return kExitTruncated;
+    case ErrorKind::kBadVersion: return kExitBadVersion;
+    case ErrorKind::kBadSize: return kExitBadSize;
+    case ErrorKind::kInUse: return kExitInUse;
+    case ErrorKind::kKeyDestroyed: return kExitKeyDestroyed;
   }
+  return kExitError;
 }
 
 }  // namespace
 
 int ExitCodeFor(const absl::Status& status, CommandFamily family) {
   if (status.ok()) return kExitOk;
-  if (family == CommandFamily::kVolume) {
-    if (const int code = ImageExitCode(status); code != kExitError) return code;
+  if (const ErrorKind kind = GetErrorKind(status); kind != ErrorKind::kNone) {
+    return KindExitCode(kind);
   }
   switch (status.code()) {
     case absl::StatusCode::kNotFound:
-      return family == CommandFamily::kKey ||
-                     absl::StrContains(status.message(), "crypto-shredded")
-                 ? kExitKeyDestroyed
-                 : kExitError;
+      return family == CommandFamily::kKey ? kExitKeyDestroyed : kExitError;
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kUnauthenticated:
       return kExitPermission;
@@ -55,6 +42,11 @@ int ExitCodeFor(const absl::Status& status, CommandFamily family) {
       return kExitUnavailable;
     case absl::StatusCode::kInvalidArgument:
       return family == CommandFamily::kVolume ? kExitError : kExitUsage;
+    case absl::StatusCode::kOutOfRange:
+      // An offset or size outside the volume.
+      return family == CommandFamily::kVolume ? kExitBadSize : kExitError;
+    case absl::StatusCode::kDataLoss:
+      return family == CommandFamily::kVolume ? kExitIntegrity : kExitError;
     default:
       return kExitError;
   }

@@ -24,18 +24,21 @@ enum ExitCode : int {
   kExitUnavailable = 12,    // KMS or broker unreachable.
 };
 
-// The command families read some status codes differently, on purpose:
-//  * kVolume (format, check, read, write): the engine's messages give the
-//    image codes 3-9 (wrong key, not a sealvol image, truncated, version,
-//    size, in use, integrity); an InvalidArgument they do not name is 1,
-//    not usage: the flags parsed, the image or the KMS refused them.
+// An error's kind (base/error_kind.h, attached where the error is created)
+// chooses first: wrong key 3, not a sealvol image 4, truncated 5, version 6,
+// size 7, in use 8, key destroyed 10, in every command family. Without a
+// kind, the status code does, and the command families read some codes
+// differently, on purpose:
+//  * kVolume (format, check, read, write): DataLoss is integrity (9),
+//    OutOfRange a size or offset outside the volume (7); an InvalidArgument
+//    is 1, not usage: the flags parsed, the image or the KMS refused them.
 //  * kKey (keys list|show|destroy, rotate): NotFound is a key record that
 //    does not exist (never created, or destroyed): 10.
 //  * kService (controller, node, csi, token): InvalidArgument is usage (2);
 //    the message also names the status code (a gRPC peer's answer).
-// Everywhere: OK 0; PermissionDenied/Unauthenticated 11 (kVolume: 3 when
-// the message says "wrong key"); Unavailable/DeadlineExceeded 12; a
-// NotFound whose message says "crypto-shredded" 10; anything else 1.
+// Everywhere: OK 0; PermissionDenied/Unauthenticated 11;
+// Unavailable/DeadlineExceeded 12; anything else 1. Message text never
+// chooses a code.
 enum class CommandFamily { kVolume, kKey, kService };
 
 int ExitCodeFor(const absl::Status& status, CommandFamily family);

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
 #include "cmd/kms_flags.h"
@@ -69,8 +70,10 @@ absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
   ASSIGN_OR_RETURN(auto provider, keys.OpenProvider());
   auto dek = provider->UnwrapVolumeKey(*volume_id);
   if (absl::IsNotFound(dek.status())) {
-    return absl::NotFoundError(absl::StrCat(
-        "key for volume ", *volume_id, " has been destroyed (crypto-shredded)"));
+    return SetErrorKind(
+        absl::NotFoundError(absl::StrCat("key for volume ", *volume_id,
+                                         " has been destroyed (crypto-shredded)")),
+        ErrorKind::kKeyDestroyed);
   }
   return dek;
 }

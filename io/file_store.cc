@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/check.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "io/backing_store.h"
@@ -244,8 +245,9 @@ absl::StatusOr<std::unique_ptr<BackingStore>> OpenFileStore(
   if (options.lock &&
       flock(fd, (options.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(options.path, ": in use"));
+      return SetErrorKind(absl::FailedPreconditionError(
+                              absl::StrCat(options.path, ": in use")),
+                          ErrorKind::kInUse);
     }
     return ErrnoStatus(errno, "flock", options.path);
   }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "crypto/key_schedule.h"
 #include "crypto/nonce_allocator.h"
@@ -33,8 +34,10 @@ absl::Status OpError(const StoreOp& op, const char* what,
 
 absl::Status CheckSize(uint64_t size, const Layout& layout) {
   if (size == 0 || size % kBlockSize != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "size ", size, " is not a positive multiple of 4096 bytes"));
+    return SetErrorKind(
+        absl::InvalidArgumentError(absl::StrCat(
+            "size ", size, " is not a positive multiple of 4096 bytes")),
+        ErrorKind::kBadSize);
   }
   if (size / kBlockSize > layout.max_blocks()) {
     return absl::OutOfRangeError(
@@ -47,8 +50,10 @@ absl::Status CheckSize(uint64_t size, const Layout& layout) {
 // Both superblock copies as stored; a short image yields "not sealvol".
 struct Copies {
   absl::StatusOr<Superblock> decoded[2] = {
-      absl::InvalidArgumentError("not a sealvol image"),
-      absl::InvalidArgumentError("not a sealvol image")};
+      SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
+                   ErrorKind::kNotSealvol),
+      SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
+                   ErrorKind::kNotSealvol)};
   AlignedBuffer bytes{8192};
 };
 
@@ -138,9 +143,10 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
                    NewestSuperblock(copies.decoded[0], copies.decoded[1]));
   ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id));
   if (!crypto::ConstantTimeEquals(keys_.key_check, newest.key_check)) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(store_->name(), ": wrong key for volume ",
-                     VolumeIdString(newest.volume_id)));
+    return SetErrorKind(absl::PermissionDeniedError(absl::StrCat(
+                            store_->name(), ": wrong key for volume ",
+                            VolumeIdString(newest.volume_id))),
+                        ErrorKind::kWrongKey);
   }
   // The newest copy whose MAC verifies. Falling back to the older copy
   // means the newer one is torn or damaged: its nonce mark is unknown.
@@ -167,9 +173,11 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   const uint64_t blocks = sb.size_bytes / kBlockSize;
   const uint64_t need = sb.layout.image_bytes(blocks);
   if (store_->size_bytes() < need) {
-    return absl::OutOfRangeError(absl::StrCat(
-        store_->name(), ": truncated: image is ", store_->size_bytes(),
-        " bytes, header needs ", need));
+    return SetErrorKind(absl::OutOfRangeError(absl::StrCat(
+                            store_->name(), ": truncated: image is ",
+                            store_->size_bytes(), " bytes, header needs ",
+                            need)),
+                        ErrorKind::kTruncated);
   }
   size_bytes_.store(sb.size_bytes);
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 
 namespace sealvol::io {
@@ -60,14 +61,16 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
 
 absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   if (block.size() < 4096 || std::memcmp(block.data(), kMagic, 8) != 0) {
-    return absl::InvalidArgumentError("not a sealvol image");
+    return SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
+                        ErrorKind::kNotSealvol);
   }
   const uint8_t* p = block.data();
   Superblock sb;
   sb.format_version = Get32(p + 8);
   if (sb.format_version != kFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("unsupported format version ", sb.format_version));
+    return SetErrorKind(absl::FailedPreconditionError(absl::StrCat(
+                            "unsupported format version ", sb.format_version)),
+                        ErrorKind::kBadVersion);
   }
   uint8_t digest[SHA256_DIGEST_LENGTH];
   SHA256(p, kDigestOffset, digest);
@@ -75,8 +78,9 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
     return absl::DataLossError("superblock copy is corrupt (digest mismatch)");
   }
   if (Get32(p + 12) != kBlockSize) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("unsupported block size ", Get32(p + 12)));
+    return SetErrorKind(absl::FailedPreconditionError(absl::StrCat(
+                            "unsupported block size ", Get32(p + 12))),
+                        ErrorKind::kBadVersion);
   }
   std::memcpy(sb.volume_id.data(), p + 16, 16);
   sb.size_bytes = Get64(p + 32);

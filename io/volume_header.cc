@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "io/sealed_volume.h"
@@ -63,21 +64,26 @@ absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path) {
   const ssize_t n = pread(fd.get(), bytes.data(), bytes.size(), 0);
   if (n < 0) return ErrnoStatus(errno, "read", path);
   auto a = n >= 4096 ? DecodeSuperblock({bytes.data(), 4096})
-                     : absl::StatusOr<Superblock>(
-                           absl::InvalidArgumentError("not a sealvol image"));
+                     : absl::StatusOr<Superblock>(SetErrorKind(
+                           absl::InvalidArgumentError("not a sealvol image"),
+                           ErrorKind::kNotSealvol));
   auto b = n >= 8192 ? DecodeSuperblock({bytes.data() + 4096, 4096})
-                     : absl::StatusOr<Superblock>(
-                           absl::InvalidArgumentError("not a sealvol image"));
+                     : absl::StatusOr<Superblock>(SetErrorKind(
+                           absl::InvalidArgumentError("not a sealvol image"),
+                           ErrorKind::kNotSealvol));
   auto sb = NewestSuperblock(a, b);
   if (!sb.ok()) {
-    return absl::Status(sb.status().code(),
-                        absl::StrCat(path, ": ", sb.status().message()));
+    return SetErrorKind(
+        absl::Status(sb.status().code(),
+                     absl::StrCat(path, ": ", sb.status().message())),
+        GetErrorKind(sb.status()));
   }
   const uint64_t need = sb->layout.image_bytes(sb->size_bytes / kBlockSize);
   if (size < need) {
-    return absl::OutOfRangeError(absl::StrCat(path, ": truncated: image is ",
-                                              size, " bytes, header needs ",
-                                              need));
+    return SetErrorKind(
+        absl::OutOfRangeError(absl::StrCat(path, ": truncated: image is ", size,
+                                           " bytes, header needs ", need)),
+        ErrorKind::kTruncated);
   }
   VolumeHeaderInfo info;
   info.format_version = sb->format_version;

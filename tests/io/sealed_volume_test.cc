@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "base/error_kind.h"
 #include "engine_test_support.h"
 #include "io/layout.h"
 #include "io/superblock.h"
@@ -416,6 +417,7 @@ TEST_F(SealedVolumeErrorTest, WrongKeyIsPermissionDenied) {
   auto s = OpenStatus(MakeImage(), /*key=*/2);
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
   EXPECT_NE(s.message().find("wrong key"), std::string::npos) << s;
+  EXPECT_EQ(GetErrorKind(s), ErrorKind::kWrongKey) << s;
 }
 
 TEST_F(SealedVolumeErrorTest, NotASealvolImage) {
@@ -428,6 +430,7 @@ TEST_F(SealedVolumeErrorTest, NotASealvolImage) {
   auto s = OpenStatus(path);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("not a sealvol image"), std::string::npos) << s;
+  EXPECT_EQ(GetErrorKind(s), ErrorKind::kNotSealvol) << s;
   EXPECT_EQ(ReadHeader(path).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -437,6 +440,7 @@ TEST_F(SealedVolumeErrorTest, TruncatedImage) {
   auto s = OpenStatus(path);
   EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
   EXPECT_NE(s.message().find("truncated"), std::string::npos) << s;
+  EXPECT_EQ(GetErrorKind(s), ErrorKind::kTruncated) << s;
   EXPECT_EQ(ReadHeader(path).status().code(), absl::StatusCode::kOutOfRange);
 }
 
@@ -451,6 +455,7 @@ TEST_F(SealedVolumeErrorTest, UnsupportedVersion) {
   auto s = OpenStatus(path);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_NE(s.message().find("unsupported format version 99"), std::string::npos) << s;
+  EXPECT_EQ(GetErrorKind(s), ErrorKind::kBadVersion) << s;
 }
 
 TEST_F(SealedVolumeErrorTest, SizeNotMultipleOfBlock) {
@@ -472,6 +477,7 @@ TEST_F(SealedVolumeErrorTest, ImageInUse) {
   auto s = OpenStatus(path);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_NE(s.message().find("in use"), std::string::npos) << s;
+  EXPECT_EQ(GetErrorKind(s), ErrorKind::kInUse) << s;
 }
 
 TEST_F(SealedVolumeErrorTest, FormatRefusesExistingImage) {
