@@ -11,12 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -25,6 +27,8 @@
 #include "cmd/exit_codes.h"
 #include "cmd/kms_flags.h"
 #include "crypto/secret_bytes.h"
+#include "csi/mounter.h"
+#include "io/frontend/fuse_mount.h"
 #include "io/frontend/fuse_server.h"
 #include "io/frontend/runtime_record.h"
 #include "io/frontend/volume_attach.h"
@@ -312,56 +316,88 @@ int RunOpen(OpenFlags flags) {
   return kExitError;
 }
 
-int RunClose(const std::string& target, std::string state_dir) {
-  state_dir = Absolute(state_dir);
-  const std::string want = Absolute(target);
-  auto records = io::ListRuntimeRecords(state_dir);
-  if (!records.ok()) {
-    std::fprintf(stderr, "close: %s\n", records.status().ToString().c_str());
-    return kExitError;
+// The state directories to look in for an open volume: `state_dir`, then
+// that of every volume `sealvol open` serves on this machine, found in the
+// mount table (each serves its FUSE file at <state-dir>/fuse/<volume-id>;
+// see Serve), so `close` needs no --state-dir.
+std::vector<std::string> StateDirsToSearch(const std::string& state_dir) {
+  std::vector<std::string> dirs = {state_dir};
+  auto fuse_dirs = csi::MountPointsOfType(io::kFuseFsType);
+  if (!fuse_dirs.ok()) return dirs;
+  for (const std::string& fuse_dir : *fuse_dirs) {
+    const std::filesystem::path parent =
+        std::filesystem::path(fuse_dir).parent_path();
+    if (parent.filename() != "fuse") continue;
+    const std::string dir = parent.parent_path().string();
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
+      dirs.push_back(dir);
+    }
   }
-  for (const auto& r : *records) {
-    if (r.image != want && r.mountpoint != want && r.loop_device != target &&
-        r.volume_id != target) {
-      continue;
-    }
-    if (!io::ServerAlive(r.pid)) {
-      absl::Status s = io::CleanUpStale(state_dir, r);
-      if (!s.ok()) {
-        std::fprintf(stderr, "close %s: %s\n", target.c_str(),
-                     s.ToString().c_str());
-        return kExitError;
-      }
-      return kExitOk;
-    }
-    ::kill(r.pid, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-    while (io::ServerAlive(r.pid) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (io::ServerAlive(r.pid)) {
-      std::fprintf(stderr, "close %s: server %d did not stop in 2 minutes\n",
-                   target.c_str(), r.pid);
+  return dirs;
+}
+
+int RunClose(const std::string& target, const std::string& given_state_dir) {
+  const std::string want = Absolute(target);
+  std::string state_dir;
+  std::optional<io::RuntimeRecord> found;
+  for (const std::string& dir : StateDirsToSearch(Absolute(given_state_dir))) {
+    auto records = io::ListRuntimeRecords(dir);
+    if (!records.ok()) {
+      std::fprintf(stderr, "close: %s\n", records.status().ToString().c_str());
       return kExitError;
     }
-    // A clean shutdown removed the record; one still there means it failed.
-    auto after = io::ListRuntimeRecords(state_dir);
-    if (after.ok()) {
-      for (const auto& a : *after) {
-        if (a.volume_id == r.volume_id) {
-          std::fprintf(stderr,
-                       "close %s: server reported an error (see %s/)\n",
-                       target.c_str(), io::RuntimeDir(state_dir).c_str());
-          (void)io::CleanUpStale(state_dir, a);
-          return kExitError;
-        }
+    for (const auto& r : *records) {
+      if (r.image == want || r.mountpoint == want || r.loop_device == target ||
+          r.volume_id == target) {
+        state_dir = dir;
+        found = r;
+        break;
       }
+    }
+    if (found) break;
+  }
+  if (!found) {
+    std::fprintf(stderr,
+                 "close %s: no open volume with that image, mountpoint, device "
+                 "or id in %s, nor in the state directory of any volume open "
+                 "on this machine; pass the --state-dir that open was given\n",
+                 target.c_str(), io::RuntimeDir(Absolute(given_state_dir)).c_str());
+    return kExitError;
+  }
+  const io::RuntimeRecord& r = *found;
+  if (!io::ServerAlive(r.pid)) {
+    absl::Status s = io::CleanUpStale(state_dir, r);
+    if (!s.ok()) {
+      std::fprintf(stderr, "close %s: %s\n", target.c_str(),
+                   s.ToString().c_str());
+      return kExitError;
     }
     return kExitOk;
   }
-  std::fprintf(stderr, "close %s: no open volume with that image, "
-                       "mountpoint, device or id\n", target.c_str());
-  return kExitError;
+  ::kill(r.pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (io::ServerAlive(r.pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (io::ServerAlive(r.pid)) {
+    std::fprintf(stderr, "close %s: server %d did not stop in 2 minutes\n",
+                 target.c_str(), r.pid);
+    return kExitError;
+  }
+  // A clean shutdown removed the record; one still there means it failed.
+  auto after = io::ListRuntimeRecords(state_dir);
+  if (after.ok()) {
+    for (const auto& a : *after) {
+      if (a.volume_id == r.volume_id) {
+        std::fprintf(stderr,
+                     "close %s: server reported an error (see %s/)\n",
+                     target.c_str(), io::RuntimeDir(state_dir).c_str());
+        (void)io::CleanUpStale(state_dir, a);
+        return kExitError;
+      }
+    }
+  }
+  return kExitOk;
 }
 
 int RunStatus(std::string state_dir, bool json) {
@@ -421,7 +457,9 @@ void RegisterMountCommands(CLI::App& app, int& exit_code) {
   CLI::App* close = app.add_subcommand("close", "Unmount and stop serving a volume");
   close->add_option("target", *close_target, "Mountpoint, image, loop device or volume id")
       ->required();
-  close->add_option("--state-dir", *close_state, "State directory");
+  close->add_option("--state-dir", *close_state,
+                    "State directory looked in first (the volumes open on "
+                    "this machine are found without it)");
   close->callback([close_target, close_state, &exit_code] {
     exit_code = RunClose(*close_target, *close_state);
   });

@@ -43,6 +43,7 @@ std::string UnescapeMountPath(const std::string& field) {
 
 struct MountEntry {
   std::string mount_point;
+  std::string fs_type;
   std::string source;
 };
 
@@ -61,7 +62,8 @@ absl::StatusOr<std::vector<MountEntry>> ReadMountTable() {
     }
     std::string fstype, source;
     fields >> fstype >> source;
-    entries.push_back({UnescapeMountPath(mount_point), UnescapeMountPath(source)});
+    entries.push_back({UnescapeMountPath(mount_point), fstype,
+                       UnescapeMountPath(source)});
   }
   return entries;
 }
@@ -150,6 +152,16 @@ absl::Status DetachMountIfMounted(const std::string& target) {
 absl::StatusOr<bool> IsMountPoint(const std::string& path) {
   ASSIGN_OR_RETURN(std::string source, MountSource(path));
   return !source.empty();
+}
+
+absl::StatusOr<std::vector<std::string>> MountPointsOfType(
+    const std::string& fs_type) {
+  ASSIGN_OR_RETURN(std::vector<MountEntry> entries, ReadMountTable());
+  std::vector<std::string> out;
+  for (const auto& entry : entries) {
+    if (entry.fs_type == fs_type) out.push_back(entry.mount_point);
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> MountSource(const std::string& path) {

@@ -45,6 +45,11 @@ absl::StatusOr<bool> IsMountPoint(const std::string& path);
 // The source device of the mount at `path` ("" when not a mount point).
 absl::StatusOr<std::string> MountSource(const std::string& path);
 
+// The mount points of every mount of file-system type `fs_type` (e.g.
+// "fuse.sealvol"), in mount-table order.
+absl::StatusOr<std::vector<std::string>> MountPointsOfType(
+    const std::string& fs_type);
+
 // True when the process has `capability` (a CAP_* number) in its effective
 // set.
 bool HasCapability(int capability);

@@ -103,8 +103,18 @@ echo alpha >"$T/ma/x"; echo beta >"$T/mb/x"; sync
 open_fs "$T/a.img" "$T/ma2" auto >/dev/null 2>"$T/err"; rc=$?
 [[ $rc -eq 8 ]] && pass "double open refused (exit 8: $(head -1 "$T/err"))" || fail "double open: exit $rc"
 [[ $(mounts_of_test) -eq 4 ]] || fail "double open left mounts ($(mounts_of_test))"
-close_vol "$T/ma" || fail "two: close a"
-close_vol "$T/b.img" || fail "two: close b by image"
+# close finds an open volume without open's --state-dir (mount table).
+"$SEALVOL" close "$T/ma" 2>"$T/err" && pass "close by mountpoint without --state-dir" \
+  || fail "close by mountpoint without --state-dir: $(cat "$T/err")"
+grep -q " $T/ma " /proc/self/mountinfo && fail "close without --state-dir left $T/ma mounted"
+"$SEALVOL" close "$T/b.img" --state-dir "$T/elsewhere" 2>"$T/err" \
+  && pass "close by image with another --state-dir" \
+  || fail "close by image with another --state-dir: $(cat "$T/err")"
+[[ $(mounts_of_test) -eq 0 ]] || fail "two: mounts left after close ($(mounts_of_test))"
+"$SEALVOL" close "$T/ma" 2>"$T/err"; rc=$?
+[[ $rc -eq 1 ]] && grep -q -- "--state-dir" "$T/err" \
+  && pass "close of what is not open says which state dir to give" \
+  || fail "close of a closed volume: exit $rc: $(cat "$T/err")"
 
 # --- wrong key ---------------------------------------------------------------
 mkdir -p "$T/state2"
