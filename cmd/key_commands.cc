@@ -36,7 +36,10 @@ nlohmann::json Describe(const kms::VolumeRecord& r) {
           {"capacity_bytes", r.capacity_bytes},
           {"node", r.node},
           {"parameters", params},
-          {"created_unix", r.created_unix}};
+          {"created_unix", r.created_unix},
+          {"format_id", r.format_id},
+          {"formatted_node", r.formatted_node},
+          {"formatted_unix", r.formatted_unix}};
 }
 
 void Print(const nlohmann::json& j) {

@@ -37,6 +37,19 @@ absl::Status ValidateVolumeId(std::string_view volume_id) {
   return ValidateName("volume id", volume_id);
 }
 
+absl::Status ValidateFormatId(std::string_view format_id) {
+  bool ok = format_id.size() == 32;
+  for (char c : format_id) {
+    ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format id \"", std::string(format_id.substr(0, 64)),
+        "\" is not 32 lowercase hex digits"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTenant(std::string_view tenant) {
   auto alnum = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');

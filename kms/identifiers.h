@@ -16,6 +16,10 @@ inline constexpr char kDefaultKeyNameTemplate[] = "sealvol-${namespace}";
 // A volume id: 1..128 of [A-Za-z0-9._-], not starting with '.' or '-'.
 absl::Status ValidateVolumeId(std::string_view volume_id);
 
+// A format id as the registry stores it: 32 lowercase hex digits (the text
+// form of the engine's 16-byte io::FormatId).
+absl::Status ValidateFormatId(std::string_view format_id);
+
 // A tenant is a Kubernetes namespace: a DNS label (RFC 1123), 1..63 of
 // [a-z0-9-], starting and ending alphanumeric.
 absl::Status ValidateTenant(std::string_view tenant);

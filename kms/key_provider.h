@@ -33,6 +33,20 @@ struct VolumeRecord {
   std::string node;         // Node the volume lives on; empty until known.
   std::map<std::string, std::string> parameters;  // StorageClass parameters.
   int64_t created_unix = 0;
+  // Set once, when the volume's image is first formatted (ClaimFormat), and
+  // never changed after: the image's format id (32 lowercase hex digits),
+  // the node that formatted it and when. Empty/0 = never formatted (also
+  // for records written before these fields existed).
+  std::string format_id;
+  std::string formatted_node;
+  int64_t formatted_unix = 0;
+};
+
+// A node's report that it formatted a volume's image (KeyProvider::ClaimFormat).
+struct FormatClaim {
+  std::string format_id;  // 32 lowercase hex digits (ValidateFormatId).
+  std::string node;
+  int64_t unix_time = 0;
 };
 
 struct CreateVolumeKeyRequest {
@@ -79,8 +93,16 @@ class KeyProvider {
       std::string_view volume_id) = 0;
 
   // Replaces a record's mutable fields (capacity, node, parameters); the
-  // wrapped key and tenant are not changed by this call.
+  // wrapped key, tenant and format fields are not changed by this call.
   virtual absl::Status UpdateVolume(const VolumeRecord& record) = 0;
+
+  // Compare-and-set of the format fields, atomic against concurrent calls:
+  // when the record has no format id, stores `claim` durably; otherwise
+  // leaves the record as it is. Returns the record as stored after the call;
+  // the caller compares its format_id with the claim's. NotFound if there is
+  // no such volume, InvalidArgument for a malformed format id.
+  virtual absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
+                                                   const FormatClaim& claim) = 0;
 
   // All records, or those of one tenant when `tenant` is non-empty, ordered
   // by volume id.

@@ -359,6 +359,20 @@ absl::Status LocalKeyProvider::UpdateVolume(const VolumeRecord& update) {
   return WriteRecord(record, /*create=*/false);
 }
 
+absl::StatusOr<VolumeRecord> LocalKeyProvider::ClaimFormat(
+    std::string_view volume_id, const FormatClaim& claim) {
+  RETURN_IF_ERROR(ValidateFormatId(claim.format_id));
+  // Exclusive: two claims must not both see an empty format id.
+  ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
+  ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(volume_id));
+  if (!record.format_id.empty()) return record;
+  record.format_id = claim.format_id;
+  record.formatted_node = claim.node;
+  record.formatted_unix = claim.unix_time;
+  RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
+  return record;
+}
+
 absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ReadAllRecords()
     const {
   const std::string dir = VolumeDir();

@@ -39,6 +39,8 @@ class LocalKeyProvider final : public KeyProvider {
       const VolumeRecord& record) override;
   absl::StatusOr<VolumeRecord> GetVolume(std::string_view volume_id) override;
   absl::Status UpdateVolume(const VolumeRecord& record) override;
+  absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
+                                           const FormatClaim& claim) override;
   absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
       std::string_view tenant) override;
   absl::Status DestroyVolumeKey(std::string_view volume_id) override;

@@ -715,6 +715,24 @@ absl::Status VaultKeyProvider::UpdateVolume(const VolumeRecord& update) {
   return WriteRecord(stored.record, stored.kv_version);
 }
 
+absl::StatusOr<VolumeRecord> VaultKeyProvider::ClaimFormat(
+    std::string_view volume_id, const FormatClaim& claim) {
+  RETURN_IF_ERROR(ValidateFormatId(claim.format_id));
+  // kv-v2 check-and-set on the version read: of two concurrent claims one
+  // write fails with Aborted and that caller reads the winner's record.
+  constexpr int kAttempts = 5;
+  for (int attempt = 1;; ++attempt) {
+    ASSIGN_OR_RETURN(StoredRecord stored, ReadRecord(volume_id));
+    if (!stored.record.format_id.empty()) return std::move(stored.record);
+    stored.record.format_id = claim.format_id;
+    stored.record.formatted_node = claim.node;
+    stored.record.formatted_unix = claim.unix_time;
+    absl::Status written = WriteRecord(stored.record, stored.kv_version);
+    if (written.ok()) return std::move(stored.record);
+    if (!absl::IsAborted(written) || attempt == kAttempts) return written;
+  }
+}
+
 absl::StatusOr<std::vector<VolumeRecord>> VaultKeyProvider::ListVolumes(
     std::string_view tenant) {
   const std::string path =

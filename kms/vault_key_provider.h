@@ -70,6 +70,8 @@ class VaultKeyProvider final : public KeyProvider {
       const VolumeRecord& record) override;
   absl::StatusOr<VolumeRecord> GetVolume(std::string_view volume_id) override;
   absl::Status UpdateVolume(const VolumeRecord& record) override;
+  absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
+                                           const FormatClaim& claim) override;
   absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
       std::string_view tenant) override;
   // Deletes the kv-v2 metadata of the volume: every version of the record,

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "kms/identifiers.h"
 
 namespace sealvol::kms {
 namespace {
@@ -72,6 +73,8 @@ nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
       {"key_version", r.key_version}, {"wrapped_dek", r.wrapped_dek},
       {"capacity_bytes", r.capacity_bytes}, {"node", r.node},
       {"parameters", params},       {"created_unix", r.created_unix},
+      {"format_id", r.format_id},   {"formatted_node", r.formatted_node},
+      {"formatted_unix", r.formatted_unix},
   };
 }
 
@@ -99,6 +102,19 @@ absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
     r.parameters[k] = v.get_ref<const std::string&>();
   }
   ASSIGN_OR_RETURN(r.created_unix, JsonInt(json, "created_unix", source));
+  // The format fields came later: a record without them was never claimed.
+  if (json.contains("format_id")) {
+    ASSIGN_OR_RETURN(r.format_id, JsonString(json, "format_id", source));
+    if (!r.format_id.empty() && !ValidateFormatId(r.format_id).ok()) {
+      return FieldError(source, "format_id", "is not 32 lowercase hex digits");
+    }
+  }
+  if (json.contains("formatted_node")) {
+    ASSIGN_OR_RETURN(r.formatted_node, JsonString(json, "formatted_node", source));
+  }
+  if (json.contains("formatted_unix")) {
+    ASSIGN_OR_RETURN(r.formatted_unix, JsonInt(json, "formatted_unix", source));
+  }
   return r;
 }
 

@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
+#include "kms/identifiers.h"
 
 namespace sealvol::broker {
 namespace {
@@ -34,11 +35,12 @@ absl::Status FromGrpc(const grpc::Status& status) {
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   if (code == absl::StatusCode::kPermissionDenied ||
       code == absl::StatusCode::kResourceExhausted ||
-      code == absl::StatusCode::kUnavailable) {
+      code == absl::StatusCode::kUnavailable ||
+      code == absl::StatusCode::kFailedPrecondition) {
     const size_t colon = message.find(':');
     if (colon != std::string::npos) {
       const std::string reason = message.substr(0, colon);
-      for (int r = 0; r <= static_cast<int>(Reason::kKmsError); ++r) {
+      for (int r = 0; r <= static_cast<int>(kLastReason); ++r) {
         if (ReasonName(static_cast<Reason>(r)) == reason) {
           return RefusalStatus(
               static_cast<Reason>(r),
@@ -168,6 +170,34 @@ absl::StatusOr<std::map<std::string, bool>> KeyBrokerClient::VolumesExist(
 
 absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
     const ReleaseKeyParams& params) {
+  auto released = ReleaseVolumeKey(params);
+  if (!released.ok()) return released.status();
+  return std::move(released->dek);
+}
+
+absl::Status KeyBrokerClient::ClaimFormat(const std::string& volume_id,
+                                          const std::string& node_id,
+                                          const std::string& format_id) {
+  v1::ClaimFormatRequest request;
+  request.set_volume_id(volume_id);
+  request.set_node_id(node_id);
+  request.set_format_id(format_id);
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::ClaimFormatResponse response;
+  const grpc::Status status = stub_->ClaimFormat(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  if (response.format_id() != format_id) {
+    return absl::DataLossError(absl::StrCat(
+        "key broker accepted the format claim of volume ", volume_id,
+        " but answered format id ", response.format_id().substr(0, 64),
+        ", not ", format_id));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
+    const ReleaseKeyParams& params) {
   v1::ReleaseKeyRequest request;
   request.set_volume_id(params.volume_id);
   request.set_node_id(params.node_id);
@@ -194,7 +224,13 @@ absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
         "key broker returned a ", size, "-byte key for volume ",
         params.volume_id, ", expected ", kDekSize));
   }
-  return secret;
+  if (!response.format_id().empty() &&
+      !kms::ValidateFormatId(response.format_id()).ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "key broker returned a malformed format id for volume ",
+        params.volume_id));
+  }
+  return ReleasedVolumeKey{*std::move(secret), response.format_id()};
 }
 
 }  // namespace sealvol::broker

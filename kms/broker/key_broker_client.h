@@ -43,6 +43,12 @@ struct ReleaseKeyParams {
   PodIdentity pod;
 };
 
+// A released key and what the registry says of the volume's image.
+struct ReleasedVolumeKey {
+  crypto::SecretBytes dek;
+  std::string format_id;  // Empty = never formatted (no claim recorded).
+};
+
 class KeyBrokerClient {
  public:
   static absl::StatusOr<std::unique_ptr<KeyBrokerClient>> Create(
@@ -50,6 +56,18 @@ class KeyBrokerClient {
 
   // The volume's 32-byte DEK. The protobuf's copy is wiped before return.
   absl::StatusOr<crypto::SecretBytes> ReleaseKey(const ReleaseKeyParams& params);
+  // The DEK and the registry's format id of the volume's image. DataLoss if
+  // the broker sends a format id that is not 32 lowercase hex digits.
+  absl::StatusOr<ReleasedVolumeKey> ReleaseVolumeKey(
+      const ReleaseKeyParams& params);
+
+  // Reports that this node formatted the volume's image with `format_id`
+  // (KeyBroker.ClaimFormat). OK when the registry now holds that id;
+  // FailedPrecondition "already_formatted: ..." (RefusalReason) when it
+  // holds another.
+  absl::Status ClaimFormat(const std::string& volume_id,
+                           const std::string& node_id,
+                           const std::string& format_id);
 
   // Volume id -> whether it still exists in the controller's registry
   // (false: deleted, its key destroyed). Asks in batches of at most

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kms/broker/refusal.h"
+#include "kms/identifiers.h"
 
 namespace sealvol::broker {
 namespace {
@@ -116,6 +117,81 @@ absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
   return out;
 }
 
+absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
+    const std::string& volume_id, const std::string& node_id,
+    const std::string& format_id, std::string_view node_token) {
+  AuditRecord record;
+  record.volume = volume_id;
+  record.node = node_id;
+  // `reason` overrides the status's refusal reason (for errors without one).
+  auto refuse = [&](absl::Status status,
+                    std::string reason = "") -> absl::Status {
+    if (reason.empty()) reason = RefusalReason(status);
+    if (reason.empty()) reason = "internal";
+    record.decision = kDecisionRefuse;
+    record.reason = reason;
+    record.message = absl::StrCat("format claim: ", std::string(status.message()));
+    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+    return status;
+  };
+
+  if (absl::Status s = AuthenticateNode(node_token, node_id); !s.ok()) {
+    return refuse(s);
+  }
+  if (absl::Status s = kms::ValidateFormatId(format_id); !s.ok()) {
+    return refuse(s, "invalid_format_id");
+  }
+  auto kms_refusal = [&](std::string_view what, const absl::Status& status) {
+    if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
+      return refuse(RefusalStatus(
+          Reason::kVolumeNotFound, absl::StrCat("no volume ", volume_id.substr(0, 128))));
+    }
+    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+    return refuse(RefusalStatus(
+        Reason::kKmsError,
+        absl::StrCat(std::string(what), ": ", std::string(status.message()))));
+  };
+  // Read first so that the audit tells a new claim from a repeated one.
+  auto before = keys_.GetVolume(volume_id);
+  if (!before.ok()) return kms_refusal("registry lookup", before.status());
+  record.tenant = before->tenant;
+  kms::VolumeRecord after = *before;
+  if (before->format_id.empty()) {
+    auto claimed = keys_.ClaimFormat(
+        volume_id, {.format_id = format_id,
+                    .node = node_id,
+                    .unix_time = absl::ToUnixSeconds(absl::Now())});
+    if (!claimed.ok()) return kms_refusal("registry update", claimed.status());
+    after = *std::move(claimed);
+  }
+  if (after.format_id != format_id) {
+    return refuse(RefusalStatus(
+        Reason::kAlreadyFormatted,
+        absl::StrCat("volume ", volume_id, " was formatted with format id ",
+                     after.format_id, " by node ", after.formatted_node,
+                     " at unix time ", after.formatted_unix, "; node ", node_id,
+                     " reports format id ", format_id,
+                     ": an image of this volume was lost or replaced and is "
+                     "not formatted again under the same key")));
+  }
+  const bool recorded = before->format_id.empty();
+  record.decision = kDecisionGrant;
+  record.reason = recorded ? "format_claimed" : "format_matches";
+  record.message = absl::StrCat(
+      recorded ? "format claim: recorded format id "
+               : "format claim: the registry already holds format id ",
+      format_id);
+  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("audit log: ", std::string(logged.message())));
+  }
+  return FormatClaimResult{format_id, recorded};
+}
+
 absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     const ReleaseRequest& request, std::string_view node_token) {
   AuditRecord record;
@@ -203,7 +279,7 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
         absl::StrCat("audit log: ", std::string(logged.message())));
   }
   if (options_.metrics != nullptr) options_.metrics->RecordGrant();
-  return ReleasedKey{std::move(*dek), volume->key_version};
+  return ReleasedKey{std::move(*dek), volume->key_version, volume->format_id};
 }
 
 grpc::Status KeyBrokerService::VolumeStatus(
@@ -223,6 +299,21 @@ grpc::Status KeyBrokerService::VolumeStatus(
     out->set_state(state.exists ? v1::VolumeState::EXISTS
                                 : v1::VolumeState::DELETED);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::ClaimFormat(
+    grpc::ServerContext* context, const v1::ClaimFormatRequest* request,
+    v1::ClaimFormatResponse* response) {
+  auto claimed = ClaimVolumeFormat(request->volume_id(), request->node_id(),
+                                   request->format_id(), BearerToken(*context));
+  if (!claimed.ok()) {
+    const std::string reason = RefusalReason(claimed.status());
+    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+    return ToGrpcStatus(claimed.status());
+  }
+  response->set_format_id(claimed->format_id);
+  response->set_recorded(claimed->recorded);
   return grpc::Status::OK;
 }
 
@@ -248,6 +339,7 @@ grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
   // docs/attestation.md ("Where the DEK travels").
   response->set_dek(released->dek.data(), released->dek.size());
   response->set_key_version(released->key_version);
+  response->set_format_id(released->format_id);
   return grpc::Status::OK;
 }
 

@@ -69,6 +69,13 @@ inline constexpr size_t kMaxVolumeStatusIds = 256;
 struct ReleasedKey {
   crypto::SecretBytes dek;
   int64_t key_version = 0;
+  std::string format_id;  // The registry's; empty = never formatted.
+};
+
+// What ClaimFormat decided when it accepted the claim.
+struct FormatClaimResult {
+  std::string format_id;
+  bool recorded = false;  // False: the registry already held this id.
 };
 
 class KeyBrokerService final : public v1::KeyBroker::Service {
@@ -83,6 +90,24 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   grpc::Status VolumeStatus(grpc::ServerContext* context,
                             const v1::VolumeStatusRequest* request,
                             v1::VolumeStatusResponse* response) override;
+
+  grpc::Status ClaimFormat(grpc::ServerContext* context,
+                           const v1::ClaimFormatRequest* request,
+                           v1::ClaimFormatResponse* response) override;
+
+  // Records that `node_id` formatted the volume's image with `format_id`
+  // (KeyProvider::ClaimFormat), once per volume. The caller is
+  // authenticated like VolumeStates. OK when recorded now or already
+  // recorded with the same id; FailedPrecondition "already_formatted: ..."
+  // when the registry holds another id; PermissionDenied / ResourceExhausted
+  // refusals as for Release; volume_not_found; Unavailable "kms_error"
+  // when the registry cannot be read or written; InvalidArgument for a
+  // malformed format id. Every outcome is audited before it is returned; if
+  // the record cannot be written the call fails Unavailable (a claim already
+  // stored stays stored, and the node's retry is then answered as a match).
+  absl::StatusOr<FormatClaimResult> ClaimVolumeFormat(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& format_id, std::string_view node_token);
 
   // Which of `volume_ids` still have a registry record. The caller is
   // authenticated like Release (node token, node identity, rate limit: one

@@ -29,6 +29,7 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kVolumeNotFound: return "volume_not_found";
     case Reason::kRateLimited: return "rate_limited";
     case Reason::kKmsError: return "kms_error";
+    case Reason::kAlreadyFormatted: return "already_formatted";
   }
   return "unknown";
 }
@@ -44,6 +45,9 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
     case Reason::kKmsError:
     case Reason::kTokenReviewFailed:
       status = absl::UnavailableError(text);
+      break;
+    case Reason::kAlreadyFormatted:
+      status = absl::FailedPreconditionError(text);
       break;
     default:
       status = absl::PermissionDeniedError(text);

@@ -32,13 +32,18 @@ enum class Reason {
   kVolumeNotFound,        // No such volume in the registry.
   kRateLimited,           // Caller exceeded its request budget.
   kKmsError,              // The KMS failed to unwrap (not a policy refusal).
+  kAlreadyFormatted,      // ClaimFormat: the registry holds another format
+                          // id; the volume's image was formatted before.
 };
+
+// Every reason, for code that maps names back (the client).
+inline constexpr Reason kLastReason = Reason::kAlreadyFormatted;
 
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
-// kKmsError and kTokenReviewFailed) with message "<reason>: <message>" and
+// kKmsError and kTokenReviewFailed, FailedPrecondition for kAlreadyFormatted) with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
 

@@ -66,6 +66,19 @@ class MemoryKeyProvider final : public kms::KeyProvider {
     it->second.parameters = record.parameters;
     return absl::OkStatus();
   }
+  absl::StatusOr<kms::VolumeRecord> ClaimFormat(
+      std::string_view volume_id, const kms::FormatClaim& claim) override {
+    absl::MutexLock lock(&mutex_);
+    if (!reachable_) return absl::UnavailableError("kms down");
+    auto it = records_.find(std::string(volume_id));
+    if (it == records_.end()) return absl::NotFoundError(std::string(volume_id));
+    if (it->second.format_id.empty()) {
+      it->second.format_id = claim.format_id;
+      it->second.formatted_node = claim.node;
+      it->second.formatted_unix = claim.unix_time;
+    }
+    return it->second;
+  }
   absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(
       std::string_view tenant) override {
     absl::MutexLock lock(&mutex_);

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "crypto/key_schedule.h"
 #include "gmock/gmock.h"
@@ -250,6 +251,81 @@ TEST_F(LocalKeyProviderTest, UpdateChangesOnlyMutableFields) {
   EXPECT_EQ(got->tenant, "team-a");
   EXPECT_EQ(got->wrapped_dek, rec->wrapped_dek);
   EXPECT_TRUE(p->UnwrapVolumeKey("sv-a").ok());
+}
+
+TEST_F(LocalKeyProviderTest, FormatClaimIsSetOnceAndSurvivesUpdates) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  EXPECT_TRUE(p->GetVolume("sv-a")->format_id.empty());
+  const std::string first = "0123456789abcdef0123456789abcdef";
+  auto claimed = p->ClaimFormat("sv-a", {first, "node-1", 1700000000});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(claimed->format_id, first);
+  // A second claim leaves the first in place and returns it.
+  auto again = p->ClaimFormat(
+      "sv-a", {"fedcba9876543210fedcba9876543210", "node-2", 1800000000});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->format_id, first);
+  EXPECT_EQ(again->formatted_node, "node-1");
+  // UpdateVolume does not touch the claim; another process sees it.
+  VolumeRecord update = *again;
+  update.format_id.clear();
+  update.capacity_bytes = 4ull << 30;
+  ASSERT_TRUE(p->UpdateVolume(update).ok());
+  auto got = OpenOrDie()->GetVolume("sv-a");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->format_id, first);
+  EXPECT_EQ(got->formatted_node, "node-1");
+  EXPECT_EQ(got->formatted_unix, 1700000000);
+  EXPECT_EQ(got->capacity_bytes, 4ull << 30);
+  EXPECT_EQ(p->ClaimFormat("sv-a", {"0123", "node-1", 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->ClaimFormat("sv-none", {first, "node-1", 1}).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(LocalKeyProviderTest, ConcurrentFormatClaimsHaveOneWinner) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) ids.push_back(std::string(31, 'a') + char('0' + i));
+  std::vector<std::string> seen(ids.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto other = LocalKeyProvider::Open(dir_);  // One per "process".
+      if (!other.ok()) return;
+      auto r = (*other)->ClaimFormat("sv-a", {ids[i], "node-1", 1});
+      if (r.ok()) seen[i] = r->format_id;
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::string winner = p->GetVolume("sv-a")->format_id;
+  EXPECT_NE(std::find(ids.begin(), ids.end(), winner), ids.end());
+  for (const std::string& s : seen) EXPECT_EQ(s, winner);
+}
+
+TEST_F(LocalKeyProviderTest, RecordWithoutFormatFieldsReadsAsNeverFormatted) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  const std::string path = dir_ + "/volumes/sv-a.json";
+  auto json = nlohmann::json::parse(ReadFile(path));
+  ASSERT_TRUE(json.contains("format_id"));
+  json.erase("format_id");
+  json.erase("formatted_node");
+  json.erase("formatted_unix");
+  std::ofstream(path, std::ios::trunc) << json.dump(2);
+  auto old = p->GetVolume("sv-a");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_TRUE(old->format_id.empty());
+  EXPECT_EQ(old->formatted_unix, 0);
+  EXPECT_TRUE(p->UnwrapVolumeKey("sv-a").ok());
+  // A malformed format id is DataLoss naming the field.
+  json["format_id"] = "not-hex";
+  std::ofstream(path, std::ios::trunc) << json.dump(2);
+  auto bad = p->GetVolume("sv-a");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("format_id"));
 }
 
 TEST_F(LocalKeyProviderTest, ListFiltersByTenantAndSortsById) {

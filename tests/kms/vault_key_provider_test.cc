@@ -208,6 +208,26 @@ TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
   EXPECT_EQ((*list)[0].node, "node-1");
   EXPECT_TRUE(p->ListVolumes(tenant_b_)->empty());
 
+  // The format claim: set once through check-and-set, kept by updates.
+  const std::string format_a = "0123456789abcdef0123456789abcdef";
+  EXPECT_TRUE(p->GetVolume(v2)->format_id.empty());
+  auto claimed = p->ClaimFormat(v2, {format_a, "node-1", 1700000000});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(claimed->format_id, format_a);
+  auto kept = p->ClaimFormat(
+      v2, {"fedcba9876543210fedcba9876543210", "node-2", 1800000000});
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->format_id, format_a);
+  VolumeRecord update = *kept;
+  update.format_id.clear();
+  update.capacity_bytes = 2ull << 30;
+  ASSERT_TRUE(p->UpdateVolume(update).ok());
+  auto after_update = p->GetVolume(v2);
+  ASSERT_TRUE(after_update.ok()) << after_update.status();
+  EXPECT_EQ(after_update->format_id, format_a);
+  EXPECT_EQ(after_update->formatted_node, "node-1");
+  EXPECT_EQ(after_update->formatted_unix, 1700000000);
+
   ASSERT_TRUE(p->DestroyVolumeKey(v1).ok());
   EXPECT_EQ(p->GetVolume(v1).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(p->UnwrapVolumeKey(v1).status().code(), absl::StatusCode::kNotFound);

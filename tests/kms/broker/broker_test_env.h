@@ -94,6 +94,22 @@ class FakeKeyProvider final : public kms::KeyProvider {
   absl::Status UpdateVolume(const kms::VolumeRecord&) override {
     return absl::UnimplementedError("fake");
   }
+  absl::StatusOr<kms::VolumeRecord> ClaimFormat(
+      std::string_view volume_id, const kms::FormatClaim& claim) override {
+    if (fail_claims_) return absl::UnavailableError("fake KMS down");
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(std::string(volume_id));
+    if (it == volumes_.end()) {
+      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
+    }
+    if (it->second.format_id.empty()) {
+      it->second.format_id = claim.format_id;
+      it->second.formatted_node = claim.node;
+      it->second.formatted_unix = claim.unix_time;
+    }
+    return it->second;
+  }
+  void FailClaims(bool fail) { fail_claims_ = fail; }
   absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(
       std::string_view) override {
     return absl::UnimplementedError("fake");
@@ -118,6 +134,7 @@ class FakeKeyProvider final : public kms::KeyProvider {
   std::map<std::string, uint8_t> deks_;  // By wrapped key.
   std::optional<std::pair<kms::VolumeRecord, uint8_t>> replacement_;
   std::atomic<bool> fail_unwrap_{false};
+  std::atomic<bool> fail_claims_{false};
   std::atomic<int> unwrap_calls_{0};
   std::atomic<int> read_calls_{0};
 };

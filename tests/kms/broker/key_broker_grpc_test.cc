@@ -306,6 +306,25 @@ TEST_F(KeyBrokerGrpcTest, ServesOverTlsAndRequiresClientCertsWithMtls) {
   EXPECT_FALSE(distrustful->ReleaseKey(Params("web-2")).ok());
 }
 
+TEST_F(KeyBrokerGrpcTest, FormatClaimOverUnixSocketAndReleaseCarriesTheId) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  const std::string first = "00112233445566778899aabbccddeeff";
+  auto released = client->ReleaseVolumeKey(Params("web-0"));
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_TRUE(released->format_id.empty());
+  ASSERT_TRUE(client->ClaimFormat(kVolume, kNode, first).ok());
+  ASSERT_TRUE(client->ClaimFormat(kVolume, kNode, first).ok()) << "not idempotent";
+  released = client->ReleaseVolumeKey(Params("web-0"));
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->format_id, first);
+  absl::Status refused =
+      client->ClaimFormat(kVolume, kNode, "ffeeddccbbaa99887766554433221100");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_EQ(RefusalReason(refused), "already_formatted") << refused;
+  EXPECT_NE(refused.message().find(first), std::string::npos) << refused;
+}
+
 TEST_F(KeyBrokerGrpcTest, MetricsEndpointServesPrometheusText) {
   StartUnix();
   auto client = Client({.target = "unix://" + Path("broker.sock")});

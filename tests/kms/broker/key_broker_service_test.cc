@@ -381,6 +381,125 @@ TEST_F(KeyBrokerServiceTest, VolumeStatusAuthenticatesAndRateLimitsLikeRelease) 
   EXPECT_EQ(states.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+constexpr char kFormatA[] = "0123456789abcdef0123456789abcdef";
+constexpr char kFormatB[] = "fedcba9876543210fedcba9876543210";
+
+TEST_F(KeyBrokerServiceTest, FirstFormatClaimIsRecordedAndAudited) {
+  auto claimed = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken());
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(claimed->format_id, kFormatA);
+  EXPECT_TRUE(claimed->recorded);
+  auto record = keys_.GetVolume(kVolume);
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->format_id, kFormatA);
+  EXPECT_EQ(record->formatted_node, kNode);
+  EXPECT_GT(record->formatted_unix, 0);
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit.back()["decision"], "grant");
+  EXPECT_EQ(audit.back()["reason"], "format_claimed");
+  EXPECT_EQ(audit.back()["volume"], kVolume);
+  EXPECT_EQ(audit.back()["tenant"], kTenant);
+  EXPECT_EQ(audit.back()["node"], kNode);
+  EXPECT_NE(audit.back()["message"].get<std::string>().find(kFormatA),
+            std::string::npos);
+  // The key release carries the registry's format id from now on.
+  auto released = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->format_id, kFormatA);
+}
+
+TEST_F(KeyBrokerServiceTest, RepeatedFormatClaimWithTheSameIdIsAccepted) {
+  ASSERT_TRUE(service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken()).ok());
+  auto again = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->recorded);
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit.back()["decision"], "grant");
+  EXPECT_EQ(audit.back()["reason"], "format_matches");
+  EXPECT_EQ(keys_.GetVolume(kVolume)->format_id, kFormatA);
+}
+
+TEST_F(KeyBrokerServiceTest, ConflictingFormatClaimIsRefusedAndAudited) {
+  ASSERT_TRUE(service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken()).ok());
+  auto refused = service_->ClaimVolumeFormat(kVolume, kNode, kFormatB, NodeToken());
+  ASSERT_FALSE(refused.ok()) << "a second format of the volume was accepted";
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RefusalReason(refused.status()), "already_formatted");
+  EXPECT_TRUE(absl::StartsWith(refused.status().message(), "already_formatted: "))
+      << refused.status();
+  EXPECT_NE(refused.status().message().find(kVolume), std::string::npos);
+  // The first claim stands.
+  auto record = keys_.GetVolume(kVolume);
+  EXPECT_EQ(record->format_id, kFormatA);
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit.back()["decision"], "refuse");
+  EXPECT_EQ(audit.back()["reason"], "already_formatted");
+  EXPECT_EQ(audit.back()["volume"], kVolume);
+  EXPECT_EQ(metrics_.refusals("already_formatted"), 1);
+}
+
+TEST_F(KeyBrokerServiceTest, FormatClaimNeedsTheNodesOwnIdentity) {
+  auto expect_refused = [&](const std::string& node_id,
+                            const std::string& token) {
+    const size_t records = AuditRecords().size();
+    auto refused = service_->ClaimVolumeFormat(kVolume, node_id, kFormatA, token);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(RefusalReason(refused.status()), "node_identity_invalid")
+        << refused.status();
+    auto audit = AuditRecords();
+    ASSERT_EQ(audit.size(), records + 1);
+    EXPECT_EQ(audit.back()["decision"], "refuse");
+    EXPECT_EQ(audit.back()["reason"], "node_identity_invalid");
+  };
+  expect_refused(kNode, "");                              // No token.
+  expect_refused(kNode, env_->Mint(env_->PodMint()));     // A pod's token.
+  expect_refused(kNode, NodeToken("node-2"));             // Another node's.
+  expect_refused("node-2", NodeToken());                  // Names another node.
+  EXPECT_TRUE(keys_.GetVolume(kVolume)->format_id.empty())
+      << "an unauthenticated claim was recorded";
+}
+
+TEST_F(KeyBrokerServiceTest, FormatClaimIsRateLimitedWithReleases) {
+  options_.rate_limit.burst = 1;
+  options_.rate_limit.tokens_per_second = 0.001;
+  Rebuild();
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  auto refused = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken());
+  EXPECT_EQ(RefusalReason(refused.status()), "rate_limited") << refused.status();
+  EXPECT_TRUE(keys_.GetVolume(kVolume)->format_id.empty());
+}
+
+TEST_F(KeyBrokerServiceTest, FormatClaimRefusesBadInputAndUnknownVolumes) {
+  auto bad = service_->ClaimVolumeFormat(kVolume, kNode, "0123", NodeToken());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("format id"), std::string::npos);
+  EXPECT_EQ(AuditRecords().back()["reason"], "invalid_format_id");
+  auto upper = service_->ClaimVolumeFormat(
+      kVolume, kNode, "0123456789ABCDEF0123456789ABCDEF", NodeToken());
+  EXPECT_EQ(upper.status().code(), absl::StatusCode::kInvalidArgument);
+  auto unknown = service_->ClaimVolumeFormat(
+      "sv-00000000000000000000000000000000", kNode, kFormatA, NodeToken());
+  EXPECT_EQ(RefusalReason(unknown.status()), "volume_not_found");
+  EXPECT_EQ(AuditRecords().back()["reason"], "volume_not_found");
+  keys_.FailClaims(true);
+  auto down = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken());
+  EXPECT_EQ(down.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusalReason(down.status()), "kms_error");
+  EXPECT_EQ(AuditRecords().back()["reason"], "kms_error");
+}
+
+TEST_F(KeyBrokerServiceTest, FormatClaimIsNotAcceptedWithoutAnAuditRecord) {
+  auto full = AuditLog::Open({.path = "/dev/full"});
+  ASSERT_TRUE(full.ok()) << full.status();
+  KeyBrokerService service(keys_, env_->verifier, **full, options_);
+  auto claimed = service.ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken());
+  EXPECT_EQ(claimed.status().code(), absl::StatusCode::kUnavailable)
+      << claimed.status();
+}
+
 TEST_F(KeyBrokerServiceTest, KmsFailureIsUnavailableAndCounted) {
   keys_.FailUnwrap(true);
   auto result = service_->Release(Request(env_->PodMint()), NodeToken());
