@@ -6,11 +6,9 @@
 
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "base/durable_file.h"
+#include "base/status_macros.h"
 #include "cmd/exit_codes.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
@@ -438,13 +438,12 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   return std::stoull(text.substr(0, digits)) * unit->second;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError("read " + path + ": " + std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string text = buffer.str();
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+// A pod's service-account token (a JWT); trailing white space dropped.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
+    text.pop_back();
+  }
   return text;
 }
 
@@ -606,7 +605,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     vctx[csi::kPodName] = pod[1];
     vctx[csi::kPodUid] = f.pod_uid;
     vctx[csi::kPodServiceAccount] = f.service_account;
-    auto token = ReadFile(f.token_file);
+    auto token = ReadTokenFile(f.token_file);
     if (!token.ok()) return token.status();
     vctx[csi::kPodTokens] =
         nlohmann::json{{csi::kTokenAudience, {{"token", *token}}}}.dump();

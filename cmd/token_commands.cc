@@ -3,13 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "base/durable_file.h"
 #include "cmd/exit_codes.h"
 #include "kms/broker/jwks_cache.h"
 #include "kms/broker/refusal.h"
@@ -24,16 +23,11 @@ constexpr char kTestsOnly[] =
     "FOR TESTS ONLY: a stand-in for the Kubernetes service-account token "
     "issuer. Never use its keys or tokens in production.";
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
+// Issuer keys and tokens are small.
+constexpr size_t kMaxFileSize = 1 << 20;
 
 absl::StatusOr<broker::TestIssuer> LoadIssuer(const std::string& path) {
-  auto pem = ReadFile(path);
+  auto pem = ReadSmallFile(path, kMaxFileSize);
   if (!pem.ok()) return pem.status();
   return broker::TestIssuer::FromPem(*pem);
 }
@@ -192,7 +186,7 @@ void AddVerify(CLI::App* token, int& exit_code) {
     if (f->token_file == "-") {
       std::getline(std::cin, text);
     } else {
-      auto content = ReadFile(f->token_file);
+      auto content = ReadSmallFile(f->token_file, kMaxFileSize);
       if (!content.ok()) return void(exit_code = Fail(content.status(), "verify"));
       text = *content;
     }

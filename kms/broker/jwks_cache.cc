@@ -1,27 +1,18 @@
 #include "kms/broker/jwks_cache.h"
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "base/durable_file.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::broker {
 namespace {
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (buf.str().size() > (1 << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat("read ", path, ": too large"));
-  }
-  return buf.str();
-}
+// A JWKS or bearer-token file is small; anything larger is a mistake.
+constexpr size_t kMaxFileSize = 1 << 20;
 
 // How long one fetch (discovery or JWKS) may take, connection included.
 constexpr std::chrono::seconds kFetchTimeout{10};
@@ -80,7 +71,7 @@ absl::StatusOr<std::string> JwksCache::Get(const std::string& url) const {
   request.headers.emplace_back("Accept",
                                "application/jwk-set+json, application/json");
   if (!options_.bearer_token_file.empty()) {
-    auto token = ReadSmallFile(options_.bearer_token_file);
+    auto token = ReadSmallFile(options_.bearer_token_file, kMaxFileSize);
     if (!token.ok()) return token.status();
     request.headers.emplace_back(
         "Authorization",
@@ -107,7 +98,7 @@ std::string JwksCache::Describe() const {
 absl::StatusOr<KeySet> JwksCache::Load() const {
   std::string text;
   if (!options_.file.empty()) {
-    auto content = ReadSmallFile(options_.file);
+    auto content = ReadSmallFile(options_.file, kMaxFileSize);
     if (!content.ok()) return content.status();
     text = std::move(*content);
   } else {

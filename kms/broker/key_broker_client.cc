@@ -4,14 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "base/durable_file.h"
 #include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
 #include "kms/identifiers.h"
@@ -21,13 +20,8 @@ namespace {
 
 constexpr size_t kDekSize = 32;
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
+// CA bundles, client certificates and keys, node tokens.
+constexpr size_t kMaxFileSize = 1 << 20;
 
 // Rebuilds the broker's refusal as a Status with the same reason payload.
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -73,13 +67,13 @@ absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
           "key broker ", options.target, ": TCP needs TLS (a CA file)"));
     }
     grpc::SslCredentialsOptions ssl;
-    auto ca = ReadFile(options.ca_file);
+    auto ca = ReadSmallFile(options.ca_file, kMaxFileSize);
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     if (!options.client_cert_file.empty()) {
-      auto cert = ReadFile(options.client_cert_file);
+      auto cert = ReadSmallFile(options.client_cert_file, kMaxFileSize);
       if (!cert.ok()) return cert.status();
-      auto key = ReadFile(options.client_key_file);
+      auto key = ReadSmallFile(options.client_key_file, kMaxFileSize);
       if (!key.ok()) return key.status();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;
@@ -120,7 +114,7 @@ void KeyBrokerClient::Reconnect() const {
 
 absl::Status KeyBrokerClient::PrepareContext(
     grpc::ClientContext& context) const {
-  auto node_token = ReadFile(options_.node_token_file);
+  auto node_token = ReadSmallFile(options_.node_token_file, kMaxFileSize);
   if (!node_token.ok()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "node token ", options_.node_token_file, ": cannot be read"));
