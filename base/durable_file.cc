@@ -104,21 +104,43 @@ absl::Status MakeDirectoryDurably(const std::string& path, mode_t mode) {
   return absl::OkStatus();
 }
 
-absl::Status WriteFileAtomically(const std::string& dir,
-                                 const std::string& name,
-                                 std::span<const uint8_t> content,
-                                 mode_t mode) {
+namespace {
+
+// Writes a synced temp file, then gives it `name`: rename(2) replaces an
+// existing file, link(2) never does (the first creator wins). Either way the
+// directory is synced last, so the name is durable when this returns.
+absl::Status InstallSyncedFile(const std::string& dir, const std::string& name,
+                               std::span<const uint8_t> content, mode_t mode,
+                               bool replace) {
   ASSIGN_OR_RETURN(const std::string temp,
                    WriteSyncedTemp(dir, name, content, mode));
   const std::string from = absl::StrCat(dir, "/", temp);
   const std::string to = absl::StrCat(dir, "/", name);
-  if (::rename(from.c_str(), to.c_str()) != 0) {
+  if (replace) {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      const int err = errno;
+      ::unlink(from.c_str());
+      return ErrnoStatus(err, "rename", to);
+    }
+    Report(DurableStep::Kind::kRename, from, to);
+  } else {
+    const int rc = ::link(from.c_str(), to.c_str());
     const int err = errno;
+    if (rc == 0) Report(DurableStep::Kind::kLink, from, to);
     ::unlink(from.c_str());
-    return ErrnoStatus(err, "rename", to);
+    Report(DurableStep::Kind::kUnlink, from);
+    if (rc != 0) return ErrnoStatus(err, "create", to);
   }
-  Report(DurableStep::Kind::kRename, from, to);
   return SyncDirectory(dir);
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(const std::string& dir,
+                                 const std::string& name,
+                                 std::span<const uint8_t> content,
+                                 mode_t mode) {
+  return InstallSyncedFile(dir, name, content, mode, /*replace=*/true);
 }
 
 absl::Status WriteFileAtomically(const std::string& dir,
@@ -135,18 +157,7 @@ absl::Status CreateFileAtomically(const std::string& dir,
                                   const std::string& name,
                                   std::span<const uint8_t> content,
                                   mode_t mode) {
-  ASSIGN_OR_RETURN(const std::string temp,
-                   WriteSyncedTemp(dir, name, content, mode));
-  const std::string from = absl::StrCat(dir, "/", temp);
-  const std::string to = absl::StrCat(dir, "/", name);
-  // link(2) never replaces an existing name: the first creator wins.
-  const int rc = ::link(from.c_str(), to.c_str());
-  const int err = errno;
-  if (rc == 0) Report(DurableStep::Kind::kLink, from, to);
-  ::unlink(from.c_str());
-  Report(DurableStep::Kind::kUnlink, from);
-  if (rc != 0) return ErrnoStatus(err, "create", to);
-  return SyncDirectory(dir);
+  return InstallSyncedFile(dir, name, content, mode, /*replace=*/false);
 }
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
