@@ -316,10 +316,20 @@ int RunOpen(OpenFlags flags) {
   return kExitError;
 }
 
+// True when `dir` is a directory of this user that no one else may write.
+bool OwnedAndPrivate(const std::string& dir) {
+  struct stat st {};
+  return ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+         st.st_uid == ::geteuid() && (st.st_mode & 022) == 0;
+}
+
 // The state directories to look in for an open volume: `state_dir`, then
 // that of every volume `sealvol open` serves on this machine, found in the
 // mount table (each serves its FUSE file at <state-dir>/fuse/<volume-id>;
-// see Serve), so `close` needs no --state-dir.
+// see Serve), so `close` needs no --state-dir. A directory found that way
+// is used only if it and its run/ are ours and private: anyone may mount a
+// FUSE file system of type fuse.sealvol, and a record there would name the
+// pid close signals and the mounts it clears.
 std::vector<std::string> StateDirsToSearch(const std::string& state_dir) {
   std::vector<std::string> dirs = {state_dir};
   auto fuse_dirs = csi::MountPointsOfType(io::kFuseFsType);
@@ -329,6 +339,9 @@ std::vector<std::string> StateDirsToSearch(const std::string& state_dir) {
         std::filesystem::path(fuse_dir).parent_path();
     if (parent.filename() != "fuse") continue;
     const std::string dir = parent.parent_path().string();
+    if (!OwnedAndPrivate(dir) || !OwnedAndPrivate(io::RuntimeDir(dir))) {
+      continue;
+    }
     if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
       dirs.push_back(dir);
     }

@@ -107,6 +107,13 @@ open_fs "$T/a.img" "$T/ma2" auto >/dev/null 2>"$T/err"; rc=$?
 "$SEALVOL" close "$T/ma" 2>"$T/err" && pass "close by mountpoint without --state-dir" \
   || fail "close by mountpoint without --state-dir: $(cat "$T/err")"
 grep -q " $T/ma " /proc/self/mountinfo && fail "close without --state-dir left $T/ma mounted"
+# ... but not through a state directory others may write (its records would
+# name what close signals and unmounts).
+chmod 0777 "$S"
+"$SEALVOL" close "$T/b.img" --state-dir "$T/elsewhere" 2>"$T/err" \
+  && fail "close used a world-writable state directory found in the mount table" \
+  || pass "close ignores a world-writable state directory"
+chmod 0700 "$S"
 "$SEALVOL" close "$T/b.img" --state-dir "$T/elsewhere" 2>"$T/err" \
   && pass "close by image with another --state-dir" \
   || fail "close by image with another --state-dir: $(cat "$T/err")"
