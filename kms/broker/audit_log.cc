@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "kms/broker/token_verifier.h"
 #include "nlohmann/json.hpp"
@@ -68,12 +69,8 @@ absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
 }
 
 absl::Status SyncDirectoryOf(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus(errno, "open", dir);
-  if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", dir);
-  return absl::OkStatus();
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return SyncDirectory(dir.empty() ? std::string(".") : dir);
 }
 
 std::string RotatedName(const std::string& path, int64_t last_seq) {
