@@ -72,7 +72,8 @@ void Report(int fd, const std::string& line) {
 }
 
 Failure FromStatus(const absl::Status& s, int code) {
-  return {code, s.ToString()};
+  // The code and message; an error kind is for ExitCodeFor, not for people.
+  return {code, s.ToString(absl::StatusToStringMode::kWithNoExtraData)};
 }
 
 // The server: runs in the forked child (or in the foreground). Returns the
@@ -93,10 +94,8 @@ int Serve(const OpenFlags& flags, int ready_fd) {
 
   auto header = io::ReadHeader(flags.image);
   if (!header.ok()) {
-    const int code = header.status().code() == absl::StatusCode::kInvalidArgument
-                         ? kExitNotSealvol
-                         : kExitError;
-    return fail(FromStatus(header.status(), code));
+    return fail(FromStatus(header.status(), ExitCodeFor(header.status(),
+                                                        CommandFamily::kVolume)));
   }
   const std::string volume_id = io::VolumeIdString(header->volume_id);
   if (absl::Status s = io::InjectedFailure("header"); !s.ok()) {
@@ -107,10 +106,9 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   if (!provider.ok()) return fail(FromStatus(provider.status(), kExitUnavailable));
   auto dek = (*provider)->UnwrapVolumeKey(volume_id);
   if (!dek.ok()) {
-    int code = kExitPermission;
-    if (dek.status().code() == absl::StatusCode::kNotFound) code = kExitKeyDestroyed;
-    if (dek.status().code() == absl::StatusCode::kUnavailable) code = kExitUnavailable;
-    return fail(FromStatus(dek.status(), code));
+    // As for the key commands: no record (NotFound) is a destroyed key.
+    return fail(FromStatus(dek.status(),
+                           ExitCodeFor(dek.status(), CommandFamily::kKey)));
   }
   if (absl::Status s = io::InjectedFailure("key"); !s.ok()) {
     return fail(FromStatus(s, kExitError));
@@ -121,10 +119,8 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   auto volume = io::SealedVolume::Open(open_options, *dek);
   dek->Wipe();
   if (!volume.ok()) {
-    int code = kExitError;
-    if (volume.status().code() == absl::StatusCode::kPermissionDenied) code = kExitWrongKey;
-    if (volume.status().code() == absl::StatusCode::kFailedPrecondition) code = kExitInUse;
-    return fail(FromStatus(volume.status(), code));
+    return fail(FromStatus(volume.status(), ExitCodeFor(volume.status(),
+                                                        CommandFamily::kVolume)));
   }
   if (absl::Status s = io::InjectedFailure("engine"); !s.ok()) {
     (void)(*volume)->Close();

@@ -132,6 +132,14 @@ vid=$("$SEALVOL" dump "$T/a.img" | python3 -c 'import json,sys; print(json.load(
 [[ $rc -eq 3 ]] && pass "wrong key refused (exit 3: $(head -1 "$T/err"))" || fail "wrong key: exit $rc"
 [[ $(mounts_of_test) -eq 0 && $(loops_of_test) -eq 0 ]] || fail "wrong key left state behind"
 
+# open's exit codes come from the volume commands' mapping (error kinds).
+fmt "$T/trunc.img" 64M
+truncate -s 1M "$T/trunc.img"
+open_fs "$T/trunc.img" "$T/mt" auto >/dev/null 2>"$T/err"; rc=$?
+[[ $rc -eq 5 ]] && pass "open of a truncated image: exit 5" \
+  || fail "open of a truncated image: exit $rc: $(head -1 "$T/err")"
+[[ $(mounts_of_test) -eq 0 && $(loops_of_test) -eq 0 ]] || fail "truncated open left state behind"
+
 # --- kill -9 during writes, then reopen ------------------------------------
 img=$T/crash.img; mnt=$T/mc
 fmt "$img" 256M
