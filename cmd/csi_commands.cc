@@ -21,6 +21,7 @@
 #include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
+#include "cmd/log_format.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
@@ -136,6 +137,8 @@ struct ControllerFlags {
   std::string token_review_ca_file = broker::TokenReviewOptions().ca_file;
   std::string token_review_token_file =
       broker::TokenReviewOptions().bearer_token_file;
+  bool allow_tokens_without_node_claim = false;
+  std::string max_token_lifetime = "24h";
   std::string audit_log;
   std::string metrics_listen;
   std::string log_level = "info";
@@ -143,6 +146,7 @@ struct ControllerFlags {
 
 int RunController(const ControllerFlags& f) {
   if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("controller", s);
+  EscapeLogMessages();
   BlockSignals();
 
   auto provider = kms::OpenKeyProvider(f.kms);
@@ -175,14 +179,29 @@ int RunController(const ControllerFlags& f) {
          .bearer_token_file = f.jwks_bearer_token_file});
     if (!cache.ok()) return Fail("controller: JWKS", cache.status());
     jwks = std::move(*cache);
+    absl::Duration max_lifetime;
+    if (!absl::ParseDuration(f.max_token_lifetime, &max_lifetime) ||
+        max_lifetime <= absl::ZeroDuration()) {
+      return Fail("controller", absl::InvalidArgumentError(
+                                    "--max-token-lifetime " + f.max_token_lifetime +
+                                    ": expected a positive duration such as 24h"));
+    }
     verifier = std::make_unique<broker::TokenVerifier>(
-        broker::TokenVerifierOptions{.issuer = f.issuer, .audience = f.audience},
+        broker::TokenVerifierOptions{.issuer = f.issuer,
+                                     .audience = f.audience,
+                                     .max_lifetime = max_lifetime},
         *jwks);
     auto log = broker::AuditLog::Open({.path = f.audit_log});
     if (!log.ok()) return Fail("controller: --audit-log", log.status());
     audit = std::move(*log);
     broker::KeyBrokerOptions options;
     options.policy.node_service_account = f.node_service_account;
+    options.policy.allow_tokens_without_node_claim =
+        f.allow_tokens_without_node_claim;
+    if (f.allow_tokens_without_node_claim) {
+      spdlog::warn("--allow-tokens-without-node-claim: pod tokens that name no "
+                   "node are accepted from any node that holds them");
+    }
     options.metrics = &metrics;
     if (f.token_review) {
       if (!absl::StartsWith(f.token_review_url, "https://") &&
@@ -224,14 +243,28 @@ int RunController(const ControllerFlags& f) {
     broker_server = std::move(*started);
     spdlog::info("key broker listening on {}", f.broker_listen);
   }
+  kms::KeyProvider* keys = provider->get();
+  broker::AuditLog* audit_log = audit.get();
+  // Ready when the KMS answers and, with the broker, the audit log takes
+  // records (a broker that cannot audit refuses every key).
+  auto readiness = [keys, audit_log]() -> absl::Status {
+    if (audit_log != nullptr) {
+      if (absl::Status s = audit_log->Health(); !s.ok()) {
+        return absl::UnavailableError("audit log: " + std::string(s.message()));
+      }
+    }
+    return keys->Ping();
+  };
   if (!f.metrics_listen.empty()) {
-    auto started = broker::MetricsServer::Start(f.metrics_listen, metrics);
+    auto started =
+        broker::MetricsServer::Start(f.metrics_listen, metrics, readiness);
     if (!started.ok()) return Fail("controller: --metrics-listen", started.status());
     metrics_server = std::move(*started);
+    spdlog::info("metrics and readiness (/metrics, /readyz) on port {}",
+                 metrics_server->port());
   }
 
-  kms::KeyProvider* keys = provider->get();
-  csi::IdentityService identity(kVersion, [keys] { return keys->Ping(); });
+  csi::IdentityService identity(kVersion, readiness);
   csi::ControllerService controller(keys);
   auto server = StartCsiServer(f.endpoint, {&identity, &controller});
   if (!server.ok()) return Fail("controller: --endpoint", server.status());
@@ -257,6 +290,7 @@ struct NodeFlags {
   std::string endpoint;
   std::string node_id;
   std::string state_dir = "/var/lib/sealvol";
+  std::string kubelet_dir = csi::kDefaultKubeletDir;
   std::string broker;
   std::string broker_ca, broker_client_cert, broker_client_key;
   std::string broker_server_name;
@@ -346,6 +380,7 @@ class NodeMetricsServer {
 
 int RunNode(const NodeFlags& f) {
   if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("node", s);
+  EscapeLogMessages();
   BlockSignals();
   if (mkdir(f.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Fail("node", absl::FailedPreconditionError("create --state-dir " +
@@ -362,8 +397,10 @@ int RunNode(const NodeFlags& f) {
   if (!client.ok()) return Fail("node: --broker", client.status());
   csi::BrokerKeySource keys(std::move(*client));
   csi::FuseDataPath data_path;
-  csi::NodeService node({.node_id = f.node_id, .state_dir = f.state_dir}, &keys,
-                        &data_path);
+  csi::NodeService node({.node_id = f.node_id,
+                         .state_dir = f.state_dir,
+                         .kubelet_dir = f.kubelet_dir},
+                        &keys, &data_path);
   auto recovered = node.Recover();
   if (!recovered.ok()) return Fail("node: recover", recovered.status());
   spdlog::info("node {}: {} staged volume(s) found in {}", f.node_id,
@@ -456,6 +493,7 @@ struct CsiFlags {
   std::vector<std::string> params;
   std::vector<std::string> context;
   std::string fs_type;
+  std::vector<std::string> mount_flags;
   bool block = false;
   bool read_only = false;
   std::string node;
@@ -476,6 +514,7 @@ csipb::VolumeCapability Capability(const CsiFlags& f) {
     cap.mutable_block();
   } else {
     cap.mutable_mount()->set_fs_type(f.fs_type);
+    for (const auto& flag : f.mount_flags) cap.mutable_mount()->add_mount_flags(flag);
   }
   cap.mutable_access_mode()->set_mode(
       f.read_only ? csipb::VolumeCapability::AccessMode::SINGLE_NODE_READER_ONLY
@@ -716,6 +755,13 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
   controller->add_option("--token-review-token-file", cf->token_review_token_file,
                          "Bearer token allowed to create tokenreviews")
       ->capture_default_str();
+  controller->add_flag("--allow-tokens-without-node-claim",
+                       cf->allow_tokens_without_node_claim,
+                       "Accept pod tokens without a node claim (API servers "
+                       "before Kubernetes 1.30); off by default");
+  controller->add_option("--max-token-lifetime", cf->max_token_lifetime,
+                         "Longest token lifetime (exp - iat, exp - nbf) accepted")
+      ->capture_default_str();
   controller->add_option("--audit-log", cf->audit_log, "Hash-chained audit log (JSON lines)");
   controller->add_option("--metrics-listen", cf->metrics_listen, "HOST:PORT for /metrics");
   controller->add_option("--log-level", cf->log_level, "trace|debug|info|warn|error")
@@ -729,6 +775,10 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
   node->add_option("--endpoint", nf->endpoint, "CSI socket, unix:///PATH")->required();
   node->add_option("--node-id", nf->node_id, "This node's name")->required();
   node->add_option("--state-dir", nf->state_dir, "Backing images and stage records")
+      ->capture_default_str();
+  node->add_option("--kubelet-dir", nf->kubelet_dir,
+                   "The kubelet's root directory: staging and target paths "
+                   "must lie beneath it")
       ->capture_default_str();
   node->add_option("--broker", nf->broker, "KeyBroker: unix:///PATH or HOST:PORT (TLS)")
       ->required();
@@ -784,6 +834,7 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
   stage->add_option("--fs", f->fs_type, "ext4 or xfs");
   stage->add_flag("--block", f->block, "Block volume");
   stage->add_option("--context", f->context, "Extra volume context KEY=VALUE");
+  stage->add_option("--mount-flag", f->mount_flags, "Mount flag (repeatable)");
   CLI::App* publish = add("publish", "NodePublishVolume for a pod, with its token");
   publish->add_option("volume_id", f->volume_id)->required();
   publish->add_option("--staging-path", f->staging_path)->required();
@@ -798,6 +849,7 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
   publish->add_flag("--block", f->block);
   publish->add_flag("--readonly", f->read_only);
   publish->add_option("--context", f->context);
+  publish->add_option("--mount-flag", f->mount_flags, "Mount flag (repeatable)");
   CLI::App* unpublish = add("unpublish", "NodeUnpublishVolume");
   unpublish->add_option("volume_id", f->volume_id)->required();
   unpublish->add_option("--target", f->target)->required();

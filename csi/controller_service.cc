@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "csi/capabilities.h"
 #include "csi/grpc_status.h"
+#include "csi/request_limits.h"
 #include "csi/volume_id.h"
 #include "spdlog/spdlog.h"
 
@@ -184,6 +185,7 @@ ControllerService::ControllerService(kms::KeyProvider* keys,
 absl::Status ControllerService::DoCreateVolume(
     const csipb::CreateVolumeRequest& request,
     csipb::CreateVolumeResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   ASSIGN_OR_RETURN(VolumeSpec spec, ParseCreateRequest(request, options_));
 
   absl::MutexLock lock(&mutex_);
@@ -228,6 +230,7 @@ absl::Status ControllerService::DoCreateVolume(
 
 absl::Status ControllerService::DoDeleteVolume(
     const csipb::DeleteVolumeRequest& request) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   if (request.volume_id().empty()) {
     return absl::InvalidArgumentError("DeleteVolume: volume_id is required");
   }
@@ -245,6 +248,7 @@ absl::Status ControllerService::DoDeleteVolume(
 absl::Status ControllerService::DoValidate(
     const csipb::ValidateVolumeCapabilitiesRequest& request,
     csipb::ValidateVolumeCapabilitiesResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   if (request.volume_id().empty()) {
     return absl::InvalidArgumentError(
         "ValidateVolumeCapabilities: volume_id is required");
@@ -284,6 +288,7 @@ absl::Status ControllerService::DoValidate(
 absl::Status ControllerService::DoListVolumes(
     const csipb::ListVolumesRequest& request,
     csipb::ListVolumesResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   if (request.max_entries() < 0) {
     return absl::InvalidArgumentError(
         "ListVolumes: max_entries must not be negative");
@@ -320,6 +325,7 @@ absl::Status ControllerService::DoListVolumes(
 absl::Status ControllerService::DoExpand(
     const csipb::ControllerExpandVolumeRequest& request,
     csipb::ControllerExpandVolumeResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   if (request.volume_id().empty()) {
     return absl::InvalidArgumentError(
         "ControllerExpandVolume: volume_id is required");

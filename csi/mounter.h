@@ -21,6 +21,23 @@ namespace sealvol::csi {
 absl::Status MakeFilesystem(const std::string& device,
                             const std::string& fs_type);
 
+// Mount flags split into mount(2) flags and filesystem data. Only flags on
+// sealvol's list are accepted (docs/csi.md): VFS flags (ro, rw, noatime,
+// relatime, strictatime, nodiratime, lazytime, noexec, sync, dirsync,
+// nosuid, nodev) and ext4/xfs options that change neither ownership nor
+// device semantics (discard, nodiscard, data=, commit=, errors=, inode64,
+// ...). InvalidArgument naming the first flag that is not: checked before a
+// key is requested, since mount would refuse it only afterwards.
+struct MountOptions {
+  unsigned long flags = 0;
+  std::string data;
+};
+absl::StatusOr<MountOptions> ParseMountFlags(
+    const std::vector<std::string>& mount_flags);
+
+// Mounts `device` (fs_type, `options` as ParseMountFlags takes them) with
+// nosuid and nodev; `target` may be /proc/self/fd/N of a directory held
+// open, so that nothing between resolving and mounting can redirect it.
 absl::Status MountFilesystem(const std::string& device,
                              const std::string& target,
                              const std::string& fs_type,
@@ -32,7 +49,15 @@ absl::Status MountFilesystem(const std::string& device,
 absl::Status BindMount(const std::string& source, const std::string& target,
                        bool read_only);
 
+// The same onto the directory or file open as `target_fd` (O_PATH), with
+// the new mount API (open_tree, mount_setattr, move_mount): the clone is
+// made read-only before it is attached, and the target is the resolved
+// descriptor, not a path. `target` names it in errors.
+absl::Status BindMountAt(const std::string& source, int target_fd,
+                         const std::string& target, bool read_only);
+
 // Unmounts `target` when something is mounted there; OK when nothing is.
+// Neither this nor DetachMountIfMounted follows a link at `target`.
 absl::Status UnmountIfMounted(const std::string& target);
 
 // Lazily detaches whatever is mounted at `target` (MNT_DETACH): for mounts

@@ -18,6 +18,7 @@
 #include "csi/controller_service.h"
 #include "csi/grpc_status.h"
 #include "csi/mounter.h"
+#include "csi/request_limits.h"
 #include "csi/volume_id.h"
 #include "io/frontend/volume_attach.h"
 #include "nlohmann/json.hpp"
@@ -52,19 +53,6 @@ absl::Status MakeDirs(const std::string& path, mode_t mode) {
       return ErrnoStatus(errno, "mkdir", partial);
     }
   }
-  return absl::OkStatus();
-}
-
-// Removes a publish target the node created (a directory or, for block
-// volumes, a file). Missing is fine.
-absl::Status RemoveTarget(const std::string& path) {
-  struct stat st {};
-  if (lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(errno, "stat", path);
-  }
-  const int rc = S_ISDIR(st.st_mode) ? rmdir(path.c_str()) : unlink(path.c_str());
-  if (rc != 0 && errno != ENOENT) return ErrnoStatus(errno, "remove", path);
   return absl::OkStatus();
 }
 
@@ -116,7 +104,10 @@ absl::StatusOr<PodAttestation> PodAttestationFrom(
 
 NodeService::NodeService(NodeOptions options, VolumeKeySource* keys,
                          DataPath* data_path)
-    : options_(std::move(options)), keys_(keys), data_path_(data_path) {}
+    : options_(std::move(options)),
+      kubelet_(options_.kubelet_dir),
+      keys_(keys),
+      data_path_(data_path) {}
 
 std::string NodeService::VolumeDir(const std::string& volume_id) const {
   return options_.state_dir + "/volumes/" + volume_id;
@@ -349,6 +340,7 @@ absl::Status NodeService::RemoveDeletedVolume(const std::string& id) {
 }
 
 absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   if (id.empty()) {
     return absl::InvalidArgumentError("NodeStageVolume: volume_id is required");
@@ -365,6 +357,8 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
   if (!IsWellFormedVolumeId(id)) {
     return absl::NotFoundError("volume " + id + " is not a sealvol volume");
   }
+  RETURN_IF_ERROR(kubelet_.Check(request.staging_target_path(),
+                                 "NodeStageVolume: staging_target_path"));
   VolumeLock lock(this, id);
   RETURN_IF_ERROR(lock.status());
 
@@ -397,6 +391,16 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
     for (const auto& flag : request.volume_capability().mount().mount_flags()) {
       record.mount_flags.push_back(flag);
     }
+  }
+  // What mount would refuse only after the key was released is refused now.
+  if (!block && !IsSupportedFsType(record.fs_type)) {
+    return absl::InvalidArgumentError(
+        "NodeStageVolume " + id + ": fs_type \"" + record.fs_type.substr(0, 64) +
+        "\" is not supported (ext4, xfs)");
+  }
+  if (absl::Status flags = ParseMountFlags(record.mount_flags).status(); !flags.ok()) {
+    return absl::InvalidArgumentError("NodeStageVolume " + id + ": " +
+                                      std::string(flags.message()));
   }
   auto size = context.find(kContextCapacity);
   if (size == context.end() ||
@@ -460,16 +464,25 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     return absl::FailedPreconditionError("volume " + id + " holds " + found +
                                          ", not " + record.fs_type);
   }
-  RETURN_IF_ERROR(MakeDirs(record.staging_path, 0750));
-  RETURN_IF_ERROR(MountFilesystem(record.device, record.staging_path,
-                                  record.fs_type, record.mount_flags,
-                                  /*read_only=*/false));
+  // Mounted on the directory as resolved (no link followed), not on
+  // whatever the path names by the time mount(2) looks it up.
+  ASSIGN_OR_RETURN(UniqueFd staging,
+                   kubelet_.MakeDirs(record.staging_path, 0750, "staging path"));
+  const std::string staging_fd = "/proc/self/fd/" + std::to_string(staging.get());
+  if (absl::Status mounted =
+          MountFilesystem(record.device, staging_fd, record.fs_type,
+                          record.mount_flags, /*read_only=*/false);
+      !mounted.ok()) {
+    return absl::Status(mounted.code(), "mount on " + record.staging_path +
+                                            ": " + std::string(mounted.message()));
+  }
   io::InjectedCrash("mount");
   return absl::OkStatus();
 }
 
 absl::Status NodeService::Publish(
     const csipb::NodePublishVolumeRequest& request) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   const std::string& target = request.target_path();
   if (id.empty()) {
@@ -488,8 +501,34 @@ absl::Status NodeService::Publish(
                                       ": staging_target_path is required");
   }
   RETURN_IF_ERROR(CheckVolumeCapability(request.volume_capability()));
+  if (request.volume_capability().has_mount()) {
+    std::vector<std::string> flags(
+        request.volume_capability().mount().mount_flags().begin(),
+        request.volume_capability().mount().mount_flags().end());
+    if (absl::Status parsed = ParseMountFlags(flags).status(); !parsed.ok()) {
+      return absl::InvalidArgumentError("NodePublishVolume " + id + ": " +
+                                        std::string(parsed.message()));
+    }
+  }
   if (!IsWellFormedVolumeId(id)) {
     return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  RETURN_IF_ERROR(kubelet_.Check(target, "NodePublishVolume: target_path"));
+  RETURN_IF_ERROR(kubelet_.Check(request.staging_target_path(),
+                                 "NodePublishVolume: staging_target_path"));
+  {
+    // Neither path may hold the other: a bind of the staging mount onto or
+    // into itself.
+    const std::string& staging = request.staging_target_path();
+    auto beneath = [](const std::string& a, const std::string& b) {
+      return a == b || (a.size() > b.size() && a.compare(0, b.size(), b) == 0 &&
+                        a[b.size()] == '/');
+    };
+    if (beneath(target, staging) || beneath(staging, target)) {
+      return absl::InvalidArgumentError(
+          "NodePublishVolume " + id + ": target_path " + target +
+          " and staging_target_path " + staging + " overlap");
+    }
   }
   VolumeLock lock(this, id);
   RETURN_IF_ERROR(lock.status());
@@ -508,6 +547,13 @@ absl::Status NodeService::Publish(
     return absl::InvalidArgumentError(
         "volume " + id + " was staged as " +
         (record->block ? "a block device" : "a filesystem"));
+  }
+  if (!record->block && (!IsSupportedFsType(record->fs_type) ||
+                         !ParseMountFlags(record->mount_flags).ok())) {
+    // A record of an older node version that staged anything it was given.
+    return absl::FailedPreconditionError(
+        "volume " + id + " was staged with an unsupported fs_type or mount "
+        "flag; unstage and stage it again");
   }
 
   // Every publish attests, also when the volume is already open here: the
@@ -538,19 +584,16 @@ absl::Status NodeService::Publish(
   }
   const std::string source =
       record->block ? record->device : record->staging_path;
-  if (record->block) {
-    const std::string parent = target.substr(0, target.find_last_of('/'));
-    if (!parent.empty()) RETURN_IF_ERROR(MakeDirs(parent, 0750));
-    UniqueFd fd(open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) return ErrnoStatus(errno, "create", target);
-  } else {
-    RETURN_IF_ERROR(MakeDirs(target, 0750));
-  }
+  constexpr char kField[] = "NodePublishVolume: target_path";
+  auto target_fd = record->block ? kubelet_.MakeFile(target, kField)
+                                 : kubelet_.MakeDirs(target, 0750, kField);
+  if (!target_fd.ok()) return target_fd.status();
   // Recorded before it is mounted: a node killed between the two finds the
   // target in the record on restart and clears it (Recover).
   record->targets[target] = read_only;
   RETURN_IF_ERROR(SaveRecord(*record));
-  if (absl::Status bound = BindMount(source, target, read_only); !bound.ok()) {
+  if (absl::Status bound = BindMountAt(source, target_fd->get(), target, read_only);
+      !bound.ok()) {
     record->targets.erase(target);
     SaveRecord(*record).IgnoreError();  // A stale entry is harmless.
     return bound;
@@ -564,6 +607,7 @@ absl::Status NodeService::Publish(
 
 absl::Status NodeService::Unpublish(
     const csipb::NodeUnpublishVolumeRequest& request) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   const std::string& target = request.target_path();
   if (id.empty()) {
@@ -573,23 +617,34 @@ absl::Status NodeService::Unpublish(
     return absl::InvalidArgumentError("NodeUnpublishVolume " + id +
                                       ": target_path is required");
   }
+  if (!IsWellFormedVolumeId(id)) {
+    return absl::NotFoundError("volume " + id + " is not a sealvol volume");
+  }
+  RETURN_IF_ERROR(kubelet_.Check(target, "NodeUnpublishVolume: target_path"));
   VolumeLock lock(this, id);
   RETURN_IF_ERROR(lock.status());
+  // Only what this node published for this volume at this path is undone;
+  // a path the record does not hold is not ours to unmount or delete.
+  auto record = LoadRecord(id);
+  if (absl::IsNotFound(record.status()) ||
+      (record.ok() && record->targets.count(target) == 0)) {
+    spdlog::info("NodeUnpublishVolume {}: not published at {}; nothing to do",
+                 id, target);
+    return absl::OkStatus();
+  }
+  if (!record.ok()) return record.status();
   RETURN_IF_ERROR(UnmountIfMounted(target));
   io::InjectedCrash("target-unmount");
-  RETURN_IF_ERROR(RemoveTarget(target));
-  if (IsWellFormedVolumeId(id)) {
-    auto record = LoadRecord(id);
-    if (record.ok() && record->targets.erase(target) > 0) {
-      RETURN_IF_ERROR(SaveRecord(*record));
-    }
-  }
+  RETURN_IF_ERROR(kubelet_.Remove(target, "NodeUnpublishVolume: target_path"));
+  record->targets.erase(target);
+  RETURN_IF_ERROR(SaveRecord(*record));
   spdlog::info("NodeUnpublishVolume {}: {} unpublished", id, target);
   return absl::OkStatus();
 }
 
 absl::Status NodeService::Unstage(
     const csipb::NodeUnstageVolumeRequest& request) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   if (id.empty()) {
     return absl::InvalidArgumentError("NodeUnstageVolume: volume_id is required");
@@ -599,11 +654,19 @@ absl::Status NodeService::Unstage(
                                       ": staging_target_path is required");
   }
   if (!IsWellFormedVolumeId(id)) return absl::OkStatus();
+  RETURN_IF_ERROR(kubelet_.Check(request.staging_target_path(),
+                                 "NodeUnstageVolume: staging_target_path"));
   VolumeLock lock(this, id);
   RETURN_IF_ERROR(lock.status());
   auto record = LoadRecord(id);
   if (absl::IsNotFound(record.status())) return absl::OkStatus();
   if (!record.ok()) return record.status();
+  if (record->staging_path != request.staging_target_path()) {
+    // Not staged there: nothing at that path is this volume's to unmount.
+    return absl::NotFoundError("volume " + id + " is staged at " +
+                               record->staging_path + ", not at " +
+                               request.staging_target_path());
+  }
   for (const auto& [target, ro] : record->targets) {
     (void)ro;
     ASSIGN_OR_RETURN(bool mounted, IsMountPoint(target));
@@ -629,6 +692,7 @@ absl::Status NodeService::Unstage(
 
 absl::Status NodeService::Stats(const csipb::NodeGetVolumeStatsRequest& request,
                                 csipb::NodeGetVolumeStatsResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   const std::string& path = request.volume_path();
   if (id.empty()) {
@@ -689,6 +753,7 @@ absl::Status NodeService::Stats(const csipb::NodeGetVolumeStatsRequest& request,
 
 absl::Status NodeService::Expand(const csipb::NodeExpandVolumeRequest& request,
                                  csipb::NodeExpandVolumeResponse* response) {
+  RETURN_IF_ERROR(CheckRequestSize(request));
   const std::string& id = request.volume_id();
   const std::string& path = request.volume_path();
   if (id.empty()) {

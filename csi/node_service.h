@@ -11,6 +11,11 @@
 // clears mounts whose data path died with the old process and reports those
 // volumes abnormal until the next publish re-attests and reattaches them.
 //
+// Every request is bounded in size (request_limits.h), and its paths are
+// confined to the kubelet directory (kubelet_paths.h) before anything is
+// written or a key requested. Unpublish and unstage undo only what the stage
+// record holds for that volume at that path: anything else is left alone.
+//
 // Thread-safe. Calls for one volume are serialized; a second call while one
 // is running gets ABORTED, as the spec suggests.
 #pragma once
@@ -24,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "csi/data_path.h"
+#include "csi/kubelet_paths.h"
 #include "csi/volume_key_source.h"
 #include "google/protobuf/map.h"
 #include "proto/csi.grpc.pb.h"
@@ -55,6 +61,8 @@ absl::StatusOr<PodAttestation> PodAttestationFrom(
 struct NodeOptions {
   std::string node_id;
   std::string state_dir;  // Backing images and stage records live here.
+  // Staging and target paths must lie beneath it (KubeletPaths).
+  std::string kubelet_dir = kDefaultKubeletDir;
 };
 
 class NodeService final : public ::csi::v1::Node::Service {
@@ -141,6 +149,7 @@ class NodeService final : public ::csi::v1::Node::Service {
   void UnlockVolume(const std::string& volume_id);
 
   const NodeOptions options_;
+  const KubeletPaths kubelet_;
   VolumeKeySource* const keys_;
   DataPath* const data_path_;
 

@@ -24,6 +24,7 @@
 #include "kms/base64.h"
 #include "kms/identifiers.h"
 #include "kms/volume_record_json.h"
+#include "spdlog/spdlog.h"
 
 namespace sealvol::kms {
 namespace {
@@ -284,6 +285,7 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::ReadRecord(
 absl::Status LocalKeyProvider::WriteRecord(const VolumeRecord& record,
                                            bool create) const {
   const std::string text = DumpJson(VolumeRecordToJson(record), 2) + "\n";
+  RETURN_IF_ERROR(CheckRecordWriteSize(text, record.volume_id));
   const std::string name = record.volume_id + ".json";
   return create ? CreateFileAtomically(VolumeDir(), name, Bytes(text), 0600)
                 : WriteFileAtomically(VolumeDir(), name, Bytes(text), 0600);
@@ -373,8 +375,8 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::ClaimFormat(
   return record;
 }
 
-absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ReadAllRecords()
-    const {
+absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ReadAllRecords(
+    bool skip_bad_records) const {
   const std::string dir = VolumeDir();
   std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
   if (!d) return ErrnoStatus(errno, "opendir", dir);
@@ -390,8 +392,16 @@ absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ReadAllRecords()
   std::sort(ids.begin(), ids.end());
   std::vector<VolumeRecord> out;
   for (const std::string& id : ids) {
-    ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(id));
-    out.push_back(std::move(record));
+    auto record = ReadRecord(id);
+    if (absl::IsNotFound(record.status())) continue;  // Destroyed meanwhile.
+    if (skip_bad_records && IsBadRecordError(record.status())) {
+      // One bad file must not take every other volume down with it.
+      spdlog::warn("registry {}: skipping the record of {}: {}", Describe(),
+                   id.substr(0, 64), std::string(record.status().message()));
+      continue;
+    }
+    if (!record.ok()) return record.status();
+    out.push_back(std::move(*record));
   }
   return out;
 }
@@ -399,7 +409,8 @@ absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ReadAllRecords()
 absl::StatusOr<std::vector<VolumeRecord>> LocalKeyProvider::ListVolumes(
     std::string_view tenant) {
   ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/false));
-  ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, ReadAllRecords());
+  ASSIGN_OR_RETURN(std::vector<VolumeRecord> all,
+                   ReadAllRecords(/*skip_bad_records=*/true));
   std::vector<VolumeRecord> out;
   for (VolumeRecord& record : all) {
     if (tenant.empty() || record.tenant == tenant) {
@@ -427,7 +438,10 @@ absl::StatusOr<RotationResult> LocalKeyProvider::RotateTenantKey(
   ASSIGN_OR_RETURN(const std::string default_key,
                    ExpandKeyNameTemplate(key_name_template_, tenant));
   ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
-  ASSIGN_OR_RETURN(std::vector<VolumeRecord> records, ReadAllRecords());
+  // Strict: a rotation must not delete a KEK version a record it cannot
+  // read still needs.
+  ASSIGN_OR_RETURN(std::vector<VolumeRecord> records,
+                   ReadAllRecords(/*skip_bad_records=*/false));
   std::set<std::string> key_names = {default_key};
   for (const VolumeRecord& r : records) {
     if (r.tenant == tenant) key_names.insert(r.key_name);

@@ -67,7 +67,10 @@ class LocalKeyProvider final : public KeyProvider {
 
   absl::StatusOr<VolumeRecord> ReadRecord(std::string_view volume_id) const;
   // Every record, ordered by volume id. The caller holds the lock.
-  absl::StatusOr<std::vector<VolumeRecord>> ReadAllRecords() const;
+  // Every record. With `skip_bad_records`, records that cannot be read for
+  // their own content (IsBadRecordError) are logged and left out.
+  absl::StatusOr<std::vector<VolumeRecord>> ReadAllRecords(
+      bool skip_bad_records) const;
   absl::Status WriteRecord(const VolumeRecord& record, bool create) const;
   absl::StatusOr<crypto::SecretBytes> ReadKek(const std::string& key_name,
                                               int64_t version) const;

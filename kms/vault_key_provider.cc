@@ -552,6 +552,7 @@ absl::Status VaultKeyProvider::WriteRecord(const VolumeRecord& record,
                                            int64_t cas) {
   json body = {{"options", {{"cas", cas}}},
                {"data", VolumeRecordToJson(record)}};
+  RETURN_IF_ERROR(CheckRecordWriteSize(DumpJson(body["data"]), record.volume_id));
   auto result = Call("POST", RecordPath("data", record.volume_id), &body);
   if (absl::IsInvalidArgument(result.status()) &&
       absl::StrContains(result.status().message(), "check-and-set")) {
@@ -763,6 +764,12 @@ absl::StatusOr<std::vector<VolumeRecord>> VaultKeyProvider::ListVolumes(
   for (const std::string& id : ids) {
     auto stored = ReadRecord(id);
     if (absl::IsNotFound(stored.status())) continue;  // Destroyed meanwhile.
+    if (IsBadRecordError(stored.status())) {
+      // One bad record must not take every other volume down with it.
+      spdlog::warn("registry {}: skipping the record of {}: {}", Describe(),
+                   id, std::string(stored.status().message()));
+      continue;
+    }
     if (!stored.ok()) return stored.status();
     if (tenant.empty() || stored->record.tenant == tenant) {
       out.push_back(std::move(stored->record));

@@ -118,4 +118,27 @@ absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
   return r;
 }
 
+absl::Status CheckRecordWriteSize(std::string_view serialized,
+                                  std::string_view volume_id) {
+  if (serialized.size() > kMaxRecordWriteBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "volume ", std::string(volume_id.substr(0, 64)), ": record of ", serialized.size(),
+        " bytes, at most ", kMaxRecordWriteBytes, " are written"));
+  }
+  return absl::OkStatus();
+}
+
+bool IsBadRecordError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kInvalidArgument:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace sealvol::kms

@@ -15,6 +15,21 @@ namespace sealvol::kms {
 
 nlohmann::json VolumeRecordToJson(const VolumeRecord& record);
 
+// Largest serialized record a registry writes (a record holds ids, names and
+// StorageClass parameters the controller bounds to a few KiB). Readers accept
+// up to 1 MiB, so that records of older versions still read.
+inline constexpr size_t kMaxRecordWriteBytes = 64 * 1024;
+
+// InvalidArgument when `serialized` (a record about to be written) is over
+// kMaxRecordWriteBytes.
+absl::Status CheckRecordWriteSize(std::string_view serialized,
+                                  std::string_view volume_id);
+
+// True for an error about one record's own content (unparseable, too large,
+// naming another volume): a listing skips and reports that record instead of
+// failing for every volume. Outages and permission errors are not.
+bool IsBadRecordError(const absl::Status& status);
+
 // Serialises without throwing: invalid UTF-8 is replaced, not an exception.
 std::string DumpJson(const nlohmann::json& json, int indent = -1);
 

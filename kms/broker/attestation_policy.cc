@@ -96,11 +96,30 @@ absl::Status AttestationPolicy::CheckPod(const VerifiedToken& pod_token,
                      " is not in allowedServiceAccounts of volume ",
                      volume.volume_id));
   }
+  if (pod_token.node_name.empty() && !options_.allow_tokens_without_node_claim) {
+    return RefusalStatus(
+        Reason::kTokenWithoutNodeClaim,
+        "pod token has no node claim (API server before Kubernetes 1.30?); "
+        "the broker accepts such tokens only with "
+        "--allow-tokens-without-node-claim");
+  }
   if (!pod_token.node_name.empty() && pod_token.node_name != node_id) {
     return RefusalStatus(
         Reason::kNodeMismatch,
         absl::StrCat("pod token is bound to node ", pod_token.node_name,
                      ", the request comes from node ", std::string(node_id)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttestationPolicy::CheckPlacement(const kms::VolumeRecord& volume,
+                                               std::string_view node_id) const {
+  if (!volume.node.empty() && volume.node != node_id) {
+    return RefusalStatus(
+        Reason::kNodeNotOwner,
+        absl::StrCat("volume ", volume.volume_id, " is placed on node ",
+                     volume.node, ", the request comes from node ",
+                     std::string(node_id)));
   }
   return absl::OkStatus();
 }

@@ -3,7 +3,8 @@
 // functions of their inputs: thread-safe.
 //
 // Refusal reasons: node_identity_invalid, namespace_mismatch, pod_mismatch,
-// service_account_not_allowed, node_mismatch.
+// service_account_not_allowed, node_mismatch, token_without_node_claim,
+// node_not_owner.
 #pragma once
 
 #include <string>
@@ -33,6 +34,10 @@ struct PodIdentity {
 struct AttestationPolicyOptions {
   // "NAMESPACE:NAME" of the service account node plugins run as.
   std::string node_service_account = "sealvol-system:sealvol-node";
+  // Accept pod tokens without a `kubernetes.io.node` claim (API servers
+  // before 1.30 do not add it). Off: such tokens are refused
+  // (token_without_node_claim), since nothing binds them to a node.
+  bool allow_tokens_without_node_claim = false;
 };
 
 class AttestationPolicy {
@@ -45,10 +50,16 @@ class AttestationPolicy {
                          std::string_view node_id) const;
 
   // The pod token must name the tenant namespace, the pod the node forwards,
-  // an allowed service account, and (when it has a node claim) `node_id`.
+  // an allowed service account, and `node_id` in its node claim (a token
+  // without one only with allow_tokens_without_node_claim).
   absl::Status CheckPod(const VerifiedToken& pod_token,
                         const PodIdentity& forwarded, std::string_view node_id,
                         const kms::VolumeRecord& volume) const;
+
+  // The volume must be placed on `node_id`, or on no node yet (the broker
+  // then records `node_id` as its node before it releases the key).
+  absl::Status CheckPlacement(const kms::VolumeRecord& volume,
+                              std::string_view node_id) const;
 
   const AttestationPolicyOptions& options() const { return options_; }
 

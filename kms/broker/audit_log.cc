@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -144,25 +145,17 @@ std::string NewestRotated(const std::string& path) {
   return best.empty() ? "" : (dir / best).string();
 }
 
-}  // namespace
+// The file at `path` opened for appending, with the chain's last record
+// (from the newest rotated file when the current one is empty); a torn last
+// line is cut off first.
+struct ChainTail {
+  UniqueFd fd;
+  int64_t last_seq = 0;
+  std::string last_hash;
+  uint64_t file_bytes = 0;
+};
 
-AuditLog::AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
-                   std::string last_hash, uint64_t file_bytes)
-    : options_(std::move(options)),
-      fd_(std::move(fd)),
-      last_seq_(last_seq),
-      last_hash_(std::move(last_hash)),
-      file_bytes_(file_bytes),
-      durable_seq_(last_seq) {}
-
-AuditLog::~AuditLog() {
-  std::unique_lock lock(mu_);
-  synced_.wait(lock, [this] { return !sync_in_progress_; });
-}
-
-absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
-    AuditLogOptions options) {
-  const std::string& path = options.path;
+absl::StatusOr<ChainTail> OpenChainTail(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC,
                      0600));
   if (!fd) return ErrnoStatus(errno, "open", path);
@@ -186,16 +179,94 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
                        LastLineRepairingTail(old.get(), old_st.st_size, source));
     }
   }
-  int64_t last_seq = 0;
-  std::string last_hash = kGenesisHash;
+  ChainTail tail;
+  tail.last_hash = kGenesisHash;
   if (!last_line.empty()) {
-    ASSIGN_OR_RETURN(last_seq, SeqOf(last_line, source));
-    last_hash = Sha256Hex(last_line);
+    ASSIGN_OR_RETURN(tail.last_seq, SeqOf(last_line, source));
+    tail.last_hash = Sha256Hex(last_line);
   }
   RETURN_IF_ERROR(SyncDirectoryOf(path));
+  tail.fd = std::move(fd);
+  tail.file_bytes = static_cast<uint64_t>(st.st_size);
+  return tail;
+}
+
+}  // namespace
+
+AuditLog::AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
+                   std::string last_hash, uint64_t file_bytes)
+    : options_(std::move(options)),
+      fd_(std::move(fd)),
+      last_seq_(last_seq),
+      last_hash_(std::move(last_hash)),
+      file_bytes_(file_bytes),
+      durable_seq_(last_seq) {}
+
+AuditLog::~AuditLog() {
+  std::unique_lock lock(mu_);
+  synced_.wait(lock, [this] { return !sync_in_progress_; });
+}
+
+absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
+    AuditLogOptions options) {
+  ASSIGN_OR_RETURN(ChainTail tail, OpenChainTail(options.path));
   return std::unique_ptr<AuditLog>(
-      new AuditLog(std::move(options), std::move(fd), last_seq,
-                   std::move(last_hash), static_cast<uint64_t>(st.st_size)));
+      new AuditLog(std::move(options), std::move(tail.fd), tail.last_seq,
+                   std::move(tail.last_hash), tail.file_bytes));
+}
+
+absl::Status AuditLog::RecoverLocked(std::unique_lock<std::mutex>& lock) {
+  if (broken_.ok()) return absl::OkStatus();
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_recovery_ < kRecoveryInterval) return broken_;
+  last_recovery_ = now;
+  // The syncing thread uses fd_ without the lock: let it finish first.
+  synced_.wait(lock, [this] { return !sync_in_progress_; });
+  // Reopen and resume from what the file holds: a torn line the failed
+  // write left is cut off; a record whose sync failed was never
+  // acknowledged, so whether it is still there does not matter, but every
+  // acknowledged one must be.
+  auto tail = OpenChainTail(options_.path);
+  if (!tail.ok()) {
+    broken_ = tail.status();
+    return broken_;
+  }
+  if (tail->last_seq < durable_seq_) {
+    broken_ = absl::DataLossError(absl::StrCat(
+        "audit log ", options_.path, ": ends at record ", tail->last_seq,
+        " but record ", durable_seq_,
+        " was acknowledged; run `sealvol audit verify`"));
+    return broken_;
+  }
+  if (::fdatasync(tail->fd.get()) != 0) {
+    broken_ = ErrnoStatus(errno, "fdatasync", options_.path);
+    return broken_;
+  }
+  // Reopening succeeds on a full disk too; room for a few records is what
+  // says the cause has gone.
+  struct statvfs vfs {};
+  if (::fstatvfs(tail->fd.get(), &vfs) == 0 &&
+      static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < 4 * kMaxLineBytes) {
+    broken_ = absl::ResourceExhaustedError(absl::StrCat(
+        "audit log ", options_.path, ": less than ", 4 * kMaxLineBytes / 1024,
+        " KiB free on its file system"));
+    return broken_;
+  }
+  fd_ = std::move(tail->fd);
+  last_seq_ = tail->last_seq;
+  last_hash_ = std::move(tail->last_hash);
+  file_bytes_ = tail->file_bytes;
+  durable_seq_ = last_seq_;
+  spdlog::warn("audit log {}: writable again after \"{}\"; chain resumes "
+               "at record {}",
+               options_.path, std::string(broken_.message()), last_seq_);
+  broken_ = absl::OkStatus();
+  return broken_;
+}
+
+absl::Status AuditLog::Health() {
+  std::unique_lock lock(mu_);
+  return RecoverLocked(lock);
 }
 
 int64_t AuditLog::last_seq() const {
@@ -205,7 +276,7 @@ int64_t AuditLog::last_seq() const {
 
 absl::Status AuditLog::Append(const AuditRecord& record) {
   std::unique_lock lock(mu_);
-  if (!broken_.ok()) return broken_;
+  RETURN_IF_ERROR(RecoverLocked(lock));
   const int64_t seq = last_seq_ + 1;
   std::string line = FormatLine(record, options_.now(), seq, last_hash_);
   const std::string hash = Sha256Hex(line);
@@ -251,7 +322,7 @@ absl::Status AuditLog::Append(const AuditRecord& record) {
 
 absl::Status AuditLog::Rotate() {
   std::unique_lock lock(mu_);
-  if (!broken_.ok()) return broken_;
+  RETURN_IF_ERROR(RecoverLocked(lock));
   return RotateLocked(lock);
 }
 

@@ -10,10 +10,14 @@
 // Append (not yet acknowledged) can be lost or torn, and a torn last line is
 // cut off when the log is reopened.
 //
-// Errors: a failed write or sync makes the log unusable (every later Append
-// fails), so a broker that requires a record for every grant fails closed.
+// Errors: a failed write or sync makes the log unusable, so a broker that
+// requires a record for every grant fails closed. It is not final: the next
+// Append or Health (at most every kRecoveryInterval) reopens the file, cuts
+// off a torn line and resumes the chain, provided every acknowledged record
+// is still there (DataLoss otherwise, until an operator steps in).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -67,6 +71,12 @@ class AuditLog {
   // Appends and makes durable one record.
   absl::Status Append(const AuditRecord& record);
 
+  // OK when records can be written; after a failure, tries to recover (see
+  // above) and returns the failure while it persists. For readiness.
+  absl::Status Health();
+
+  static constexpr std::chrono::milliseconds kRecoveryInterval{500};
+
   // Renames the current file to "<path>.<20-digit seq of its last record>"
   // and starts a new one whose first record chains to that last record.
   // Call it on SIGHUP; size-based rotation calls it too.
@@ -81,6 +91,7 @@ class AuditLog {
            std::string last_hash, uint64_t file_bytes);
   // Both need `lock` held on mu_; they may release it while waiting.
   absl::Status RotateLocked(std::unique_lock<std::mutex>& lock);
+  absl::Status RecoverLocked(std::unique_lock<std::mutex>& lock);
 
   const AuditLogOptions options_;
   // std::mutex rather than absl::Mutex: Debian's abseil is not built with
@@ -94,6 +105,7 @@ class AuditLog {
   int64_t durable_seq_ ABSL_GUARDED_BY(mu_);
   bool sync_in_progress_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status broken_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_recovery_ ABSL_GUARDED_BY(mu_);
 };
 
 struct AuditVerifyResult {

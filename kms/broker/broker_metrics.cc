@@ -91,7 +91,8 @@ std::string BrokerMetrics::RenderPrometheus() const {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const std::string& listen, const BrokerMetrics& metrics) {
+    const std::string& listen, const BrokerMetrics& metrics,
+    std::function<absl::Status()> readiness) {
   const size_t colon = listen.rfind(':');
   int port = -1;
   if (colon == std::string::npos || colon == 0 ||
@@ -110,6 +111,14 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
                                               httplib::Response& res) {
     res.set_content(metrics.RenderPrometheus(),
                     "text/plain; version=0.0.4; charset=utf-8");
+  });
+  server->server_->Get("/readyz", [readiness](const httplib::Request&,
+                                              httplib::Response& res) {
+    absl::Status ready = readiness ? readiness() : absl::OkStatus();
+    res.status = ready.ok() ? 200 : 503;
+    res.set_content(ready.ok() ? std::string("ok\n")
+                               : absl::StrCat("not ready: ", ready.message(), "\n"),
+                    "text/plain; charset=utf-8");
   });
   if (port == 0) {
     port = server->server_->bind_to_any_port(host);

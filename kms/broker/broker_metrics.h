@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -59,9 +60,12 @@ class BrokerMetrics {
 class MetricsServer {
  public:
   // Listens on "HOST:PORT" (PORT 0 picks a free port) and serves
-  // GET /metrics from `metrics`, which must outlive the server.
+  // GET /metrics from `metrics`, which must outlive the server, and
+  // GET /readyz: 200 when `readiness` (called per request; none = always)
+  // returns OK, 503 with its message otherwise.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const std::string& listen, const BrokerMetrics& metrics);
+      const std::string& listen, const BrokerMetrics& metrics,
+      std::function<absl::Status()> readiness = nullptr);
   ~MetricsServer();  // Stops and joins the server thread.
 
   int port() const { return port_; }

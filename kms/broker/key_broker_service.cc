@@ -37,6 +37,35 @@ std::string BearerToken(const grpc::ServerContext& context) {
   return "";
 }
 
+// Size limits of KeyBroker requests (docs/attestation.md): volume ids as
+// CSI strings, node ids as CSI node ids, pod fields as Kubernetes names.
+constexpr size_t kMaxVolumeIdBytes = 128;
+constexpr size_t kMaxNodeIdBytes = 256;
+constexpr size_t kMaxKubernetesNameBytes = 253;
+constexpr size_t kMaxUidBytes = 128;
+
+absl::Status CheckFieldSize(std::string_view value, const char* field,
+                            size_t max) {
+  if (value.size() <= max) return absl::OkStatus();
+  return RefusalStatus(Reason::kInvalidRequest,
+                       absl::StrCat(field, " is ", value.size(),
+                                    " bytes, at most ", max, " allowed"));
+}
+
+absl::Status CheckReleaseRequestSize(const ReleaseRequest& r,
+                                     size_t max_token_bytes) {
+  RETURN_IF_ERROR(CheckFieldSize(r.volume_id, "volume_id", kMaxVolumeIdBytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.node_id, "node_id", kMaxNodeIdBytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.pod_token, "pod_token", max_token_bytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.pod.name, "pod.name", kMaxKubernetesNameBytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.pod.namespace_name, "pod.namespace",
+                                 kMaxKubernetesNameBytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.pod.uid, "pod.uid", kMaxUidBytes));
+  RETURN_IF_ERROR(CheckFieldSize(r.pod.service_account, "pod.service_account",
+                                 kMaxKubernetesNameBytes));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadPem(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
@@ -77,7 +106,9 @@ absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
 absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
     const std::string& node_id, const std::vector<std::string>& volume_ids,
     std::string_view node_token) {
-  if (absl::Status s = AuthenticateNode(node_token, node_id); !s.ok()) {
+  absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (!s.ok()) {
     const std::string reason = RefusalReason(s);
     if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
     AuditRecord record;
@@ -99,6 +130,12 @@ absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
   std::vector<VolumeExistence> out;
   out.reserve(volume_ids.size());
   for (const std::string& id : volume_ids) {
+    if (id.size() > kMaxVolumeIdBytes) {
+      return RefusalStatus(Reason::kInvalidRequest,
+                           absl::StrCat("volume_ids has an entry of ", id.size(),
+                                        " bytes, at most ", kMaxVolumeIdBytes,
+                                        " allowed"));
+    }
     auto volume = keys_.GetVolume(id);
     if (volume.ok()) {
       out.push_back({id, true});
@@ -139,9 +176,9 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
     return status;
   };
 
-  if (absl::Status s = AuthenticateNode(node_token, node_id); !s.ok()) {
-    return refuse(s);
-  }
+  absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (!s.ok()) return refuse(s);
   if (absl::Status s = kms::ValidateFormatId(format_id); !s.ok()) {
     return refuse(s, "invalid_format_id");
   }
@@ -192,6 +229,26 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   return FormatClaimResult{format_id, recorded};
 }
 
+absl::Status KeyBrokerService::PlaceVolume(const std::string& volume_id,
+                                           const std::string& node_id) {
+  std::lock_guard lock(place_mu_);
+  auto fresh = keys_.GetVolume(volume_id);
+  if (!fresh.ok()) {
+    return RefusalStatus(Reason::kKmsError,
+                         absl::StrCat("registry lookup: ",
+                                      std::string(fresh.status().message())));
+  }
+  RETURN_IF_ERROR(policy_.CheckPlacement(*fresh, node_id));
+  if (!fresh->node.empty()) return absl::OkStatus();  // Placed meanwhile.
+  fresh->node = node_id;
+  if (absl::Status s = keys_.UpdateVolume(*fresh); !s.ok()) {
+    return RefusalStatus(Reason::kKmsError,
+                         absl::StrCat("record the volume's node: ",
+                                      std::string(s.message())));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     const ReleaseRequest& request, std::string_view node_token) {
   AuditRecord record;
@@ -218,6 +275,13 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     return status;
   };
 
+  // 0. Every field within its bound, before anything else is done with it.
+  if (absl::Status s = CheckReleaseRequestSize(
+          request, verifier_.options().max_token_bytes);
+      !s.ok()) {
+    return refuse(s);
+  }
+
   // 1. Who asks: the node plugin, by its own token.
   if (absl::Status s = AuthenticateNode(node_token, request.node_id); !s.ok()) {
     return refuse(s);
@@ -238,6 +302,10 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
         absl::StrCat("registry lookup: ", std::string(volume.status().message()))));
   }
   record.tenant = volume->tenant;
+  // Keys follow placement: only the node the volume lives on gets its key.
+  if (absl::Status s = policy_.CheckPlacement(*volume, request.node_id); !s.ok()) {
+    return refuse(s);
+  }
 
   // 3. For whom: the pod, by its token, against the volume's policy.
   auto pod = verifier_.Verify(request.pod_token);
@@ -255,7 +323,16 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     }
   }
 
-  // 4. The key: of the record read in step 2, which the policy checked and
+  // 4. A volume placed on no node yet (created without topology) is placed
+  // on the first node that is granted its key, before the key leaves.
+  if (volume->node.empty()) {
+    if (absl::Status s = PlaceVolume(request.volume_id, request.node_id);
+        !s.ok()) {
+      return refuse(s);
+    }
+  }
+
+  // 5. The key: of the record read in step 2, which the policy checked and
   // the audit record names (a second registry read could see a record a
   // rotation replaced meanwhile).
   const absl::Time start = absl::Now();

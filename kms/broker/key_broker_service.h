@@ -22,6 +22,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -120,10 +121,12 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
       const std::string& node_id, const std::vector<std::string>& volume_ids,
       std::string_view node_token);
 
-  // The decision itself: verifies both tokens, applies the policy, unwraps
-  // the key and writes the audit record. A grant is returned only once its
-  // audit record is durable; if the record cannot be written the key is
-  // wiped and Unavailable returned (fail closed).
+  // The decision itself: bounds every field (invalid_request), verifies both
+  // tokens, checks the volume's placement (node_not_owner) and the policy,
+  // places a volume that has no node yet on the asking node, unwraps the key
+  // and writes the audit record. A grant is returned only once its audit
+  // record is durable; if the record cannot be written the key is wiped and
+  // Unavailable returned (fail closed).
   absl::StatusOr<ReleasedKey> Release(const ReleaseRequest& request,
                                       std::string_view node_token);
 
@@ -132,6 +135,10 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // budget. A refusal status (refusal.h) otherwise.
   absl::Status AuthenticateNode(std::string_view node_token,
                                 const std::string& node_id);
+  // Records `node_id` as the node of a volume placed on none yet;
+  // node_not_owner when another node got there first.
+  absl::Status PlaceVolume(const std::string& volume_id,
+                           const std::string& node_id);
 
   kms::KeyProvider& keys_;
   const TokenVerifier& verifier_;
@@ -139,6 +146,8 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   const KeyBrokerOptions options_;
   const AttestationPolicy policy_;
   RateLimiter rate_limiter_;
+  // Serializes first placements (read, check, write of one record).
+  std::mutex place_mu_;
 };
 
 // Where and how the broker listens.

@@ -30,6 +30,10 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kRateLimited: return "rate_limited";
     case Reason::kKmsError: return "kms_error";
     case Reason::kAlreadyFormatted: return "already_formatted";
+    case Reason::kInvalidRequest: return "invalid_request";
+    case Reason::kNodeNotOwner: return "node_not_owner";
+    case Reason::kTokenWithoutNodeClaim: return "token_without_node_claim";
+    case Reason::kTokenLifetimeTooLong: return "token_lifetime_too_long";
   }
   return "unknown";
 }
@@ -48,6 +52,9 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
       break;
     case Reason::kAlreadyFormatted:
       status = absl::FailedPreconditionError(text);
+      break;
+    case Reason::kInvalidRequest:
+      status = absl::InvalidArgumentError(text);
       break;
     default:
       status = absl::PermissionDeniedError(text);

@@ -34,6 +34,12 @@ enum class Reason {
   kKmsError,              // The KMS failed to unwrap (not a policy refusal).
   kAlreadyFormatted,      // ClaimFormat: the registry holds another format
                           // id; the volume's image was formatted before.
+  kInvalidRequest,        // A request field is over its size limit
+                          // (InvalidArgument).
+  kNodeNotOwner,          // The volume is placed on another node.
+  kTokenWithoutNodeClaim,  // Pod token has no node claim and the operator
+                           // did not opt in (--allow-tokens-without-node-claim).
+  kTokenLifetimeTooLong,  // exp - iat (or exp - nbf) above the broker's cap.
 };
 
 // Every reason, for code that maps names back (the client).
@@ -43,7 +49,8 @@ inline constexpr Reason kLastReason = Reason::kAlreadyFormatted;
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
-// kKmsError and kTokenReviewFailed, FailedPrecondition for kAlreadyFormatted) with message "<reason>: <message>" and
+// kKmsError and kTokenReviewFailed, FailedPrecondition for kAlreadyFormatted,
+// InvalidArgument for kInvalidRequest) with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
 

@@ -243,6 +243,23 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
                            "token issued in the future");
     }
   }
+  {
+    // The lifetime the issuer gave the token, from each start it states.
+    std::vector<absl::Time> starts;
+    if (out.issued_at != absl::InfinitePast()) starts.push_back(out.issued_at);
+    if (out.not_before != absl::InfinitePast()) starts.push_back(out.not_before);
+    if (starts.empty()) starts.push_back(now);
+    for (absl::Time start : starts) {
+      if (out.expires_at - start > options_.max_lifetime) {
+        return RefusalStatus(
+            Reason::kTokenLifetimeTooLong,
+            absl::StrCat("token is valid for ",
+                         absl::FormatDuration(out.expires_at - start),
+                         ", the broker accepts at most ",
+                         absl::FormatDuration(options_.max_lifetime)));
+      }
+    }
+  }
   auto jti = OptionalString(*claims, "jti", "claims");
   if (!jti.ok()) return jti.status();
   out.jti = std::move(*jti);

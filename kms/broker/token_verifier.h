@@ -5,7 +5,8 @@
 //
 // Errors carry a refusal reason (see refusal.h): malformed_token,
 // alg_not_allowed, unsupported_header, unknown_kid, bad_signature,
-// wrong_issuer, wrong_audience, token_expired, token_not_yet_valid.
+// wrong_issuer, wrong_audience, token_expired, token_not_yet_valid,
+// token_lifetime_too_long.
 #pragma once
 
 #include <functional>
@@ -44,6 +45,10 @@ struct TokenVerifierOptions {
   std::string audience = "sealvol";   // Must appear in `aud`.
   absl::Duration clock_skew = absl::Seconds(60);
   size_t max_token_bytes = 16 * 1024;
+  // Longest lifetime accepted: exp - iat and exp - nbf (each when present;
+  // exp - now when neither is) must not exceed it. Projected tokens live
+  // 10 min to a few hours; a token valid for years was not minted for us.
+  absl::Duration max_lifetime = absl::Hours(24);
   // The clock; tests replace it.
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };

@@ -3,12 +3,15 @@
 #include "csi/controller_service.h"
 
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
 
 #include "csi/capabilities.h"
 #include "csi/identity_service.h"
+#include "csi/request_limits.h"
 #include "gtest/gtest.h"
 #include "kms/local_key_provider.h"
 #include "tests/csi/grpc_test_server.h"
@@ -394,6 +397,122 @@ TEST(ControllerServiceLocalKmsTest, CreateUnwrapsAndDeleteShreds) {
   }
   EXPECT_TRUE(absl::IsNotFound((*provider)->UnwrapVolumeKey(id).status()));
   std::filesystem::remove_all(dir);
+}
+
+// Issue 14: a 1.5 MB name was accepted and written as a 1.5 MB record,
+// which then broke CreateVolume and ListVolumes for every tenant.
+class ControllerLimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir_template[] = "/tmp/sealvol-ctrl-limits-XXXXXX";
+    dir_ = mkdtemp(dir_template);
+    auto provider = kms::LocalKeyProvider::Open(dir_ + "/kms");
+    ASSERT_TRUE(provider.ok()) << provider.status();
+    provider_ = std::move(*provider);
+    controller_ = std::make_unique<ControllerService>(provider_.get());
+    server_ = std::make_unique<GrpcTestServer>(
+        std::initializer_list<grpc::Service*>{controller_.get()});
+    stub_ = csipb::Controller::NewStub(server_->channel());
+  }
+  void TearDown() override {
+    stub_.reset();
+    server_.reset();
+    controller_.reset();
+    provider_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  grpc::Status Create(const std::string& name, csipb::CreateVolumeResponse* out,
+                      const std::map<std::string, std::string>& extra = {}) {
+    csipb::CreateVolumeRequest request;
+    request.set_name(name);
+    *request.add_volume_capabilities() = MountCap();
+    (*request.mutable_parameters())[kParamTenant] = "team-a";
+    for (const auto& [k, v] : extra) (*request.mutable_parameters())[k] = v;
+    request.mutable_capacity_range()->set_required_bytes(1 << 20);
+    grpc::ClientContext context;
+    return stub_->CreateVolume(&context, request, out);
+  }
+  size_t RecordFiles() const {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/kms/volumes")) {
+      (void)e;
+      ++n;
+    }
+    return n;
+  }
+  std::string dir_;
+  std::unique_ptr<kms::KeyProvider> provider_;
+  std::unique_ptr<ControllerService> controller_;
+  std::unique_ptr<GrpcTestServer> server_;
+  std::unique_ptr<csipb::Controller::Stub> stub_;
+};
+
+TEST_F(ControllerLimitsTest, OversizedNameIsRefusedAndWritesNothing) {
+  csipb::CreateVolumeResponse response;
+  grpc::Status status = Create(std::string(1500 * 1000, 'n'), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("name is 1500000 bytes"), std::string::npos)
+      << status.error_message();
+  EXPECT_LT(status.error_message().size(), 200u) << "the value is not echoed";
+  EXPECT_EQ(RecordFiles(), 0u);
+  // At the limit: accepted.
+  EXPECT_TRUE(Create(std::string(kMaxStringBytes, 'n'), &response).ok());
+}
+
+TEST_F(ControllerLimitsTest, OversizedMapsAndIdsAreRefusedNamingTheField) {
+  csipb::CreateVolumeResponse response;
+  grpc::Status status =
+      Create("pvc-big-param", &response,
+             {{"csi.storage.k8s.io/pvc/name", std::string(5000, 'p')}});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("parameters"), std::string::npos);
+  // What the provisioner really sends: names of up to 253 bytes.
+  EXPECT_TRUE(Create("pvc-k8s", &response,
+                     {{"csi.storage.k8s.io/pvc/name", std::string(253, 'p')},
+                      {"csi.storage.k8s.io/pvc/namespace", "team-a"},
+                      {"csi.storage.k8s.io/pv/name", std::string(253, 'v')}})
+                  .ok());
+  {
+    grpc::ClientContext context;
+    csipb::DeleteVolumeRequest del;
+    del.set_volume_id(std::string(4096, 'x'));
+    csipb::DeleteVolumeResponse out;
+    grpc::Status s = stub_->DeleteVolume(&context, del, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("volume_id"), std::string::npos);
+  }
+  {
+    grpc::ClientContext context;
+    csipb::ListVolumesRequest list;
+    list.set_starting_token(std::string(1000, 't'));
+    csipb::ListVolumesResponse out;
+    grpc::Status s = stub_->ListVolumes(&context, list, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("starting_token"), std::string::npos);
+  }
+}
+
+TEST_F(ControllerLimitsTest, OneOversizedRecordDoesNotBreakTheOthers) {
+  csipb::CreateVolumeResponse first;
+  ASSERT_TRUE(Create("pvc-first", &first).ok());
+  // A record as an older version (or a hand edit) could leave it: 1.5 MB.
+  const std::string bad_id = "sv-00000000000000000000000000000bad";
+  {
+    std::ofstream out(dir_ + "/kms/volumes/" + bad_id + ".json");
+    out << "{\"volume_id\":\"" << bad_id << "\",\"name\":\""
+        << std::string(1500 * 1000, 'n') << "\"}";
+  }
+  grpc::ClientContext context;
+  csipb::ListVolumesResponse listed;
+  grpc::Status status = stub_->ListVolumes(&context, {}, &listed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(listed.entries_size(), 1);
+  EXPECT_EQ(listed.entries(0).volume().volume_id(), first.volume().volume_id());
+  csipb::CreateVolumeResponse second;
+  ASSERT_TRUE(Create("pvc-second", &second).ok());
+  ASSERT_TRUE(Create("pvc-first", &first).ok()) << "idempotent by name still";
+  // The bad record is left for an operator to look at, not deleted.
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/kms/volumes/" + bad_id + ".json"));
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ issuer=https://issuer.restart.test node=restart-node
 pids+=($!)
 start_node() {
   "$sv" node --endpoint "unix://$work/n.sock" --node-id "$node" --state-dir "$work/state" \
-    --broker "unix://$work/b.sock" --node-token-file "$work/node.token" >>"$work/node$1.log" 2>&1 &
+    --kubelet-dir "$work" --broker "unix://$work/b.sock" --node-token-file "$work/node.token" >>"$work/node$1.log" 2>&1 &
   node_pid=$!
   pids+=($node_pid)
   for _ in $(seq 100); do

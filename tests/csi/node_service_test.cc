@@ -93,7 +93,9 @@ class NodeServiceTest : public ::testing::Test {
   void StartNode() {
     data_path_ = std::make_unique<FuseDataPath>();
     node_ = std::make_unique<NodeService>(
-        NodeOptions{.node_id = "node-1", .state_dir = dir_ + "/state"}, &keys_,
+        NodeOptions{.node_id = "node-1",
+                    .state_dir = dir_ + "/state",
+                    .kubelet_dir = dir_}, &keys_,
         data_path_.get());
     ASSERT_TRUE(node_->Recover().ok());
     server_ = std::make_unique<GrpcTestServer>(

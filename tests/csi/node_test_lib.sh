@@ -125,11 +125,13 @@ node=$name-node
 "$sv" token mint --issuer-key "$work/issuer.pem" --issuer "$issuer" --namespace team-a \
   --service-account default --pod p0 --pod-uid u0 --node "$node" >"$work/pod.token"
 
-# start_controller [FLAG...]: extra flags are appended to the controller's.
+# The broker's audit log; a test may point it elsewhere before starting.
+audit_log=$work/audit.jsonl
+# start_controller [FLAG...]: extra flags go to `sealvol controller`.
 start_controller() {
   "$sv" controller --endpoint "unix://$work/c.sock" --kms "local:$work/kms" \
     --broker-listen "unix://$work/b.sock" --jwks-file "$work/jwks.json" --issuer "$issuer" \
-    --audit-log "$work/audit.jsonl" "$@" >>"$work/controller.log" 2>&1 &
+    --audit-log "$audit_log" "$@" >>"$work/controller.log" 2>&1 &
   controller_pid=$!
   pids+=("$controller_pid")
   for _ in $(seq 100); do
@@ -148,7 +150,7 @@ start_node() {
   local log=$1
   shift
   env "$@" "$sv" node --endpoint "unix://$work/n.sock" --node-id "$node" --state-dir "$work/state" \
-    --broker "unix://$work/b.sock" --node-token-file "$work/node.token" >>"$work/$log" 2>&1 &
+    --kubelet-dir "$work" --broker "unix://$work/b.sock" --node-token-file "$work/node.token" >>"$work/$log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")
   for _ in $(seq 150); do

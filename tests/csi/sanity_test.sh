@@ -66,7 +66,7 @@ pod_uid=7d3c2a10-5b1e-4c7e-9a51-0c0ffee00001
   --audit-log "$work/audit.jsonl" >"$work/controller.log" 2>&1 &
 pids+=($!)
 "$bin" node --endpoint "unix://$work/node.sock" --node-id "$node_id" \
-  --state-dir "$work/state" --broker "unix://$work/broker.sock" \
+  --state-dir "$work/state" --kubelet-dir "$work" --broker "unix://$work/broker.sock" \
   --node-token-file "$work/node.token" >"$work/node.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do

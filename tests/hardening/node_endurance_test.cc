@@ -327,7 +327,9 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
   keys_ = std::make_unique<csi::BrokerKeySource>(std::move(*client));
   data_path_ = std::make_unique<csi::FuseDataPath>();
   node_ = std::make_unique<csi::NodeService>(
-      csi::NodeOptions{.node_id = kNode, .state_dir = (dir_ / "state").string()},
+      csi::NodeOptions{.node_id = kNode,
+                       .state_dir = (dir_ / "state").string(),
+                       .kubelet_dir = dir_.string()},
       keys_.get(), data_path_.get());
   ASSERT_TRUE(node_->Recover().ok());
   node_server_ = std::make_unique<csi::GrpcTestServer>(

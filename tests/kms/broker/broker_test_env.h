@@ -91,8 +91,15 @@ class FakeKeyProvider final : public kms::KeyProvider {
     }
     return out;
   }
-  absl::Status UpdateVolume(const kms::VolumeRecord&) override {
-    return absl::UnimplementedError("fake");
+  absl::Status UpdateVolume(const kms::VolumeRecord& record) override {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(record.volume_id);
+    if (it == volumes_.end()) return absl::NotFoundError("no volume");
+    it->second.capacity_bytes = record.capacity_bytes;
+    it->second.node = record.node;
+    it->second.parameters = record.parameters;
+    ++updates_;
+    return absl::OkStatus();
   }
   absl::StatusOr<kms::VolumeRecord> ClaimFormat(
       std::string_view volume_id, const kms::FormatClaim& claim) override {
@@ -110,6 +117,7 @@ class FakeKeyProvider final : public kms::KeyProvider {
     return it->second;
   }
   void FailClaims(bool fail) { fail_claims_ = fail; }
+  int updates() const { return updates_; }
   absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(
       std::string_view) override {
     return absl::UnimplementedError("fake");
@@ -137,6 +145,7 @@ class FakeKeyProvider final : public kms::KeyProvider {
   std::atomic<bool> fail_claims_{false};
   std::atomic<int> unwrap_calls_{0};
   std::atomic<int> read_calls_{0};
+  std::atomic<int> updates_{0};
 };
 
 inline kms::VolumeRecord MakeVolume(const std::string& id,
@@ -146,6 +155,7 @@ inline kms::VolumeRecord MakeVolume(const std::string& id,
   v.tenant = tenant;
   v.key_name = "sealvol-" + tenant;
   v.key_version = 3;
+  v.node = kNode;  // Placed on the test's node, as CreateVolume records it.
   return v;
 }
 

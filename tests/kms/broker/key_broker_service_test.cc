@@ -29,6 +29,7 @@ using testing::MakeVolume;
 
 constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
 constexpr char kOtherTenantVolume[] = "sv-ffffffffffffffffffffffffffffffff";
+constexpr char kNodeTwoVolume[] = "sv-22222222222222222222222222222222";
 
 class KeyBrokerServiceTest : public ::testing::Test {
  protected:
@@ -175,7 +176,7 @@ TEST_F(KeyBrokerServiceTest, ReleasesTheKeyOfTheRecordItReadAndAudited) {
   EXPECT_EQ(next->dek.data()[0], 0x77);
 }
 
-TEST_F(KeyBrokerServiceTest, GrantsPodTokenWithoutNodeClaimAndAllowedAccount) {
+TEST_F(KeyBrokerServiceTest, PodTokenWithoutNodeClaimOnlyWhenTheOperatorOptsIn) {
   keys_.AddVolume(
       [] {
         auto v = MakeVolume(kVolume, kTenant);
@@ -185,7 +186,93 @@ TEST_F(KeyBrokerServiceTest, GrantsPodTokenWithoutNodeClaimAndAllowedAccount) {
       0xA5);
   auto pod = env_->PodMint();
   pod.node_name.clear();
+  // Nothing binds such a token to a node: refused by default.
+  ExpectRefused(Request(pod), NodeToken(), "token_without_node_claim");
+  EXPECT_EQ(service_->Release(Request(pod), NodeToken()).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  options_.policy.allow_tokens_without_node_claim = true;
+  Rebuild();
   EXPECT_TRUE(service_->Release(Request(pod), NodeToken()).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, KeysFollowPlacement) {
+  // Issue 14: the key of a volume placed on n2 was released to n1 for a pod
+  // of the same tenant on n1.
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kVolume, kTenant);
+        v.node = "node-2";
+        return v;
+      }(),
+      0xA5);
+  ExpectRefused(Request(env_->PodMint()), NodeToken(), "node_not_owner");
+  EXPECT_EQ(service_->Release(Request(env_->PodMint()), NodeToken()).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // The node it is placed on gets it.
+  auto pod = env_->PodMint();
+  pod.node_name = "node-2";
+  auto request = Request(pod);
+  request.node_id = "node-2";
+  EXPECT_TRUE(service_->Release(request, NodeToken("node-2")).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, AnUnplacedVolumeIsPlacedOnTheFirstNodeGrantedItsKey) {
+  // Created without topology: no node until its first grant.
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kVolume, kTenant);
+        v.node.clear();
+        return v;
+      }(),
+      0xA5);
+  ASSERT_TRUE(keys_.GetVolume(kVolume)->node.empty());
+  // A refused request places nothing.
+  auto other = env_->PodMint();
+  other.node_name = "node-2";
+  auto refused = Request(other);
+  refused.node_id = "node-2";
+  refused.pod.namespace_name = "team-b";
+  EXPECT_FALSE(service_->Release(refused, NodeToken("node-2")).ok());
+  EXPECT_TRUE(keys_.GetVolume(kVolume)->node.empty());
+
+  ASSERT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  EXPECT_EQ(keys_.GetVolume(kVolume)->node, kNode);
+  auto request = Request(other);
+  request.node_id = "node-2";
+  ExpectRefused(request, NodeToken("node-2"), "node_not_owner");
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, RefusesTokensValidLongerThanTheCap) {
+  auto pod = env_->PodMint();
+  pod.ttl = absl::Hours(25);
+  ExpectRefused(Request(pod), NodeToken(), "token_lifetime_too_long");
+  pod.ttl = absl::Hours(24 * 365 * 100);
+  ExpectRefused(Request(pod), NodeToken(), "token_lifetime_too_long");
+  // Node tokens too.
+  auto node = env_->NodeMint();
+  node.ttl = absl::Hours(48);
+  ExpectRefused(Request(env_->PodMint()), env_->Mint(node), "node_identity_invalid");
+  pod.ttl = absl::Hours(24);
+  EXPECT_TRUE(service_->Release(Request(pod), NodeToken()).ok());
+}
+
+TEST_F(KeyBrokerServiceTest, OversizedFieldsAreInvalidArgumentAndAudited) {
+  auto request = Request(env_->PodMint());
+  request.pod.name = std::string(1500 * 1000, 'p');
+  ExpectRefused(request, NodeToken(), "invalid_request");
+  auto result = service_->Release(request, NodeToken());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find("pod.name"), std::string::npos);
+  EXPECT_LT(result.status().message().size(), 200u);
+  request = Request(env_->PodMint());
+  request.volume_id = std::string(200, 'v');
+  ExpectRefused(request, NodeToken(), "invalid_request");
+  request = Request(env_->PodMint());
+  request.node_id = std::string(300, 'n');
+  ExpectRefused(request, NodeToken(), "invalid_request");
+  auto states = service_->VolumeStates(kNode, {std::string(5000, 'v')}, NodeToken());
+  EXPECT_EQ(states.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(KeyBrokerServiceTest, EveryPodAttestsOnItsOwn) {
@@ -342,12 +429,18 @@ TEST_F(KeyBrokerServiceTest, RateLimitsPerNode) {
   ExpectRefused(Request(env_->PodMint()), NodeToken(), "rate_limited");
   auto result = service_->Release(Request(env_->PodMint()), NodeToken());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
-  // Another node has its own bucket.
-  auto request = Request(env_->PodMint());
-  request.node_id = "node-2";
+  // Another node has its own bucket (asking for a volume placed on it).
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kNodeTwoVolume, kTenant);
+        v.node = "node-2";
+        return v;
+      }(),
+      0x22);
   auto pod = env_->PodMint();
   pod.node_name = "node-2";
-  request = Request(pod);
+  auto request = Request(pod);
+  request.volume_id = kNodeTwoVolume;
   request.node_id = "node-2";
   EXPECT_TRUE(service_->Release(request, NodeToken("node-2")).ok());
 }
