@@ -26,9 +26,12 @@ void BM_SectorCodecSeal(benchmark::State& state) {
   uint8_t vid[16] = {1};
   uint8_t aad[io::kAadSize];
   crypto::GcmTag tag;
+  io::TagSlot slot;
+  slot.session = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   uint64_t counter = 1;
   for (auto _ : state) {
-    io::BuildAad(vid, counter, counter, aad);
+    slot.counter = counter;
+    io::BuildAad(vid, counter, slot, aad);
     if (!codec->Seal(crypto::CounterNonce(0, counter), aad, in, out, tag).ok()) {
       state.SkipWithError("seal failed");
       break;
@@ -46,7 +49,10 @@ void BM_SectorCodecOpen(benchmark::State& state) {
   std::vector<uint8_t> plain(n, 0x5A), cipher(n), out(n);
   uint8_t vid[16] = {1};
   uint8_t aad[io::kAadSize];
-  io::BuildAad(vid, 7, 7, aad);
+  io::TagSlot slot;
+  slot.session = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  slot.counter = 7;
+  io::BuildAad(vid, 7, slot, aad);
   crypto::GcmTag tag;
   const auto nonce = crypto::CounterNonce(0, 7);
   (void)codec->Seal(nonce, aad, plain, cipher, tag);

@@ -19,9 +19,11 @@ inline constexpr size_t kMacSize = 32;
 using KeyCheckValue = std::array<uint8_t, kKeyCheckSize>;
 using Mac = std::array<uint8_t, kMacSize>;
 
-// The subkeys of one volume. Each is 32 bytes in locked memory.
+// The subkeys of one formatted image. Each is 32 bytes in locked memory.
 struct VolumeKeys {
-  SecretBytes data_key;        // AES-256-GCM key for data blocks.
+  // Root of the per-session data keys (crypto/session_keys.h): data blocks
+  // are never sealed under this key itself.
+  SecretBytes session_root;
   SecretBytes metadata_mac_key;  // HMAC key for engine metadata blocks.
   SecretBytes header_mac_key;  // HMAC key for the superblock.
   KeyCheckValue key_check{};   // Stored in the header; detects a wrong DEK.
@@ -32,10 +34,13 @@ absl::StatusOr<SecretBytes> HkdfSha256(const SecretBytes& ikm,
                                        std::span<const uint8_t> salt,
                                        std::string_view info, size_t out_size);
 
-// Derives all subkeys. `volume_id` is the salt, so two volumes never share a
-// subkey even if (wrongly) given the same DEK. `dek` must be kDekSize bytes.
+// Derives all subkeys of one format of a volume. The salt is
+// `volume_id || format_id` (format_id is drawn at random by every format), so
+// two volumes, or two formats of one volume id, never share a subkey even if
+// given the same DEK. `dek` must be kDekSize bytes.
 absl::StatusOr<VolumeKeys> DeriveVolumeKeys(const SecretBytes& dek,
-                                            std::span<const uint8_t> volume_id);
+                                            std::span<const uint8_t> volume_id,
+                                            std::span<const uint8_t> format_id);
 
 // HMAC-SHA256 of `data` under `key`.
 absl::StatusOr<Mac> HmacSha256(const SecretBytes& key,

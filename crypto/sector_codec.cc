@@ -52,6 +52,24 @@ absl::StatusOr<std::unique_ptr<SectorCodec>> SectorCodec::Create(
       new SectorCodec(std::move(enc), std::move(dec)));
 }
 
+absl::Status SectorCodec::SetSealKey(std::span<const uint8_t> key) {
+  if (key.size() != kGcmKeySize ||
+      EVP_EncryptInit_ex2(enc_.get(), nullptr, key.data(), nullptr, nullptr) !=
+          1) {
+    return absl::InternalError("OpenSSL: AES-256-GCM seal key setup failed");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SectorCodec::SetOpenKey(std::span<const uint8_t> key) {
+  if (key.size() != kGcmKeySize ||
+      EVP_DecryptInit_ex2(dec_.get(), nullptr, key.data(), nullptr, nullptr) !=
+          1) {
+    return absl::InternalError("OpenSSL: AES-256-GCM open key setup failed");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SectorCodec::Seal(const GcmNonce& nonce,
                                std::span<const uint8_t> aad,
                                std::span<const uint8_t> plaintext,

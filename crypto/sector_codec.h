@@ -24,7 +24,8 @@ using GcmNonce = std::array<uint8_t, kGcmNonceSize>;
 using GcmTag = std::array<uint8_t, kGcmTagSize>;
 
 // Builds the 96-bit nonce from a 32-bit domain (0 for data blocks) and a
-// 64-bit counter, both big-endian. Counters come from NonceAllocator.
+// 64-bit counter, both big-endian. Data blocks use an in-session counter
+// under a per-session key (crypto/session_keys.h).
 GcmNonce CounterNonce(uint32_t domain, uint64_t counter);
 
 class SectorCodec {
@@ -33,6 +34,12 @@ class SectorCodec {
   // OpenSSL's context; the caller keeps ownership of `key`.
   static absl::StatusOr<std::unique_ptr<SectorCodec>> Create(
       const SecretBytes& key);
+
+  // Replace the key used by Seal, or by Open (each `kGcmKeySize` bytes),
+  // keeping the contexts: about 0.3 us, no allocation. The caller keeps
+  // ownership of `key`.
+  absl::Status SetSealKey(std::span<const uint8_t> key);
+  absl::Status SetOpenKey(std::span<const uint8_t> key);
 
   // Encrypts `plaintext` into `ciphertext` (same size; may alias) and writes
   // the tag. `aad` is authenticated, not encrypted. Fails only if OpenSSL

@@ -16,6 +16,7 @@
 #include "io/layout.h"
 #include "io/recovery.h"
 #include "io/sealed_volume.h"
+#include "io/slot_codec.h"
 
 namespace sealvol::io {
 
@@ -31,18 +32,12 @@ struct EngineOptions {
   Layout format_layout = Layout::Default();
   // Blocks of ciphertext a worker batches at once (its bounce buffer).
   uint32_t batch_blocks = 2048;
-  // Counters reserved per superblock write (P3).
-  uint64_t nonce_range = uint64_t{1} << 20;
   // Keep the BackingStore after Close (so a test can take its image);
   // otherwise Close releases it and its lock.
   bool keep_store_after_close = false;
-  // Test hook: every (block, counter) sealed.
-  std::function<void(uint64_t block, uint64_t counter)> counter_observer;
+  // Test hook: every block sealed, with its slot (session id, counter).
+  SlotCodec::SealObserver seal_observer;
 };
-
-// Counters skipped after opening from the older superblock copy (the newer
-// one torn or damaged): more than any reservation a session can make.
-inline constexpr uint64_t kFallbackNonceSkip = uint64_t{1} << 40;
 
 class Engine : public SealedVolume {
  public:
@@ -59,7 +54,8 @@ class Engine : public SealedVolume {
   virtual int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
                  bool fua = false) = 0;
   virtual const RecoveryStats& recovery_stats() const = 0;
-  virtual uint64_t nonce_reserved_mark() const = 0;
+  // Nonce sessions the workers have started since open (at least one each).
+  virtual uint64_t sessions_started() const = 0;
   // The backing store; after Close only with keep_store_after_close.
   virtual BackingStore& store() = 0;
 };

@@ -7,7 +7,7 @@
 
 namespace sealvol::io {
 
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 // Each data block has two 32-byte tag slots: 64 bytes, so one 4 KiB tag
 // block covers 64 data blocks.
 inline constexpr uint32_t kSlotBytes = 32;

@@ -72,13 +72,7 @@ absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in) {
       int verified = -1;
       for (int s : {newer, 1 - newer}) {
         if (!t.present(i, s)) continue;
-        const TagSlot slot = t.slot(i, s);
-        uint8_t aad[kAadSize];
-        BuildAad(in.volume_id.data(), block, slot.counter, aad);
-        if (in.codec
-                ->Open(crypto::CounterNonce(0, slot.counter), aad,
-                       {cipher, 4096}, slot.tag, plain.span())
-                .ok()) {
+        if (in.slots->Open(block, t.slot(i, s), cipher, plain.data())) {
           verified = s;
           break;
         }

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "crypto/sector_codec.h"
 #include "io/backing_store.h"
 #include "io/layout.h"
 #include "io/sealed_volume.h"
+#include "io/slot_codec.h"
 
 namespace sealvol::io {
 
@@ -26,9 +26,8 @@ struct RecoveryStats {
 
 struct RecoveryInput {
   StoreQueue* queue = nullptr;
-  crypto::SectorCodec* codec = nullptr;
+  SlotCodec* slots = nullptr;  // Opens slots of any session.
   Layout layout;
-  VolumeId volume_id{};
   uint64_t volume_blocks = 0;
   std::span<const uint8_t> bitmap;
   // True when never-written data is known to read as zeros (files): a lone

@@ -1,5 +1,7 @@
 // The sealed-volume engine: format, open (with crash recovery), request
 // routing to workers, grow and close. The data path is in worker.cc.
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -15,7 +17,6 @@
 #include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "crypto/key_schedule.h"
-#include "crypto/nonce_allocator.h"
 #include "io/engine.h"
 #include "io/metadata_writer.h"
 #include "io/superblock.h"
@@ -91,19 +92,24 @@ class SealedVolumeImpl : public Engine {
   absl::Status Close() override;
   bool failed() const override { return failed_.load(); }
   const VolumeId& volume_id() const override { return ctx_.volume_id; }
+  const FormatId& format_id() const override { return format_id_; }
 
   void RunPending() override {
-    // A part may complete a request whose callback submits more: loop.
+    // A part may complete a request whose callback submits more, possibly
+    // to a worker that already ran: loop until every queue is empty.
     for (bool again = true; again;) {
       for (auto& w : workers_) w->RunPending();
       again = false;
+      for (auto& w : workers_) again |= w->HasPending();
     }
   }
   int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
          bool fua) override;
   const RecoveryStats& recovery_stats() const override { return recovery_; }
-  uint64_t nonce_reserved_mark() const override {
-    return nonces_ ? nonces_->reserved_mark() : final_mark_;
+  uint64_t sessions_started() const override {
+    uint64_t n = sessions_started_at_close_;
+    for (const auto& w : workers_) n += w->sessions_started();
+    return n;
   }
   BackingStore& store() override { return *store_; }
 
@@ -118,15 +124,15 @@ class SealedVolumeImpl : public Engine {
   EngineOptions options_;
   crypto::VolumeKeys keys_;
   std::unique_ptr<MetadataWriter> metadata_;
-  std::unique_ptr<crypto::NonceAllocator> nonces_;
   EngineContext ctx_;
+  FormatId format_id_{};
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<uint64_t> size_bytes_{0};
   std::atomic<bool> failed_{false};
   std::atomic<bool> closed_{false};
   std::atomic<int> active_submits_{0};
   RecoveryStats recovery_;
-  uint64_t final_mark_ = 0;
+  uint64_t sessions_started_at_close_ = 0;
   std::mutex grow_mu_;
   std::mutex close_mu_;
 
@@ -141,25 +147,23 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store_, *queue));
   ASSIGN_OR_RETURN(Superblock newest,
                    NewestSuperblock(copies.decoded[0], copies.decoded[1]));
-  ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id));
+  ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id,
+                                                    newest.format_id));
   if (!crypto::ConstantTimeEquals(keys_.key_check, newest.key_check)) {
     return SetErrorKind(absl::PermissionDeniedError(absl::StrCat(
                             store_->name(), ": wrong key for volume ",
                             VolumeIdString(newest.volume_id))),
                         ErrorKind::kWrongKey);
   }
-  // The newest copy whose MAC verifies. Falling back to the older copy
-  // means the newer one is torn or damaged: its nonce mark is unknown.
+  // The newest copy whose MAC verifies (the other may be torn). Nothing in
+  // the superblock matters for nonce uniqueness: every open starts fresh
+  // random nonce sessions.
   int chosen = -1;
-  bool fallback = false;
   for (int i = 0; i < 2; ++i) {
     const bool ok = copies.decoded[i].ok() &&
                     SuperblockMacValid({copies.bytes.data() + i * 4096, 4096},
                                        keys_.header_mac_key);
-    if (!ok) {
-      fallback = true;
-      continue;
-    }
+    if (!ok) continue;
     if (chosen < 0 ||
         copies.decoded[i]->generation > copies.decoded[chosen]->generation) {
       chosen = i;
@@ -194,22 +198,24 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ctx_.store = store_.get();
   ctx_.layout = sb.layout;
   ctx_.volume_id = sb.volume_id;
+  format_id_ = sb.format_id;
+  ctx_.session_root = &keys_.session_root;
   ctx_.failed = &failed_;
   ctx_.workers = options_.worker_threads <= 0 ? 2 : options_.worker_threads;
   if (options_.manual) ctx_.workers = std::max(1, options_.worker_threads);
   ctx_.cache_groups = std::max<size_t>(options_.cache_groups, 2);
-  ctx_.counter_observer = options_.counter_observer;
+  ctx_.seal_observer = options_.seal_observer;
   ctx_.batch_blocks = std::max<uint64_t>(options_.batch_blocks,
                                          sb.layout.data_blocks_per_group);
   ctx_.complete = [this](Part& p, int r) { CompletePart(p, r); };
 
   if (!options_.read_only) {
-    ASSIGN_OR_RETURN(auto codec, crypto::SectorCodec::Create(keys_.data_key));
+    ASSIGN_OR_RETURN(auto slots,
+                     SlotCodec::Create(keys_.session_root, sb.volume_id));
     RecoveryInput in;
     in.queue = queue.get();
-    in.codec = codec.get();
+    in.slots = slots.get();
     in.layout = sb.layout;
-    in.volume_id = sb.volume_id;
     in.volume_blocks = blocks;
     in.bitmap = bitmap;
     in.holes_read_zero = !store_->needs_zeroing();
@@ -219,8 +225,6 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
   metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
                                                std::move(header_key), bitmap);
-  uint64_t start = sb.nonce_reserved_mark;
-  if (fallback) start += kFallbackNonceSkip;
   if (!options_.read_only) {
     // Recovery repaired every dirty group: clear all bits durably, and
     // mark the image not clean before the first write.
@@ -230,23 +234,13 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     }
     metadata_->MarkClean(all);
     RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
-    RETURN_IF_ERROR(metadata_->UpdateSuperblock([&](Superblock& s) {
-      s.flags &= ~kSuperblockFlagClean;
-      s.nonce_reserved_mark = start;
-    }));
+    RETURN_IF_ERROR(metadata_->UpdateSuperblock(
+        [](Superblock& s) { s.flags &= ~kSuperblockFlagClean; }));
   }
-  MetadataWriter* meta = metadata_.get();
-  nonces_ = std::make_unique<crypto::NonceAllocator>(
-      start, std::max<uint64_t>(options_.nonce_range, 1),
-      [meta](uint64_t mark) {
-        return meta->UpdateSuperblock(
-            [mark](Superblock& s) { s.nonce_reserved_mark = mark; });
-      });
-  ctx_.nonces = nonces_.get();
   ctx_.metadata = metadata_.get();
 
   for (int i = 0; i < ctx_.workers; ++i) {
-    ASSIGN_OR_RETURN(auto w, Worker::Create(&ctx_, keys_.data_key));
+    ASSIGN_OR_RETURN(auto w, Worker::Create(&ctx_));
     workers_.push_back(std::move(w));
   }
   if (!options_.manual) {
@@ -463,21 +457,20 @@ absl::Status SealedVolumeImpl::Close() {
           [](Superblock& s) { s.flags |= kSuperblockFlagClean; });
     }
   }
+  sessions_started_at_close_ = sessions_started();
   workers_.clear();
-  if (!options_.keep_store_after_close) {
-    // Release the image (and its lock) so it can be opened again.
-    final_mark_ = nonces_ ? nonces_->reserved_mark() : 0;
-    nonces_.reset();
-    metadata_.reset();
-    store_.reset();
-  }
-  keys_.data_key.Wipe();
-  keys_.metadata_mac_key.Wipe();
-  keys_.header_mac_key.Wipe();
   if (failed_.load() && status.ok()) {
     status = absl::DataLossError(
         absl::StrCat(store_->name(), ": backing store failed; not clean"));
   }
+  if (!options_.keep_store_after_close) {
+    // Release the image (and its lock) so it can be opened again.
+    metadata_.reset();
+    store_.reset();
+  }
+  keys_.session_root.Wipe();
+  keys_.metadata_mac_key.Wipe();
+  keys_.header_mac_key.Wipe();
   return status;
 }
 
@@ -543,15 +536,22 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
     }
   }
   RETURN_IF_ERROR(store->Resize(need));
+  FormatId format_id = options.format_id;
+  while (std::all_of(format_id.begin(), format_id.end(),
+                     [](uint8_t b) { return b == 0; })) {
+    if (RAND_bytes(format_id.data(), static_cast<int>(format_id.size())) != 1) {
+      return absl::InternalError("format: RAND_bytes failed for the format id");
+    }
+  }
   ASSIGN_OR_RETURN(crypto::VolumeKeys keys,
-                   crypto::DeriveVolumeKeys(dek, options.volume_id));
+                   crypto::DeriveVolumeKeys(dek, options.volume_id, format_id));
   Superblock sb;
   sb.volume_id = options.volume_id;
+  sb.format_id = format_id;
   sb.size_bytes = options.size_bytes;
   sb.layout = layout;
   sb.key_check = keys.key_check;
   sb.flags = kSuperblockFlagClean;
-  sb.nonce_reserved_mark = 1;  // Counter 0 marks an empty slot.
   AlignedBuffer buf(8192);
   for (uint64_t gen = 0; gen < 2; ++gen) {
     sb.generation = gen;

@@ -20,15 +20,24 @@
 namespace sealvol::io {
 
 using VolumeId = std::array<uint8_t, 16>;
+// Drawn at random by every format and stored in the header (not secret): it
+// salts the subkeys, so two formats of one volume never share a key, and the
+// registry records it, so an image that was lost and re-created, or
+// replaced, is recognised as not the one the volume was formatted with.
+using FormatId = std::array<uint8_t, 16>;
 
 // "sv-" followed by 32 lowercase hex digits; the registry and CSI volume id.
 std::string VolumeIdString(const VolumeId& id);
 absl::StatusOr<VolumeId> ParseVolumeId(std::string_view text);
+// 32 lowercase hex digits.
+std::string FormatIdString(const FormatId& id);
+absl::StatusOr<FormatId> ParseFormatId(std::string_view text);
 
 struct FormatOptions {
   std::string path;         // Image file (created sparse) or block device.
   uint64_t size_bytes = 0;  // Usable size; a positive multiple of 4096.
   VolumeId volume_id{};
+  FormatId format_id{};     // All zero: the engine draws a random one.
 };
 
 struct OpenOptions {
@@ -42,10 +51,10 @@ struct OpenOptions {
 struct VolumeHeaderInfo {
   uint32_t format_version = 0;
   VolumeId volume_id{};
+  FormatId format_id{};
   uint64_t size_bytes = 0;
   uint32_t block_size = 0;
   uint64_t generation = 0;
-  uint64_t nonce_reserved_mark = 0;
   bool clean = false;  // Closed cleanly (no recovery needed).
   // Layout fields as documented in docs/format.md.
   std::string layout_json;
@@ -82,6 +91,7 @@ class SealedVolume : public VolumeIo {
   // Read-only once the backing store has failed; front-ends report it.
   virtual bool failed() const = 0;
   virtual const VolumeId& volume_id() const = 0;
+  virtual const FormatId& format_id() const = 0;
 
  protected:
   SealedVolume() = default;

@@ -12,8 +12,10 @@ namespace sealvol::io {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'E', 'A', 'L', 'V', 'O', 'L', '\0'};
-constexpr size_t kDigestOffset = 160;
-constexpr size_t kMacOffset = 192;
+constexpr size_t kDigestOffset = 256;
+constexpr size_t kMacOffset = 288;
+// No incompatible feature is defined yet (docs/format.md, "Evolving").
+constexpr uint32_t kKnownIncompatFeatures = 0;
 
 void Put32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -42,16 +44,17 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
   Put32(p + 8, sb.format_version);
   Put32(p + 12, kBlockSize);
   std::memcpy(p + 16, sb.volume_id.data(), 16);
-  Put64(p + 32, sb.size_bytes);
-  Put64(p + 40, sb.generation);
-  Put64(p + 48, sb.nonce_reserved_mark);
-  Put32(p + 56, sb.flags);
-  Put32(p + 60, sb.layout.data_blocks_per_group);
-  Put32(p + 64, sb.layout.tag_blocks_per_group);
-  Put64(p + 72, sb.layout.bitmap_start);
-  Put64(p + 80, sb.layout.bitmap_blocks);
-  Put64(p + 88, sb.layout.groups_start);
-  std::memcpy(p + 96, sb.key_check.data(), sb.key_check.size());
+  std::memcpy(p + 32, sb.format_id.data(), 16);
+  Put64(p + 48, sb.size_bytes);
+  Put64(p + 56, sb.generation);
+  Put32(p + 64, sb.flags);
+  Put32(p + 68, sb.incompat_features);
+  Put32(p + 72, sb.layout.data_blocks_per_group);
+  Put32(p + 76, sb.layout.tag_blocks_per_group);
+  Put64(p + 80, sb.layout.bitmap_start);
+  Put64(p + 88, sb.layout.bitmap_blocks);
+  Put64(p + 96, sb.layout.groups_start);
+  std::memcpy(p + 104, sb.key_check.data(), sb.key_check.size());
   SHA256(p, kDigestOffset, p + kDigestOffset);
   ASSIGN_OR_RETURN(crypto::Mac mac,
                    crypto::HmacSha256(header_mac_key, {p, kMacOffset}));
@@ -67,6 +70,12 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   const uint8_t* p = block.data();
   Superblock sb;
   sb.format_version = Get32(p + 8);
+  if (sb.format_version == 1) {
+    return absl::FailedPreconditionError(
+        "format version 1 is refused: its nonces can repeat when the image is "
+        "rolled back or re-created; convert it with `sealvol upgrade IMAGE` "
+        "(docs/format.md)");
+  }
   if (sb.format_version != kFormatVersion) {
     return SetErrorKind(absl::FailedPreconditionError(absl::StrCat(
                             "unsupported format version ", sb.format_version)),
@@ -83,16 +92,22 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
                         ErrorKind::kBadVersion);
   }
   std::memcpy(sb.volume_id.data(), p + 16, 16);
-  sb.size_bytes = Get64(p + 32);
-  sb.generation = Get64(p + 40);
-  sb.nonce_reserved_mark = Get64(p + 48);
-  sb.flags = Get32(p + 56);
-  sb.layout.data_blocks_per_group = Get32(p + 60);
-  sb.layout.tag_blocks_per_group = Get32(p + 64);
-  sb.layout.bitmap_start = Get64(p + 72);
-  sb.layout.bitmap_blocks = Get64(p + 80);
-  sb.layout.groups_start = Get64(p + 88);
-  std::memcpy(sb.key_check.data(), p + 96, sb.key_check.size());
+  std::memcpy(sb.format_id.data(), p + 32, 16);
+  sb.size_bytes = Get64(p + 48);
+  sb.generation = Get64(p + 56);
+  sb.flags = Get32(p + 64);
+  sb.incompat_features = Get32(p + 68);
+  if ((sb.incompat_features & ~kKnownIncompatFeatures) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "image uses features this sealvol does not know (incompat_features 0x",
+        absl::Hex(sb.incompat_features), "): upgrade sealvol"));
+  }
+  sb.layout.data_blocks_per_group = Get32(p + 72);
+  sb.layout.tag_blocks_per_group = Get32(p + 76);
+  sb.layout.bitmap_start = Get64(p + 80);
+  sb.layout.bitmap_blocks = Get64(p + 88);
+  sb.layout.groups_start = Get64(p + 96);
+  std::memcpy(sb.key_check.data(), p + 104, sb.key_check.size());
   if (!sb.layout.Valid() || sb.size_bytes % kBlockSize != 0 ||
       sb.size_bytes / kBlockSize > sb.layout.max_blocks()) {
     return absl::DataLossError("superblock copy has an invalid layout");

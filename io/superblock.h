@@ -19,10 +19,11 @@ inline constexpr uint32_t kSuperblockFlagClean = 1;
 struct Superblock {
   uint32_t format_version = kFormatVersion;
   VolumeId volume_id{};
+  FormatId format_id{};
   uint64_t size_bytes = 0;
   uint64_t generation = 0;
-  uint64_t nonce_reserved_mark = 0;
   uint32_t flags = 0;
+  uint32_t incompat_features = 0;  // Readers refuse bits they do not know.
   Layout layout;
   crypto::KeyCheckValue key_check{};
 
@@ -38,8 +39,9 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
     const Superblock& sb, const crypto::SecretBytes& header_mac_key);
 
 // Parses one copy without a key. Errors: InvalidArgument "not a sealvol
-// image" (no magic), FailedPrecondition "unsupported format version N",
-// DataLoss (digest mismatch: torn or corrupted copy, or a bad layout).
+// image" (no magic), FailedPrecondition for version 1 (with what to do),
+// "unsupported format version N" or unknown incompatible features, DataLoss
+// (digest mismatch: torn or corrupted copy, or a bad layout).
 absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block);
 
 // True when the copy's HMAC verifies under `header_mac_key`.

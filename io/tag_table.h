@@ -1,9 +1,11 @@
-// Tag slots: each data block has two 32-byte slots {u64 counter (LE), 16-byte
-// GCM tag, 8 bytes zero} in its group's tag blocks (docs/format.md). A slot is
-// empty only when all its bytes are zero; both empty means never written or
-// discarded (reads zeros). A slot with any non-zero byte is "present" and must
-// verify, so flipping a counter to 0 is detected, not taken for "empty".
-// These helpers view a group's tag bytes in memory. Thread-compatible.
+// Tag slots (format version 2, docs/format.md): each data block has two
+// 32-byte slots {session id (10 bytes), counter (5 bytes LE), seq (1 byte),
+// GCM tag (16 bytes)} in its group's tag blocks. A slot is empty only when
+// all its bytes are zero; both empty means never written or discarded (reads
+// zeros). A slot with any non-zero byte is "present" and must verify. `seq`
+// orders the two slots of a block: a write fills the other slot with the
+// newer slot's seq + 1 (mod 256). These helpers view a group's tag bytes in
+// memory. Thread-compatible.
 #pragma once
 
 #include <cstdint>
@@ -11,13 +13,25 @@
 #include <span>
 
 #include "crypto/sector_codec.h"
+#include "crypto/session_keys.h"
 #include "io/layout.h"
 
 namespace sealvol::io {
 
+// The first 16 bytes of a slot: what the GCM additional data binds.
+inline constexpr size_t kSlotHeaderBytes = 16;
+
 struct TagSlot {
-  uint64_t counter = 0;
+  crypto::SessionId session{};
+  uint64_t counter = 0;  // 40 bits.
+  uint8_t seq = 0;
   crypto::GcmTag tag{};
+
+  void EncodeHeader(uint8_t out[kSlotHeaderBytes]) const {
+    std::memcpy(out, session.data(), session.size());
+    for (int i = 0; i < 5; ++i) out[10 + i] = static_cast<uint8_t>(counter >> (8 * i));
+    out[15] = seq;
+  }
 };
 
 class GroupTags {
@@ -29,25 +43,22 @@ class GroupTags {
   TagSlot slot(uint32_t index, int s) const {
     const uint8_t* p = entry(index) + s * kSlotBytes;
     TagSlot out;
-    for (int i = 7; i >= 0; --i) out.counter = (out.counter << 8) | p[i];
-    std::memcpy(out.tag.data(), p + 8, out.tag.size());
+    std::memcpy(out.session.data(), p, out.session.size());
+    for (int i = 4; i >= 0; --i) out.counter = (out.counter << 8) | p[10 + i];
+    out.seq = p[15];
+    std::memcpy(out.tag.data(), p + kSlotHeaderBytes, out.tag.size());
     return out;
   }
-  void set_slot(uint32_t index, int s, uint64_t counter,
-                const crypto::GcmTag& tag) {
+  void set_slot(uint32_t index, int s, const TagSlot& slot) {
     uint8_t* p = entry(index) + s * kSlotBytes;
-    for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(counter >> (8 * i));
-    std::memcpy(p + 8, tag.data(), tag.size());
-    std::memset(p + 24, 0, kSlotBytes - 24);
+    slot.EncodeHeader(p);
+    std::memcpy(p + kSlotHeaderBytes, slot.tag.data(), slot.tag.size());
   }
   void clear_slot(uint32_t index, int s) {
     std::memset(entry(index) + s * kSlotBytes, 0, kSlotBytes);
   }
-  uint64_t counter(uint32_t index, int s) const {
-    const uint8_t* p = entry(index) + s * kSlotBytes;
-    uint64_t c = 0;
-    for (int i = 7; i >= 0; --i) c = (c << 8) | p[i];
-    return c;
+  uint8_t seq(uint32_t index, int s) const {
+    return entry(index)[s * kSlotBytes + 15];
   }
   bool present(uint32_t index, int s) const {
     const uint8_t* p = entry(index) + s * kSlotBytes;
@@ -58,13 +69,14 @@ class GroupTags {
     std::memcpy(&d, p + 24, 8);
     return (a | b | c | d) != 0;
   }
-  // The slot a read tries first (present, higher counter); -1 if both are
-  // empty.
+  // The slot a read tries first: the present one, or of two, the one whose
+  // seq follows the other's; -1 if both are empty. (Two slots whose seqs are
+  // not consecutive can only come from tampering; both are tried anyway.)
   int newer_slot(uint32_t index) const {
     const bool p0 = present(index, 0), p1 = present(index, 1);
     if (!p0 && !p1) return -1;
     if (p0 != p1) return p1 ? 1 : 0;
-    return counter(index, 1) > counter(index, 0) ? 1 : 0;
+    return static_cast<uint8_t>(seq(index, 0) + 1) == seq(index, 1) ? 1 : 0;
   }
   // The tag block (within the group) that holds `index`.
   static uint32_t tag_block_of(uint32_t index) {
@@ -79,16 +91,16 @@ class GroupTags {
 };
 
 // The additional data of a data block: volume id || block number (BE64) ||
-// counter (BE64). Binds the ciphertext to its volume and position (P2) and to
-// its slot's counter.
-inline constexpr size_t kAadSize = 32;
+// the slot's first 16 bytes (session id, counter, seq). Binds the ciphertext
+// to its volume and position (P2) and to the slot that describes it.
+inline constexpr size_t kAadSize = 16 + 8 + kSlotHeaderBytes;
 inline void BuildAad(const uint8_t volume_id[16], uint64_t block,
-                     uint64_t counter, uint8_t out[kAadSize]) {
+                     const TagSlot& slot, uint8_t out[kAadSize]) {
   std::memcpy(out, volume_id, 16);
   for (int i = 0; i < 8; ++i) {
     out[16 + i] = static_cast<uint8_t>(block >> (56 - 8 * i));
-    out[24 + i] = static_cast<uint8_t>(counter >> (56 - 8 * i));
   }
+  slot.EncodeHeader(out + 24);
 }
 
 }  // namespace sealvol::io

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,31 @@ absl::StatusOr<VolumeId> ParseVolumeId(std::string_view text) {
   return id;
 }
 
+std::string FormatIdString(const FormatId& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (uint8_t b : id) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
+absl::StatusOr<FormatId> ParseFormatId(std::string_view text) {
+  if (text.size() != 32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad format id \"", std::string(text), "\": want 32 hex digits"));
+  }
+  auto volume_id = ParseVolumeId(absl::StrCat("sv-", std::string(text)));
+  if (!volume_id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad format id \"", std::string(text), "\": not lowercase hex"));
+  }
+  FormatId id;
+  std::copy(volume_id->begin(), volume_id->end(), id.begin());
+  return id;
+}
+
 absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open", path);
@@ -88,10 +114,10 @@ absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path) {
   VolumeHeaderInfo info;
   info.format_version = sb->format_version;
   info.volume_id = sb->volume_id;
+  info.format_id = sb->format_id;
   info.size_bytes = sb->size_bytes;
   info.block_size = kBlockSize;
   info.generation = sb->generation;
-  info.nonce_reserved_mark = sb->nonce_reserved_mark;
   info.clean = sb->clean();
   info.layout_json = sb->layout.ToJson();
   return info;

@@ -25,20 +25,21 @@ bool TestBit(const std::vector<uint64_t>& bits, uint32_t i) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
-    const EngineContext* ctx, const crypto::SecretBytes& data_key) {
+    const EngineContext* ctx) {
   auto queue = ctx->store->CreateQueue();
   if (!queue.ok()) return queue.status();
-  auto codec = crypto::SectorCodec::Create(data_key);
-  if (!codec.ok()) return codec.status();
+  auto slots =
+      SlotCodec::Create(*ctx->session_root, ctx->volume_id, ctx->seal_observer);
+  if (!slots.ok()) return slots.status();
   return std::unique_ptr<Worker>(
-      new Worker(ctx, std::move(queue).value(), std::move(codec).value()));
+      new Worker(ctx, std::move(queue).value(), std::move(slots).value()));
 }
 
 Worker::Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
-               std::unique_ptr<crypto::SectorCodec> codec)
+               std::unique_ptr<SlotCodec> slots)
     : ctx_(ctx),
       queue_(std::move(queue)),
-      codec_(std::move(codec)),
+      slots_(std::move(slots)),
       ring_(kQueueCapacity),
       batch_(kMaxBatch),
       cache_(ctx->cache_groups),
@@ -99,6 +100,11 @@ void Worker::Loop() {
     not_full_.notify_all();
     ProcessBatch({batch_.data(), n});
   }
+}
+
+bool Worker::HasPending() {
+  std::lock_guard<std::mutex> l(mu_);
+  return count_ > 0;
 }
 
 void Worker::RunPending() {
@@ -247,25 +253,20 @@ void Worker::AfterSync() {
   }
 }
 
-int Worker::Seal(GroupEntry& e, uint64_t block, uint64_t counter,
-                 const uint8_t* in, uint8_t* out) {
+int Worker::Seal(GroupEntry& e, uint64_t block, const uint8_t* in,
+                 uint8_t* out) {
   const uint32_t idx = block % ctx_->layout.data_blocks_per_group;
   GroupTags tags(e.tags.data());
   // Fill the slot that does not match the data on disk: the newer slot
   // matches it once the block has no unflushed write (checked by the caller).
   const int newer = tags.newer_slot(idx);
   const int target = newer < 0 ? 0 : 1 - newer;
-  uint8_t aad[kAadSize];
-  BuildAad(ctx_->volume_id.data(), block, counter, aad);
-  crypto::GcmTag tag;
-  if (!codec_->Seal(crypto::CounterNonce(0, counter), aad, {in, 4096},
-                    {out, 4096}, tag)
-           .ok()) {
-    return -EIO;
-  }
-  tags.set_slot(idx, target, counter, tag);
+  const uint8_t seq =
+      newer < 0 ? 0 : static_cast<uint8_t>(tags.seq(idx, newer) + 1);
+  TagSlot slot;
+  if (!slots_->Seal(block, seq, in, out, slot)) return -EIO;
+  tags.set_slot(idx, target, slot);
   e.dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
-  if (ctx_->counter_observer) ctx_->counter_observer(block, counter);
   return 0;
 }
 
@@ -276,14 +277,7 @@ int Worker::OpenBlock(GroupEntry& e, uint64_t block, const uint8_t* in,
   const int newer = tags.newer_slot(idx);
   for (int s : {newer, 1 - newer}) {
     if (!tags.present(idx, s)) continue;
-    const TagSlot slot = tags.slot(idx, s);
-    uint8_t aad[kAadSize];
-    BuildAad(ctx_->volume_id.data(), block, slot.counter, aad);
-    if (codec_->Open(crypto::CounterNonce(0, slot.counter), aad, {in, 4096},
-                     slot.tag, {out, 4096})
-            .ok()) {
-      return 0;
-    }
+    if (slots_->Open(block, tags.slot(idx, s), in, out)) return 0;
   }
   return -EIO;
 }
@@ -356,15 +350,9 @@ void Worker::RunSubBatch(std::span<Part> parts) {
         err = -EIO;
       }
     }
-    uint64_t counter = 0;
-    if (err == 0 && write_blocks > 0) {
-      auto first = ctx_->nonces->Allocate(write_blocks);
-      if (first.ok()) {
-        counter = *first;
-      } else {
-        ctx_->failed->store(true);
-        err = -EIO;
-      }
+    if (err == 0 && write_blocks > 0 && !slots_->Reserve(write_blocks).ok()) {
+      ctx_->failed->store(true);
+      err = -EIO;
     }
     if (err != 0) FailWrites(parts, err);
 
@@ -384,7 +372,7 @@ void Worker::RunSubBatch(std::span<Part> parts) {
         continue;
       }
       for (uint32_t k = 0; k < p.blocks; ++k) {
-        if (Seal(*e, p.first_block + k, counter++, p.data + size_t{k} * 4096,
+        if (Seal(*e, p.first_block + k, p.data + size_t{k} * 4096,
                  bounce_.data() + (part_bounce_[i] + k) * 4096) != 0) {
           part_result_[i] = -EIO;
         }

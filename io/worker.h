@@ -17,11 +17,11 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "crypto/nonce_allocator.h"
-#include "crypto/sector_codec.h"
+#include "crypto/secret_bytes.h"
 #include "io/backing_store.h"
 #include "io/layout.h"
 #include "io/metadata_writer.h"
+#include "io/slot_codec.h"
 #include "io/volume_io.h"
 
 namespace sealvol::io {
@@ -50,22 +50,24 @@ struct EngineContext {
   BackingStore* store = nullptr;
   Layout layout;
   VolumeId volume_id{};
-  crypto::NonceAllocator* nonces = nullptr;
+  // Root of the per-session data keys; outlives the workers.
+  const crypto::SecretBytes* session_root = nullptr;
   MetadataWriter* metadata = nullptr;
   std::atomic<bool>* failed = nullptr;
   int workers = 1;
   size_t cache_groups = 128;
   uint64_t batch_blocks = 2048;  // >= data_blocks_per_group.
-  // Test hook: called for every block sealed, with its counter.
-  std::function<void(uint64_t block, uint64_t counter)> counter_observer;
+  // Test hook: called for every block sealed, with its slot.
+  SlotCodec::SealObserver seal_observer;
   // Completes a part; the engine finishes the request on the last part.
   std::function<void(Part&, int)> complete;
 };
 
 class Worker {
  public:
+  // Starts the worker's own nonce session (a fresh random session id).
   static absl::StatusOr<std::unique_ptr<Worker>> Create(
-      const EngineContext* ctx, const crypto::SecretBytes& data_key);
+      const EngineContext* ctx);
   ~Worker();
 
   // Queues parts; blocks while the queue is full (in manual mode the caller
@@ -73,6 +75,10 @@ class Worker {
   bool Enqueue(const Part& part, bool may_block);
   // Processes everything queued, in this thread.
   void RunPending();
+  // True while parts are queued (manual mode: RunPending has work).
+  bool HasPending();
+  // Nonce sessions this worker has started (thread-safe).
+  uint64_t sessions_started() const { return slots_->sessions_started(); }
   void Start();  // Starts the worker thread.
   void Stop();   // Processes what is queued, then joins the thread.
 
@@ -90,7 +96,7 @@ class Worker {
   };
 
   Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
-         std::unique_ptr<crypto::SectorCodec> codec);
+         std::unique_ptr<SlotCodec> slots);
   void Loop();
   void ProcessBatch(std::span<Part> parts);
   void RunSubBatch(std::span<Part> parts);
@@ -100,8 +106,7 @@ class Worker {
   bool Sync();
   void AfterSync();
   void FailWrites(std::span<Part> parts, int err);
-  int Seal(GroupEntry& e, uint64_t block, uint64_t counter, const uint8_t* in,
-           uint8_t* out);
+  int Seal(GroupEntry& e, uint64_t block, const uint8_t* in, uint8_t* out);
   int OpenBlock(GroupEntry& e, uint64_t block, const uint8_t* in,
                 uint8_t* out);
   int OpenRange(Part& p, size_t i, uint32_t k, uint32_t count);
@@ -109,7 +114,7 @@ class Worker {
 
   const EngineContext* ctx_;
   std::unique_ptr<StoreQueue> queue_;
-  std::unique_ptr<crypto::SectorCodec> codec_;
+  std::unique_ptr<SlotCodec> slots_;
 
   // Request queue: a fixed ring.
   std::mutex mu_;

@@ -36,22 +36,24 @@ TEST(KeyScheduleTest, HkdfMatchesRfc5869Vector) {
                     "c4c5bf34007208d5b887185865"));
 }
 
+const std::vector<uint8_t> kFormat(16, 0x42);
+
 TEST(KeyScheduleTest, SubkeysDifferFromEachOtherAndFromTheDek) {
   std::vector<uint8_t> id(16, 7);
   SecretBytes dek = Dek(1);
-  auto keys = DeriveVolumeKeys(dek, id);
+  auto keys = DeriveVolumeKeys(dek, id, kFormat);
   ASSERT_TRUE(keys.ok());
-  EXPECT_NE(Bytes(keys->data_key), Bytes(dek));
-  EXPECT_NE(Bytes(keys->data_key), Bytes(keys->metadata_mac_key));
-  EXPECT_NE(Bytes(keys->data_key), Bytes(keys->header_mac_key));
+  EXPECT_NE(Bytes(keys->session_root), Bytes(dek));
+  EXPECT_NE(Bytes(keys->session_root), Bytes(keys->metadata_mac_key));
+  EXPECT_NE(Bytes(keys->session_root), Bytes(keys->header_mac_key));
   EXPECT_NE(Bytes(keys->metadata_mac_key), Bytes(keys->header_mac_key));
 }
 
 TEST(KeyScheduleTest, KeyCheckValueDetectsWrongDek) {
   std::vector<uint8_t> id(16, 7);
-  auto a = DeriveVolumeKeys(Dek(1), id);
-  auto a2 = DeriveVolumeKeys(Dek(1), id);
-  auto b = DeriveVolumeKeys(Dek(2), id);
+  auto a = DeriveVolumeKeys(Dek(1), id, kFormat);
+  auto a2 = DeriveVolumeKeys(Dek(1), id, kFormat);
+  auto b = DeriveVolumeKeys(Dek(2), id, kFormat);
   ASSERT_TRUE(a.ok() && a2.ok() && b.ok());
   EXPECT_EQ(a->key_check, a2->key_check);
   EXPECT_NE(a->key_check, b->key_check);
@@ -60,17 +62,31 @@ TEST(KeyScheduleTest, KeyCheckValueDetectsWrongDek) {
 TEST(KeyScheduleTest, VolumeIdSaltSeparatesVolumes) {
   std::vector<uint8_t> id1(16, 1), id2(16, 2);
   SecretBytes dek = Dek(9);
-  auto a = DeriveVolumeKeys(dek, id1);
-  auto b = DeriveVolumeKeys(dek, id2);
+  auto a = DeriveVolumeKeys(dek, id1, kFormat);
+  auto b = DeriveVolumeKeys(dek, id2, kFormat);
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_NE(Bytes(a->data_key), Bytes(b->data_key));
+  EXPECT_NE(Bytes(a->session_root), Bytes(b->session_root));
+}
+
+// A volume re-formatted under the same DEK and volume id (image lost and
+// re-created) draws a new format id: every subkey changes.
+TEST(KeyScheduleTest, FormatIdSaltSeparatesFormatsOfOneVolume) {
+  std::vector<uint8_t> id(16, 1), f1(16, 1), f2(16, 2);
+  SecretBytes dek = Dek(9);
+  auto a = DeriveVolumeKeys(dek, id, f1);
+  auto b = DeriveVolumeKeys(dek, id, f2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(Bytes(a->session_root), Bytes(b->session_root));
+  EXPECT_NE(Bytes(a->header_mac_key), Bytes(b->header_mac_key));
+  EXPECT_NE(Bytes(a->metadata_mac_key), Bytes(b->metadata_mac_key));
+  EXPECT_NE(a->key_check, b->key_check);
 }
 
 TEST(KeyScheduleTest, RejectsShortDek) {
   auto dek = SecretBytes::Allocate(16);
   ASSERT_TRUE(dek.ok());
   std::vector<uint8_t> id(16, 0);
-  EXPECT_EQ(DeriveVolumeKeys(*dek, id).status().code(),
+  EXPECT_EQ(DeriveVolumeKeys(*dek, id, kFormat).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -206,3 +206,37 @@ INSTANTIATE_TEST_SUITE_P(Seeds, FaultInjectionTest, ::testing::Range<uint64_t>(1
 
 }  // namespace
 }  // namespace sealvol::hardening
+
+namespace sealvol::hardening {
+namespace {
+
+// Issue 18: Close released the store and then named it in its error when the
+// store had failed earlier but the final flush succeeded (a null
+// dereference). Close must report DataLoss naming the image, and not crash.
+TEST(FaultInjectionCloseTest, CloseAfterAFailedWriteReportsDataLossByName) {
+  const crypto::SecretBytes dek = io::testing::TestDek(77);
+  const io::Layout layout = io::Layout::Default();
+  auto memory =
+      std::make_unique<FaultStore>(layout.image_bytes(kVolumeBytes / 4096));
+  auto flaky_owned = std::make_unique<FlakyStore>(std::move(memory), 1, 1);
+  FlakyStore* flaky = flaky_owned.get();
+  io::EngineOptions options = io::testing::Manual();
+  options.keep_store_after_close = false;  // Close releases the store.
+  auto engine = io::Engine::FormatOn(std::move(flaky_owned),
+                                     io::testing::FormatOf(kVolumeBytes), dek,
+                                     options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::string name = flaky->name();
+  std::vector<uint8_t> data(4096, 5);
+  ASSERT_EQ((*engine)->Io(IoOp::kWrite, 0, data), 0);  // Tags now cached.
+  flaky->set_faults(true);  // Every operation fails: the write sets failed.
+  EXPECT_NE((*engine)->Io(IoOp::kWrite, 4096, data), 0);
+  EXPECT_TRUE((*engine)->failed());
+  flaky->set_faults(false);  // The final flush succeeds.
+  absl::Status closed = (*engine)->Close();
+  EXPECT_EQ(closed.code(), absl::StatusCode::kDataLoss) << closed;
+  EXPECT_NE(closed.message().find(name), std::string::npos) << closed;
+}
+
+}  // namespace
+}  // namespace sealvol::hardening

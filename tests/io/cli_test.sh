@@ -42,7 +42,7 @@ with open(path, 'r+b') as f:
         b = bytearray(f.read(4096))
         b[off:off + len(data)] = data
         if reseal:
-            b[160:192] = hashlib.sha256(bytes(b[:160])).digest()
+            b[256:288] = hashlib.sha256(bytes(b[:256])).digest()
         f.seek(copy * 4096)
         f.write(b)
 PY

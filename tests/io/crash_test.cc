@@ -4,6 +4,10 @@
 // it must read its last flushed content or the content of a write issued
 // after that flush; never EIO, never anything else.
 //
+// Some chains roll the image back to an earlier crash state (a restored
+// backup or storage snapshot) and write again; across the whole history no
+// (session id, counter) pair — no (key, nonce) — is ever sealed twice (P3).
+//
 // Seeded: SEALVOL_CRASH_SEED=N reproduces a run; SEALVOL_CRASH_POINTS=N
 // changes how many crash points are checked (default 10000).
 #include <algorithm>
@@ -16,6 +20,7 @@
 
 #include "engine_test_support.h"
 #include "io/layout.h"
+#include "io/tag_table.h"
 
 namespace sealvol::io {
 namespace {
@@ -78,9 +83,11 @@ class CrashTest : public ::testing::Test {
   // are evicted and reloaded), or two workers sharing the groups.
   EngineOptions Options() {
     EngineOptions o = Manual(chain_ % 2 == 0 ? 1 : 2);
-    o.nonce_range = 8;  // Many reservations: crashes hit superblock writes.
     o.cache_groups = chain_ % 2 == 0 ? 3 : 4;
     o.format_layout = SmallLayout();
+    o.seal_observer = [this](uint64_t, const TagSlot& slot) {
+      if (!sealed_.insert({slot.session, slot.counter}).second) ++nonce_reuses_;
+    };
     return o;
   }
 
@@ -235,6 +242,10 @@ class CrashTest : public ::testing::Test {
   bool lost_power_ = false;
   bool saw_failure_ = false;
   uint64_t chain_ = 0;
+  // Every (session id, counter) sealed in the whole test, and repeats.
+  std::set<std::pair<crypto::SessionId, uint64_t>> sealed_;
+  uint64_t nonce_reuses_ = 0;
+  uint64_t rollbacks_ = 0;
 };
 
 TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
@@ -250,6 +261,9 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
                               FormatOf(kBlocks * 4096), dek, Options());
     ASSERT_TRUE(v.ok()) << v.status();
     std::unique_ptr<Engine> vol = std::move(v).value();
+    // Earlier crash states of this chain, with the model as it was then.
+    std::vector<std::pair<std::unique_ptr<FaultStore>,
+                          std::map<uint64_t, BlockModel>>> earlier;
     for (int crash = 0; crash < 3 && point < points_; ++crash, ++point) {
       auto& store = static_cast<FaultStore&>(vol->store());
       const uint64_t at = rng_() % 60;
@@ -259,6 +273,15 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
       if (HasFatalFailure()) return;
       auto image = store.CrashImage(rng_);
       vol.reset();  // Its Close fails against the dead store; ignored.
+      earlier.emplace_back(image->Snapshot(), model_);
+      if (earlier.size() > 1 && chain_ % 3 == 0) {
+        // Roll back: the image is put back to an earlier crash state and
+        // used from there (recovery runs on it again).
+        auto& [old_image, old_model] = earlier[rng_() % (earlier.size() - 1)];
+        image = old_image->Snapshot();
+        model_ = old_model;
+        ++rollbacks_;
+      }
       auto reopened = Engine::OpenOn(std::move(image), dek, Options());
       ASSERT_TRUE(reopened.ok())
           << "open after crash point " << point << ": " << reopened.status()
@@ -270,11 +293,18 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
       if (HasFatalFailure()) return;
       ASSERT_TRUE(vol->recovery_stats().unrecoverable.empty())
           << "seed " << seed_;
+      ASSERT_EQ(nonce_reuses_, 0u)
+          << "a (session, counter) pair was sealed twice by crash point "
+          << point << "; seed " << seed_;
     }
   }
   RecordProperty("crash_points", std::to_string(point));
-  std::printf("checked %llu crash points, seed %llu\n",
+  EXPECT_GT(rollbacks_, 0u);
+  EXPECT_GT(sealed_.size(), point);
+  std::printf("checked %llu crash points (%llu after a rollback), %zu nonces "
+              "sealed, none twice, seed %llu\n",
               static_cast<unsigned long long>(point),
+              static_cast<unsigned long long>(rollbacks_), sealed_.size(),
               static_cast<unsigned long long>(seed_));
 }
 
