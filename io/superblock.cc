@@ -71,10 +71,12 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   Superblock sb;
   sb.format_version = Get32(p + 8);
   if (sb.format_version == 1) {
-    return absl::FailedPreconditionError(
-        "format version 1 is refused: its nonces can repeat when the image is "
-        "rolled back or re-created; convert it with `sealvol upgrade IMAGE` "
-        "(docs/format.md)");
+    return SetErrorKind(
+        absl::FailedPreconditionError(
+            "format version 1 is refused: its nonces can repeat when the image "
+            "is rolled back or re-created; convert it with `sealvol upgrade "
+            "IMAGE` (docs/format.md)"),
+        ErrorKind::kBadVersion);
   }
   if (sb.format_version != kFormatVersion) {
     return SetErrorKind(absl::FailedPreconditionError(absl::StrCat(
@@ -98,9 +100,12 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   sb.flags = Get32(p + 64);
   sb.incompat_features = Get32(p + 68);
   if ((sb.incompat_features & ~kKnownIncompatFeatures) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "image uses features this sealvol does not know (incompat_features 0x",
-        absl::Hex(sb.incompat_features), "): upgrade sealvol"));
+    return SetErrorKind(
+        absl::FailedPreconditionError(absl::StrCat(
+            "image uses features this sealvol does not know "
+            "(incompat_features 0x",
+            absl::Hex(sb.incompat_features), "): upgrade sealvol")),
+        ErrorKind::kBadVersion);
   }
   sb.layout.data_blocks_per_group = Get32(p + 72);
   sb.layout.tag_blocks_per_group = Get32(p + 76);

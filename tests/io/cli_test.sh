@@ -98,6 +98,16 @@ expect 5 "truncated image (read)" -- "$bin" read "$work/short.img" --offset 0 --
 cp "$img" "$work/v9.img"
 patch_header "$work/v9.img" 8 09000000
 expect 6 "unsupported version" -- "$bin" dump "$work/v9.img"
+# A format-1 image is refused by every command, naming the upgrade command.
+cp "$img" "$work/v1.img"
+patch_header "$work/v1.img" 8 01000000
+expect 6 "format version 1 (dump)" -- "$bin" dump "$work/v1.img"
+grep -q "sealvol upgrade" "$work/err" || { echo "FAIL: the format-1 refusal does not name sealvol upgrade"; fails=$((fails+1)); }
+expect 6 "format version 1 (read)" -- "$bin" read "$work/v1.img" --offset 0 --length 4096 --state-dir "$state"
+# An image with an incompatible feature this binary does not know.
+cp "$img" "$work/feat.img"
+patch_header "$work/feat.img" 68 00000080 reseal
+expect 6 "unknown incompatible feature" -- "$bin" dump "$work/feat.img"
 
 expect 7 "size not a multiple of 4 KiB" -- "$bin" format "$work/odd.img" --size 10000 --state-dir "$state"
 expect 7 "size zero" -- "$bin" format "$work/zero.img" --size 0 --state-dir "$state"
