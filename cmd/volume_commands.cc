@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -62,27 +63,54 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   return n * mult;
 }
 
+// This machine's name, recorded as the node of a format claim.
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') {
+    return "sealvol-cli";
+  }
+  return name;
+}
+
 // Unwraps the DEK of the image's volume; NotFound means crypto-shredded.
+// For a write, the image must also be the format the registry recorded (an
+// image of another format is a lost or replaced one: never written under
+// the same key); an image the registry has no format for is adopted.
 absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
                                                 const KmsFlags& keys,
-                                                std::string* volume_id) {
+                                                bool for_write) {
   ASSIGN_OR_RETURN(io::VolumeHeaderInfo info, io::ReadHeader(image));
-  *volume_id = io::VolumeIdString(info.volume_id);
+  const std::string volume_id = io::VolumeIdString(info.volume_id);
   ASSIGN_OR_RETURN(auto provider, keys.OpenProvider());
-  auto dek = provider->UnwrapVolumeKey(*volume_id);
+  auto dek = provider->UnwrapVolumeKey(volume_id);
   if (absl::IsNotFound(dek.status())) {
     return SetErrorKind(
-        absl::NotFoundError(absl::StrCat("key for volume ", *volume_id,
+        absl::NotFoundError(absl::StrCat("key for volume ", volume_id,
                                          " has been destroyed (crypto-shredded)")),
         ErrorKind::kKeyDestroyed);
+  }
+  if (!dek.ok() || !for_write) return dek;
+  const std::string found = io::FormatIdString(info.format_id);
+  ASSIGN_OR_RETURN(kms::VolumeRecord record,
+                   provider->ClaimFormat(volume_id, {.format_id = found,
+                                                     .node = HostName(),
+                                                     .unix_time = std::time(nullptr)}));
+  if (record.format_id != found) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", volume_id, ": ", image, " holds format id ", found,
+        ", but the registry recorded format id ", record.format_id,
+        " (formatted by ", record.formatted_node,
+        "): this is not the volume's image and is not written under its key; "
+        "restore the image from a backup or delete the volume; see "
+        "docs/operations.md"));
   }
   return dek;
 }
 
 absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
     const std::string& image, const KmsFlags& keys, bool read_only) {
-  std::string id;
-  ASSIGN_OR_RETURN(crypto::SecretBytes dek, KeyForImage(image, keys, &id));
+  ASSIGN_OR_RETURN(crypto::SecretBytes dek,
+                   KeyForImage(image, keys, /*for_write=*/!read_only));
   io::OpenOptions o;
   o.path = image;
   o.read_only = read_only;
@@ -124,9 +152,24 @@ int RunFormat(const std::string& image, const std::string& size_text,
   if (!record.ok()) return Fail("format", record.status());
   auto dek = (*provider)->UnwrapVolumeKey(id);
   absl::Status status = dek.status();
+  std::string format_id;
   if (status.ok()) {
     auto v = io::SealedVolume::Format(f, *dek);
+    if (v.ok()) format_id = io::FormatIdString((*v)->format_id());
     status = v.ok() ? (*v)->Close() : v.status();
+  }
+  if (status.ok()) {
+    // The registry records the format, as a node's first format does.
+    auto claimed = (*provider)->ClaimFormat(
+        id, {.format_id = format_id,
+             .node = HostName(),
+             .unix_time = std::time(nullptr)});
+    status = claimed.status();
+    if (status.ok() && claimed->format_id != format_id) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          "volume ", id, " was formatted already (format id ",
+          claimed->format_id, ")"));
+    }
   }
   if (!status.ok()) {
     // The volume never came to be: its key must not outlive it.
@@ -138,6 +181,7 @@ int RunFormat(const std::string& image, const std::string& size_text,
                         {"size_bytes", *size},
                         {"tenant", tenant},
                         {"key_name", record->key_name},
+                        {"format_id", format_id},
                         {"kms", (*provider)->Describe()}};
   std::cout << out.dump() << "\n";
   return kExitOk;

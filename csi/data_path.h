@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -17,20 +18,41 @@ namespace sealvol::csi {
 
 struct AttachOptions {
   std::string volume_id;   // "sv-..."; the engine's volume id.
-  std::string image_path;  // Backing file; formatted when absent.
+  std::string image_path;  // Backing file; formatted when absent and never
+                           // formatted before (registry_format_id empty).
   std::string work_dir;    // Private directory for the FUSE mount.
   uint64_t size_bytes = 0;  // Size for a new image, or to grow an old one to.
   bool read_only = false;
+  // The format id the registry holds for the volume's image (32 lowercase
+  // hex digits), "" when it was never formatted.
+  std::string registry_format_id;
+  // Records a format id with the registry (KeyBroker.ClaimFormat): OK when
+  // the registry now holds it, FailedPrecondition "already_formatted: ..."
+  // when it holds another. Called with a new image's id after it is
+  // formatted and before it is put in place; with an old image's id to adopt
+  // it; and, before a refusal, with the id found (or a fresh one for a
+  // missing image) so that the broker audits the refused attempt.
+  std::function<absl::Status(const std::string& format_id)> claim_format;
 };
+
+// Suffix of the temporary file a first format writes next to the image.
+inline constexpr char kFormattingSuffix[] = ".formatting";
 
 class DataPath {
  public:
   virtual ~DataPath() = default;
 
-  // Opens (or formats, when the image does not exist) the volume with `dek`
-  // and returns the block device ("/dev/loopN") serving it. The key is
-  // copied into the engine's locked memory; the caller wipes its own.
-  // PermissionDenied when the key does not open the image.
+  // Opens (or formats, when the image does not exist and the registry has
+  // no format id) the volume with `dek` and returns the block device
+  // ("/dev/loopN") serving it. The key is copied into the engine's locked
+  // memory; the caller wipes its own. A first format is crash-safe: the
+  // image is formatted into IMAGE.formatting, claimed, then renamed into
+  // place; a retry completes or redoes an interrupted one.
+  // FailedPrecondition naming the volume and the image (and nothing
+  // attached or left behind) when the registry says the volume was
+  // formatted but the image is missing, empty, not a sealvol image or holds
+  // another format id. PermissionDenied when the key does not open the
+  // image.
   virtual absl::StatusOr<std::string> Attach(const AttachOptions& options,
                                              const crypto::SecretBytes& dek) = 0;
 

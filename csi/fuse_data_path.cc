@@ -1,5 +1,7 @@
 #include "csi/fuse_data_path.h"
 
+#include <fcntl.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,16 +9,252 @@
 #include <utility>
 #include <vector>
 
+#include "base/durable_file.h"
 #include "base/status_macros.h"
+#include "base/unique_fd.h"
 #include "csi/mounter.h"
 #include "io/frontend/volume_attach.h"
 #include "io/sealed_volume.h"
+#include "kms/broker/refusal.h"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::csi {
 
 namespace {
 constexpr char kExportName[] = "volume";
+
+std::string ParentDir(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string BaseName(const std::string& path) {
+  return path.substr(path.find_last_of('/') + 1);
+}
+
+absl::Status FsyncFile(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open", path);
+  if (fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", path);
+  return absl::OkStatus();
+}
+
+// Unlinks `path` durably; missing is fine.
+absl::Status RemoveDurably(const std::string& path) {
+  absl::Status removed = RemoveFileDurably(ParentDir(path), BaseName(path));
+  return absl::IsNotFound(removed) ? absl::OkStatus() : removed;
+}
+
+// Puts the synced file `from` in place of `to`, durably.
+absl::Status RenameDurably(const std::string& from, const std::string& to) {
+  RETURN_IF_ERROR(FsyncFile(from));
+  if (rename(from.c_str(), to.c_str()) != 0) {
+    return ErrnoStatus(errno, "rename " + from + " to", to);
+  }
+  return SyncDirectory(ParentDir(to));
+}
+
+// What lies at a path that should hold a sealvol image.
+struct FoundImage {
+  bool exists = false;
+  bool empty = false;     // Zero bytes.
+  std::string format_id;  // Its format id when the header reads.
+  absl::Status unreadable;  // Why the header does not read, otherwise.
+};
+
+absl::StatusOr<FoundImage> Inspect(const std::string& path) {
+  FoundImage found;
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return found;
+    return ErrnoStatus(errno, "stat", path);
+  }
+  found.exists = true;
+  found.empty = st.st_size == 0;
+  if (found.empty) return found;
+  auto header = io::ReadHeader(path);
+  if (header.ok()) {
+    found.format_id = io::FormatIdString(header->format_id);
+  } else {
+    found.unreadable = header.status();
+  }
+  return found;
+}
+
+absl::StatusOr<std::string> FreshFormatId() {
+  io::FormatId id{};
+  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) {
+    return absl::InternalError("RAND_bytes failed drawing a format id");
+  }
+  return io::FormatIdString(id);
+}
+
+constexpr char kRecoveryAdvice[] =
+    "restore the image from a backup or delete the volume; see "
+    "docs/operations.md (\"publish fails: image missing or replaced\")";
+
+// The registry says the volume was formatted, but `image` is `what`: no new
+// format under the same key. The broker audits the refusal of a claim for
+// `claimed_id` (the id found, or a fresh one for an image that has none).
+absl::Status RefuseImage(const AttachOptions& options, const std::string& what,
+                         const absl::StatusOr<std::string>& claimed_id) {
+  std::string note;
+  if (claimed_id.ok() && options.claim_format) {
+    absl::Status claim = options.claim_format(*claimed_id);
+    if (claim.ok()) {
+      note = "; the registry unexpectedly accepted format id " + *claimed_id;
+    } else if (broker::RefusalReason(claim) != "already_formatted") {
+      note = "; the refusal could not be recorded with the broker: " +
+             std::string(claim.message());
+    }
+  }
+  spdlog::warn("data path {}: refusing {}: {}", options.volume_id,
+               options.image_path, what);
+  return absl::FailedPreconditionError(
+      "volume " + options.volume_id + ": the registry says its image was "
+      "formatted (format id " + options.registry_format_id + "), but " +
+      options.image_path + " " + what + "; it is not formatted again under "
+      "the same key: " + kRecoveryAdvice + note);
+}
+
+absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
+    const AttachOptions& options, const crypto::SecretBytes& dek) {
+  io::OpenOptions open;
+  open.path = options.image_path;
+  open.read_only = options.read_only;
+  ASSIGN_OR_RETURN(auto volume, io::SealedVolume::Open(open, dek));
+  if (volume->size_bytes() < options.size_bytes) {
+    // The volume grew while it was not served.
+    absl::Status grown = volume->Grow(options.size_bytes);
+    if (!grown.ok()) {
+      volume->Close().IgnoreError();
+      return grown;
+    }
+  }
+  return volume;
+}
+
+// First format: into IMAGE.formatting, closed and synced; claimed with the
+// broker; renamed into place. A crash after any step leaves either no temp
+// file, an unclaimed one (deleted by the retry) or a claimed one (renamed
+// by the retry).
+absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
+    const AttachOptions& options, const crypto::SecretBytes& dek) {
+  const std::string temp = options.image_path + kFormattingSuffix;
+  io::FormatOptions format;
+  format.path = temp;
+  format.size_bytes = options.size_bytes;
+  ASSIGN_OR_RETURN(format.volume_id, io::ParseVolumeId(options.volume_id));
+  std::string format_id;
+  {
+    auto volume = io::SealedVolume::Format(format, dek);
+    if (!volume.ok()) {
+      RemoveDurably(temp).IgnoreError();
+      return volume.status();
+    }
+    format_id = io::FormatIdString((*volume)->format_id());
+    absl::Status closed = (*volume)->Close();
+    if (closed.ok()) closed = FsyncFile(temp);
+    if (!closed.ok()) {
+      RemoveDurably(temp).IgnoreError();
+      return closed;
+    }
+  }
+  io::InjectedCrash("format");
+  if (!options.claim_format) {
+    RemoveDurably(temp).IgnoreError();
+    return absl::InternalError("data path: no way to claim a format");
+  }
+  absl::Status claimed = options.claim_format(format_id);
+  if (broker::RefusalReason(claimed) == "already_formatted") {
+    // Another format of this volume was claimed meanwhile.
+    RemoveDurably(temp).IgnoreError();
+    return absl::FailedPreconditionError(
+        "volume " + options.volume_id + ": a format of its image was "
+        "recorded with the registry meanwhile; " + options.image_path +
+        " is not formatted again under the same key: " + kRecoveryAdvice);
+  }
+  // Any other failure may have reached the registry (a lost answer): the
+  // temp file stays, and the retry renames it if the claim was recorded.
+  RETURN_IF_ERROR(claimed);
+  io::InjectedCrash("claim");
+  RETURN_IF_ERROR(RenameDurably(temp, options.image_path));
+  spdlog::info("data path {}: formatted {} ({} bytes, format id {})",
+               options.volume_id, options.image_path, options.size_bytes,
+               format_id);
+  return OpenImage(options, dek);
+}
+
+absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
+    const AttachOptions& options, const crypto::SecretBytes& dek) {
+  const std::string& image = options.image_path;
+  const std::string temp = image + kFormattingSuffix;
+  const std::string& registry = options.registry_format_id;
+  ASSIGN_OR_RETURN(FoundImage found, Inspect(image));
+  if (!found.exists) {
+    ASSIGN_OR_RETURN(FoundImage pending, Inspect(temp));
+    if (registry.empty()) {
+      if (pending.exists) {
+        spdlog::info("data path {}: discarding {} (a first format that was "
+                     "never claimed)", options.volume_id, temp);
+        RETURN_IF_ERROR(RemoveDurably(temp));
+      }
+      return FormatFirst(options, dek);
+    }
+    if (pending.exists && pending.format_id == registry) {
+      spdlog::info("data path {}: completing the first format of {} (claimed "
+                   "as {} before an interruption)", options.volume_id, image,
+                   registry);
+      RETURN_IF_ERROR(RenameDurably(temp, image));
+      return OpenImage(options, dek);
+    }
+    RETURN_IF_ERROR(RemoveDurably(temp));
+    return RefuseImage(options, "is missing", FreshFormatId());
+  }
+  if (registry.empty()) {
+    // An image formatted before format claims existed: adopt it.
+    if (found.empty) {
+      return absl::FailedPreconditionError(
+          "volume " + options.volume_id + ": " + image + " is empty and the "
+          "registry has no format for it; move it away to format the volume "
+          "afresh, or " + kRecoveryAdvice);
+    }
+    if (!found.unreadable.ok()) {
+      return absl::FailedPreconditionError(
+          "volume " + options.volume_id + ": " + image + ": " +
+          std::string(found.unreadable.message()));
+    }
+    absl::Status adopted = options.claim_format
+                               ? options.claim_format(found.format_id)
+                               : absl::InternalError("no way to claim a format");
+    if (broker::RefusalReason(adopted) == "already_formatted") {
+      return absl::FailedPreconditionError(
+          "volume " + options.volume_id + ": " + image + " holds format id " +
+          found.format_id + ", and the registry recorded another format "
+          "meanwhile: " + kRecoveryAdvice);
+    }
+    RETURN_IF_ERROR(adopted);
+    spdlog::info("data path {}: adopted {} (format id {}) into the registry",
+                 options.volume_id, image, found.format_id);
+  } else if (found.empty) {
+    return RefuseImage(options, "is empty", FreshFormatId());
+  } else if (!found.unreadable.ok()) {
+    return RefuseImage(options,
+                       "is not a sealvol image (" +
+                           std::string(found.unreadable.message()) + ")",
+                       FreshFormatId());
+  } else if (found.format_id != registry) {
+    return RefuseImage(options,
+                       "holds format id " + found.format_id +
+                           " (the image was replaced)",
+                       found.format_id);
+  }
+  // A leftover temp file can never be put in place once the image exists.
+  RETURN_IF_ERROR(RemoveDurably(temp));
+  return OpenImage(options, dek);
+}
+
 }  // namespace
 
 // One served volume: the engine and the front-end's attachment of it (FUSE
@@ -68,33 +306,7 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
     }
   }
   auto served = std::make_shared<Served>();
-  struct stat st {};
-  const bool exists = stat(options.image_path.c_str(), &st) == 0;
-  if (!exists && errno != ENOENT) {
-    return ErrnoStatus(errno, "stat", options.image_path);
-  }
-  if (exists) {
-    io::OpenOptions open;
-    open.path = options.image_path;
-    open.read_only = options.read_only;
-    ASSIGN_OR_RETURN(served->volume, io::SealedVolume::Open(open, dek));
-    if (served->volume->size_bytes() < options.size_bytes) {
-      // The volume grew while it was not served.
-      absl::Status grown = served->volume->Grow(options.size_bytes);
-      if (!grown.ok()) {
-        served->TearDown().IgnoreError();
-        return grown;
-      }
-    }
-  } else {
-    io::FormatOptions format;
-    format.path = options.image_path;
-    format.size_bytes = options.size_bytes;
-    ASSIGN_OR_RETURN(format.volume_id, io::ParseVolumeId(options.volume_id));
-    ASSIGN_OR_RETURN(served->volume, io::SealedVolume::Format(format, dek));
-    spdlog::info("data path {}: formatted {} ({} bytes)", options.volume_id,
-                 options.image_path, options.size_bytes);
-  }
+  ASSIGN_OR_RETURN(served->volume, OpenOrFormat(options, dek));
 
   io::InjectedCrash("engine");
 

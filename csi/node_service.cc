@@ -419,7 +419,8 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
 }
 
 absl::Status NodeService::EnsureAttached(StageRecord& record,
-                                         const crypto::SecretBytes& dek) {
+                                         const crypto::SecretBytes& dek,
+                                         const std::string& registry_format_id) {
   const std::string& id = record.volume_id;
   auto device = data_path_->Device(id);
   if (device.ok()) {
@@ -440,6 +441,10 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     attach.image_path = ImagePath(id);
     attach.work_dir = VolumeDir(id) + "/fuse";
     attach.size_bytes = record.size_bytes;
+    attach.registry_format_id = registry_format_id;
+    attach.claim_format = [this, id](const std::string& format_id) {
+      return keys_->ClaimFormat(id, options_.node_id, format_id);
+    };
     device = data_path_->Attach(attach, dek);
     if (!device.ok()) return device.status();
     absl::MutexLock lock(&mutex_);
@@ -561,12 +566,12 @@ absl::Status NodeService::Publish(
   ASSIGN_OR_RETURN(PodAttestation attestation,
                    PodAttestationFrom(request.volume_context(), request.secrets()));
   {
-    ASSIGN_OR_RETURN(crypto::SecretBytes dek,
+    ASSIGN_OR_RETURN(broker::ReleasedVolumeKey key,
                      keys_->ReleaseKey(id, options_.node_id, attestation.token,
                                        attestation.pod));
     io::InjectedCrash("key");
-    absl::Status attached = EnsureAttached(*record, dek);
-    dek.Wipe();
+    absl::Status attached = EnsureAttached(*record, key.dek, key.format_id);
+    key.dek.Wipe();
     RETURN_IF_ERROR(attached);
   }
 

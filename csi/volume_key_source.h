@@ -22,13 +22,22 @@ class VolumeKeySource {
  public:
   virtual ~VolumeKeySource() = default;
 
-  // The volume's 32-byte DEK, released for `pod` presenting `pod_token`.
+  // The volume's 32-byte DEK, released for `pod` presenting `pod_token`,
+  // and the registry's format id of its image ("" = never formatted).
   // PermissionDenied "<reason>: ..." when attestation fails, NotFound when
   // the volume's key is gone (crypto-shredded), Unavailable when the broker
   // cannot be reached.
-  virtual absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+  virtual absl::StatusOr<broker::ReleasedVolumeKey> ReleaseKey(
       const std::string& volume_id, const std::string& node_id,
       const std::string& pod_token, const PodIdentity& pod) = 0;
+
+  // Records with the registry that this node formatted the volume's image
+  // with `format_id` (KeyBroker.ClaimFormat). OK when the registry holds
+  // that id; FailedPrecondition with refusal reason "already_formatted"
+  // when it holds another; Unavailable when the broker cannot be reached.
+  virtual absl::Status ClaimFormat(const std::string& volume_id,
+                                   const std::string& node_id,
+                                   const std::string& format_id) = 0;
 
   // Volume id -> whether the volume still exists at the controller (false:
   // deleted, its key destroyed). Asked with the node's own identity; no pod
@@ -44,13 +53,19 @@ class BrokerKeySource final : public VolumeKeySource {
   explicit BrokerKeySource(std::unique_ptr<broker::KeyBrokerClient> client)
       : client_(std::move(client)) {}
 
-  absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+  absl::StatusOr<broker::ReleasedVolumeKey> ReleaseKey(
       const std::string& volume_id, const std::string& node_id,
       const std::string& pod_token, const PodIdentity& pod) override {
-    return client_->ReleaseKey({.volume_id = volume_id,
-                                .node_id = node_id,
-                                .pod_token = pod_token,
-                                .pod = pod});
+    return client_->ReleaseVolumeKey({.volume_id = volume_id,
+                                      .node_id = node_id,
+                                      .pod_token = pod_token,
+                                      .pod = pod});
+  }
+
+  absl::Status ClaimFormat(const std::string& volume_id,
+                           const std::string& node_id,
+                           const std::string& format_id) override {
+    return client_->ClaimFormat(volume_id, node_id, format_id);
   }
 
   absl::StatusOr<std::map<std::string, bool>> VolumesExist(

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@
 #include "csi/mounter.h"
 #include "csi/volume_id.h"
 #include "gtest/gtest.h"
+#include "io/sealed_volume.h"
+#include "kms/broker/refusal.h"
 #include "tests/csi/grpc_test_server.h"
 #include "tests/fakes/durable_step_log.h"
 
@@ -33,9 +36,11 @@ using Mode = csipb::VolumeCapability::AccessMode;
 constexpr uint64_t kSize = 64ull << 20;
 
 // Releases one fixed key for every volume, or refuses; counts the calls.
+// Keeps format claims as the registry does (first id wins) and counts the
+// refused ones, as the broker's audit log would show them.
 class FixedKeySource final : public VolumeKeySource {
  public:
-  absl::StatusOr<crypto::SecretBytes> ReleaseKey(
+  absl::StatusOr<broker::ReleasedVolumeKey> ReleaseKey(
       const std::string& volume_id, const std::string& node_id,
       const std::string& pod_token, const PodIdentity& pod) override {
     ++calls;
@@ -43,12 +48,30 @@ class FixedKeySource final : public VolumeKeySource {
     last_pod = pod;
     last_node = node_id;
     if (!refusal.ok()) return refusal;
-    (void)volume_id;
     auto key = crypto::SecretBytes::Allocate(32);
-    if (key.ok()) {
-      for (size_t i = 0; i < key->size(); ++i) key->data()[i] = static_cast<uint8_t>(i * 7 + 1);
+    if (!key.ok()) return key.status();
+    for (size_t i = 0; i < key->size(); ++i) key->data()[i] = static_cast<uint8_t>(i * 7 + 1);
+    std::lock_guard lock(mu);
+    return broker::ReleasedVolumeKey{*std::move(key), formats[volume_id]};
+  }
+  absl::Status ClaimFormat(const std::string& volume_id,
+                           const std::string& node_id,
+                           const std::string& format_id) override {
+    (void)node_id;
+    std::lock_guard lock(mu);
+    if (!claim_error.ok()) return claim_error;
+    std::string& stored = formats[volume_id];
+    if (stored.empty()) stored = format_id;
+    if (stored != format_id) {
+      ++refused_claims;
+      return broker::RefusalStatus(broker::Reason::kAlreadyFormatted,
+                                   "volume " + volume_id + " was formatted as " + stored);
     }
-    return key;
+    return absl::OkStatus();
+  }
+  std::string Format(const std::string& volume_id) {
+    std::lock_guard lock(mu);
+    return formats[volume_id];
   }
   // Every volume exists unless listed in `deleted`.
   absl::StatusOr<std::map<std::string, bool>> VolumesExist(
@@ -62,6 +85,10 @@ class FixedKeySource final : public VolumeKeySource {
   }
   std::set<std::string> deleted;
   absl::Status status_error;  // Broker unreachable when set.
+  std::mutex mu;
+  std::map<std::string, std::string> formats;  // Volume -> registry format id.
+  int refused_claims = 0;
+  absl::Status claim_error;  // ClaimFormat fails so when set.
   std::atomic<int> calls{0};
   std::string last_token;
   PodIdentity last_pod;
@@ -220,6 +247,36 @@ class NodeServiceTest : public ::testing::Test {
     EXPECT_EQ(read_back, "kept-through-growth");
     ASSERT_TRUE(Unpublish(id, target).ok());
     ASSERT_TRUE(Unstage(id).ok());
+  }
+
+  // Mounts, loop devices and FUSE connections of this test's directory.
+  int MountsUnderDir() {
+    std::ifstream mounts("/proc/self/mounts");
+    std::string dev, point, rest;
+    int n = 0;
+    while (mounts >> dev >> point && std::getline(mounts, rest)) {
+      if (point.rfind(dir_, 0) == 0) ++n;
+    }
+    return n;
+  }
+
+  // Expects the publish to be refused for a missing or replaced image: the
+  // message names the volume, the image and the way out; a refused claim
+  // reached the broker; nothing is attached or mounted and no temporary
+  // image is left.
+  void ExpectImageRefused(const std::string& id, const std::string& target) {
+    const int refused = keys_.refused_claims;
+    grpc::Status status = Publish(PublishRequest(id, target));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find(id), std::string::npos);
+    EXPECT_NE(status.error_message().find(node_->ImagePath(id)), std::string::npos)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find("docs/operations.md"), std::string::npos);
+    EXPECT_EQ(keys_.refused_claims, refused + 1) << "the refusal was not audited";
+    EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
+    EXPECT_EQ(MountsUnderDir(), 0);
+    EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id) + kFormattingSuffix));
   }
 
   std::string dir_;
@@ -460,6 +517,169 @@ TEST_F(NodeServiceTest, RestartReportsLostVolumeAndRepublishReattaches) {
   EXPECT_EQ(read_back, "before-restart");
   ASSERT_TRUE(Stats(id, target, &stats).ok());
   EXPECT_FALSE(stats.volume_condition().abnormal());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, FirstPublishClaimsTheFormatOfTheNewImage) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  const std::string claimed = keys_.Format(id);
+  ASSERT_EQ(claimed.size(), 32u) << "the first format was not claimed";
+  auto header = io::ReadHeader(node_->ImagePath(id));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(io::FormatIdString(header->format_id), claimed);
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id) + kFormattingSuffix));
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  // Republished: the same image, the same claim, nothing refused.
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  EXPECT_EQ(keys_.Format(id), claimed);
+  EXPECT_EQ(keys_.refused_claims, 0);
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  const std::string image = node_->ImagePath(id);
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  const std::string claimed = keys_.Format(id);
+  ASSERT_FALSE(claimed.empty());
+  std::filesystem::copy_file(image, dir_ + "/saved-image");
+
+  // Deleted.
+  std::filesystem::remove(image);
+  ASSERT_TRUE(Stage(id).ok());
+  ExpectImageRefused(id, target);
+  EXPECT_FALSE(std::filesystem::exists(image)) << "a new image was formatted";
+  // Emptied.
+  { std::ofstream(image, std::ios::trunc); }
+  ExpectImageRefused(id, target);
+  // Not a sealvol image.
+  { std::ofstream(image, std::ios::trunc) << std::string(1 << 16, 'x'); }
+  ExpectImageRefused(id, target);
+  EXPECT_EQ(keys_.Format(id), claimed) << "the registry's claim changed";
+
+  // Restored from the copy: published again with its data.
+  std::filesystem::copy_file(dir_ + "/saved-image", image,
+                             std::filesystem::copy_options::overwrite_existing);
+  grpc::Status restored = Publish(PublishRequest(id, target));
+  ASSERT_TRUE(restored.ok()) << restored.error_message();
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, PublishRefusesAnImageOfAnotherFormat) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  // Someone formats the same volume id under the same key elsewhere and
+  // puts that image in place.
+  auto dek = keys_.ReleaseKey(id, "node-1", "t", {});
+  ASSERT_TRUE(dek.ok());
+  io::FormatOptions format;
+  format.path = dir_ + "/other-image";
+  format.size_bytes = kSize;
+  format.volume_id = *io::ParseVolumeId(id);
+  auto other = io::SealedVolume::Format(format, dek->dek);
+  ASSERT_TRUE(other.ok()) << other.status();
+  const std::string other_id = io::FormatIdString((*other)->format_id());
+  ASSERT_TRUE((*other)->Close().ok());
+  other->reset();
+  std::filesystem::rename(dir_ + "/other-image", node_->ImagePath(id));
+  ASSERT_TRUE(Stage(id).ok());
+  ExpectImageRefused(id, target);
+  grpc::Status status = Publish(PublishRequest(id, target));
+  EXPECT_NE(status.error_message().find(other_id), std::string::npos)
+      << status.error_message();
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, InterruptedFirstFormatIsCompletedOrRedone) {
+  const std::string target = dir_ + "/pod/mount";
+  auto dek = keys_.ReleaseKey("sv-x", "node-1", "t", {});
+  ASSERT_TRUE(dek.ok());
+  auto format_temp = [&](const std::string& id) {
+    io::FormatOptions format;
+    format.path = node_->ImagePath(id) + kFormattingSuffix;
+    format.size_bytes = kSize;
+    format.volume_id = *io::ParseVolumeId(id);
+    auto volume = io::SealedVolume::Format(format, dek->dek);
+    EXPECT_TRUE(volume.ok()) << volume.status();
+    const std::string format_id = io::FormatIdString((*volume)->format_id());
+    EXPECT_TRUE((*volume)->Close().ok());
+    return format_id;
+  };
+  // Killed between the claim and the rename: the claimed temp goes in place.
+  const std::string claimed = NewVolumeId();
+  ASSERT_TRUE(Stage(claimed).ok());
+  const std::string claimed_id = format_temp(claimed);
+  ASSERT_TRUE(keys_.ClaimFormat(claimed, "node-1", claimed_id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(claimed, target)).ok());
+  EXPECT_EQ(io::FormatIdString(io::ReadHeader(node_->ImagePath(claimed))->format_id),
+            claimed_id);
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(claimed) + kFormattingSuffix));
+  ASSERT_TRUE(Unpublish(claimed, target).ok());
+  ASSERT_TRUE(Unstage(claimed).ok());
+  // Killed between the format and the claim: the unclaimed temp is dropped
+  // and the volume formatted afresh, with one claim.
+  const std::string unclaimed = NewVolumeId();
+  ASSERT_TRUE(Stage(unclaimed).ok());
+  const std::string dropped_id = format_temp(unclaimed);
+  ASSERT_TRUE(Publish(PublishRequest(unclaimed, target)).ok());
+  const std::string fresh_id = keys_.Format(unclaimed);
+  EXPECT_EQ(fresh_id.size(), 32u);
+  EXPECT_NE(fresh_id, dropped_id);
+  EXPECT_EQ(io::FormatIdString(io::ReadHeader(node_->ImagePath(unclaimed))->format_id),
+            fresh_id);
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(unclaimed) + kFormattingSuffix));
+  ASSERT_TRUE(Unpublish(unclaimed, target).ok());
+  ASSERT_TRUE(Unstage(unclaimed).ok());
+  EXPECT_EQ(keys_.refused_claims, 0);
+}
+
+TEST_F(NodeServiceTest, UnreachableBrokerAtClaimKeepsTheTempForTheRetry) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  keys_.claim_error = absl::UnavailableError("broker down");
+  grpc::Status status = Publish(PublishRequest(id, target));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id)));
+  EXPECT_EQ(MountsUnderDir(), 0);
+  keys_.claim_error = absl::OkStatus();
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  EXPECT_EQ(keys_.Format(id).size(), 32u);
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, AnImageFromBeforeFormatClaimsIsAdopted) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  const std::string claimed = keys_.Format(id);
+  {
+    std::lock_guard lock(keys_.mu);
+    keys_.formats.erase(id);  // A registry record written before claims.
+  }
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  EXPECT_EQ(keys_.Format(id), claimed);
   ASSERT_TRUE(Unpublish(id, target).ok());
   ASSERT_TRUE(Unstage(id).ok());
 }
