@@ -196,6 +196,10 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   auto before = keys_.GetVolume(volume_id);
   if (!before.ok()) return kms_refusal("registry lookup", before.status());
   record.tenant = before->tenant;
+  // Only the node the volume is placed on formats its image.
+  if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
+    return refuse(s);
+  }
   kms::VolumeRecord after = *before;
   if (before->format_id.empty()) {
     auto claimed = keys_.ClaimFormat(

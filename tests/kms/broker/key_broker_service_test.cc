@@ -555,6 +555,20 @@ TEST_F(KeyBrokerServiceTest, FormatClaimNeedsTheNodesOwnIdentity) {
       << "an unauthenticated claim was recorded";
 }
 
+TEST_F(KeyBrokerServiceTest, FormatClaimComesOnlyFromTheVolumesNode) {
+  auto placed = MakeVolume("sv-11111111111111111111111111111111", kTenant);
+  placed.node = "node-2";
+  keys_.AddVolume(placed, 0x11);
+  auto refused = service_->ClaimVolumeFormat(placed.volume_id, kNode, kFormatA,
+                                             NodeToken());
+  EXPECT_EQ(RefusalReason(refused.status()), "node_not_owner") << refused.status();
+  EXPECT_EQ(AuditRecords().back()["reason"], "node_not_owner");
+  EXPECT_TRUE(keys_.GetVolume(placed.volume_id)->format_id.empty());
+  auto owner = service_->ClaimVolumeFormat(placed.volume_id, "node-2", kFormatA,
+                                           NodeToken("node-2"));
+  EXPECT_TRUE(owner.ok()) << owner.status();
+}
+
 TEST_F(KeyBrokerServiceTest, FormatClaimIsRateLimitedWithReleases) {
   options_.rate_limit.burst = 1;
   options_.rate_limit.tokens_per_second = 0.001;
