@@ -18,7 +18,9 @@ port=$(sed -n 's/.*(\/metrics, \/readyz) on port \([0-9]*\).*/\1/p' "$work/contr
 start_node node.log
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz"; }
 probe() { "$sv" "${c[@]}" info | sed -n 's/.*ready=\([a-z]*\).*/\1/p'; }
-grants() { grep -c '"decision":"grant"' "$audit_log" || true; }
+# Key releases granted (a first publish also records a format claim, reason
+# format_claimed, which is a grant too).
+grants() { grep -c '"reason":"granted"' "$audit_log" || true; }
 
 read -r vol size < <("$sv" "${c[@]}" create audited --size 64Mi --tenant team-a)
 stage "$vol" "$size"
