@@ -22,22 +22,12 @@
 #include "crypto/sector_codec.h"
 #include "io/engine.h"
 #include "io/layout.h"
+#include "io/little_endian.h"
 
 namespace sealvol::io {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'E', 'A', 'L', 'V', 'O', 'L', '\0'};
-
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 struct V1Copy {
   V1Header header;
@@ -47,25 +37,25 @@ struct V1Copy {
 };
 
 absl::StatusOr<V1Copy> DecodeV1(const uint8_t* p) {
-  if (std::memcmp(p, kMagic, 8) != 0 || Get32(p + 8) != 1) {
+  if (std::memcmp(p, kMagic, 8) != 0 || LoadLe32(p + 8) != 1) {
     return absl::InvalidArgumentError("not a format-1 sealvol image");
   }
   uint8_t digest[SHA256_DIGEST_LENGTH];
   SHA256(p, 160, digest);
   if (std::memcmp(digest, p + 160, sizeof(digest)) != 0 ||
-      Get32(p + 12) != kBlockSize) {
+      LoadLe32(p + 12) != kBlockSize) {
     return absl::DataLossError("format-1 superblock copy is corrupt");
   }
   V1Copy c;
   std::memcpy(c.header.volume_id.data(), p + 16, 16);
-  c.header.size_bytes = Get64(p + 32);
-  c.generation = Get64(p + 40);
-  c.header.clean = (Get32(p + 56) & 1) != 0;
-  c.layout.data_blocks_per_group = Get32(p + 60);
-  c.layout.tag_blocks_per_group = Get32(p + 64);
-  c.layout.bitmap_start = Get64(p + 72);
-  c.layout.bitmap_blocks = Get64(p + 80);
-  c.layout.groups_start = Get64(p + 88);
+  c.header.size_bytes = LoadLe64(p + 32);
+  c.generation = LoadLe64(p + 40);
+  c.header.clean = (LoadLe32(p + 56) & 1) != 0;
+  c.layout.data_blocks_per_group = LoadLe32(p + 60);
+  c.layout.tag_blocks_per_group = LoadLe32(p + 64);
+  c.layout.bitmap_start = LoadLe64(p + 72);
+  c.layout.bitmap_blocks = LoadLe64(p + 80);
+  c.layout.groups_start = LoadLe64(p + 88);
   std::memcpy(c.key_check.data(), p + 96, c.key_check.size());
   if (!c.layout.Valid() || c.header.size_bytes % kBlockSize != 0 ||
       c.header.size_bytes / kBlockSize > c.layout.max_blocks()) {
@@ -218,7 +208,7 @@ absl::StatusOr<UpgradeResult> UpgradeV1Image(const std::string& path,
       const uint8_t* entry = tags.data() + size_t{i} * 64;
       const bool present[2] = {!AllZero(entry, 32), !AllZero(entry + 32, 32)};
       if (!present[0] && !present[1]) continue;
-      const uint64_t counters[2] = {Get64(entry), Get64(entry + 32)};
+      const uint64_t counters[2] = {LoadLe64(entry), LoadLe64(entry + 32)};
       const int newer =
           present[0] && present[1] ? (counters[1] > counters[0] ? 1 : 0)
                                    : (present[1] ? 1 : 0);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/error_kind.h"
 #include "base/status_macros.h"
+#include "io/little_endian.h"
 
 namespace sealvol::io {
 namespace {
@@ -17,23 +18,6 @@ constexpr size_t kMacOffset = 288;
 // No incompatible feature is defined yet (docs/format.md, "Evolving").
 constexpr uint32_t kKnownIncompatFeatures = 0;
 
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
 }  // namespace
 
 absl::StatusOr<SuperblockBytes> EncodeSuperblock(
@@ -41,19 +25,19 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
   SuperblockBytes out{};
   uint8_t* p = out.data();
   std::memcpy(p, kMagic, 8);
-  Put32(p + 8, sb.format_version);
-  Put32(p + 12, kBlockSize);
+  StoreLe32(p + 8, sb.format_version);
+  StoreLe32(p + 12, kBlockSize);
   std::memcpy(p + 16, sb.volume_id.data(), 16);
   std::memcpy(p + 32, sb.format_id.data(), 16);
-  Put64(p + 48, sb.size_bytes);
-  Put64(p + 56, sb.generation);
-  Put32(p + 64, sb.flags);
-  Put32(p + 68, sb.incompat_features);
-  Put32(p + 72, sb.layout.data_blocks_per_group);
-  Put32(p + 76, sb.layout.tag_blocks_per_group);
-  Put64(p + 80, sb.layout.bitmap_start);
-  Put64(p + 88, sb.layout.bitmap_blocks);
-  Put64(p + 96, sb.layout.groups_start);
+  StoreLe64(p + 48, sb.size_bytes);
+  StoreLe64(p + 56, sb.generation);
+  StoreLe32(p + 64, sb.flags);
+  StoreLe32(p + 68, sb.incompat_features);
+  StoreLe32(p + 72, sb.layout.data_blocks_per_group);
+  StoreLe32(p + 76, sb.layout.tag_blocks_per_group);
+  StoreLe64(p + 80, sb.layout.bitmap_start);
+  StoreLe64(p + 88, sb.layout.bitmap_blocks);
+  StoreLe64(p + 96, sb.layout.groups_start);
   std::memcpy(p + 104, sb.key_check.data(), sb.key_check.size());
   SHA256(p, kDigestOffset, p + kDigestOffset);
   ASSIGN_OR_RETURN(crypto::Mac mac,
@@ -69,7 +53,7 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   }
   const uint8_t* p = block.data();
   Superblock sb;
-  sb.format_version = Get32(p + 8);
+  sb.format_version = LoadLe32(p + 8);
   if (sb.format_version == 1) {
     return SetErrorKind(
         absl::FailedPreconditionError(
@@ -88,17 +72,17 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   if (std::memcmp(digest, p + kDigestOffset, sizeof(digest)) != 0) {
     return absl::DataLossError("superblock copy is corrupt (digest mismatch)");
   }
-  if (Get32(p + 12) != kBlockSize) {
+  if (LoadLe32(p + 12) != kBlockSize) {
     return SetErrorKind(absl::FailedPreconditionError(absl::StrCat(
-                            "unsupported block size ", Get32(p + 12))),
+                            "unsupported block size ", LoadLe32(p + 12))),
                         ErrorKind::kBadVersion);
   }
   std::memcpy(sb.volume_id.data(), p + 16, 16);
   std::memcpy(sb.format_id.data(), p + 32, 16);
-  sb.size_bytes = Get64(p + 48);
-  sb.generation = Get64(p + 56);
-  sb.flags = Get32(p + 64);
-  sb.incompat_features = Get32(p + 68);
+  sb.size_bytes = LoadLe64(p + 48);
+  sb.generation = LoadLe64(p + 56);
+  sb.flags = LoadLe32(p + 64);
+  sb.incompat_features = LoadLe32(p + 68);
   if ((sb.incompat_features & ~kKnownIncompatFeatures) != 0) {
     return SetErrorKind(
         absl::FailedPreconditionError(absl::StrCat(
@@ -107,11 +91,11 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
             absl::Hex(sb.incompat_features), "): upgrade sealvol")),
         ErrorKind::kBadVersion);
   }
-  sb.layout.data_blocks_per_group = Get32(p + 72);
-  sb.layout.tag_blocks_per_group = Get32(p + 76);
-  sb.layout.bitmap_start = Get64(p + 80);
-  sb.layout.bitmap_blocks = Get64(p + 88);
-  sb.layout.groups_start = Get64(p + 96);
+  sb.layout.data_blocks_per_group = LoadLe32(p + 72);
+  sb.layout.tag_blocks_per_group = LoadLe32(p + 76);
+  sb.layout.bitmap_start = LoadLe64(p + 80);
+  sb.layout.bitmap_blocks = LoadLe64(p + 88);
+  sb.layout.groups_start = LoadLe64(p + 96);
   std::memcpy(sb.key_check.data(), p + 104, sb.key_check.size());
   if (!sb.layout.Valid() || sb.size_bytes % kBlockSize != 0 ||
       sb.size_bytes / kBlockSize > sb.layout.max_blocks()) {

@@ -275,8 +275,6 @@ TEST_F(SealedVolumeTest, FileImageIsSparseAndDiscardPunchesHoles) {
   ASSERT_EQ(e->Io(IoOp::kFlush, 0, {}), 0);
   const uint64_t before = AllocatedBytes(path);
   EXPECT_GE(before, 8 * kMiB);
-  std::vector<uint8_t> none;
-  IoRequest req;
   ASSERT_EQ(e->Io(IoOp::kDiscard, 64 * kMiB, std::span<uint8_t>(data.data(), 6 * kMiB)), 0);
   const uint64_t after = AllocatedBytes(path);
   EXPECT_LE(after + 5 * kMiB, before) << "discard did not punch holes";
