@@ -12,7 +12,7 @@ constexpr char kErrorKindPayloadUrl[] = "type.sealvol.dev/error_kind";
 constexpr ErrorKind kAllKinds[] = {
     ErrorKind::kWrongKey, ErrorKind::kNotSealvol, ErrorKind::kTruncated,
     ErrorKind::kBadVersion, ErrorKind::kBadSize, ErrorKind::kInUse,
-    ErrorKind::kKeyDestroyed};
+    ErrorKind::kKeyDestroyed, ErrorKind::kRolledBack};
 
 }  // namespace
 
@@ -26,6 +26,7 @@ std::string_view ErrorKindName(ErrorKind kind) {
     case ErrorKind::kBadSize: return "bad_size";
     case ErrorKind::kInUse: return "in_use";
     case ErrorKind::kKeyDestroyed: return "key_destroyed";
+    case ErrorKind::kRolledBack: return "rolled_back";
   }
   return "";
 }

@@ -20,6 +20,8 @@ enum class ErrorKind {
   kBadSize,        // A size that is not a positive multiple of 4 KiB.
   kInUse,          // The image is locked by another process.
   kKeyDestroyed,   // The volume's key record is gone (crypto-shredded).
+  kRolledBack,     // The image is older than (or not) the state its registry
+                   // record commits to (docs/security.md).
 };
 
 // The stable name of a kind, e.g. "wrong_key" ("" for kNone).

@@ -20,6 +20,7 @@ int KindExitCode(ErrorKind kind) {
     case ErrorKind::kBadSize: return kExitBadSize;
     case ErrorKind::kInUse: return kExitInUse;
     case ErrorKind::kKeyDestroyed: return kExitKeyDestroyed;
+    case ErrorKind::kRolledBack: return kExitRolledBack;
   }
   return kExitError;
 }

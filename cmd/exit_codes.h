@@ -22,6 +22,7 @@ enum ExitCode : int {
   kExitKeyDestroyed = 10,   // The volume's key is gone (crypto-shredded).
   kExitPermission = 11,     // Refused by the KMS or the key broker.
   kExitUnavailable = 12,    // KMS or broker unreachable.
+  kExitRolledBack = 13,     // The image is older than its registry record says.
 };
 
 // An error's kind (base/error_kind.h, attached where the error is created)

@@ -93,6 +93,10 @@ class SealedVolumeImpl : public Engine {
   bool failed() const override { return failed_.load(); }
   const VolumeId& volume_id() const override { return ctx_.volume_id; }
   const FormatId& format_id() const override { return format_id_; }
+  VolumeState state() const override {
+    std::lock_guard<std::mutex> l(close_mu_);
+    return state_;
+  }
 
   void RunPending() override {
     // A part may complete a request whose callback submits more, possibly
@@ -134,7 +138,8 @@ class SealedVolumeImpl : public Engine {
   RecoveryStats recovery_;
   uint64_t sessions_started_at_close_ = 0;
   std::mutex grow_mu_;
-  std::mutex close_mu_;
+  mutable std::mutex close_mu_;
+  VolumeState state_;  // Guarded by close_mu_.
 
   std::mutex tracker_mu_;
   std::condition_variable tracker_cv_;

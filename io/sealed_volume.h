@@ -9,13 +9,16 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
 #include "io/volume_io.h"
+#include "io/volume_state.h"
 
 namespace sealvol::io {
 
@@ -44,6 +47,15 @@ struct OpenOptions {
   std::string path;
   bool read_only = false;
   int worker_threads = 0;  // 0 = engine default.
+  // What the volume's registry record commits to. The image must match it
+  // (FailedPrecondition, kind kRolledBack, "rolled back: ..." otherwise;
+  // docs/security.md gives the rule). Unset: not checked; only `restore`
+  // (which re-commits an image on purpose) and `upgrade` open that way.
+  std::optional<VolumeState> expected_state;
+  // Writable opens: called once the image's new epoch is durable and before
+  // any write is accepted, with the state to commit (open = true). An error
+  // fails the Open; the image is left as it was found, one epoch on.
+  std::function<absl::Status(const VolumeState&)> commit_open;
 };
 
 // Header fields readable without a key (for `sealvol dump` and for finding
@@ -92,6 +104,10 @@ class SealedVolume : public VolumeIo {
   virtual bool failed() const = 0;
   virtual const VolumeId& volume_id() const = 0;
   virtual const FormatId& format_id() const = 0;
+  // The state to commit: after Format, the new volume's; after a successful
+  // Close, the one it closed with (open = false); in between, the state the
+  // session started from (open = true).
+  virtual VolumeState state() const = 0;
 
  protected:
   SealedVolume() = default;
