@@ -134,27 +134,8 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   attach.fs = flags.fs;
   attach.block = flags.block;
   attach.server.transport = *transport;
-  // Benchmark knobs (docs/frontend.md): INIT's max_background and async DIO.
-  if (const char* v = std::getenv("SEALVOL_FUSE_MAX_BACKGROUND")) {
-    attach.server.max_background = static_cast<uint16_t>(std::atoi(v));
-    attach.server.congestion_threshold =
-        static_cast<uint16_t>(attach.server.max_background * 3 / 4);
-  }
-  if (const char* v = std::getenv("SEALVOL_FUSE_ASYNC_DIO")) {
-    attach.server.async_dio = std::string(v) != "0";
-  }
   io::SealedVolume* engine = volume->get();
   attach.server.grow = [engine](uint64_t size) { return engine->Grow(size); };
-  if (*transport != io::FuseTransport::kDev) {
-    absl::Status s = io::EnableFuseOverIoUring();
-    if (!s.ok()) {
-      if (*transport == io::FuseTransport::kUring) {
-        (void)(*volume)->Close();
-        return fail(FromStatus(s, kExitError));
-      }
-      spdlog::warn("open: {}; using /dev/fuse", s.ToString());
-    }
-  }
   auto attachment = io::VolumeAttachment::Attach(engine, attach);
   if (!attachment.ok()) {
     (void)(*volume)->Close();

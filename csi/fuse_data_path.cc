@@ -340,6 +340,16 @@ absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {
   return it->second->attachment->loop_device();
 }
 
+absl::StatusOr<io::FuseTransport> FuseDataPath::Transport(
+    const std::string& volume_id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = served_.find(volume_id);
+  if (it == served_.end()) {
+    return absl::NotFoundError("volume " + volume_id + " is not attached");
+  }
+  return it->second->attachment->server().transport();
+}
+
 absl::Status FuseDataPath::Grow(const std::string& volume_id,
                                 uint64_t new_size_bytes) {
   std::shared_ptr<Served> served;

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "csi/data_path.h"
+#include "io/frontend/fuse_server.h"
 
 namespace sealvol::csi {
 
@@ -30,6 +31,11 @@ class FuseDataPath final : public DataPath {
                     uint64_t new_size_bytes) override;
   absl::Status Health(const std::string& volume_id) override;
   absl::Status Detach(const std::string& volume_id) override;
+
+  // The FUSE transport serving an attached volume (kUring or kDev); NotFound
+  // when it is not attached. The same as `sealvol open` picks: see
+  // io::ServingOptions().
+  absl::StatusOr<io::FuseTransport> Transport(const std::string& volume_id);
 
  private:
   struct Served;

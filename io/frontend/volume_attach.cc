@@ -215,6 +215,25 @@ absl::Status ClearStaleAttachment(const std::string& fuse_dir) {
   return first;
 }
 
+absl::StatusOr<FuseServerOptions> ServingOptions(FuseServerOptions requested) {
+  FuseServerOptions options = std::move(requested);
+  if (const char* v = std::getenv("SEALVOL_FUSE_MAX_BACKGROUND")) {
+    options.max_background = static_cast<uint16_t>(std::atoi(v));
+    options.congestion_threshold =
+        static_cast<uint16_t>(options.max_background * 3 / 4);
+  }
+  if (const char* v = std::getenv("SEALVOL_FUSE_ASYNC_DIO")) {
+    options.async_dio = std::string(v) != "0";
+  }
+  if (options.transport == FuseTransport::kDev) return options;
+  absl::Status uring = EnableFuseOverIoUring();
+  if (!uring.ok()) {
+    if (options.transport == FuseTransport::kUring) return uring;
+    spdlog::warn("attach: {}; serving over /dev/fuse", uring.ToString());
+  }
+  return options;
+}
+
 absl::StatusOr<std::unique_ptr<VolumeAttachment>> VolumeAttachment::Attach(
     VolumeIo* volume, const AttachOptions& options) {
   std::unique_ptr<VolumeAttachment> attachment(new VolumeAttachment());
@@ -232,6 +251,7 @@ absl::StatusOr<std::unique_ptr<VolumeAttachment>> VolumeAttachment::Attach(
 absl::Status VolumeAttachment::Build(VolumeIo* volume,
                                      const AttachOptions& options) {
   options_ = options;
+  ASSIGN_OR_RETURN(options_.server, ServingOptions(options.server));
   if (options.fs != "ext4" && options.fs != "xfs") {
     return absl::InvalidArgumentError(
         absl::StrCat("file system \"", options.fs, "\": expected ext4 or xfs"));
@@ -241,7 +261,7 @@ absl::Status VolumeAttachment::Build(VolumeIo* volume,
   RETURN_IF_ERROR(InjectedFailure("fuse-mount"));
 
   ASSIGN_OR_RETURN(server_, FuseServer::Start(fuse_mount_.TakeFd(), volume,
-                                              options.server));
+                                              options_.server));
   file_ = absl::StrCat(options.fuse_dir, "/", options.server.file_name);
   RETURN_IF_ERROR(InjectedFailure("fuse-serve"));
 

@@ -44,6 +44,16 @@ absl::Status InjectedFailure(const std::string& step);
 // InjectedFailure() calls it first. Does nothing when the variable is unset.
 void InjectedCrash(const std::string& step);
 
+// The transport and INIT settings every attachment serves with (the CLI's
+// `sealvol open` and the node's publish alike; Attach() calls it): unless
+// `requested.transport` is kDev, turns on FUSE over io_uring (see
+// EnableFuseOverIoUring()) before the mount whose INIT should offer it, and
+// applies the benchmark knobs of docs/frontend.md from the environment
+// (SEALVOL_FUSE_MAX_BACKGROUND, SEALVOL_FUSE_ASYNC_DIO). When io_uring
+// cannot be turned on, kUring fails with that error and kAuto goes on (the
+// server then falls back to /dev/fuse and says why).
+absl::StatusOr<FuseServerOptions> ServingOptions(FuseServerOptions requested);
+
 class VolumeAttachment {
  public:
   // `volume` must outlive the attachment.

@@ -482,6 +482,36 @@ TEST_F(NodeServiceTest, BlockPublishBindsTheDeviceOntoAFile) {
 }
 
 
+// The node serves over the same transport as `sealvol open`: it turns on
+// FUSE over io_uring itself (io::ServingOptions) rather than finding it on
+// because some earlier `sealvol open` did. So the parameter is switched off
+// first, and put back as it was after. (A global kernel parameter: another
+// attach on this machine in that window would fall back to /dev/fuse.)
+TEST_F(NodeServiceTest, PublishTurnsOnFuseOverIoUringAsOpenDoes) {
+  constexpr char kParam[] = "/sys/module/fuse/parameters/enable_uring";
+  std::string was;
+  if (!(std::ifstream(kParam) >> was)) {
+    GTEST_SKIP() << "kernel lacks FUSE over io_uring (no " << kParam << ")";
+  }
+  { std::ofstream(kParam) << "N"; }
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  grpc::Status published = Publish(PublishRequest(id, target));
+  std::string now;
+  std::ifstream(kParam) >> now;
+  { std::ofstream(kParam) << (was == "Y" || was == "1" ? "Y" : "N"); }
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  EXPECT_EQ(now, "Y");
+  auto transport = data_path_->Transport(id);
+  ASSERT_TRUE(transport.ok()) << transport.status();
+  EXPECT_EQ(*transport, io::FuseTransport::kUring)
+      << "the node serves over " << io::FuseTransportName(*transport);
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  EXPECT_TRUE(absl::IsNotFound(data_path_->Transport(id).status()));
+}
+
 TEST_F(NodeServiceTest, ExpandGrowsEngineLoopAndXfsOnline) {
   ExpandOnline("xfs", 320ull << 20);  // mkfs.xfs wants at least 300 MB.
 }
