@@ -95,6 +95,16 @@ class UringQueue : public StoreQueue {
 
   void ExecuteEach(std::span<StoreOp> ops,
                    absl::FunctionRef<void(size_t)> done) override {
+    if (ops.size() == 1) {
+      // Nothing to batch: one system call on this thread. Through the ring,
+      // an fdatasync (always) and a write to a file system that cannot take
+      // it without blocking (tmpfs) would go to an io_uring worker thread
+      // and back: two context switches on a queue-depth-1 path that does
+      // several such steps per request (docs/benchmarks.md, "QD1").
+      ops[0].result = RunDirect(ops[0]);
+      done(0);
+      return;
+    }
     size_t next = 0;
     size_t in_flight = 0;
     while (next < ops.size() || in_flight > 0) {
@@ -160,6 +170,29 @@ class UringQueue : public StoreQueue {
         break;
     }
     sqe->user_data = index;
+  }
+
+  int RunDirect(const StoreOp& op) const {
+    ssize_t res = -1;
+    do {
+      switch (op.kind) {
+        case StoreOp::Kind::kRead:
+          res = ::pread(fd_, op.buffer, op.length, static_cast<off_t>(op.offset));
+          break;
+        case StoreOp::Kind::kWrite:
+          res = ::pwrite(fd_, op.buffer, op.length, static_cast<off_t>(op.offset));
+          break;
+        case StoreOp::Kind::kSync:
+          res = ::fdatasync(fd_);
+          break;
+        case StoreOp::Kind::kPunch:
+          res = ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            static_cast<off_t>(op.offset),
+                            static_cast<off_t>(op.length));
+          break;
+      }
+    } while (res < 0 && errno == EINTR);
+    return Result(op, res < 0 ? -errno : static_cast<int>(res));
   }
 
   static int Result(const StoreOp& op, int res) {

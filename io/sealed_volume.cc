@@ -87,7 +87,10 @@ class SealedVolumeImpl : public Engine {
   absl::Status Init(const crypto::SecretBytes& dek);
 
   uint64_t size_bytes() const override { return size_bytes_.load(); }
-  void Submit(IoRequest* request) override;
+  void Submit(IoRequest* request) override { Dispatch(request, false); }
+  void SubmitInline(IoRequest* request) override {
+    Dispatch(request, !options_.manual);
+  }
   absl::Status Grow(uint64_t new_size_bytes) override;
   absl::Status Close() override;
   bool failed() const override { return failed_.load(); }
@@ -122,6 +125,13 @@ class SealedVolumeImpl : public Engine {
   void ReleaseTracker(RequestTracker* t);
   void CompletePart(Part& part, int result);
   void Enqueue(const Part& part, size_t worker);
+  // Splits a request into parts for the workers. With `run_inline`, a part
+  // whose worker is idle runs on this thread (Worker::TryRunInline).
+  void Dispatch(IoRequest* request, bool run_inline);
+  void Route(const Part& part, size_t worker, bool run_inline) {
+    if (run_inline && workers_[worker]->TryRunInline(part)) return;
+    Enqueue(part, worker);
+  }
   static void Finish(IoRequest* r, int result) { r->done(r, result); }
 
   std::unique_ptr<BackingStore> store_;
@@ -302,7 +312,7 @@ void SealedVolumeImpl::Enqueue(const Part& part, size_t worker) {
   }
 }
 
-void SealedVolumeImpl::Submit(IoRequest* r) {
+void SealedVolumeImpl::Dispatch(IoRequest* r, bool run_inline) {
   active_submits_.fetch_add(1);
   struct Leave {
     std::atomic<int>* n;
@@ -324,7 +334,7 @@ void SealedVolumeImpl::Submit(IoRequest* r) {
       Part p;
       p.tracker = t;
       p.op = IoOp::kFlush;
-      Enqueue(p, w);
+      Route(p, w, run_inline);
     }
     return;
   }
@@ -356,7 +366,7 @@ void SealedVolumeImpl::Submit(IoRequest* r) {
     p.data = r->op == IoOp::kDiscard
                  ? nullptr
                  : r->buffer.data() + (b - first) * kBlockSize;
-    Enqueue(p, g % nworkers);
+    Route(p, g % nworkers, run_inline);
     b = stop;
   }
 }

@@ -41,6 +41,12 @@ class VolumeIo {
   virtual uint64_t size_bytes() const = 0;
   // Queues a request. Never blocks on I/O; may block briefly on a full queue.
   virtual void Submit(IoRequest* request) = 0;
+  // As Submit, but where the engine is idle the request runs to completion
+  // on the calling thread, so a lone request skips the hand-off to a worker
+  // thread and back; `done` may then run on the calling thread before this
+  // returns. Blocks on I/O. For a front-end thread that has nothing else to
+  // do meanwhile (queue depth 1). The default is Submit.
+  virtual void SubmitInline(IoRequest* request) { Submit(request); }
 };
 
 }  // namespace sealvol::io

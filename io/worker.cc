@@ -90,16 +90,38 @@ void Worker::Loop() {
     size_t n = 0;
     {
       std::unique_lock<std::mutex> l(mu_);
-      not_empty_.wait(l, [&] { return count_ > 0 || stop_; });
+      not_empty_.wait(l, [&] { return !driving_ && (count_ > 0 || stop_); });
       if (count_ == 0) return;
       n = std::min(count_, kMaxBatch);
       for (size_t i = 0; i < n; ++i) batch_[i] = ring_[(head_ + i) % ring_.size()];
       head_ = (head_ + n) % ring_.size();
       count_ -= n;
+      driving_ = true;
     }
     not_full_.notify_all();
     ProcessBatch({batch_.data(), n});
+    std::lock_guard<std::mutex> l(mu_);
+    driving_ = false;
   }
+}
+
+bool Worker::TryRunInline(const Part& part) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (driving_ || count_ > 0 || stop_) return false;
+    driving_ = true;
+  }
+  inline_part_ = part;
+  ProcessBatch({&inline_part_, 1});
+  bool queued;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    driving_ = false;
+    queued = count_ > 0 || stop_;
+  }
+  // Parts queued meanwhile waited for this batch: hand them to the thread.
+  if (queued) not_empty_.notify_all();
+  return true;
 }
 
 bool Worker::HasPending() {

@@ -73,6 +73,11 @@ class Worker {
   // Queues parts; blocks while the queue is full (in manual mode the caller
   // must drain with RunPending instead: returns false when full).
   bool Enqueue(const Part& part, bool may_block);
+  // Runs `part` to completion on the calling thread, as the worker thread
+  // would, when nothing is queued and no thread is driving the worker; false
+  // (and nothing done) otherwise. Blocks on the part's I/O; its completion
+  // runs on the calling thread. Not in manual mode.
+  bool TryRunInline(const Part& part);
   // Processes everything queued, in this thread.
   void RunPending();
   // True while parts are queued (manual mode: RunPending has work).
@@ -124,6 +129,10 @@ class Worker {
   size_t head_ ABSL_GUARDED_BY(mu_) = 0;
   size_t count_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // A thread (the worker's, or an inline caller) is running a batch: the
+  // batch state below and the store queue are its alone until it clears it.
+  bool driving_ ABSL_GUARDED_BY(mu_) = false;
+  Part inline_part_;  // The driving inline caller's part.
   std::thread thread_;
 
   // Batch state, touched only by the driving thread; allocated once.

@@ -84,6 +84,11 @@ struct Slot {
   AlignedBuffer bounce;
   uint32_t bounce_skip = 0;
   uint32_t reply_bytes = 0;
+  // Set by the transport: no other request arrived with this one, so if
+  // nothing else is in flight the receiving thread may run it to completion
+  // itself (VolumeIo::SubmitInline) instead of handing it to an engine
+  // thread and taking the answer back.
+  bool lone = false;
 };
 
 class Transport {
@@ -379,6 +384,8 @@ class DevTransport final : public Transport {
       slot->payload = {args + arg0, body - arg0};
       slot->out = {buf + 4096, kMaxIo + 8192};
       server_->requests_dev_.fetch_add(1, std::memory_order_relaxed);
+      // A reader holds one request; the other reader takes the next.
+      slot->lone = true;
       server_->Dispatch(slot);
     }
   }
@@ -578,7 +585,7 @@ class UringQueue final : public Transport {
     sqe->user_data = kEventTag;
   }
 
-  void OnRequest(uint32_t index) {
+  void OnRequest(uint32_t index, bool lone) {
     Entry& e = entries_[index];
     auto* header = reinterpret_cast<fuse_abi::UringReqHeader*>(e.header.get());
     Slot* slot = &e.slot;
@@ -588,6 +595,7 @@ class UringQueue final : public Transport {
         std::min<uint32_t>(header->ring_ent_in_out.payload_sz, kMaxIo);
     slot->payload = {e.payload.get(), payload};
     slot->out = {e.payload.get(), kMaxIo};
+    slot->lone = lone;
     server_->requests_uring_.fetch_add(1, std::memory_order_relaxed);
     server_->Dispatch(slot);
   }
@@ -613,6 +621,10 @@ class UringQueue final : public Transport {
       unsigned head;
       unsigned seen = 0;
       bool stop = false;
+      unsigned requests = 0;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        requests += cqe->user_data != kEventTag && cqe->res >= 0;
+      }
       io_uring_for_each_cqe(&ring_, head, cqe) {
         ++seen;
         const uint64_t tag = cqe->user_data;
@@ -637,7 +649,7 @@ class UringQueue final : public Transport {
           }
           --live;
         } else {
-          OnRequest(static_cast<uint32_t>(tag));
+          OnRequest(static_cast<uint32_t>(tag), requests == 1);
         }
       }
       io_uring_cq_advance(&ring_, seen);
@@ -829,8 +841,14 @@ void FuseServer::Impl::Submit(Slot* slot) {
   slot->server = this;
   slot->io.done = &Impl::OnIoDone;
   slot->io.context = slot;
-  in_flight_.fetch_add(1);
-  volume_->Submit(&slot->io);
+  // A lone request with nothing else in flight (queue depth 1: a
+  // database's write, its fsync) runs here; anything else is queued so this
+  // thread goes back to take the next request.
+  if (in_flight_.fetch_add(1) == 0 && slot->lone) {
+    volume_->SubmitInline(&slot->io);
+  } else {
+    volume_->Submit(&slot->io);
+  }
 }
 
 void FuseServer::Impl::OnIoDone(IoRequest* request, int result) {

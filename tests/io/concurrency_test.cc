@@ -70,7 +70,9 @@ class Window {
   std::atomic<int> mismatches_{0};
 };
 
-TEST(ConcurrencyTest, ParallelSubmittersKeepEveryBlockIntact) {
+// With `inline_threads`, that many of the submitters use SubmitInline (the
+// FUSE front-end's path for a lone request), racing with queued ones.
+void ParallelSubmitters(int inline_threads) {
   TempDir dir("/dev/shm");
   FormatOptions f = FormatOf(64 * kMiB);
   f.path = dir.file("c.img");
@@ -102,7 +104,11 @@ TEST(ConcurrencyTest, ParallelSubmittersKeepEveryBlockIntact) {
           s->req.buffer = s->buf;
           s->req.done = &Window::Done;
           s->req.context = s;
-          vol.Submit(&s->req);
+          if (t < inline_threads) {
+            vol.SubmitInline(&s->req);
+          } else {
+            vol.Submit(&s->req);
+          }
         }
         w.Drain();
         for (uint64_t e = t; e < 64; e += kThreads) {
@@ -116,7 +122,11 @@ TEST(ConcurrencyTest, ParallelSubmittersKeepEveryBlockIntact) {
           s->req.buffer = s->buf;
           s->req.done = &Window::Done;
           s->req.context = s;
-          vol.Submit(&s->req);
+          if (t < inline_threads) {
+            vol.SubmitInline(&s->req);
+          } else {
+            vol.Submit(&s->req);
+          }
         }
         w.Drain();
       }
@@ -147,6 +157,56 @@ TEST(ConcurrencyTest, ParallelSubmittersKeepEveryBlockIntact) {
     ASSERT_EQ(e->Io(IoOp::kRead, extent_offset(x), got), 0);
     EXPECT_EQ(got, Pattern(x * 10 + 2, 16 * 1024)) << "extent " << x;
   }
+}
+
+TEST(ConcurrencyTest, ParallelSubmittersKeepEveryBlockIntact) {
+  ParallelSubmitters(0);
+}
+
+TEST(ConcurrencyTest, InlineAndQueuedSubmittersKeepEveryBlockIntact) {
+  ParallelSubmitters(2);
+}
+
+// A lone request on an idle engine runs on the submitting thread: it has
+// completed when SubmitInline returns, with nothing handed to a worker.
+TEST(ConcurrencyTest, SubmitInlineRunsALoneRequestOnTheCallingThread) {
+  TempDir dir("/dev/shm");
+  FormatOptions f = FormatOf(16 * kMiB);
+  f.path = dir.file("i.img");
+  auto v = SealedVolume::Format(f, TestDek(4));
+  ASSERT_TRUE(v.ok()) << v.status();
+  struct Seen {
+    std::atomic<int> result{1};
+    std::thread::id thread;
+  };
+  auto done = [](IoRequest* r, int result) {
+    auto* seen = static_cast<Seen*>(r->context);
+    seen->thread = std::this_thread::get_id();
+    seen->result.store(result);
+  };
+  std::vector<uint8_t> data = Pattern(7, 8192), back(8192, 0);
+  for (IoOp op : {IoOp::kWrite, IoOp::kFlush, IoOp::kRead}) {
+    Seen seen;
+    IoRequest req;
+    req.op = op;
+    req.fua = op == IoOp::kWrite;
+    req.offset = op == IoOp::kFlush ? 0 : 5 * 4096;
+    req.length = op == IoOp::kFlush ? 0 : 8192;
+    req.buffer = op == IoOp::kFlush ? std::span<uint8_t>()
+                 : op == IoOp::kWrite ? std::span<uint8_t>(data)
+                                      : std::span<uint8_t>(back);
+    req.done = done;
+    req.context = &seen;
+    (*v)->SubmitInline(&req);
+    const bool completed_on_return = seen.result.load() != 1;
+    while (seen.result.load() == 1) std::this_thread::yield();
+    EXPECT_TRUE(completed_on_return) << "op " << static_cast<int>(op);
+    EXPECT_EQ(seen.result.load(), 0) << "op " << static_cast<int>(op);
+    EXPECT_EQ(seen.thread, std::this_thread::get_id())
+        << "op " << static_cast<int>(op);
+  }
+  EXPECT_EQ(back, data);
+  ASSERT_TRUE((*v)->Close().ok());
 }
 
 TEST(ConcurrencyTest, SameBlockWritesApplyInSubmissionOrder) {
