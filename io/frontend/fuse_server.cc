@@ -66,6 +66,9 @@ AlignedBuffer AllocateAligned(size_t bytes) {
   return AlignedBuffer(static_cast<uint8_t*>(p));
 }
 
+// The largest request the receiving thread runs itself (see Submit).
+constexpr uint64_t kInlineMaxBytes = 64 * 1024;
+
 class Transport;
 
 // One request being served. A transport owns its slots; the ops fill in the
@@ -841,10 +844,15 @@ void FuseServer::Impl::Submit(Slot* slot) {
   slot->server = this;
   slot->io.done = &Impl::OnIoDone;
   slot->io.context = slot;
-  // A lone request with nothing else in flight (queue depth 1: a
+  // A small lone request with nothing else in flight (queue depth 1: a
   // database's write, its fsync) runs here; anything else is queued so this
-  // thread goes back to take the next request.
-  if (in_flight_.fetch_add(1) == 0 && slot->lone) {
+  // thread goes back to take the next request. Not a large one: the
+  // hand-off is a small part of its cost, and while it ran here the
+  // requests arriving behind it would wait, then each find nothing in
+  // flight and run here too (1 MiB sequential reads at QD16 fell to a
+  // third).
+  if (in_flight_.fetch_add(1) == 0 && slot->lone &&
+      slot->io.length <= kInlineMaxBytes) {
     volume_->SubmitInline(&slot->io);
   } else {
     volume_->Submit(&slot->io);
