@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
@@ -37,6 +39,13 @@ struct EngineOptions {
   bool keep_store_after_close = false;
   // Test hook: every block sealed, with its slot (session id, counter).
   SlotCodec::SealObserver seal_observer;
+  // As OpenOptions (sealed_volume.h).
+  std::optional<VolumeState> expected_state;
+  std::function<absl::Status(const VolumeState&)> commit_open;
+  uint64_t min_epoch = 0;
+  // Read-only opens of an image that predates the state root (no digest
+  // table), for `sealvol upgrade`; any other open refuses it.
+  bool allow_pre_state_root = false;
 };
 
 class Engine : public SealedVolume {
@@ -58,6 +67,9 @@ class Engine : public SealedVolume {
   virtual uint64_t sessions_started() const = 0;
   // The backing store; after Close only with keep_store_after_close.
   virtual BackingStore& store() = 0;
+  // Groups whose tags did not match their authenticated digest since open
+  // (ascending, at most 4096): every block of them fails with EIO.
+  virtual std::vector<uint64_t> mismatched_groups() const = 0;
 };
 
 }  // namespace sealvol::io

@@ -8,6 +8,9 @@
 namespace sealvol::io {
 
 inline constexpr uint32_t kFormatVersion = 2;
+// Each group has a 32-byte digest of its tag blocks in the digest table.
+inline constexpr uint32_t kDigestBytes = 32;
+inline constexpr uint32_t kDigestsPerBlock = 4096 / kDigestBytes;
 // Each data block has two 32-byte tag slots: 64 bytes, so one 4 KiB tag
 // block covers 64 data blocks.
 inline constexpr uint32_t kSlotBytes = 32;
@@ -19,9 +22,26 @@ struct Layout {
   uint32_t tag_blocks_per_group = 16;
   uint64_t bitmap_start = 2;    // Blocks 0 and 1 are the superblock copies.
   uint64_t bitmap_blocks = 64;  // 1 bit per group: 2^21 groups = 8 TiB.
-  uint64_t groups_start = 256;  // First group, 1 MiB into the image.
+  // The group digest table, two copies of digest_blocks each (a checkpoint
+  // writes the inactive one, then the superblock names it). 0 blocks: an
+  // image from before the state root (read only by `sealvol upgrade`).
+  uint64_t digest_start = 66;
+  uint64_t digest_blocks = 16384;  // 32 bytes per group of max_groups().
+  uint64_t groups_start = 66 + 2 * 16384;  // 128 MiB + 264 KiB in.
 
   static Layout Default() { return Layout{}; }
+  // Places the digest table right after the bitmap, sized for max_groups(),
+  // and the first group right after it (for layouts edited by tests).
+  void PlaceDigestTable() {
+    digest_start = bitmap_start + bitmap_blocks;
+    digest_blocks = (max_groups() + kDigestsPerBlock - 1) / kDigestsPerBlock;
+    groups_start = digest_start + 2 * digest_blocks;
+  }
+  bool has_digest_table() const { return digest_blocks > 0; }
+  // Image block of the first digest block of table copy `copy` (0 or 1).
+  uint64_t digest_table(int copy) const {
+    return digest_start + uint64_t(copy) * digest_blocks;
+  }
 
   // True when the fields are consistent (checked when read from disk).
   bool Valid() const;

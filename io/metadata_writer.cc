@@ -76,6 +76,21 @@ absl::Status MetadataWriter::WriteBack(bool sync) {
   return WriteBitmapBlocksLocked(/*only_changed=*/true, sync);
 }
 
+absl::Status MetadataWriter::WriteDigestTable(
+    int copy, std::span<const uint8_t> table) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (table.empty()) return absl::OkStatus();
+  AlignedBuffer buf(table.size());
+  std::memcpy(buf.data(), table.data(), table.size());
+  StoreOp write{StoreOp::Kind::kWrite, sb_.layout.digest_table(copy) * 4096,
+                table.size(), buf.data()};
+  queue_->Execute({&write, 1});
+  RETURN_IF_ERROR(OpStatus(write, "write digest table"));
+  StoreOp sync{StoreOp::Kind::kSync};
+  queue_->Execute({&sync, 1});
+  return OpStatus(sync, "fdatasync digest table");
+}
+
 absl::Status MetadataWriter::WriteBitmapBlocksLocked(bool only_changed,
                                                      bool sync) {
   StoreOp ops[64];

@@ -45,6 +45,10 @@ class MetadataWriter {
   // also fdatasyncs.
   absl::Status WriteBack(bool sync);
   bool bit(uint64_t group) const;
+  // Writes `table` (whole blocks) at the start of digest table copy `copy`
+  // and fdatasyncs. The superblock still names the other copy until the
+  // caller commits this one with UpdateSuperblock.
+  absl::Status WriteDigestTable(int copy, std::span<const uint8_t> table);
 
  private:
   absl::Status WriteSuperblockLocked(const Superblock& next)

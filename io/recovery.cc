@@ -103,6 +103,7 @@ absl::StatusOr<RecoveryStats> RecoverDirtyGroups(const RecoveryInput& in) {
       RETURN_IF_ERROR(Check(write, "write tags"));
       wrote = true;
     }
+    if (in.on_group) in.on_group(g, tags.span());
     // A discard's punch may not have survived the crash, leaving old
     // ciphertext under empty slots; a later first write that then fails to
     // land would find non-zero data. Punch every empty block again.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct RecoveryInput {
   // slot that fails over all-zero data is then a first write that never
   // landed. On a block device any lone failing slot is treated so.
   bool holes_read_zero = true;
+  // Called with each dirty group's tags as repaired (its digest is then
+  // recomputed from them).
+  std::function<void(uint64_t group, std::span<const uint8_t> tags)> on_group;
 };
 
 // For every block of a dirty group with a written slot: finds the slot that

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "crypto/key_schedule.h"
 #include "io/engine.h"
 #include "io/metadata_writer.h"
+#include "io/state_table.h"
 #include "io/superblock.h"
 #include "io/worker.h"
 
@@ -71,6 +73,32 @@ absl::StatusOr<Copies> ReadCopies(BackingStore& store, StoreQueue& queue) {
   return c;
 }
 
+std::string ShortRoot(const StateRoot& root) {
+  return StateRootString(root).substr(0, 16);
+}
+
+// The rule of docs/security.md ("Rolled-back images"): the image must be at
+// the epoch the registry names, or one past it (an open that crashed before
+// committing its start, so nothing was written); after a closed session its
+// root must match too.
+absl::Status CheckExpectedState(const Superblock& sb, const VolumeState& want,
+                                const std::string& name) {
+  const bool epoch_ok = sb.state_epoch == want.epoch ||
+                        (want.epoch != UINT64_MAX &&
+                         sb.state_epoch == want.epoch + 1);
+  const bool root_ok = want.open || sb.state_root == want.root;
+  if (epoch_ok && root_ok) return absl::OkStatus();
+  return SetErrorKind(
+      absl::FailedPreconditionError(absl::StrCat(
+          "rolled back: ", name, " is at epoch ", sb.state_epoch, " (root ",
+          ShortRoot(sb.state_root), "...), the registry expects epoch ",
+          want.epoch, " (root ", ShortRoot(want.root), "..., session ",
+          want.open ? "open" : "closed",
+          "); refusing an image that is not the volume's latest state "
+          "(docs/operations.md: restoring an older image on purpose)")),
+      ErrorKind::kRolledBack);
+}
+
 class SealedVolumeImpl : public Engine {
  public:
   SealedVolumeImpl(std::unique_ptr<BackingStore> store, EngineOptions options)
@@ -97,7 +125,7 @@ class SealedVolumeImpl : public Engine {
   const VolumeId& volume_id() const override { return ctx_.volume_id; }
   const FormatId& format_id() const override { return format_id_; }
   VolumeState state() const override {
-    std::lock_guard<std::mutex> l(close_mu_);
+    std::lock_guard<std::mutex> l(close_mu_state_);
     return state_;
   }
 
@@ -119,8 +147,17 @@ class SealedVolumeImpl : public Engine {
     return n;
   }
   BackingStore& store() override { return *store_; }
+  std::vector<uint64_t> mismatched_groups() const override {
+    std::lock_guard<std::mutex> l(mismatch_mu_);
+    return {mismatched_.begin(), mismatched_.end()};
+  }
 
  private:
+  absl::Status LoadDigestTable(const Superblock& sb, StoreQueue& queue);
+  // Writes every group's digest to the inactive table copy, commits it with
+  // the superblock, then clears the write-intent bits; with `clean`, marks
+  // the image clean last. Workers are stopped.
+  absl::Status Checkpoint(bool clean);
   RequestTracker* AcquireTracker();
   void ReleaseTracker(RequestTracker* t);
   void CompletePart(Part& part, int result);
@@ -146,10 +183,14 @@ class SealedVolumeImpl : public Engine {
   std::atomic<bool> closed_{false};
   std::atomic<int> active_submits_{0};
   RecoveryStats recovery_;
+  std::unique_ptr<DigestTable> digests_;
+  mutable std::mutex mismatch_mu_;
+  std::set<uint64_t> mismatched_;  // Guarded by mismatch_mu_.
   uint64_t sessions_started_at_close_ = 0;
   std::mutex grow_mu_;
-  mutable std::mutex close_mu_;
-  VolumeState state_;  // Guarded by close_mu_.
+  std::mutex close_mu_;
+  mutable std::mutex close_mu_state_;
+  VolumeState state_;  // Guarded by close_mu_state_.
 
   std::mutex tracker_mu_;
   std::condition_variable tracker_cv_;
@@ -199,6 +240,22 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
                         ErrorKind::kTruncated);
   }
   size_bytes_.store(sb.size_bytes);
+  if (!sb.layout.has_digest_table() && !options_.allow_pre_state_root) {
+    return SetErrorKind(
+        absl::FailedPreconditionError(absl::StrCat(
+            store_->name(),
+            ": the image predates state roots (format 2 without the group "
+            "digest table), so a rolled-back copy could not be told apart; "
+            "convert it with `sealvol upgrade IMAGE` (docs/format.md)")),
+        ErrorKind::kBadVersion);
+  }
+  if (options_.expected_state.has_value()) {
+    RETURN_IF_ERROR(
+        CheckExpectedState(sb, *options_.expected_state, store_->name()));
+  }
+  if (sb.layout.has_digest_table()) {
+    RETURN_IF_ERROR(LoadDigestTable(sb, *queue));
+  }
 
   std::vector<uint8_t> bitmap(sb.layout.bitmap_blocks * 4096);
   {
@@ -209,6 +266,11 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     RETURN_IF_ERROR(OpError(read, "read bitmap", store_->name()));
     std::memcpy(bitmap.data(), buf.data(), bitmap.size());
   }
+  // A clean image has no write-intent bit set (Checkpoint clears them before
+  // it marks the image clean): bits found there were not set by the engine,
+  // and honouring them would accept those groups as found.
+  std::vector<uint8_t> dirty = bitmap;
+  if (sb.clean()) std::fill(dirty.begin(), dirty.end(), 0);
 
   ctx_.store = store_.get();
   ctx_.layout = sb.layout;
@@ -223,6 +285,12 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ctx_.batch_blocks = std::max<uint64_t>(options_.batch_blocks,
                                          sb.layout.data_blocks_per_group);
   ctx_.complete = [this](Part& p, int r) { CompletePart(p, r); };
+  ctx_.digests = digests_.get();
+  ctx_.on_digest_mismatch = [this](uint64_t g) {
+    std::lock_guard<std::mutex> l(mismatch_mu_);
+    if (mismatched_.size() < 4096) mismatched_.insert(g);
+  };
+  if (options_.read_only) ctx_.accept_as_found = dirty;
 
   if (!options_.read_only) {
     ASSIGN_OR_RETURN(auto slots,
@@ -232,25 +300,51 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     in.slots = slots.get();
     in.layout = sb.layout;
     in.volume_blocks = blocks;
-    in.bitmap = bitmap;
+    in.bitmap = dirty;
     in.holes_read_zero = !store_->needs_zeroing();
+    if (digests_) {
+      in.on_group = [this, &sb](uint64_t g, std::span<const uint8_t> tags) {
+        digests_->set(g, DigestGroupTags(sb.volume_id, g, tags));
+      };
+    }
     ASSIGN_OR_RETURN(recovery_, RecoverDirtyGroups(in));
   }
 
   ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
   metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
                                                std::move(header_key), bitmap);
+  state_ = VolumeState{sb.state_epoch, sb.state_root, !sb.clean()};
   if (!options_.read_only) {
-    // Recovery repaired every dirty group: clear all bits durably, and
-    // mark the image not clean before the first write.
-    std::vector<uint64_t> all;
-    for (uint64_t g = 0; g < sb.layout.groups_for(blocks); ++g) {
-      if (metadata_->bit(g)) all.push_back(g);
+    if (sb.clean()) {
+      // Stray bits on a clean image go (see `dirty` above).
+      std::vector<uint64_t> stray;
+      for (uint64_t i = 0; i < bitmap.size(); ++i) {
+        for (int b = 0; b < 8; ++b) {
+          if ((bitmap[i] >> b) & 1) stray.push_back(i * 8 + b);
+        }
+      }
+      metadata_->MarkClean(stray);
+      RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
     }
-    metadata_->MarkClean(all);
-    RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
-    RETURN_IF_ERROR(metadata_->UpdateSuperblock(
-        [](Superblock& s) { s.flags &= ~kSuperblockFlagClean; }));
+    // The dirty groups' bits stay set: their repaired digests reach the
+    // table at the next checkpoint. A new epoch, durable before anything is
+    // written, then committed outside the image.
+    const uint64_t epoch = std::max(sb.state_epoch, options_.min_epoch) + 1;
+    RETURN_IF_ERROR(metadata_->UpdateSuperblock([epoch](Superblock& s) {
+      s.flags &= ~kSuperblockFlagClean;
+      s.state_epoch = epoch;
+    }));
+    state_ = VolumeState{epoch, sb.state_root, true};
+    if (options_.commit_open) {
+      absl::Status committed = options_.commit_open(state_);
+      if (!committed.ok()) {
+        return absl::Status(
+            committed.code(),
+            absl::StrCat(store_->name(),
+                         ": could not commit the start of epoch ", epoch,
+                         ": ", committed.message()));
+      }
+    }
   }
   ctx_.metadata = metadata_.get();
 
@@ -261,6 +355,70 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   if (!options_.manual) {
     for (auto& w : workers_) w->Start();
   }
+  return absl::OkStatus();
+}
+
+absl::Status SealedVolumeImpl::LoadDigestTable(const Superblock& sb,
+                                               StoreQueue& queue) {
+  const uint64_t groups = sb.layout.groups_for(sb.size_bytes / kBlockSize);
+  digests_ = std::make_unique<DigestTable>(sb.layout.max_groups());
+  digests_->Ensure(std::max(groups, sb.state_groups));
+  const uint64_t blocks = DigestTable::BlocksFor(sb.state_groups);
+  AlignedBuffer table(std::max<uint64_t>(blocks, 1) * 4096);
+  if (blocks > 0) {
+    StoreOp read{StoreOp::Kind::kRead,
+                 sb.layout.digest_table(static_cast<int>(sb.digest_copy)) * 4096,
+                 blocks * 4096, table.data()};
+    queue.Execute({&read, 1});
+    RETURN_IF_ERROR(OpError(read, "read digest table", store_->name()));
+  }
+  const StateRoot root = ComputeStateRoot(sb.volume_id, sb.format_id,
+                                          sb.state_groups, table.span());
+  if (root != sb.state_root) {
+    return absl::DataLossError(absl::StrCat(
+        store_->name(),
+        ": the group digest table does not match the state root in the "
+        "superblock (the image's metadata was altered)"));
+  }
+  for (uint64_t g = 0; g < sb.state_groups; ++g) {
+    GroupDigest d;
+    std::memcpy(d.data(), table.data() + g * kDigestBytes, kDigestBytes);
+    digests_->set(g, d);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SealedVolumeImpl::Checkpoint(bool clean) {
+  const Superblock sb = metadata_->superblock();
+  const uint64_t groups =
+      sb.layout.groups_for(size_bytes_.load() / kBlockSize);
+  StateRoot root = sb.state_root;
+  if (digests_) {
+    for (auto& w : workers_) w->SettleDigests();
+    AlignedBuffer table(DigestTable::BlocksFor(groups) * 4096);
+    digests_->Serialize(groups, table.span());
+    const int copy = 1 - static_cast<int>(sb.digest_copy);
+    RETURN_IF_ERROR(metadata_->WriteDigestTable(copy, table.span()));
+    root = ComputeStateRoot(sb.volume_id, sb.format_id, groups, table.span());
+    RETURN_IF_ERROR(metadata_->UpdateSuperblock([&](Superblock& s) {
+      s.state_root = root;
+      s.state_groups = groups;
+      s.digest_copy = static_cast<uint32_t>(copy);
+    }));
+  }
+  // Every digest is in the committed table: the bits may go.
+  std::vector<uint64_t> all;
+  for (uint64_t g = 0; g < groups; ++g) {
+    if (metadata_->bit(g)) all.push_back(g);
+  }
+  metadata_->MarkClean(all);
+  RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
+  if (clean) {
+    RETURN_IF_ERROR(metadata_->UpdateSuperblock(
+        [](Superblock& s) { s.flags |= kSuperblockFlagClean; }));
+  }
+  std::lock_guard<std::mutex> l(close_mu_state_);
+  state_ = VolumeState{sb.state_epoch, root, !clean};
   return absl::OkStatus();
 }
 
@@ -418,6 +576,8 @@ absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
   // block device format zeroed the metadata of the whole device.
   RETURN_IF_ERROR(
       store_->Resize(ctx_.layout.image_bytes(new_size / kBlockSize)));
+  // New groups have all-zero digests (never written) until a write.
+  if (digests_) digests_->Ensure(ctx_.layout.groups_for(new_size / kBlockSize));
   RETURN_IF_ERROR(metadata_->UpdateSuperblock(
       [new_size](Superblock& s) { s.size_bytes = new_size; }));
   size_bytes_.store(new_size);
@@ -466,11 +626,7 @@ absl::Status SealedVolumeImpl::Close() {
   }
   for (auto& w : workers_) w->Stop();
   if (status.ok() && !options_.read_only && metadata_ && !failed_.load()) {
-    status = metadata_->WriteBack(/*sync=*/true);
-    if (status.ok()) {
-      status = metadata_->UpdateSuperblock(
-          [](Superblock& s) { s.flags |= kSuperblockFlagClean; });
-    }
+    status = Checkpoint(/*clean=*/true);
   }
   sessions_started_at_close_ = sessions_started();
   workers_.clear();
@@ -567,6 +723,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
   sb.layout = layout;
   sb.key_check = keys.key_check;
   sb.flags = kSuperblockFlagClean;
+  if (layout.has_digest_table()) {
+    // Every group starts never written: all-zero digests (the table copies
+    // are holes or were zeroed above).
+    sb.state_groups = layout.groups_for(blocks);
+    AlignedBuffer zeros(DigestTable::BlocksFor(sb.state_groups) * 4096);
+    sb.state_root = ComputeStateRoot(options.volume_id, format_id,
+                                     sb.state_groups, zeros.span());
+  }
   AlignedBuffer buf(8192);
   for (uint64_t gen = 0; gen < 2; ++gen) {
     sb.generation = gen;
@@ -607,6 +771,9 @@ absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Open(
   EngineOptions eo;
   eo.read_only = options.read_only;
   if (options.worker_threads > 0) eo.worker_threads = options.worker_threads;
+  eo.expected_state = options.expected_state;
+  eo.commit_open = options.commit_open;
+  eo.min_epoch = options.min_epoch;
   ASSIGN_OR_RETURN(auto v, Engine::OpenOn(std::move(store), dek, eo));
   return std::unique_ptr<SealedVolume>(std::move(v));
 }

@@ -56,6 +56,10 @@ struct OpenOptions {
   // any write is accepted, with the state to commit (open = true). An error
   // fails the Open; the image is left as it was found, one epoch on.
   std::function<absl::Status(const VolumeState&)> commit_open;
+  // The new epoch is at least min_epoch + 1. A restore on purpose (no
+  // expected_state) passes the registry's epoch, so the restored image's new
+  // epoch is past every epoch an older copy can carry.
+  uint64_t min_epoch = 0;
 };
 
 // Header fields readable without a key (for `sealvol dump` and for finding
@@ -68,6 +72,11 @@ struct VolumeHeaderInfo {
   uint32_t block_size = 0;
   uint64_t generation = 0;
   bool clean = false;  // Closed cleanly (no recovery needed).
+  // The state root fields (unauthenticated here: the engine checks them
+  // with the key); has_state_root false for an image that predates them.
+  bool has_state_root = false;
+  uint64_t state_epoch = 0;
+  StateRoot state_root{};
   // Layout fields as documented in docs/format.md.
   std::string layout_json;
 };

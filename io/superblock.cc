@@ -15,8 +15,7 @@ namespace {
 constexpr char kMagic[8] = {'S', 'E', 'A', 'L', 'V', 'O', 'L', '\0'};
 constexpr size_t kDigestOffset = 256;
 constexpr size_t kMacOffset = 288;
-// No incompatible feature is defined yet (docs/format.md, "Evolving").
-constexpr uint32_t kKnownIncompatFeatures = 0;
+constexpr uint32_t kKnownIncompatFeatures = kIncompatStateRoot;
 
 }  // namespace
 
@@ -32,13 +31,23 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
   StoreLe64(p + 48, sb.size_bytes);
   StoreLe64(p + 56, sb.generation);
   StoreLe32(p + 64, sb.flags);
-  StoreLe32(p + 68, sb.incompat_features);
+  StoreLe32(p + 68, sb.layout.has_digest_table()
+                        ? sb.incompat_features | kIncompatStateRoot
+                        : sb.incompat_features & ~kIncompatStateRoot);
   StoreLe32(p + 72, sb.layout.data_blocks_per_group);
   StoreLe32(p + 76, sb.layout.tag_blocks_per_group);
   StoreLe64(p + 80, sb.layout.bitmap_start);
   StoreLe64(p + 88, sb.layout.bitmap_blocks);
   StoreLe64(p + 96, sb.layout.groups_start);
   std::memcpy(p + 104, sb.key_check.data(), sb.key_check.size());
+  if (sb.layout.has_digest_table()) {
+    StoreLe64(p + 120, sb.layout.digest_start);
+    StoreLe64(p + 128, sb.layout.digest_blocks);
+    StoreLe64(p + 136, sb.state_epoch);
+    StoreLe64(p + 144, sb.state_groups);
+    StoreLe32(p + 152, sb.digest_copy);
+    std::memcpy(p + 160, sb.state_root.data(), sb.state_root.size());
+  }
   SHA256(p, kDigestOffset, p + kDigestOffset);
   ASSIGN_OR_RETURN(crypto::Mac mac,
                    crypto::HmacSha256(header_mac_key, {p, kMacOffset}));
@@ -97,6 +106,21 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   sb.layout.bitmap_blocks = LoadLe64(p + 88);
   sb.layout.groups_start = LoadLe64(p + 96);
   std::memcpy(sb.key_check.data(), p + 104, sb.key_check.size());
+  if ((sb.incompat_features & kIncompatStateRoot) != 0) {
+    sb.layout.digest_start = LoadLe64(p + 120);
+    sb.layout.digest_blocks = LoadLe64(p + 128);
+    sb.state_epoch = LoadLe64(p + 136);
+    sb.state_groups = LoadLe64(p + 144);
+    sb.digest_copy = LoadLe32(p + 152);
+    std::memcpy(sb.state_root.data(), p + 160, sb.state_root.size());
+    if (sb.layout.digest_blocks == 0 || sb.digest_copy > 1 ||
+        sb.state_groups > sb.layout.max_groups()) {
+      return absl::DataLossError("superblock copy has an invalid state root");
+    }
+  } else {
+    sb.layout.digest_start = 0;
+    sb.layout.digest_blocks = 0;
+  }
   if (!sb.layout.Valid() || sb.size_bytes % kBlockSize != 0 ||
       sb.size_bytes / kBlockSize > sb.layout.max_blocks()) {
     return absl::DataLossError("superblock copy has an invalid layout");

@@ -15,6 +15,9 @@
 namespace sealvol::io {
 
 inline constexpr uint32_t kSuperblockFlagClean = 1;
+// incompat_features bit: the image has the group digest table and a state
+// root (docs/format.md). Images without it are read only by `upgrade`.
+inline constexpr uint32_t kIncompatStateRoot = 1;
 
 struct Superblock {
   uint32_t format_version = kFormatVersion;
@@ -26,6 +29,13 @@ struct Superblock {
   uint32_t incompat_features = 0;  // Readers refuse bits they do not know.
   Layout layout;
   crypto::KeyCheckValue key_check{};
+  // State root (kIncompatStateRoot): raised at every writable open.
+  uint64_t state_epoch = 0;
+  // The root over the first state_groups entries of digest table copy
+  // digest_copy, as of the last checkpoint.
+  StateRoot state_root{};
+  uint64_t state_groups = 0;
+  uint32_t digest_copy = 0;
 
   bool clean() const { return (flags & kSuperblockFlagClean) != 0; }
   // The copy (0 or 1) this generation is stored in.

@@ -120,6 +120,9 @@ absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path) {
   info.generation = sb->generation;
   info.clean = sb->clean();
   info.layout_json = sb->layout.ToJson();
+  info.has_state_root = sb->layout.has_digest_table();
+  info.state_epoch = sb->state_epoch;
+  info.state_root = sb->state_root;
   return info;
 }
 

@@ -223,15 +223,13 @@ bool Worker::LoadGroups(std::span<Part> parts) {
     }
     CHECK(victim != nullptr);  // ProcessBatch keeps parts <= cache size.
     if (victim->group != ~uint64_t{0}) {
-      if (victim->marked) {
-        // Its writes are all durable (no unflushed ones): the bit may go.
-        const uint64_t vg = victim->group;
-        ctx_->metadata->MarkClean({&vg, 1});
-      }
+      // Its bit stays set until the next checkpoint writes its digest.
+      SettleDigest(*victim);
       entry_of_group_[victim->group] = -1;
     }
     victim->group = g;
     victim->marked = ctx_->metadata->bit(g);
+    victim->digest_stale = false;
     victim->dirty_tag_blocks = 0;
     victim->unflushed_count = 0;
     std::fill(victim->unflushed.begin(), victim->unflushed.end(), 0);
@@ -247,13 +245,40 @@ bool Worker::LoadGroups(std::span<Part> parts) {
   if (ops_.empty()) return true;
   queue_->Execute(ops_);
   for (size_t i = 0; i < ops_.size(); ++i) {
-    if (ops_[i].result == 0) continue;
     GroupEntry* e = Lookup(groups_scratch_[i]);
+    if (ops_[i].result == 0) {
+      if (TagsMatchDigest(*e)) continue;
+      ctx_->on_digest_mismatch(e->group);
+    }
     e->load_failed = true;
     entry_of_group_[e->group] = -1;
     e->group = ~uint64_t{0};
   }
   return true;
+}
+
+bool Worker::TagsMatchDigest(const GroupEntry& e) const {
+  if (ctx_->digests == nullptr) return true;
+  const uint64_t g = e.group;
+  if (g / 8 < ctx_->accept_as_found.size() &&
+      ((ctx_->accept_as_found[g / 8] >> (g % 8)) & 1) != 0) {
+    return true;
+  }
+  const GroupDigest d = DigestGroupTags(ctx_->volume_id, g, e.tags.span());
+  return d == ctx_->digests->get(g);
+}
+
+void Worker::SettleDigest(GroupEntry& e) {
+  if (!e.digest_stale || ctx_->digests == nullptr) return;
+  ctx_->digests->set(e.group,
+                     DigestGroupTags(ctx_->volume_id, e.group, e.tags.span()));
+  e.digest_stale = false;
+}
+
+void Worker::SettleDigests() {
+  for (GroupEntry& e : cache_) {
+    if (e.group != ~uint64_t{0}) SettleDigest(e);
+  }
 }
 
 bool Worker::Sync() {
@@ -288,6 +313,7 @@ int Worker::Seal(GroupEntry& e, uint64_t block, const uint8_t* in,
   TagSlot slot;
   if (!slots_->Seal(block, seq, in, out, slot)) return -EIO;
   tags.set_slot(idx, target, slot);
+  e.digest_stale = true;
   e.dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
   return 0;
 }
@@ -389,6 +415,7 @@ void Worker::RunSubBatch(std::span<Part> parts) {
           const uint32_t idx = (p.first_block + k) % l.data_blocks_per_group;
           tags.clear_slot(idx, 0);
           tags.clear_slot(idx, 1);
+          e->digest_stale = true;
           e->dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
         }
         continue;
@@ -508,19 +535,9 @@ void Worker::RunSubBatch(std::span<Part> parts) {
 
   // (f) FUA writes and flushes are durable before they complete.
   if (need_final_sync) {
-    if (Sync()) {
-      groups_scratch_.clear();
-      for (GroupEntry& e : cache_) {
-        if (e.marked && e.unflushed_count == 0 && e.group != ~uint64_t{0}) {
-          groups_scratch_.push_back(e.group);
-          e.marked = false;
-        }
-      }
-      if (!groups_scratch_.empty()) {
-        ctx_->metadata->MarkClean(groups_scratch_);
-        (void)ctx_->metadata->WriteBack(/*sync=*/false);
-      }
-    } else {
+    // Write-intent bits stay set until the next checkpoint (close) has
+    // written the groups' digests: recovery recomputes them after a crash.
+    if (!Sync()) {
       for (size_t i = 0; i < parts.size(); ++i) {
         if ((parts[i].op == IoOp::kFlush || parts[i].fua) &&
             part_result_[i] == 0) {

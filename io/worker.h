@@ -22,6 +22,7 @@
 #include "io/layout.h"
 #include "io/metadata_writer.h"
 #include "io/slot_codec.h"
+#include "io/state_table.h"
 #include "io/volume_io.h"
 
 namespace sealvol::io {
@@ -53,6 +54,16 @@ struct EngineContext {
   // Root of the per-session data keys; outlives the workers.
   const crypto::SecretBytes* session_root = nullptr;
   MetadataWriter* metadata = nullptr;
+  // Every group's digest (null only for a pre-state-root image, read by
+  // `upgrade`). A group's tags are checked against it when loaded; a worker
+  // keeps its groups' entries current (at eviction and SettleDigests).
+  DigestTable* digests = nullptr;
+  // Groups whose tags are accepted as found (bits of a read-only open of an
+  // unclean image: their digests were not recomputed). May be empty.
+  std::vector<uint8_t> accept_as_found;
+  // Called (from a worker thread) when a group's tags do not match its
+  // digest: every block of the group then fails with EIO.
+  std::function<void(uint64_t group)> on_digest_mismatch;
   std::atomic<bool>* failed = nullptr;
   int workers = 1;
   size_t cache_groups = 128;
@@ -86,6 +97,9 @@ class Worker {
   uint64_t sessions_started() const { return slots_->sessions_started(); }
   void Start();  // Starts the worker thread.
   void Stop();   // Processes what is queued, then joins the thread.
+  // After Stop: brings the digest of every cached group whose tags changed
+  // up to date.
+  void SettleDigests();
 
  private:
   struct GroupEntry {
@@ -95,6 +109,7 @@ class Worker {
     uint32_t unflushed_count = 0;
     uint64_t dirty_tag_blocks = 0;  // Bit per tag block to write.
     bool marked = false;            // The group's bitmap bit is set.
+    bool digest_stale = false;      // Tags changed since its digest.
     bool load_failed = false;
     uint64_t last_use = 0;
     uint64_t pinned_in = 0;  // Sub-batch epoch that uses it.
@@ -108,6 +123,8 @@ class Worker {
   bool Conflicts(std::span<Part> taken, const Part& p) const;
   GroupEntry* Lookup(uint64_t group);
   bool LoadGroups(std::span<Part> parts);
+  bool TagsMatchDigest(const GroupEntry& e) const;
+  void SettleDigest(GroupEntry& e);
   bool Sync();
   void AfterSync();
   void FailWrites(std::span<Part> parts, int err);

@@ -70,9 +70,11 @@ cmp -s "$work/out" "$work/big" || { echo "FAIL: 3 MB read back differs"; fails=$
 if grep -q 'hello, sealed world' "$img"; then echo "FAIL: plaintext on disk"; fails=$((fails+1)); fi
 expect 0 "check clean image" -- "$bin" check "$img" --state-dir "$state"
 
-# Tamper with the ciphertext of volume block 300 (image block 256+16+300).
+# Tamper with the ciphertext of volume block 300 (image block groups_start +
+# 16 tag blocks + 300, from the layout `dump` prints).
+groups_start=$("$bin" dump "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layout"]["groups_start"])')
 cp "$img" "$work/tampered.img"
-printf '\x5a' | dd of="$work/tampered.img" bs=1 seek=$(( (256 + 16 + 300) * 4096 + 77 )) conv=notrunc status=none
+printf '\x5a' | dd of="$work/tampered.img" bs=1 seek=$(( (groups_start + 16 + 300) * 4096 + 77 )) conv=notrunc status=none
 expect 9 "check lists the tampered block" -- "$bin" check "$work/tampered.img" --state-dir "$state"
 grep -q '"failed_blocks":\[300\]' "$work/out" || { echo "FAIL: check output: $(cat "$work/out")"; fails=$((fails+1)); }
 expect 9 "read of a tampered block" -- "$bin" read "$work/tampered.img" --offset $((300 * 4096)) --length 10 --state-dir "$state"

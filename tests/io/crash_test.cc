@@ -18,6 +18,7 @@
 #include <set>
 #include <vector>
 
+#include "base/error_kind.h"
 #include "engine_test_support.h"
 #include "io/layout.h"
 #include "io/tag_table.h"
@@ -40,7 +41,7 @@ Layout SmallLayout() {
   l.tag_blocks_per_group = 2;
   l.bitmap_start = 2;
   l.bitmap_blocks = 1;
-  l.groups_start = 3;
+  l.PlaceDigestTable();
   return l;
 }
 
@@ -87,6 +88,17 @@ class CrashTest : public ::testing::Test {
     o.format_layout = SmallLayout();
     o.seal_observer = [this](uint64_t, const TagSlot& slot) {
       if (!sealed_.insert({slot.session, slot.counter}).second) ++nonce_reuses_;
+    };
+    return o;
+  }
+
+  // Opens checked against the registry model, committing new epochs to it.
+  EngineOptions Checked() {
+    EngineOptions o = Options();
+    o.expected_state = registry_;
+    o.commit_open = [this](const VolumeState& s) {
+      registry_ = s;
+      return absl::OkStatus();
     };
     return o;
   }
@@ -246,6 +258,10 @@ class CrashTest : public ::testing::Test {
   std::set<std::pair<crypto::SessionId, uint64_t>> sealed_;
   uint64_t nonce_reuses_ = 0;
   uint64_t rollbacks_ = 0;
+  // The registry's record of the volume's state (what a broker would keep).
+  VolumeState registry_;
+  uint64_t closes_ = 0;
+  uint64_t refusals_ = 0;
 };
 
 TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
@@ -261,6 +277,7 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
                               FormatOf(kBlocks * 4096), dek, Options());
     ASSERT_TRUE(v.ok()) << v.status();
     std::unique_ptr<Engine> vol = std::move(v).value();
+    registry_ = vol->state();
     // Earlier crash states of this chain, with the model as it was then.
     std::vector<std::pair<std::unique_ptr<FaultStore>,
                           std::map<uint64_t, BlockModel>>> earlier;
@@ -271,10 +288,24 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
       lost_power_ = true;  // Requests may fail from here on.
       Workload(*vol, 10);
       if (HasFatalFailure()) return;
+      if (rng_() % 4 == 0) {
+        // A close (checkpoint) that the crash may interrupt; committed to
+        // the registry only when it succeeded, as the node does.
+        ++closes_;
+        if (vol->Close().ok()) {
+          registry_ = vol->state();
+          for (auto& [b, m] : model_) {
+            m.durable = m.latest();
+            m.issued.clear();
+          }
+        }
+      }
       auto image = store.CrashImage(rng_);
       vol.reset();  // Its Close fails against the dead store; ignored.
       earlier.emplace_back(image->Snapshot(), model_);
+      bool rolled_back = false;
       if (earlier.size() > 1 && chain_ % 3 == 0) {
+        rolled_back = true;
         // Roll back: the image is put back to an earlier crash state and
         // used from there (recovery runs on it again).
         auto& [old_image, old_model] = earlier[rng_() % (earlier.size() - 1)];
@@ -282,11 +313,29 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
         model_ = old_model;
         ++rollbacks_;
       }
-      auto reopened = Engine::OpenOn(std::move(image), dek, Options());
+      // Every crash point reopens against the registry; a rollback is a
+      // restore on purpose: not checked, its new epoch past the registry's.
+      EngineOptions o = Checked();
+      if (rolled_back) {
+        o.expected_state.reset();
+        o.min_epoch = registry_.epoch;
+      }
+      auto reopened = Engine::OpenOn(std::move(image), dek, o);
       ASSERT_TRUE(reopened.ok())
           << "open after crash point " << point << ": " << reopened.status()
           << "; seed " << seed_;
       vol = std::move(reopened).value();
+      ASSERT_EQ(registry_, vol->state()) << "seed " << seed_;
+      // Once reopened, every earlier crash state of the chain is refused.
+      for (auto& [old_image, old_model] : earlier) {
+        auto stale = Engine::OpenOn(old_image->Snapshot(), dek, Checked());
+        ASSERT_FALSE(stale.ok())
+            << "an earlier crash state was accepted at crash point " << point
+            << "; seed " << seed_;
+        ASSERT_EQ(GetErrorKind(stale.status()), ErrorKind::kRolledBack)
+            << stale.status() << "; seed " << seed_;
+        ++refusals_;
+      }
       lost_power_ = false;
       saw_failure_ = false;
       Verify(*vol, point);
@@ -300,15 +349,21 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
   }
   RecordProperty("crash_points", std::to_string(point));
   EXPECT_GT(rollbacks_, 0u);
+  EXPECT_GT(closes_, 0u);
+  EXPECT_GT(refusals_, 0u);
   EXPECT_GT(sealed_.size(), point);
-  std::printf("checked %llu crash points (%llu after a rollback), %zu nonces "
+  std::printf("checked %llu crash points (%llu after a rollback, %llu "
+              "closes tried), %llu earlier states refused, %zu nonces "
               "sealed, none twice, seed %llu\n",
               static_cast<unsigned long long>(point),
-              static_cast<unsigned long long>(rollbacks_), sealed_.size(),
+              static_cast<unsigned long long>(rollbacks_),
+              static_cast<unsigned long long>(closes_),
+              static_cast<unsigned long long>(refusals_), sealed_.size(),
               static_cast<unsigned long long>(seed_));
 }
 
-// Recovery reads only the superblocks, the bitmap and the dirty groups.
+// Recovery reads only the superblocks, the bitmap, the digest table and the
+// groups written since the last checkpoint (close).
 TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   const auto dek = TestDek(4);
   const Layout l = Layout::Default();
@@ -321,7 +376,13 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
     auto d = Pattern(g, 64 * 4096);
     ASSERT_EQ(vol->Io(IoOp::kWrite, g * 1024 * 4096, d), 0);
   }
-  ASSERT_EQ(vol->Io(IoOp::kFlush, 0, {}), 0);
+  // A checkpoint (clean close), then a new session.
+  ASSERT_TRUE(vol->Close().ok());
+  auto closed = static_cast<FaultStore&>(vol->store()).Snapshot();
+  vol.reset();
+  auto reopened = Engine::OpenOn(std::move(closed), dek, Manual(2));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  vol = std::move(reopened).value();
   // In flight at the crash: writes into group 5 only.
   auto d = Pattern(99, 16 * 4096);
   ASSERT_EQ(vol->Io(IoOp::kWrite, (5 * 1024 + 8) * 4096, d), 0);
@@ -334,7 +395,7 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   ASSERT_TRUE(re.ok()) << re.status();
   EXPECT_EQ((*re)->recovery_stats().groups_scanned, 1u);
   for (uint64_t b : raw->read_blocks()) {
-    if (b < l.groups_start) continue;  // Superblocks and bitmap.
+    if (b < l.groups_start) continue;  // Superblocks, bitmap, digests.
     const uint64_t g = (b - l.groups_start) / l.group_span();
     EXPECT_EQ(g, 5u) << "recovery read block " << b << " of clean group " << g;
   }
