@@ -20,6 +20,7 @@
 #include "cmd/kms_flags.h"
 #include "io/engine.h"
 #include "io/format_v1.h"
+#include "io/upgrade.h"
 #include "io/sealed_volume.h"
 #include "kms/key_provider.h"
 #include "nlohmann/json.hpp"
@@ -198,6 +199,10 @@ int RunDump(const std::string& image) {
       {"generation", info->generation},
       {"format_id", io::FormatIdString(info->format_id)},
       {"clean", info->clean},
+      {"state_root", info->has_state_root
+                         ? nlohmann::json(io::StateRootString(info->state_root))
+                         : nlohmann::json(nullptr)},
+      {"state_epoch", info->state_epoch},
       {"layout", nlohmann::json::parse(info->layout_json)}};
   std::cout << out.dump() << "\n";
   return kExitOk;
@@ -220,11 +225,25 @@ int RunCheck(const std::string& image, const KmsFlags& keys) {
       }
     }
   }
+  const std::vector<uint64_t> groups = e.mismatched_groups();
+  const uint64_t per_group = e.layout().data_blocks_per_group;
   const absl::Status closed = e.Close();
   nlohmann::json out = {{"volume_id", io::VolumeIdString(e.volume_id())},
                         {"blocks", size / io::kBlockSize},
-                        {"failed_blocks", failed}};
+                        {"failed_blocks", failed},
+                        {"mismatched_groups", groups}};
   std::cout << out.dump() << "\n";
+  for (uint64_t g : groups) {
+    // A group's blocks all fail once its tag area no longer matches its
+    // authenticated digest (a wiped, altered or rolled-back tag entry).
+    std::fprintf(stderr,
+                 "sealvol check: group %llu (blocks %llu-%llu): its tag area "
+                 "does not match its authenticated digest (tag entries wiped, "
+                 "altered or rolled back)\n",
+                 static_cast<unsigned long long>(g),
+                 static_cast<unsigned long long>(g * per_group),
+                 static_cast<unsigned long long>((g + 1) * per_group - 1));
+  }
   if (!failed.empty()) {
     std::fprintf(stderr, "sealvol check: %zu block(s) failed authentication: %s\n",
                  failed.size(), absl::StrJoin(failed, " ").c_str());
@@ -237,16 +256,26 @@ int RunCheck(const std::string& image, const KmsFlags& keys) {
 // Converts a format-1 image in place (docs/format.md): authenticated and
 // re-sealed under fresh nonce sessions and a new format id.
 int RunUpgrade(const std::string& image, const KmsFlags& keys) {
-  auto header = io::ReadV1Header(image);
-  if (!header.ok()) {
-    if (io::ReadHeader(image).ok()) {
-      std::fprintf(stderr, "sealvol upgrade: %s is already format version %u\n",
+  // Format 1, or format 2 from before the state root; anything else is
+  // current already (or not an image).
+  io::VolumeId volume_id{};
+  bool pre_state_root = false;
+  if (auto v1 = io::ReadV1Header(image); v1.ok()) {
+    volume_id = v1->volume_id;
+  } else {
+    auto current = io::ReadHeader(image);
+    if (!current.ok()) return Fail("upgrade", v1.status());
+    if (current->has_state_root) {
+      std::fprintf(stderr,
+                   "sealvol upgrade: %s is already format version %u with a "
+                   "state root\n",
                    image.c_str(), io::kFormatVersion);
       return kExitOk;
     }
-    return Fail("upgrade", header.status());
+    volume_id = current->volume_id;
+    pre_state_root = true;
   }
-  const std::string id = io::VolumeIdString(header->volume_id);
+  const std::string id = io::VolumeIdString(volume_id);
   auto provider = keys.OpenProvider();
   if (!provider.ok()) return Fail("upgrade", provider.status());
   auto dek = (*provider)->UnwrapVolumeKey(id);
@@ -255,12 +284,15 @@ int RunUpgrade(const std::string& image, const KmsFlags& keys) {
         "key for volume ", id, " has been destroyed (crypto-shredded)")));
   }
   if (!dek.ok()) return Fail("upgrade", dek.status());
-  auto result = io::UpgradeV1Image(image, *dek);
+  auto result = pre_state_root ? io::UpgradePreStateRootImage(image, *dek)
+                               : io::UpgradeV1Image(image, *dek);
   if (!result.ok()) return Fail("upgrade", result.status());
   nlohmann::json out = {{"volume_id", id},
                         {"format_version", io::kFormatVersion},
                         {"format_id", io::FormatIdString(result->format_id)},
-                        {"blocks_copied", result->blocks_copied}};
+                        {"blocks_copied", result->blocks_copied},
+                        {"state_epoch", result->state.epoch},
+                        {"state_root", io::StateRootString(result->state.root)}};
   std::cout << out.dump() << "\n";
   return kExitOk;
 }

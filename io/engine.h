@@ -70,6 +70,8 @@ class Engine : public SealedVolume {
   // Groups whose tags did not match their authenticated digest since open
   // (ascending, at most 4096): every block of them fails with EIO.
   virtual std::vector<uint64_t> mismatched_groups() const = 0;
+  // The image's layout (as its superblock stores it).
+  virtual const Layout& layout() const = 0;
 };
 
 }  // namespace sealvol::io

@@ -23,6 +23,7 @@
 #include "io/engine.h"
 #include "io/layout.h"
 #include "io/little_endian.h"
+#include "io/upgrade.h"
 
 namespace sealvol::io {
 namespace {
@@ -166,119 +167,91 @@ absl::StatusOr<UpgradeResult> UpgradeV1Image(const std::string& path,
   }
   ASSIGN_OR_RETURN(auto codec, crypto::SectorCodec::Create(data_key));
 
-  const std::string temp = path + ".upgrade";
-  if (unlink(temp.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, "remove stale", temp);
-  }
-  bool renamed = false;
-  absl::Cleanup remove_temp = [&] {
-    if (!renamed) unlink(temp.c_str());
-  };
-  FileStoreOptions fo;
-  fo.path = temp;
-  fo.create = true;
-  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
-  FormatOptions format;
-  format.path = temp;
-  format.size_bytes = sb.header.size_bytes;
-  format.volume_id = vid;
-  ASSIGN_OR_RETURN(auto engine,
-                   Engine::FormatOn(std::move(store), format, dek, EngineOptions{}));
   UpgradeResult result;
   result.volume_id = vid;
-  result.format_id = engine->format_id();
-
-  const Layout& l = sb.layout;
-  const uint64_t blocks = sb.header.size_bytes / kBlockSize;
-  std::vector<uint8_t> tags(size_t{l.tag_blocks_per_group} * 4096);
-  std::vector<uint8_t> cipher(size_t{l.data_blocks_per_group} * 4096);
-  std::vector<uint8_t> plain(size_t{l.data_blocks_per_group} * 4096);
-  absl::Cleanup wipe_plain = [&] { std::fill(plain.begin(), plain.end(), 0); };
-  for (uint64_t g = 0; g < l.groups_for(blocks); ++g) {
-    const uint64_t first = g * l.data_blocks_per_group;
-    const uint32_t count = static_cast<uint32_t>(
-        std::min<uint64_t>(l.data_blocks_per_group, blocks - first));
-    RETURN_IF_ERROR(ReadAt(fd.get(), tags.data(), tags.size(),
-                           l.tag_start(g) * 4096, path));
-    if (AllZero(tags.data(), tags.size())) continue;  // Never written.
-    RETURN_IF_ERROR(ReadAt(fd.get(), cipher.data(), size_t{count} * 4096,
-                           l.data_position(first) * 4096, path));
-    std::vector<bool> written(count, false);
-    for (uint32_t i = 0; i < count; ++i) {
-      const uint8_t* entry = tags.data() + size_t{i} * 64;
-      const bool present[2] = {!AllZero(entry, 32), !AllZero(entry + 32, 32)};
-      if (!present[0] && !present[1]) continue;
-      const uint64_t counters[2] = {LoadLe64(entry), LoadLe64(entry + 32)};
-      const int newer =
-          present[0] && present[1] ? (counters[1] > counters[0] ? 1 : 0)
-                                   : (present[1] ? 1 : 0);
-      const uint64_t block = first + i;
-      bool opened = false;
-      for (int s : {newer, 1 - newer}) {
-        if (!present[s]) continue;
-        uint8_t aad[32];
-        std::memcpy(aad, vid.data(), 16);
-        for (int k = 0; k < 8; ++k) {
-          aad[16 + k] = static_cast<uint8_t>(block >> (56 - 8 * k));
-          aad[24 + k] = static_cast<uint8_t>(counters[s] >> (56 - 8 * k));
+  auto fill = [&](Engine& engine, const std::string& temp) -> absl::Status {
+    const Layout& l = sb.layout;
+    const uint64_t blocks = sb.header.size_bytes / kBlockSize;
+    std::vector<uint8_t> tags(size_t{l.tag_blocks_per_group} * 4096);
+    std::vector<uint8_t> cipher(size_t{l.data_blocks_per_group} * 4096);
+    std::vector<uint8_t> plain(size_t{l.data_blocks_per_group} * 4096);
+    absl::Cleanup wipe_plain = [&] { std::fill(plain.begin(), plain.end(), 0); };
+    for (uint64_t g = 0; g < l.groups_for(blocks); ++g) {
+      const uint64_t first = g * l.data_blocks_per_group;
+      const uint32_t count = static_cast<uint32_t>(
+          std::min<uint64_t>(l.data_blocks_per_group, blocks - first));
+      RETURN_IF_ERROR(ReadAt(fd.get(), tags.data(), tags.size(),
+                             l.tag_start(g) * 4096, path));
+      if (AllZero(tags.data(), tags.size())) continue;  // Never written.
+      RETURN_IF_ERROR(ReadAt(fd.get(), cipher.data(), size_t{count} * 4096,
+                             l.data_position(first) * 4096, path));
+      std::vector<bool> written(count, false);
+      for (uint32_t i = 0; i < count; ++i) {
+        const uint8_t* entry = tags.data() + size_t{i} * 64;
+        const bool present[2] = {!AllZero(entry, 32), !AllZero(entry + 32, 32)};
+        if (!present[0] && !present[1]) continue;
+        const uint64_t counters[2] = {LoadLe64(entry), LoadLe64(entry + 32)};
+        const int newer =
+            present[0] && present[1] ? (counters[1] > counters[0] ? 1 : 0)
+                                     : (present[1] ? 1 : 0);
+        const uint64_t block = first + i;
+        bool opened = false;
+        for (int s : {newer, 1 - newer}) {
+          if (!present[s]) continue;
+          uint8_t aad[32];
+          std::memcpy(aad, vid.data(), 16);
+          for (int k = 0; k < 8; ++k) {
+            aad[16 + k] = static_cast<uint8_t>(block >> (56 - 8 * k));
+            aad[24 + k] = static_cast<uint8_t>(counters[s] >> (56 - 8 * k));
+          }
+          crypto::GcmTag tag;
+          std::memcpy(tag.data(), entry + s * 32 + 8, tag.size());
+          if (codec
+                  ->Open(crypto::CounterNonce(0, counters[s]), aad,
+                         {cipher.data() + size_t{i} * 4096, 4096}, tag,
+                         {plain.data() + size_t{i} * 4096, 4096})
+                  .ok()) {
+            opened = true;
+            break;
+          }
         }
-        crypto::GcmTag tag;
-        std::memcpy(tag.data(), entry + s * 32 + 8, tag.size());
-        if (codec
-                ->Open(crypto::CounterNonce(0, counters[s]), aad,
-                       {cipher.data() + size_t{i} * 4096, 4096}, tag,
-                       {plain.data() + size_t{i} * 4096, 4096})
-                .ok()) {
-          opened = true;
-          break;
+        if (opened) {
+          written[i] = true;
+          ++result.blocks_copied;
+          continue;
         }
+        // A lone slot over all-zero data is a first write that never landed
+        // before a crash (format-1 recovery cleared it): the block is zeros.
+        if (!(present[0] && present[1]) &&
+            AllZero(cipher.data() + size_t{i} * 4096, 4096)) {
+          continue;
+        }
+        return absl::DataLossError(absl::StrCat(
+            path, ": block ", block,
+            " fails authentication; nothing was changed (run `sealvol check` "
+            "with the sealvol that wrote the image)"));
       }
-      if (opened) {
-        written[i] = true;
-        ++result.blocks_copied;
-        continue;
+      // Write the written blocks in runs.
+      uint32_t k = 0;
+      while (k < count) {
+        if (!written[k]) {
+          ++k;
+          continue;
+        }
+        uint32_t run = k;
+        while (run < count && written[run]) ++run;
+        const int r = engine.Io(IoOp::kWrite, (first + k) * 4096,
+                                 {plain.data() + size_t{k} * 4096,
+                                  size_t{run - k} * 4096});
+        if (r != 0) return ErrnoStatus(-r, "write", temp);
+        k = run;
       }
-      // A lone slot over all-zero data is a first write that never landed
-      // before a crash (format-1 recovery cleared it): the block is zeros.
-      if (!(present[0] && present[1]) &&
-          AllZero(cipher.data() + size_t{i} * 4096, 4096)) {
-        continue;
-      }
-      return absl::DataLossError(absl::StrCat(
-          path, ": block ", block,
-          " fails authentication; nothing was changed (run `sealvol check` "
-          "with the sealvol that wrote the image)"));
     }
-    // Write the written blocks in runs.
-    uint32_t k = 0;
-    while (k < count) {
-      if (!written[k]) {
-        ++k;
-        continue;
-      }
-      uint32_t run = k;
-      while (run < count && written[run]) ++run;
-      const int r = engine->Io(IoOp::kWrite, (first + k) * 4096,
-                               {plain.data() + size_t{k} * 4096,
-                                size_t{run - k} * 4096});
-      if (r != 0) return ErrnoStatus(-r, "write", temp);
-      k = run;
-    }
-  }
-  RETURN_IF_ERROR(engine->Close());
-  engine.reset();
-  {
-    UniqueFd t(::open(temp.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!t || fsync(t.get()) != 0) return ErrnoStatus(errno, "fsync", temp);
-  }
-  if (rename(temp.c_str(), path.c_str()) != 0) {
-    return ErrnoStatus(errno, "rename over", path);
-  }
-  renamed = true;
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
-  UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d || fsync(d.get()) != 0) return ErrnoStatus(errno, "fsync", dir);
+    return absl::OkStatus();
+  };
+  ASSIGN_OR_RETURN(result.format_id,
+                   ReplaceImageByCopy(path, sb.header.size_bytes, vid, dek, fill,
+                                      &result.state));
   return result;
 }
 

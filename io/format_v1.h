@@ -28,6 +28,8 @@ struct UpgradeResult {
   VolumeId volume_id{};
   FormatId format_id{};      // Of the new image.
   uint64_t blocks_copied = 0;  // Written blocks carried over.
+  // The new image's state (closed): what the registry records from now on.
+  VolumeState state;
 };
 
 // Converts the version-1 image at `path` to the current format under the

@@ -147,6 +147,7 @@ class SealedVolumeImpl : public Engine {
     return n;
   }
   BackingStore& store() override { return *store_; }
+  const Layout& layout() const override { return ctx_.layout; }
   std::vector<uint64_t> mismatched_groups() const override {
     std::lock_guard<std::mutex> l(mismatch_mu_);
     return {mismatched_.begin(), mismatched_.end()};

@@ -79,6 +79,20 @@ expect 9 "check lists the tampered block" -- "$bin" check "$work/tampered.img" -
 grep -q '"failed_blocks":\[300\]' "$work/out" || { echo "FAIL: check output: $(cat "$work/out")"; fails=$((fails+1)); }
 expect 9 "read of a tampered block" -- "$bin" read "$work/tampered.img" --offset $((300 * 4096)) --length 10 --state-dir "$state"
 
+# Wipe block 300's tag entry (64 bytes at groups_start + 300*64): it must
+# fail, not read as never written, and check must name its group.
+cp "$img" "$work/wiped.img"
+dd if=/dev/zero of="$work/wiped.img" bs=1 count=64 seek=$(( groups_start * 4096 + 300 * 64 )) conv=notrunc status=none
+expect 9 "read of a block whose tag entry was wiped" -- "$bin" read "$work/wiped.img" --offset $((300 * 4096)) --length 10 --state-dir "$state"
+expect 9 "check lists the wiped block" -- "$bin" check "$work/wiped.img" --state-dir "$state"
+python3 - "$work/out" <<'PY' || { echo "FAIL: check output after a wiped tag: $(cat "$work/out")"; fails=$((fails+1)); }
+import json, sys
+out = json.load(open(sys.argv[1]))
+assert out["mismatched_groups"] == [0], out["mismatched_groups"]
+assert 300 in out["failed_blocks"], "block 300 not listed"
+PY
+grep -q 'group 0 (blocks 0-1023)' "$work/err" || { echo "FAIL: check did not name the group: $(cat "$work/err")"; fails=$((fails+1)); }
+
 # Wrong key: the header names another volume (digest re-sealed), so the KMS
 # hands out that volume's key, whose key check value differs.
 expect 0 "format second volume" -- "$bin" format "$work/other.img" --size 8M --state-dir "$state" --tenant team-a

@@ -15,8 +15,11 @@
 #include "crypto/key_schedule.h"
 #include "crypto/sector_codec.h"
 #include "engine_test_support.h"
+#include "base/error_kind.h"
+#include "io/engine.h"
 #include "io/format_v1.h"
 #include "io/layout.h"
+#include "io/upgrade.h"
 
 namespace sealvol::io {
 namespace {
@@ -200,6 +203,93 @@ TEST_F(UpgradeTest, ImageInUseIsNotConverted) {
   EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(busy.status().message().find("in use"), std::string::npos);
   close(fd);
+}
+
+// A format-2 image from before the state root (no digest table, groups at
+// 1 MiB) is refused with a line naming `sealvol upgrade`, and converted by
+// an authenticated copy; a tampered block stops the conversion untouched.
+class PreStateRootUpgradeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Layout old;  // The layout those images had.
+    old.digest_start = 0;
+    old.digest_blocks = 0;
+    old.groups_start = 256;
+    FileStoreOptions fo;
+    fo.path = path_;
+    fo.create = true;
+    auto store = OpenFileStore(fo);
+    ASSERT_TRUE(store.ok()) << store.status();
+    FormatOptions f;
+    f.path = path_;
+    f.size_bytes = 16 << 20;
+    f.volume_id = TestId(7);
+    EngineOptions eo;
+    eo.format_layout = old;
+    eo.allow_pre_state_root = true;
+    auto v = Engine::FormatOn(std::move(store).value(), f, dek_, eo);
+    ASSERT_TRUE(v.ok()) << v.status();
+    for (uint64_t b : {0ull, 5ull, 1500ull, 4095ull}) {
+      auto d = Pattern(b + 1);
+      ASSERT_EQ((*v)->Io(IoOp::kWrite, b * 4096, d), 0);
+    }
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+
+  TempDir dir_;
+  const std::string path_ = dir_.file("old.img");
+  const crypto::SecretBytes dek_ = TestDek(31);
+};
+
+TEST_F(PreStateRootUpgradeTest, RefusedThenConverted) {
+  OpenOptions o;
+  o.path = path_;
+  auto refused = SealedVolume::Open(o, dek_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(GetErrorKind(refused.status()), ErrorKind::kBadVersion);
+  EXPECT_NE(refused.status().message().find("sealvol upgrade"),
+            std::string::npos)
+      << refused.status();
+
+  auto result = UpgradePreStateRootImage(path_, dek_);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->state.open);
+  auto header = ReadHeader(path_);
+  ASSERT_TRUE(header.ok());
+  EXPECT_TRUE(header->has_state_root);
+  o.expected_state = result->state;
+  auto v = SealedVolume::Open(o, dek_);
+  ASSERT_TRUE(v.ok()) << v.status();
+  Engine& e = static_cast<Engine&>(**v);
+  for (uint64_t b : {0ull, 5ull, 1500ull, 4095ull, 6ull, 3000ull}) {
+    std::vector<uint8_t> out(4096);
+    ASSERT_EQ(e.Io(IoOp::kRead, b * 4096, out), 0) << "block " << b;
+    const bool written = b == 0 || b == 5 || b == 1500 || b == 4095;
+    EXPECT_EQ(out, written ? Pattern(b + 1) : std::vector<uint8_t>(4096, 0))
+        << "block " << b;
+  }
+  EXPECT_TRUE(e.Close().ok());
+  // Current already: nothing to do.
+  EXPECT_EQ(UpgradePreStateRootImage(path_, dek_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(PreStateRootUpgradeTest, TamperedBlockStopsTheConversionUntouched) {
+  {
+    int fd = open(path_.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t b = 0;
+    const off_t at = static_cast<off_t>((256 + 16 + 1500 % 1024 + 1040) * 4096 + 9);
+    ASSERT_EQ(pread(fd, &b, 1, at), 1);
+    b ^= 1;
+    ASSERT_EQ(pwrite(fd, &b, 1, at), 1);
+    close(fd);
+  }
+  const auto before = FileBytes(path_);
+  auto bad = UpgradePreStateRootImage(path_, dek_);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_EQ(FileBytes(path_), before);
+  EXPECT_EQ(access((path_ + ".upgrade").c_str(), F_OK), -1);
 }
 
 }  // namespace
