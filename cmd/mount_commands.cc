@@ -33,6 +33,7 @@
 #include "io/frontend/runtime_record.h"
 #include "io/frontend/volume_attach.h"
 #include "io/sealed_volume.h"
+#include "csi/committed_state.h"
 #include "kms/key_provider.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -114,8 +115,37 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     return fail(FromStatus(s, kExitError));
   }
 
+  // The registry's record says which state the image must be at; the
+  // session's start is committed before the first write, its close after
+  // the engine closes.
+  auto volume_record = (*provider)->GetVolume(volume_id);
+  if (!volume_record.ok()) {
+    dek->Wipe();
+    return fail(FromStatus(volume_record.status(),
+                           ExitCodeFor(volume_record.status(), CommandFamily::kKey)));
+  }
+  auto expected = csi::ExpectedState(*volume_record);
+  if (!expected.ok()) {
+    dek->Wipe();
+    return fail(FromStatus(expected.status(), kExitError));
+  }
+  kms::KeyProvider& registry = **provider;
+  auto commit = [&registry, volume_id](const io::VolumeState& state,
+                                       bool accept_rollback) {
+    return registry
+        .CommitState(volume_id, {.state = csi::ToCommittedState(state),
+                                 .node = "sealvol-open",
+                                 .unix_time = std::time(nullptr),
+                                 .accept_rollback = accept_rollback})
+        .status();
+  };
   io::OpenOptions open_options;
   open_options.path = flags.image;
+  open_options.expected_state = *expected;
+  const bool accept = volume_record->rollback_pending;
+  open_options.commit_open = [&commit, accept](const io::VolumeState& state) {
+    return commit(state, accept);
+  };
   auto volume = io::SealedVolume::Open(open_options, *dek);
   dek->Wipe();
   if (!volume.ok()) {
@@ -185,6 +215,10 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   if (absl::Status s = (*volume)->Close(); !s.ok()) {
     spdlog::error("close {}: engine: {}", flags.image, s.ToString());
     code = kExitError;
+  } else if (absl::Status c = commit((*volume)->state(), false); !c.ok()) {
+    // The registry keeps the session open; the next open accepts it.
+    spdlog::warn("close {}: state not committed to the registry: {}",
+                 flags.image, c.ToString());
   }
   if (code == kExitOk) {
     (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <iostream>
@@ -18,6 +19,7 @@
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
 #include "cmd/kms_flags.h"
+#include "csi/committed_state.h"
 #include "io/engine.h"
 #include "io/format_v1.h"
 #include "io/upgrade.h"
@@ -73,50 +75,96 @@ std::string HostName() {
   return name;
 }
 
-// Unwraps the DEK of the image's volume; NotFound means crypto-shredded.
-// For a write, the image must also be the format the registry recorded (an
-// image of another format is a lost or replaced one: never written under
-// the same key); an image the registry has no format for is adopted.
-absl::StatusOr<crypto::SecretBytes> KeyForImage(const std::string& image,
-                                                const KmsFlags& keys,
-                                                bool for_write) {
+// An image opened under its registry record, with the provider that
+// commits its state.
+struct OpenedImage {
+  std::unique_ptr<kms::KeyProvider> provider;
+  std::string volume_id;
+  bool read_only = true;
+  std::unique_ptr<io::SealedVolume> volume;
+};
+
+// Opens the image with the DEK of its volume (NotFound: crypto-shredded)
+// against the state its registry record expects (FailedPrecondition, kind
+// kRolledBack: exit 13). A writable open commits the session's start
+// before the first write (consuming a pending rollback acceptance). For a
+// write, the image must also be the format the registry recorded (an image
+// of another format is a lost or replaced one: never written under the
+// same key); an image the registry has no format for is adopted.
+absl::StatusOr<OpenedImage> OpenImage(const std::string& image,
+                                      const KmsFlags& keys, bool read_only) {
   ASSIGN_OR_RETURN(io::VolumeHeaderInfo info, io::ReadHeader(image));
-  const std::string volume_id = io::VolumeIdString(info.volume_id);
-  ASSIGN_OR_RETURN(auto provider, keys.OpenProvider());
-  auto dek = provider->UnwrapVolumeKey(volume_id);
+  OpenedImage opened;
+  opened.volume_id = io::VolumeIdString(info.volume_id);
+  opened.read_only = read_only;
+  const std::string& volume_id = opened.volume_id;
+  ASSIGN_OR_RETURN(opened.provider, keys.OpenProvider());
+  kms::KeyProvider& provider = *opened.provider;
+  auto dek = provider.UnwrapVolumeKey(volume_id);
   if (absl::IsNotFound(dek.status())) {
     return SetErrorKind(
         absl::NotFoundError(absl::StrCat("key for volume ", volume_id,
                                          " has been destroyed (crypto-shredded)")),
         ErrorKind::kKeyDestroyed);
   }
-  if (!dek.ok() || !for_write) return dek;
-  const std::string found = io::FormatIdString(info.format_id);
-  ASSIGN_OR_RETURN(kms::VolumeRecord record,
-                   provider->ClaimFormat(volume_id, {.format_id = found,
-                                                     .node = HostName(),
-                                                     .unix_time = std::time(nullptr)}));
-  if (record.format_id != found) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "volume ", volume_id, ": ", image, " holds format id ", found,
-        ", but the registry recorded format id ", record.format_id,
-        " (formatted by ", record.formatted_node,
-        "): this is not the volume's image and is not written under its key; "
-        "restore the image from a backup or delete the volume; see "
-        "docs/operations.md"));
+  if (!dek.ok()) return dek.status();
+  ASSIGN_OR_RETURN(kms::VolumeRecord record, provider.GetVolume(volume_id));
+  if (!read_only) {
+    const std::string found = io::FormatIdString(info.format_id);
+    ASSIGN_OR_RETURN(record, provider.ClaimFormat(
+                                 volume_id, {.format_id = found,
+                                             .node = HostName(),
+                                             .unix_time = std::time(nullptr)}));
+    if (record.format_id != found) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "volume ", volume_id, ": ", image, " holds format id ", found,
+          ", but the registry recorded format id ", record.format_id,
+          " (formatted by ", record.formatted_node,
+          "): this is not the volume's image and is not written under its "
+          "key; restore the image from a backup or delete the volume; see "
+          "docs/operations.md"));
+    }
   }
-  return dek;
-}
-
-absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
-    const std::string& image, const KmsFlags& keys, bool read_only) {
-  ASSIGN_OR_RETURN(crypto::SecretBytes dek,
-                   KeyForImage(image, keys, /*for_write=*/!read_only));
   io::OpenOptions o;
   o.path = image;
   o.read_only = read_only;
   o.worker_threads = 1;
-  return io::SealedVolume::Open(o, dek);
+  ASSIGN_OR_RETURN(o.expected_state, csi::ExpectedState(record));
+  if (!read_only) {
+    const bool accept = record.rollback_pending;
+    o.commit_open = [&provider, volume_id, accept](const io::VolumeState& state) {
+      return provider
+          .CommitState(volume_id, {.state = csi::ToCommittedState(state),
+                                   .node = HostName(),
+                                   .unix_time = std::time(nullptr),
+                                   .accept_rollback = accept})
+          .status();
+    };
+  }
+  ASSIGN_OR_RETURN(opened.volume, io::SealedVolume::Open(o, *dek));
+  return opened;
+}
+
+// Closes the volume and, for a writable open, commits the state it closed
+// with. A failed commit is reported on stderr but does not fail the command:
+// the registry then still says the session is open, which the next open
+// accepts (docs/security.md, "Rollback").
+absl::Status CloseAndCommit(const char* command, OpenedImage& opened) {
+  RETURN_IF_ERROR(opened.volume->Close());
+  if (opened.read_only) return absl::OkStatus();
+  const io::VolumeState state = opened.volume->state();
+  auto committed = opened.provider->CommitState(
+      opened.volume_id, {.state = csi::ToCommittedState(state),
+                         .node = HostName(),
+                         .unix_time = std::time(nullptr)});
+  if (!committed.ok()) {
+    std::fprintf(stderr,
+                 "sealvol %s: warning: closed, but the state (epoch %llu) was "
+                 "not committed to the registry: %s\n",
+                 command, static_cast<unsigned long long>(state.epoch),
+                 std::string(committed.status().message()).c_str());
+  }
+  return absl::OkStatus();
 }
 
 io::Engine& AsEngine(io::SealedVolume& v) { return static_cast<io::Engine&>(v); }
@@ -154,17 +202,21 @@ int RunFormat(const std::string& image, const std::string& size_text,
   auto dek = (*provider)->UnwrapVolumeKey(id);
   absl::Status status = dek.status();
   std::string format_id;
+  io::VolumeState first_state;
   if (status.ok()) {
     auto v = io::SealedVolume::Format(f, *dek);
     if (v.ok()) format_id = io::FormatIdString((*v)->format_id());
     status = v.ok() ? (*v)->Close() : v.status();
+    if (status.ok()) first_state = (*v)->state();
   }
   if (status.ok()) {
-    // The registry records the format, as a node's first format does.
+    // The registry records the format and the new image's first state, as a
+    // node's first format does.
     auto claimed = (*provider)->ClaimFormat(
         id, {.format_id = format_id,
              .node = HostName(),
-             .unix_time = std::time(nullptr)});
+             .unix_time = std::time(nullptr),
+             .state = csi::ToCommittedState(first_state)});
     status = claimed.status();
     if (status.ok() && claimed->format_id != format_id) {
       status = absl::FailedPreconditionError(absl::StrCat(
@@ -183,6 +235,7 @@ int RunFormat(const std::string& image, const std::string& size_text,
                         {"tenant", tenant},
                         {"key_name", record->key_name},
                         {"format_id", format_id},
+                        {"state_epoch", first_state.epoch},
                         {"kms", (*provider)->Describe()}};
   std::cout << out.dump() << "\n";
   return kExitOk;
@@ -211,7 +264,7 @@ int RunDump(const std::string& image) {
 int RunCheck(const std::string& image, const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
   if (!v.ok()) return Fail("check", v.status());
-  io::Engine& e = AsEngine(**v);
+  io::Engine& e = AsEngine(*v->volume);
   const uint64_t size = e.size_bytes();
   std::vector<uint8_t> buf(kChunk);
   std::vector<uint64_t> failed;
@@ -325,7 +378,7 @@ int RunRead(const std::string& image, uint64_t offset, uint64_t length,
             const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
   if (!v.ok()) return Fail("read", v.status());
-  io::Engine& e = AsEngine(**v);
+  io::Engine& e = AsEngine(*v->volume);
   if (absl::Status s = RangeCheck(e, offset, length); !s.ok()) {
     std::fprintf(stderr, "sealvol read: %s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -355,12 +408,18 @@ int RunWrite(const std::string& image, uint64_t offset, const KmsFlags& keys) {
   }
   auto v = OpenImage(image, keys, /*read_only=*/false);
   if (!v.ok()) return Fail("write", v.status());
-  io::Engine& e = AsEngine(**v);
+  io::Engine& e = AsEngine(*v->volume);
   if (absl::Status s = RangeCheck(e, offset, input.size()); !s.ok()) {
     std::fprintf(stderr, "sealvol write: %s\n", std::string(s.message()).c_str());
+    CloseAndCommit("write", *v).IgnoreError();
     return kExitUsage;
   }
-  if (input.empty()) return kExitOk;
+  if (input.empty()) {
+    if (absl::Status s = CloseAndCommit("write", *v); !s.ok()) {
+      return Fail("write", s);
+    }
+    return kExitOk;
+  }
   // Read-modify-write of the partial blocks at either end.
   std::vector<uint8_t> buf;
   uint64_t start = 0;
@@ -378,7 +437,73 @@ int RunWrite(const std::string& image, uint64_t offset, const KmsFlags& keys) {
                              image, ": write at ", offset, ": ",
                              std::strerror(-r))));
   }
-  if (absl::Status s = e.Close(); !s.ok()) return Fail("write", s);
+  if (absl::Status s = CloseAndCommit("write", *v); !s.ok()) {
+    return Fail("write", s);
+  }
+  return kExitOk;
+}
+
+// Who accepts a restore, for the registry record and the audit log:
+// --by, else the invoking user at this host.
+std::string Operator(const std::string& by) {
+  if (!by.empty()) return by;
+  const char* user = std::getenv("SUDO_USER");
+  if (user == nullptr || *user == '\0') user = std::getenv("USER");
+  return absl::StrCat(user != nullptr && *user != '\0' ? user : "unknown", "@",
+                      HostName());
+}
+
+// Accepts a rolled-back image on purpose (docs/operations.md, "Restoring an
+// older image"). With IMAGE: marks the record, opens the image as found,
+// commits its state (consuming the mark) and closes it, committing again.
+// With --volume only (the image lives on a node): marks the record; the
+// next NodePublish opens the image unchecked and commits it, and the broker
+// audits rollback_accepted.
+int RunRestore(const std::string& image, const std::string& volume,
+               bool accept_rollback, const std::string& by,
+               const KmsFlags& keys) {
+  if (!accept_rollback) {
+    std::fprintf(stderr,
+                 "sealvol restore: --accept-rollback is required: it accepts "
+                 "the image as it is now, older than the registry's state\n");
+    return kExitUsage;
+  }
+  if (image.empty() == volume.empty()) {
+    std::fprintf(stderr,
+                 "sealvol restore: give either IMAGE (re-commit a local image "
+                 "now) or --volume ID (accept at the next open on its node)\n");
+    return kExitUsage;
+  }
+  std::string volume_id = volume;
+  if (!image.empty()) {
+    auto info = io::ReadHeader(image);
+    if (!info.ok()) return Fail("restore", info.status());
+    volume_id = io::VolumeIdString(info->volume_id);
+  }
+  const std::string who = Operator(by);
+  {
+    auto provider = keys.OpenProvider();
+    if (!provider.ok()) return Fail("restore", provider.status());
+    auto marked =
+        (*provider)->AcceptRollback(volume_id, who, std::time(nullptr));
+    if (!marked.ok()) return Fail("restore", marked.status());
+  }
+  nlohmann::json out = {{"volume_id", volume_id}, {"accepted_by", who}};
+  if (image.empty()) {
+    out["pending"] = true;
+    std::cout << out.dump() << "\n";
+    return kExitOk;
+  }
+  auto v = OpenImage(image, keys, /*read_only=*/false);
+  if (!v.ok()) return Fail("restore", v.status());
+  if (absl::Status s = CloseAndCommit("restore", *v); !s.ok()) {
+    return Fail("restore", s);
+  }
+  const io::VolumeState state = v->volume->state();
+  out["image"] = image;
+  out["state_epoch"] = state.epoch;
+  out["state_root"] = io::StateRootString(state.root);
+  std::cout << out.dump() << "\n";
   return kExitOk;
 }
 
@@ -386,7 +511,8 @@ int RunWrite(const std::string& image, uint64_t offset, const KmsFlags& keys) {
 
 void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
   struct Args {
-    std::string image, size, tenant = "default", name;
+    std::string image, size, tenant = "default", name, volume, by;
+    bool accept_rollback = false;
     uint64_t offset = 0, length = 0;
     KmsFlags keys;
   };
@@ -427,6 +553,23 @@ void RegisterVolumeCommands(CLI::App& app, int& exit_code) {
   args->keys.AddTo(read);
   read->callback([args, &exit_code] {
     exit_code = RunRead(args->image, args->offset, args->length, args->keys);
+  });
+
+  CLI::App* restore = app.add_subcommand(
+      "restore", "Accept an image older than the registry's state (audited)");
+  restore->add_option("IMAGE", args->image,
+                      "Local image: its state is re-committed now");
+  restore->add_option("--volume", args->volume,
+                      "Volume id whose image is on a node: accepted at its "
+                      "next open");
+  restore->add_flag("--accept-rollback", args->accept_rollback,
+                    "Required: accept the image as it is");
+  restore->add_option("--by", args->by,
+                      "Who accepts (default: $SUDO_USER or $USER @ host)");
+  args->keys.AddTo(restore);
+  restore->callback([args, &exit_code] {
+    exit_code = RunRestore(args->image, args->volume, args->accept_rollback,
+                           args->by, args->keys);
   });
 
   CLI::App* write = app.add_subcommand("write", "Write stdin at an offset, then flush");

@@ -8,11 +8,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
+#include "io/volume_state.h"
 
 namespace sealvol::csi {
 
@@ -32,7 +34,27 @@ struct AttachOptions {
   // formatted and before it is put in place; with an old image's id to adopt
   // it; and, before a refusal, with the id found (or a fresh one for a
   // missing image) so that the broker audits the refused attempt.
-  std::function<absl::Status(const std::string& format_id)> claim_format;
+  // A new image's first state is recorded with its claim (`first_state`);
+  // unset when adopting or refusing an image.
+  std::function<absl::Status(const std::string& format_id,
+                             const std::optional<io::VolumeState>& first_state)>
+      claim_format;
+  // From the key release: the state the registry commits the image to
+  // (unset: not checked — none committed yet, or `rollback_accepted`).
+  std::optional<io::VolumeState> expected_state;
+  // An operator accepted a rolled-back image: the image is opened as found,
+  // and its first commit consumes the acceptance.
+  bool rollback_accepted = false;
+  // Commits a state with the registry (KeyBroker.CommitState): a writable
+  // session's start (open = true) before the engine accepts a write, and
+  // the close at Detach. `accept_rollback` only on the first commit of an
+  // accepted restore. Its failure at the start fails the Attach.
+  std::function<absl::Status(const io::VolumeState& state,
+                             bool accept_rollback)>
+      commit_state;
+  // Tells the broker that the image was refused as rolled back (audited);
+  // `detail` is the engine's refusal. Best effort.
+  std::function<absl::Status(const std::string& detail)> report_rollback;
 };
 
 // Suffix of the temporary file a first format writes next to the image.
@@ -52,7 +74,10 @@ class DataPath {
   // attached or left behind) when the registry says the volume was
   // formatted but the image is missing, empty, not a sealvol image or holds
   // another format id. PermissionDenied when the key does not open the
-  // image.
+  // image. FailedPrecondition with error kind kRolledBack (naming the
+  // volume, the image and both states; reported with report_rollback, and
+  // nothing attached) when the image is not at the state the registry
+  // expects.
   virtual absl::StatusOr<std::string> Attach(const AttachOptions& options,
                                              const crypto::SecretBytes& dek) = 0;
 
@@ -67,9 +92,11 @@ class DataPath {
   // failed, FUSE connection gone). NotFound when not attached.
   virtual absl::Status Health(const std::string& volume_id) = 0;
 
-  // Closes the engine (zeroizing its keys), ends the FUSE export and
-  // detaches the loop device. The device must no longer be mounted. OK when
-  // not attached.
+  // Ends the FUSE export, detaches the loop device and closes the engine
+  // (zeroizing its keys), then commits the closed state (commit_state). A
+  // failed commit is logged and does not fail the Detach: the registry
+  // keeps the session open, which the next open accepts (docs/csi.md). The
+  // device must no longer be mounted. OK when not attached.
   virtual absl::Status Detach(const std::string& volume_id) = 0;
 };
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/durable_file.h"
+#include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "csi/mounter.h"
@@ -101,7 +102,7 @@ absl::Status RefuseImage(const AttachOptions& options, const std::string& what,
                          const absl::StatusOr<std::string>& claimed_id) {
   std::string note;
   if (claimed_id.ok() && options.claim_format) {
-    absl::Status claim = options.claim_format(*claimed_id);
+    absl::Status claim = options.claim_format(*claimed_id, std::nullopt);
     if (claim.ok()) {
       note = "; the registry unexpectedly accepted format id " + *claimed_id;
     } else if (broker::RefusalReason(claim) != "already_formatted") {
@@ -118,12 +119,48 @@ absl::Status RefuseImage(const AttachOptions& options, const std::string& what,
       "the same key: " + kRecoveryAdvice + note);
 }
 
+// Opens the image against the state the registry expects (`expected`),
+// committing the session's start through the broker before the engine
+// accepts a write. A rolled-back image is reported to the broker (audited)
+// and refused with the volume named; nothing is left open.
 absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
-    const AttachOptions& options, const crypto::SecretBytes& dek) {
+    const AttachOptions& options, const crypto::SecretBytes& dek,
+    const std::optional<io::VolumeState>& expected) {
   io::OpenOptions open;
   open.path = options.image_path;
   open.read_only = options.read_only;
-  ASSIGN_OR_RETURN(auto volume, io::SealedVolume::Open(open, dek));
+  open.expected_state = expected;
+  if (!options.read_only) {
+    if (!options.commit_state) {
+      return absl::InternalError("data path: no way to commit the volume state");
+    }
+    const bool accept = options.rollback_accepted;
+    open.commit_open = [&options, accept](const io::VolumeState& state) {
+      return options.commit_state(state, accept);
+    };
+  }
+  auto opened = io::SealedVolume::Open(open, dek);
+  if (GetErrorKind(opened.status()) == ErrorKind::kRolledBack) {
+    const std::string detail(opened.status().message());
+    std::string note;
+    if (options.report_rollback) {
+      if (absl::Status reported = options.report_rollback(detail);
+          !reported.ok()) {
+        note = "; the refusal could not be reported to the broker: " +
+               std::string(reported.message());
+      }
+    }
+    spdlog::warn("data path {}: refusing {}: {}", options.volume_id,
+                 options.image_path, detail);
+    return SetErrorKind(
+        absl::FailedPreconditionError(
+            "volume " + options.volume_id + ": " + detail +
+            "; nothing was mounted. If the image was restored on purpose, "
+            "see docs/operations.md (\"publish fails: rolled back\")" + note),
+        ErrorKind::kRolledBack);
+  }
+  if (!opened.ok()) return opened.status();
+  std::unique_ptr<io::SealedVolume> volume = *std::move(opened);
   if (volume->size_bytes() < options.size_bytes) {
     // The volume grew while it was not served.
     absl::Status grown = volume->Grow(options.size_bytes);
@@ -147,6 +184,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
   format.size_bytes = options.size_bytes;
   ASSIGN_OR_RETURN(format.volume_id, io::ParseVolumeId(options.volume_id));
   std::string format_id;
+  io::VolumeState first_state;
   {
     auto volume = io::SealedVolume::Format(format, dek);
     if (!volume.ok()) {
@@ -155,6 +193,9 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
     }
     format_id = io::FormatIdString((*volume)->format_id());
     absl::Status closed = (*volume)->Close();
+    // The closed new image's state: recorded with the claim, so that the
+    // image is checked from its very first open.
+    first_state = (*volume)->state();
     if (closed.ok()) closed = FsyncFile(temp);
     if (!closed.ok()) {
       RemoveDurably(temp).IgnoreError();
@@ -166,7 +207,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
     RemoveDurably(temp).IgnoreError();
     return absl::InternalError("data path: no way to claim a format");
   }
-  absl::Status claimed = options.claim_format(format_id);
+  absl::Status claimed = options.claim_format(format_id, first_state);
   if (broker::RefusalReason(claimed) == "already_formatted") {
     // Another format of this volume was claimed meanwhile.
     RemoveDurably(temp).IgnoreError();
@@ -180,10 +221,10 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
   RETURN_IF_ERROR(claimed);
   io::InjectedCrash("claim");
   RETURN_IF_ERROR(RenameDurably(temp, options.image_path));
-  spdlog::info("data path {}: formatted {} ({} bytes, format id {})",
+  spdlog::info("data path {}: formatted {} ({} bytes, format id {}, epoch {})",
                options.volume_id, options.image_path, options.size_bytes,
-               format_id);
-  return OpenImage(options, dek);
+               format_id, first_state.epoch);
+  return OpenImage(options, dek, first_state);
 }
 
 absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
@@ -207,7 +248,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
                    "as {} before an interruption)", options.volume_id, image,
                    registry);
       RETURN_IF_ERROR(RenameDurably(temp, image));
-      return OpenImage(options, dek);
+      return OpenImage(options, dek, options.expected_state);
     }
     RETURN_IF_ERROR(RemoveDurably(temp));
     return RefuseImage(options, "is missing", FreshFormatId());
@@ -226,7 +267,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
           std::string(found.unreadable.message()));
     }
     absl::Status adopted = options.claim_format
-                               ? options.claim_format(found.format_id)
+                               ? options.claim_format(found.format_id, std::nullopt)
                                : absl::InternalError("no way to claim a format");
     if (broker::RefusalReason(adopted) == "already_formatted") {
       return absl::FailedPreconditionError(
@@ -252,7 +293,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
   }
   // A leftover temp file can never be put in place once the image exists.
   RETURN_IF_ERROR(RemoveDurably(temp));
-  return OpenImage(options, dek);
+  return OpenImage(options, dek, options.expected_state);
 }
 
 }  // namespace
@@ -260,8 +301,11 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
 // One served volume: the engine and the front-end's attachment of it (FUSE
 // mount, FUSE server, loop device) in block mode; the node mounts above.
 struct FuseDataPath::Served {
+  std::string volume_id;
   std::unique_ptr<io::SealedVolume> volume;
   std::unique_ptr<io::VolumeAttachment> attachment;
+  // Commits the closed state after the engine's close (writable volumes).
+  std::function<absl::Status(const io::VolumeState&, bool)> commit_state;
 
   // Best effort, in order: the attachment (loop device, FUSE mount, server),
   // then the engine. Returns the first failure but runs every step.
@@ -274,8 +318,23 @@ struct FuseDataPath::Served {
     if (volume) {
       absl::Status closed = volume->Close();  // Flushes, zeroizes the keys.
       if (first.ok()) first = closed;
+      const io::VolumeState state = volume->state();
       volume.reset();
       io::InjectedCrash("engine-close");
+      if (closed.ok() && commit_state) {
+        // Not a failure of the teardown: the registry then still says the
+        // session is open, and the next open accepts the image at its
+        // epoch (docs/security.md, "Rollback").
+        absl::Status committed = commit_state(state, /*accept_rollback=*/false);
+        if (committed.ok()) {
+          spdlog::info("data path {}: committed the closed state (epoch {})",
+                       volume_id, state.epoch);
+        } else {
+          spdlog::warn("data path {}: closed, but its state (epoch {}) was "
+                       "not committed: {}", volume_id, state.epoch,
+                       std::string(committed.message()));
+        }
+      }
     }
     return first;
   }
@@ -306,7 +365,9 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
     }
   }
   auto served = std::make_shared<Served>();
+  served->volume_id = options.volume_id;
   ASSIGN_OR_RETURN(served->volume, OpenOrFormat(options, dek));
+  if (!options.read_only) served->commit_state = options.commit_state;
 
   io::InjectedCrash("engine");
 

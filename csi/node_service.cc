@@ -419,8 +419,7 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
 }
 
 absl::Status NodeService::EnsureAttached(StageRecord& record,
-                                         const crypto::SecretBytes& dek,
-                                         const std::string& registry_format_id) {
+                                         const broker::ReleasedVolumeKey& key) {
   const std::string& id = record.volume_id;
   auto device = data_path_->Device(id);
   if (device.ok()) {
@@ -441,11 +440,31 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     attach.image_path = ImagePath(id);
     attach.work_dir = VolumeDir(id) + "/fuse";
     attach.size_bytes = record.size_bytes;
-    attach.registry_format_id = registry_format_id;
-    attach.claim_format = [this, id](const std::string& format_id) {
-      return keys_->ClaimFormat(id, options_.node_id, format_id);
+    attach.registry_format_id = key.format_id;
+    attach.claim_format = [this, id](
+                              const std::string& format_id,
+                              const std::optional<io::VolumeState>& first) {
+      std::optional<kms::CommittedState> state;
+      if (first.has_value()) state = ToCommittedState(*first);
+      return keys_->ClaimFormat(id, options_.node_id, format_id, state);
     };
-    device = data_path_->Attach(attach, dek);
+    if (key.expected_state.has_value()) {
+      auto expected = ToVolumeState(*key.expected_state);
+      if (!expected.ok()) return expected.status();
+      attach.expected_state = *expected;
+    }
+    attach.rollback_accepted = key.rollback_accepted;
+    // Called again at Detach, possibly from the data path's destructor:
+    // bound to the key source and node id, not to this service.
+    attach.commit_state = [keys = keys_, node = options_.node_id, id](
+                              const io::VolumeState& state, bool accept_rollback) {
+      return keys->CommitState(id, node, ToCommittedState(state), accept_rollback);
+    };
+    attach.report_rollback = [keys = keys_, node = options_.node_id,
+                              id](const std::string& detail) {
+      return keys->ReportRollback(id, node, detail);
+    };
+    device = data_path_->Attach(attach, key.dek);
     if (!device.ok()) return device.status();
     absl::MutexLock lock(&mutex_);
     lost_.erase(id);
@@ -570,7 +589,7 @@ absl::Status NodeService::Publish(
                      keys_->ReleaseKey(id, options_.node_id, attestation.token,
                                        attestation.pod));
     io::InjectedCrash("key");
-    absl::Status attached = EnsureAttached(*record, key.dek, key.format_id);
+    absl::Status attached = EnsureAttached(*record, key);
     key.dek.Wipe();
     RETURN_IF_ERROR(attached);
   }

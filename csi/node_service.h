@@ -132,11 +132,11 @@ class NodeService final : public ::csi::v1::Node::Service {
                       ::csi::v1::NodeExpandVolumeResponse* response);
 
   // Brings the data path up and the filesystem mounted at the staging path.
-  // `registry_format_id` is what the registry says of the image ("" = never
-  // formatted); the data path refuses an image that does not match it.
+  // `key` carries what the registry says of the image (its format id, ""
+  // = never formatted, and the state it must be at); the data path refuses
+  // an image that does not match them.
   absl::Status EnsureAttached(StageRecord& record,
-                              const crypto::SecretBytes& dek,
-                              const std::string& registry_format_id);
+                              const broker::ReleasedVolumeKey& key);
 
   std::string VolumeDir(const std::string& volume_id) const;
   std::string RecordPath(const std::string& volume_id) const;

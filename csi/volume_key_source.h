@@ -6,11 +6,13 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
+#include "csi/committed_state.h"
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/key_broker_client.h"
 
@@ -32,12 +34,28 @@ class VolumeKeySource {
       const std::string& pod_token, const PodIdentity& pod) = 0;
 
   // Records with the registry that this node formatted the volume's image
-  // with `format_id` (KeyBroker.ClaimFormat). OK when the registry holds
-  // that id; FailedPrecondition with refusal reason "already_formatted"
-  // when it holds another; Unavailable when the broker cannot be reached.
-  virtual absl::Status ClaimFormat(const std::string& volume_id,
+  // with `format_id` (KeyBroker.ClaimFormat), and `first_state` (when set)
+  // as the new image's first state. OK when the registry holds that id;
+  // FailedPrecondition with refusal reason "already_formatted" when it
+  // holds another; Unavailable when the broker cannot be reached.
+  virtual absl::Status ClaimFormat(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& format_id,
+      const std::optional<kms::CommittedState>& first_state) = 0;
+
+  // Commits the state of the volume's image (KeyBroker.CommitState): at a
+  // session's start and after its close. FailedPrecondition with refusal
+  // reason "state_regression" when the registry refuses it.
+  virtual absl::Status CommitState(const std::string& volume_id,
                                    const std::string& node_id,
-                                   const std::string& format_id) = 0;
+                                   const kms::CommittedState& state,
+                                   bool accept_rollback) = 0;
+
+  // Has the broker audit that this node refused the volume's image as
+  // rolled back; `detail` is the engine's refusal.
+  virtual absl::Status ReportRollback(const std::string& volume_id,
+                                      const std::string& node_id,
+                                      const std::string& detail) = 0;
 
   // Volume id -> whether the volume still exists at the controller (false:
   // deleted, its key destroyed). Asked with the node's own identity; no pod
@@ -62,10 +80,24 @@ class BrokerKeySource final : public VolumeKeySource {
                                       .pod = pod});
   }
 
-  absl::Status ClaimFormat(const std::string& volume_id,
+  absl::Status ClaimFormat(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& format_id,
+      const std::optional<kms::CommittedState>& first_state) override {
+    return client_->ClaimFormat(volume_id, node_id, format_id, first_state);
+  }
+
+  absl::Status CommitState(const std::string& volume_id,
                            const std::string& node_id,
-                           const std::string& format_id) override {
-    return client_->ClaimFormat(volume_id, node_id, format_id);
+                           const kms::CommittedState& state,
+                           bool accept_rollback) override {
+    return client_->CommitState(volume_id, node_id, state, accept_rollback);
+  }
+
+  absl::Status ReportRollback(const std::string& volume_id,
+                              const std::string& node_id,
+                              const std::string& detail) override {
+    return client_->ReportRollback(volume_id, node_id, detail);
   }
 
   absl::StatusOr<std::map<std::string, bool>> VolumesExist(

@@ -50,6 +50,19 @@ absl::Status ValidateFormatId(std::string_view format_id) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateStateRoot(std::string_view root, std::string_view field) {
+  bool ok = root.size() == 64;
+  for (char c : root) {
+    ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(field), " \"", std::string(root.substr(0, 80)),
+        "\" is not 64 lowercase hex digits"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTenant(std::string_view tenant) {
   auto alnum = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');

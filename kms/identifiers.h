@@ -20,6 +20,12 @@ absl::Status ValidateVolumeId(std::string_view volume_id);
 // form of the engine's 16-byte io::FormatId).
 absl::Status ValidateFormatId(std::string_view format_id);
 
+// A state root as the registry stores it: 64 lowercase hex digits (the text
+// form of the engine's 32-byte io::StateRoot). InvalidArgument naming
+// `field` otherwise.
+absl::Status ValidateStateRoot(std::string_view root,
+                               std::string_view field = "state_root");
+
 // A tenant is a Kubernetes namespace: a DNS label (RFC 1123), 1..63 of
 // [a-z0-9-], starting and ending alphanumeric.
 absl::Status ValidateTenant(std::string_view tenant);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,6 +21,21 @@
 #include "crypto/secret_bytes.h"
 
 namespace sealvol::kms {
+
+// What a volume's record commits to about its image (docs/kms.md, "State
+// commitments"; the registry form of io::VolumeState): the image's epoch,
+// the root over its authenticated state (64 lowercase hex digits) and
+// whether a session is open (begun and not yet committed as closed).
+struct CommittedState {
+  uint64_t epoch = 0;
+  std::string root;
+  bool open = false;
+
+  bool operator==(const CommittedState&) const = default;
+};
+
+// "epoch E, root R, open|closed", for messages and audit records.
+std::string DescribeState(const CommittedState& state);
 
 // What the registry keeps about a volume. Holds no plaintext key.
 struct VolumeRecord {
@@ -40,6 +56,28 @@ struct VolumeRecord {
   std::string format_id;
   std::string formatted_node;
   int64_t formatted_unix = 0;
+  // The state the image must match at its next open (CommitState), with
+  // the node that committed it and when. Unset = never committed (a volume
+  // from before state commitments: its first open is not checked).
+  std::optional<CommittedState> state;
+  std::string state_node;
+  int64_t state_unix = 0;
+  // An operator's acceptance of a rolled-back image (AcceptRollback): while
+  // pending, the next open is not checked and its commit may lower the
+  // epoch; the commit clears `rollback_pending` and keeps who and when.
+  bool rollback_pending = false;
+  std::string rollback_accepted_by;
+  int64_t rollback_accepted_unix = 0;
+};
+
+// One commitment of a volume's state (KeyProvider::CommitState).
+struct StateCommit {
+  CommittedState state;
+  std::string node;  // Who commits (a node name or the CLI's host).
+  int64_t unix_time = 0;
+  // Consumes a pending AcceptRollback: the epoch may then go back.
+  // FailedPrecondition when none is pending.
+  bool accept_rollback = false;
 };
 
 // A node's report that it formatted a volume's image (KeyProvider::ClaimFormat).
@@ -47,6 +85,9 @@ struct FormatClaim {
   std::string format_id;  // 32 lowercase hex digits (ValidateFormatId).
   std::string node;
   int64_t unix_time = 0;
+  // The new image's first state, stored with the claim when the claim is
+  // recorded (and the record holds no state yet). Unset: none.
+  std::optional<CommittedState> state;
 };
 
 struct CreateVolumeKeyRequest {
@@ -104,6 +145,25 @@ class KeyProvider {
   virtual absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
                                                    const FormatClaim& claim) = 0;
 
+  // Commits the state of the volume's image, durably and atomically
+  // against concurrent calls (file lock or kv-v2 check-and-set). The epoch
+  // never goes back: FailedPrecondition "state_epoch ..." when
+  // `commit.state.epoch` is below the record's, or equal to it while the
+  // record says that session was closed already (a session's start after
+  // its own close) — unless `commit.accept_rollback` consumes a pending
+  // AcceptRollback. InvalidArgument naming the field for a malformed root;
+  // NotFound if there is no such volume. Returns the record as stored.
+  virtual absl::StatusOr<VolumeRecord> CommitState(
+      std::string_view volume_id, const StateCommit& commit) = 0;
+
+  // Marks the record to accept the image as it is found at the next open
+  // (an operator restoring an older image on purpose): sets
+  // rollback_pending with `by` and `unix_time`. The next open is not
+  // checked, and its CommitState with accept_rollback clears the mark.
+  // NotFound if there is no such volume; InvalidArgument for an empty `by`.
+  virtual absl::StatusOr<VolumeRecord> AcceptRollback(
+      std::string_view volume_id, std::string_view by, int64_t unix_time) = 0;
+
   // All records, or those of one tenant when `tenant` is non-empty, ordered
   // by volume id.
   virtual absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
@@ -124,6 +184,12 @@ class KeyProvider {
   // A short description without secrets, e.g. "local:/var/lib/sealvol/kms".
   virtual std::string Describe() const = 0;
 };
+
+// The registry's rules for a state commit, applied to `record` in memory by
+// every provider under its own atomicity (one home for the rule): validates
+// the root, refuses an epoch that goes back (see CommitState), consumes a
+// pending rollback acceptance. Sets state, state_node and state_unix.
+absl::Status ApplyStateCommit(VolumeRecord& record, const StateCommit& commit);
 
 // Opens a provider from a URI: "local:DIR" or "vault+https://HOST:PORT?...".
 absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(

@@ -371,6 +371,36 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::ClaimFormat(
   record.format_id = claim.format_id;
   record.formatted_node = claim.node;
   record.formatted_unix = claim.unix_time;
+  if (claim.state.has_value() && !record.state.has_value()) {
+    RETURN_IF_ERROR(ApplyStateCommit(
+        record, {.state = *claim.state, .node = claim.node,
+                 .unix_time = claim.unix_time}));
+  }
+  RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
+  return record;
+}
+
+absl::StatusOr<VolumeRecord> LocalKeyProvider::CommitState(
+    std::string_view volume_id, const StateCommit& commit) {
+  // Exclusive: the epoch check and the write are one step.
+  ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
+  ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(volume_id));
+  RETURN_IF_ERROR(ApplyStateCommit(record, commit));
+  RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
+  return record;
+}
+
+absl::StatusOr<VolumeRecord> LocalKeyProvider::AcceptRollback(
+    std::string_view volume_id, std::string_view by, int64_t unix_time) {
+  if (by.empty()) {
+    return absl::InvalidArgumentError(
+        "accept rollback: the operator (by) is empty");
+  }
+  ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
+  ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(volume_id));
+  record.rollback_pending = true;
+  record.rollback_accepted_by = std::string(by);
+  record.rollback_accepted_unix = unix_time;
   RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
   return record;
 }

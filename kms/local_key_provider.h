@@ -41,6 +41,11 @@ class LocalKeyProvider final : public KeyProvider {
   absl::Status UpdateVolume(const VolumeRecord& record) override;
   absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
                                            const FormatClaim& claim) override;
+  absl::StatusOr<VolumeRecord> CommitState(std::string_view volume_id,
+                                           const StateCommit& commit) override;
+  absl::StatusOr<VolumeRecord> AcceptRollback(std::string_view volume_id,
+                                              std::string_view by,
+                                              int64_t unix_time) override;
   absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
       std::string_view tenant) override;
   absl::Status DestroyVolumeKey(std::string_view volume_id) override;

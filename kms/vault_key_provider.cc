@@ -728,10 +728,52 @@ absl::StatusOr<VolumeRecord> VaultKeyProvider::ClaimFormat(
     stored.record.format_id = claim.format_id;
     stored.record.formatted_node = claim.node;
     stored.record.formatted_unix = claim.unix_time;
+    if (claim.state.has_value() && !stored.record.state.has_value()) {
+      RETURN_IF_ERROR(ApplyStateCommit(
+          stored.record, {.state = *claim.state, .node = claim.node,
+                          .unix_time = claim.unix_time}));
+    }
     absl::Status written = WriteRecord(stored.record, stored.kv_version);
     if (written.ok()) return std::move(stored.record);
     if (!absl::IsAborted(written) || attempt == kAttempts) return written;
   }
+}
+
+absl::StatusOr<VolumeRecord> VaultKeyProvider::UpdateRecord(
+    std::string_view volume_id,
+    const std::function<absl::Status(VolumeRecord&)>& change) {
+  // kv-v2 check-and-set on the version read: a concurrent change makes the
+  // write fail with Aborted, and the change is applied again to the winner's
+  // record (so a rule such as "the epoch never goes back" sees it).
+  constexpr int kAttempts = 5;
+  for (int attempt = 1;; ++attempt) {
+    ASSIGN_OR_RETURN(StoredRecord stored, ReadRecord(volume_id));
+    RETURN_IF_ERROR(change(stored.record));
+    absl::Status written = WriteRecord(stored.record, stored.kv_version);
+    if (written.ok()) return std::move(stored.record);
+    if (!absl::IsAborted(written) || attempt == kAttempts) return written;
+  }
+}
+
+absl::StatusOr<VolumeRecord> VaultKeyProvider::CommitState(
+    std::string_view volume_id, const StateCommit& commit) {
+  return UpdateRecord(volume_id, [&](VolumeRecord& record) {
+    return ApplyStateCommit(record, commit);
+  });
+}
+
+absl::StatusOr<VolumeRecord> VaultKeyProvider::AcceptRollback(
+    std::string_view volume_id, std::string_view by, int64_t unix_time) {
+  if (by.empty()) {
+    return absl::InvalidArgumentError(
+        "accept rollback: the operator (by) is empty");
+  }
+  return UpdateRecord(volume_id, [&](VolumeRecord& record) {
+    record.rollback_pending = true;
+    record.rollback_accepted_by = std::string(by);
+    record.rollback_accepted_unix = unix_time;
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<std::vector<VolumeRecord>> VaultKeyProvider::ListVolumes(

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -72,6 +73,11 @@ class VaultKeyProvider final : public KeyProvider {
   absl::Status UpdateVolume(const VolumeRecord& record) override;
   absl::StatusOr<VolumeRecord> ClaimFormat(std::string_view volume_id,
                                            const FormatClaim& claim) override;
+  absl::StatusOr<VolumeRecord> CommitState(std::string_view volume_id,
+                                           const StateCommit& commit) override;
+  absl::StatusOr<VolumeRecord> AcceptRollback(std::string_view volume_id,
+                                              std::string_view by,
+                                              int64_t unix_time) override;
   absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
       std::string_view tenant) override;
   // Deletes the kv-v2 metadata of the volume: every version of the record,
@@ -114,6 +120,12 @@ class VaultKeyProvider final : public KeyProvider {
   std::string RecordPath(std::string_view kind, std::string_view volume_id) const;
   absl::StatusOr<StoredRecord> ReadRecord(std::string_view volume_id);
   absl::Status WriteRecord(const VolumeRecord& record, int64_t cas);
+  // Reads the record, applies `change` and writes it back with
+  // check-and-set, again on a concurrent write (a few attempts). `change`'s
+  // error is returned as is, nothing written.
+  absl::StatusOr<VolumeRecord> UpdateRecord(
+      std::string_view volume_id,
+      const std::function<absl::Status(VolumeRecord&)>& change);
   absl::Status EnsureTransitKey(const std::string& key_name);
   absl::StatusOr<int64_t> LatestKeyVersion(const std::string& key_name);
 

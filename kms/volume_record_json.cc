@@ -51,6 +51,25 @@ absl::StatusOr<int64_t> JsonInt(const nlohmann::json& object,
   return FieldError(source, field, "is not an integer");
 }
 
+absl::StatusOr<uint64_t> JsonUint(const nlohmann::json& object,
+                                  std::string_view field,
+                                  std::string_view source) {
+  ASSIGN_OR_RETURN(const nlohmann::json* value, Field(object, field, source));
+  if (value->is_number_unsigned()) return value->get<uint64_t>();
+  if (value->is_number_integer()) {
+    if (value->get<int64_t>() < 0) return FieldError(source, field, "is negative");
+    return static_cast<uint64_t>(value->get<int64_t>());
+  }
+  return FieldError(source, field, "is not an integer");
+}
+
+absl::StatusOr<bool> JsonBool(const nlohmann::json& object,
+                              std::string_view field, std::string_view source) {
+  ASSIGN_OR_RETURN(const nlohmann::json* value, Field(object, field, source));
+  if (!value->is_boolean()) return FieldError(source, field, "is not a boolean");
+  return value->get<bool>();
+}
+
 absl::StatusOr<const nlohmann::json*> JsonObject(const nlohmann::json& object,
                                                  std::string_view field,
                                                  std::string_view source) {
@@ -67,7 +86,7 @@ std::string DumpJson(const nlohmann::json& json, int indent) {
 nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
   nlohmann::json params = nlohmann::json::object();
   for (const auto& [k, v] : r.parameters) params[k] = v;
-  return nlohmann::json{
+  nlohmann::json out{
       {"volume_id", r.volume_id},   {"name", r.name},
       {"tenant", r.tenant},         {"key_name", r.key_name},
       {"key_version", r.key_version}, {"wrapped_dek", r.wrapped_dek},
@@ -76,6 +95,20 @@ nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
       {"format_id", r.format_id},   {"formatted_node", r.formatted_node},
       {"formatted_unix", r.formatted_unix},
   };
+  // Written only once committed: a record without them has no state yet.
+  if (r.state.has_value()) {
+    out["state_epoch"] = r.state->epoch;
+    out["state_root"] = r.state->root;
+    out["state_open"] = r.state->open;
+    out["state_node"] = r.state_node;
+    out["state_unix"] = r.state_unix;
+  }
+  if (r.rollback_pending || !r.rollback_accepted_by.empty()) {
+    out["rollback_pending"] = r.rollback_pending;
+    out["rollback_accepted_by"] = r.rollback_accepted_by;
+    out["rollback_accepted_unix"] = r.rollback_accepted_unix;
+  }
+  return out;
 }
 
 absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
@@ -114,6 +147,41 @@ absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
   }
   if (json.contains("formatted_unix")) {
     ASSIGN_OR_RETURN(r.formatted_unix, JsonInt(json, "formatted_unix", source));
+  }
+  // The state fields came later still; all three or none.
+  const bool has_epoch = json.contains("state_epoch");
+  const bool has_root = json.contains("state_root");
+  const bool has_open = json.contains("state_open");
+  if (has_epoch || has_root || has_open) {
+    if (!has_epoch) return FieldError(source, "state_epoch", "is missing");
+    if (!has_root) return FieldError(source, "state_root", "is missing");
+    if (!has_open) return FieldError(source, "state_open", "is missing");
+    CommittedState state;
+    ASSIGN_OR_RETURN(state.epoch, JsonUint(json, "state_epoch", source));
+    ASSIGN_OR_RETURN(state.root, JsonString(json, "state_root", source));
+    if (!ValidateStateRoot(state.root).ok()) {
+      return FieldError(source, "state_root", "is not 64 lowercase hex digits");
+    }
+    ASSIGN_OR_RETURN(state.open, JsonBool(json, "state_open", source));
+    r.state = std::move(state);
+    if (json.contains("state_node")) {
+      ASSIGN_OR_RETURN(r.state_node, JsonString(json, "state_node", source));
+    }
+    if (json.contains("state_unix")) {
+      ASSIGN_OR_RETURN(r.state_unix, JsonInt(json, "state_unix", source));
+    }
+  }
+  if (json.contains("rollback_pending")) {
+    ASSIGN_OR_RETURN(r.rollback_pending,
+                     JsonBool(json, "rollback_pending", source));
+  }
+  if (json.contains("rollback_accepted_by")) {
+    ASSIGN_OR_RETURN(r.rollback_accepted_by,
+                     JsonString(json, "rollback_accepted_by", source));
+  }
+  if (json.contains("rollback_accepted_unix")) {
+    ASSIGN_OR_RETURN(r.rollback_accepted_unix,
+                     JsonInt(json, "rollback_accepted_unix", source));
   }
   return r;
 }

@@ -44,6 +44,11 @@ absl::StatusOr<std::string> JsonString(const nlohmann::json& object,
 absl::StatusOr<int64_t> JsonInt(const nlohmann::json& object,
                                 std::string_view field,
                                 std::string_view source);
+absl::StatusOr<uint64_t> JsonUint(const nlohmann::json& object,
+                                  std::string_view field,
+                                  std::string_view source);
+absl::StatusOr<bool> JsonBool(const nlohmann::json& object,
+                              std::string_view field, std::string_view source);
 absl::StatusOr<const nlohmann::json*> JsonObject(const nlohmann::json& object,
                                                  std::string_view field,
                                                  std::string_view source);

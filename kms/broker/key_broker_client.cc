@@ -169,13 +169,23 @@ absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
   return std::move(released->dek);
 }
 
-absl::Status KeyBrokerClient::ClaimFormat(const std::string& volume_id,
-                                          const std::string& node_id,
-                                          const std::string& format_id) {
+namespace {
+void SetCommitment(const kms::CommittedState& state, v1::StateCommitment* out) {
+  out->set_epoch(state.epoch);
+  out->set_root(state.root);
+  out->set_open(state.open);
+}
+}  // namespace
+
+absl::Status KeyBrokerClient::ClaimFormat(
+    const std::string& volume_id, const std::string& node_id,
+    const std::string& format_id,
+    const std::optional<kms::CommittedState>& state) {
   v1::ClaimFormatRequest request;
   request.set_volume_id(volume_id);
   request.set_node_id(node_id);
   request.set_format_id(format_id);
+  if (state.has_value()) SetCommitment(*state, request.mutable_state());
   grpc::ClientContext context;
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ClaimFormatResponse response;
@@ -187,6 +197,38 @@ absl::Status KeyBrokerClient::ClaimFormat(const std::string& volume_id,
         " but answered format id ", response.format_id().substr(0, 64),
         ", not ", format_id));
   }
+  return absl::OkStatus();
+}
+
+absl::Status KeyBrokerClient::CommitState(const std::string& volume_id,
+                                          const std::string& node_id,
+                                          const kms::CommittedState& state,
+                                          bool accept_rollback) {
+  v1::CommitStateRequest request;
+  request.set_volume_id(volume_id);
+  request.set_node_id(node_id);
+  SetCommitment(state, request.mutable_state());
+  request.set_accept_rollback(accept_rollback);
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::CommitStateResponse response;
+  const grpc::Status status = stub_->CommitState(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return absl::OkStatus();
+}
+
+absl::Status KeyBrokerClient::ReportRollback(const std::string& volume_id,
+                                             const std::string& node_id,
+                                             const std::string& detail) {
+  v1::ReportRollbackRequest request;
+  request.set_volume_id(volume_id);
+  request.set_node_id(node_id);
+  request.set_detail(detail.substr(0, 1024));
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::ReportRollbackResponse response;
+  const grpc::Status status = stub_->ReportRollback(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
   return absl::OkStatus();
 }
 
@@ -224,7 +266,19 @@ absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
         "key broker returned a malformed format id for volume ",
         params.volume_id));
   }
-  return ReleasedVolumeKey{*std::move(secret), response.format_id()};
+  ReleasedVolumeKey released{*std::move(secret), response.format_id()};
+  if (response.has_expected_state()) {
+    const v1::StateCommitment& expected = response.expected_state();
+    if (!kms::ValidateStateRoot(expected.root()).ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "key broker returned a malformed state root for volume ",
+          params.volume_id));
+    }
+    released.expected_state =
+        kms::CommittedState{expected.epoch(), expected.root(), expected.open()};
+  }
+  released.rollback_accepted = response.rollback_accepted();
+  return released;
 }
 
 }  // namespace sealvol::broker

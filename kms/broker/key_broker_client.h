@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "absl/time/time.h"
 #include "crypto/secret_bytes.h"
 #include "kms/broker/attestation_policy.h"
+#include "kms/key_provider.h"
 #include "proto/sealvol/keybroker.grpc.pb.h"
 
 namespace sealvol::broker {
@@ -47,6 +49,10 @@ struct ReleaseKeyParams {
 struct ReleasedVolumeKey {
   crypto::SecretBytes dek;
   std::string format_id;  // Empty = never formatted (no claim recorded).
+  // The state the image must match; unset = not checked (none committed
+  // yet, or an operator's acceptance of a restored image is pending).
+  std::optional<kms::CommittedState> expected_state;
+  bool rollback_accepted = false;  // That acceptance is pending.
 };
 
 class KeyBrokerClient {
@@ -65,9 +71,24 @@ class KeyBrokerClient {
   // (KeyBroker.ClaimFormat). OK when the registry now holds that id;
   // FailedPrecondition "already_formatted: ..." (RefusalReason) when it
   // holds another.
-  absl::Status ClaimFormat(const std::string& volume_id,
+  // `state`, when set, is the new image's first state, recorded with it.
+  absl::Status ClaimFormat(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& format_id,
+      const std::optional<kms::CommittedState>& state = std::nullopt);
+
+  // Commits the state of the volume's image (KeyBroker.CommitState).
+  // FailedPrecondition "state_regression: ..." (RefusalReason) when the
+  // registry refuses it; Unavailable when the broker cannot be reached.
+  absl::Status CommitState(const std::string& volume_id,
                            const std::string& node_id,
-                           const std::string& format_id);
+                           const kms::CommittedState& state,
+                           bool accept_rollback);
+
+  // Has the broker audit this node's refusal of a rolled-back image.
+  absl::Status ReportRollback(const std::string& volume_id,
+                              const std::string& node_id,
+                              const std::string& detail);
 
   // Volume id -> whether it still exists in the controller's registry
   // (false: deleted, its key destroyed). Asks in batches of at most

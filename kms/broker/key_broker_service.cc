@@ -156,7 +156,8 @@ absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
 
 absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
     const std::string& volume_id, const std::string& node_id,
-    const std::string& format_id, std::string_view node_token) {
+    const std::string& format_id, std::string_view node_token,
+    const std::optional<kms::CommittedState>& state) {
   AuditRecord record;
   record.volume = volume_id;
   record.node = node_id;
@@ -182,6 +183,11 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   if (absl::Status s = kms::ValidateFormatId(format_id); !s.ok()) {
     return refuse(s, "invalid_format_id");
   }
+  if (state.has_value()) {
+    if (absl::Status s = kms::ValidateStateRoot(state->root); !s.ok()) {
+      return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
+    }
+  }
   auto kms_refusal = [&](std::string_view what, const absl::Status& status) {
     if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
       return refuse(RefusalStatus(
@@ -205,7 +211,8 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
     auto claimed = keys_.ClaimFormat(
         volume_id, {.format_id = format_id,
                     .node = node_id,
-                    .unix_time = absl::ToUnixSeconds(absl::Now())});
+                    .unix_time = absl::ToUnixSeconds(absl::Now()),
+                    .state = state});
     if (!claimed.ok()) return kms_refusal("registry update", claimed.status());
     after = *std::move(claimed);
   }
@@ -225,12 +232,152 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   record.message = absl::StrCat(
       recorded ? "format claim: recorded format id "
                : "format claim: the registry already holds format id ",
-      format_id);
+      format_id,
+      recorded && after.state.has_value()
+          ? absl::StrCat(", first state ", kms::DescribeState(*after.state))
+          : "");
   if (absl::Status logged = audit_.Append(record); !logged.ok()) {
     return absl::UnavailableError(
         absl::StrCat("audit log: ", std::string(logged.message())));
   }
   return FormatClaimResult{format_id, recorded};
+}
+
+absl::Status KeyBrokerService::CommitVolumeState(
+    const std::string& volume_id, const std::string& node_id,
+    const kms::CommittedState& state, bool accept_rollback,
+    std::string_view node_token) {
+  AuditRecord record;
+  record.volume = volume_id;
+  record.node = node_id;
+  auto refuse = [&](absl::Status status) -> absl::Status {
+    std::string reason = RefusalReason(status);
+    if (reason.empty()) reason = "internal";
+    record.decision = kDecisionRefuse;
+    record.reason = reason;
+    record.message = absl::StrCat("commit state (", kms::DescribeState(state),
+                                  "): ", std::string(status.message()));
+    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+    return status;
+  };
+  absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
+  if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (!s.ok()) return refuse(s);
+  if (absl::Status s = kms::ValidateStateRoot(state.root); !s.ok()) {
+    return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
+  }
+  auto registry_error = [&](std::string_view what, const absl::Status& status) {
+    if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
+      return refuse(RefusalStatus(
+          Reason::kVolumeNotFound,
+          absl::StrCat("no volume ", volume_id.substr(0, 128))));
+    }
+    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+    return refuse(RefusalStatus(
+        Reason::kKmsError,
+        absl::StrCat(std::string(what), ": ", std::string(status.message()))));
+  };
+  auto before = keys_.GetVolume(volume_id);
+  if (!before.ok()) return registry_error("registry lookup", before.status());
+  record.tenant = before->tenant;
+  // Only the node the volume is placed on has its image.
+  if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
+    return refuse(s);
+  }
+  auto after = keys_.CommitState(
+      volume_id, {.state = state,
+                  .node = node_id,
+                  .unix_time = absl::ToUnixSeconds(absl::Now()),
+                  .accept_rollback = accept_rollback});
+  if (absl::IsFailedPrecondition(after.status())) {
+    return refuse(RefusalStatus(Reason::kStateRegression,
+                                std::string(after.status().message())));
+  }
+  if (!after.ok()) return registry_error("registry update", after.status());
+  record.decision = kDecisionGrant;
+  if (accept_rollback) {
+    record.reason = "rollback_consumed";
+    record.message = absl::StrCat(
+        "state committed from the restored image (", kms::DescribeState(state),
+        "), accepted by ", after->rollback_accepted_by, " at unix time ",
+        after->rollback_accepted_unix, "; the registry held ",
+        before->state.has_value() ? kms::DescribeState(*before->state)
+                                  : std::string("no state"));
+  } else {
+    record.reason = state.open ? "state_opened" : "state_committed";
+    record.message = absl::StrCat(
+        state.open ? "session opened: " : "session closed: ",
+        kms::DescribeState(state));
+  }
+  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("audit log: ", std::string(logged.message())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeyBrokerService::ReportVolumeRollback(
+    const std::string& volume_id, const std::string& node_id,
+    const std::string& detail, std::string_view node_token) {
+  AuditRecord record;
+  record.volume = volume_id;
+  record.node = node_id;
+  auto log = [&](absl::Status status) -> absl::Status {
+    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+    return status;
+  };
+  auto refuse = [&](absl::Status status) -> absl::Status {
+    std::string reason = RefusalReason(status);
+    if (reason.empty()) reason = "internal";
+    record.decision = kDecisionRefuse;
+    record.reason = reason;
+    record.message = absl::StrCat("rollback report: ", std::string(status.message()));
+    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+    return log(status);
+  };
+  // The detail is the engine's message: two states and a path.
+  constexpr size_t kMaxDetailBytes = 1024;
+  absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
+  if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
+  if (s.ok()) s = CheckFieldSize(detail, "detail", kMaxDetailBytes);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (!s.ok()) return refuse(s);
+  auto volume = keys_.GetVolume(volume_id);
+  if (!volume.ok()) {
+    if (absl::IsNotFound(volume.status()) ||
+        absl::IsInvalidArgument(volume.status())) {
+      return refuse(RefusalStatus(
+          Reason::kVolumeNotFound,
+          absl::StrCat("no volume ", volume_id.substr(0, 128))));
+    }
+    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+    return refuse(RefusalStatus(
+        Reason::kKmsError,
+        absl::StrCat("registry lookup: ", std::string(volume.status().message()))));
+  }
+  record.tenant = volume->tenant;
+  if (absl::Status s = policy_.CheckPlacement(*volume, node_id); !s.ok()) {
+    return refuse(s);
+  }
+  record.decision = kDecisionRefuse;
+  record.reason = std::string(ReasonName(Reason::kRolledBack));
+  record.message = absl::StrCat(
+      "image refused as rolled back; the registry holds ",
+      volume->state.has_value() ? kms::DescribeState(*volume->state)
+                                : std::string("no state"),
+      "; the node reports: ", detail);
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordRefusal(record.reason);
+  }
+  return log(absl::OkStatus());
 }
 
 absl::Status KeyBrokerService::PlaceVolume(const std::string& volume_id,
@@ -350,6 +497,24 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
         Reason::kKmsError,
         absl::StrCat("unwrap: ", std::string(dek.status().message()))));
   }
+  // 6. An operator's acceptance of a restored image is audited with every
+  // release that hands it on (the node then opens the image unchecked).
+  if (volume->rollback_pending) {
+    AuditRecord accepted = record;
+    accepted.decision = kDecisionGrant;
+    accepted.reason = "rollback_accepted";
+    accepted.message = absl::StrCat(
+        "a rolled-back image is accepted at this open: restore accepted by ",
+        volume->rollback_accepted_by, " at unix time ",
+        volume->rollback_accepted_unix, "; the registry held ",
+        volume->state.has_value() ? kms::DescribeState(*volume->state)
+                                  : std::string("no state"));
+    if (absl::Status logged = audit_.Append(accepted); !logged.ok()) {
+      dek->Wipe();
+      return absl::UnavailableError(
+          absl::StrCat("audit log: ", std::string(logged.message())));
+    }
+  }
   record.decision = kDecisionGrant;
   record.reason = "granted";
   record.key_version = volume->key_version;
@@ -360,7 +525,10 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
         absl::StrCat("audit log: ", std::string(logged.message())));
   }
   if (options_.metrics != nullptr) options_.metrics->RecordGrant();
-  return ReleasedKey{std::move(*dek), volume->key_version, volume->format_id};
+  ReleasedKey released{std::move(*dek), volume->key_version, volume->format_id};
+  released.rollback_accepted = volume->rollback_pending;
+  if (!volume->rollback_pending) released.expected_state = volume->state;
+  return released;
 }
 
 grpc::Status KeyBrokerService::VolumeStatus(
@@ -386,8 +554,14 @@ grpc::Status KeyBrokerService::VolumeStatus(
 grpc::Status KeyBrokerService::ClaimFormat(
     grpc::ServerContext* context, const v1::ClaimFormatRequest* request,
     v1::ClaimFormatResponse* response) {
+  std::optional<kms::CommittedState> state;
+  if (request->has_state()) {
+    state = kms::CommittedState{request->state().epoch(), request->state().root(),
+                                request->state().open()};
+  }
   auto claimed = ClaimVolumeFormat(request->volume_id(), request->node_id(),
-                                   request->format_id(), BearerToken(*context));
+                                   request->format_id(), BearerToken(*context),
+                                   state);
   if (!claimed.ok()) {
     const std::string reason = RefusalReason(claimed.status());
     if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
@@ -421,6 +595,46 @@ grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
   response->set_dek(released->dek.data(), released->dek.size());
   response->set_key_version(released->key_version);
   response->set_format_id(released->format_id);
+  if (released->expected_state.has_value()) {
+    v1::StateCommitment* expected = response->mutable_expected_state();
+    expected->set_epoch(released->expected_state->epoch);
+    expected->set_root(released->expected_state->root);
+    expected->set_open(released->expected_state->open);
+  }
+  response->set_rollback_accepted(released->rollback_accepted);
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::CommitState(grpc::ServerContext* context,
+                                           const v1::CommitStateRequest* request,
+                                           v1::CommitStateResponse* response) {
+  (void)response;
+  const kms::CommittedState state{request->state().epoch(),
+                                  request->state().root(),
+                                  request->state().open()};
+  absl::Status committed =
+      CommitVolumeState(request->volume_id(), request->node_id(), state,
+                        request->accept_rollback(), BearerToken(*context));
+  if (!committed.ok()) {
+    const std::string reason = RefusalReason(committed);
+    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+    return ToGrpcStatus(committed);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::ReportRollback(
+    grpc::ServerContext* context, const v1::ReportRollbackRequest* request,
+    v1::ReportRollbackResponse* response) {
+  (void)response;
+  absl::Status reported =
+      ReportVolumeRollback(request->volume_id(), request->node_id(),
+                           request->detail(), BearerToken(*context));
+  if (!reported.ok()) {
+    const std::string reason = RefusalReason(reported);
+    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+    return ToGrpcStatus(reported);
+  }
   return grpc::Status::OK;
 }
 

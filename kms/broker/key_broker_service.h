@@ -23,6 +23,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -71,6 +72,10 @@ struct ReleasedKey {
   crypto::SecretBytes dek;
   int64_t key_version = 0;
   std::string format_id;  // The registry's; empty = never formatted.
+  // The state the image must match; unset when the registry holds none or
+  // an operator's acceptance of a restored image is pending.
+  std::optional<kms::CommittedState> expected_state;
+  bool rollback_accepted = false;  // That acceptance is pending.
 };
 
 // What ClaimFormat decided when it accepted the claim.
@@ -106,9 +111,44 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // malformed format id. Every outcome is audited before it is returned; if
   // the record cannot be written the call fails Unavailable (a claim already
   // stored stays stored, and the node's retry is then answered as a match).
+  // `state`, when set, is the new image's first state, recorded with the
+  // claim (KeyProvider::ClaimFormat).
   absl::StatusOr<FormatClaimResult> ClaimVolumeFormat(
       const std::string& volume_id, const std::string& node_id,
-      const std::string& format_id, std::string_view node_token);
+      const std::string& format_id, std::string_view node_token,
+      const std::optional<kms::CommittedState>& state = std::nullopt);
+
+  grpc::Status CommitState(grpc::ServerContext* context,
+                           const v1::CommitStateRequest* request,
+                           v1::CommitStateResponse* response) override;
+
+  grpc::Status ReportRollback(grpc::ServerContext* context,
+                              const v1::ReportRollbackRequest* request,
+                              v1::ReportRollbackResponse* response) override;
+
+  // Commits the state of the volume's image (KeyProvider::CommitState) for
+  // the node the volume is placed on, authenticated like VolumeStates.
+  // Refusals: node_identity_invalid, node_not_owner, rate_limited,
+  // volume_not_found, invalid_state (a malformed root), state_regression
+  // (FailedPrecondition: the epoch would go back, a closed session would
+  // reopen, or accept_rollback has nothing pending), kms_error
+  // (Unavailable). Every outcome is audited before it is returned
+  // (state_opened / state_committed / rollback_consumed, or the refusal);
+  // Unavailable if the audit record cannot be written.
+  absl::Status CommitVolumeState(const std::string& volume_id,
+                                 const std::string& node_id,
+                                 const kms::CommittedState& state,
+                                 bool accept_rollback,
+                                 std::string_view node_token);
+
+  // Audits a node's refusal of a rolled-back image (decision refuse,
+  // reason rolled_back, the registry's state and the node's `detail`).
+  // Authenticated and placement-checked like CommitVolumeState; OK once
+  // the record is durable.
+  absl::Status ReportVolumeRollback(const std::string& volume_id,
+                                    const std::string& node_id,
+                                    const std::string& detail,
+                                    std::string_view node_token);
 
   // Which of `volume_ids` still have a registry record. The caller is
   // authenticated like Release (node token, node identity, rate limit: one

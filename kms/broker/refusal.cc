@@ -34,6 +34,9 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kNodeNotOwner: return "node_not_owner";
     case Reason::kTokenWithoutNodeClaim: return "token_without_node_claim";
     case Reason::kTokenLifetimeTooLong: return "token_lifetime_too_long";
+    case Reason::kStateRegression: return "state_regression";
+    case Reason::kInvalidState: return "invalid_state";
+    case Reason::kRolledBack: return "rolled_back";
   }
   return "unknown";
 }
@@ -51,9 +54,12 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
       status = absl::UnavailableError(text);
       break;
     case Reason::kAlreadyFormatted:
+    case Reason::kStateRegression:
+    case Reason::kRolledBack:
       status = absl::FailedPreconditionError(text);
       break;
     case Reason::kInvalidRequest:
+    case Reason::kInvalidState:
       status = absl::InvalidArgumentError(text);
       break;
     default:

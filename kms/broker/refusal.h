@@ -40,17 +40,23 @@ enum class Reason {
   kTokenWithoutNodeClaim,  // Pod token has no node claim and the operator
                            // did not opt in (--allow-tokens-without-node-claim).
   kTokenLifetimeTooLong,  // exp - iat (or exp - nbf) above the broker's cap.
+  kStateRegression,       // CommitState: the epoch would go back, or an
+                          // accept_rollback with nothing pending.
+  kInvalidState,          // CommitState: a malformed state root.
+  kRolledBack,            // ReportRollback: a node refused a rolled-back
+                          // image (audited; the node's own refusal).
 };
 
-// Every reason, for code that maps names back (the client).
-inline constexpr Reason kLastReason = Reason::kAlreadyFormatted;
+// The last reason, for code that maps every name back (the client).
+inline constexpr Reason kLastReason = Reason::kRolledBack;
 
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
 // kKmsError and kTokenReviewFailed, FailedPrecondition for kAlreadyFormatted,
-// InvalidArgument for kInvalidRequest) with message "<reason>: <message>" and
+// kStateRegression and kRolledBack, InvalidArgument for kInvalidRequest and
+// kInvalidState) with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
 

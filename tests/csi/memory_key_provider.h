@@ -76,7 +76,33 @@ class MemoryKeyProvider final : public kms::KeyProvider {
       it->second.format_id = claim.format_id;
       it->second.formatted_node = claim.node;
       it->second.formatted_unix = claim.unix_time;
+      if (claim.state.has_value() && !it->second.state.has_value()) {
+        it->second.state = claim.state;
+        it->second.state_node = claim.node;
+      }
     }
+    return it->second;
+  }
+  absl::StatusOr<kms::VolumeRecord> CommitState(
+      std::string_view volume_id, const kms::StateCommit& commit) override {
+    absl::MutexLock lock(&mutex_);
+    if (!reachable_) return absl::UnavailableError("kms down");
+    auto it = records_.find(std::string(volume_id));
+    if (it == records_.end()) return absl::NotFoundError(std::string(volume_id));
+    kms::VolumeRecord changed = it->second;
+    if (absl::Status s = kms::ApplyStateCommit(changed, commit); !s.ok()) return s;
+    it->second = changed;
+    return changed;
+  }
+  absl::StatusOr<kms::VolumeRecord> AcceptRollback(std::string_view volume_id,
+                                                   std::string_view by,
+                                                   int64_t unix_time) override {
+    absl::MutexLock lock(&mutex_);
+    auto it = records_.find(std::string(volume_id));
+    if (it == records_.end()) return absl::NotFoundError(std::string(volume_id));
+    it->second.rollback_pending = true;
+    it->second.rollback_accepted_by = std::string(by);
+    it->second.rollback_accepted_unix = unix_time;
     return it->second;
   }
   absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(

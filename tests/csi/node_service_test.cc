@@ -55,21 +55,55 @@ class FixedKeySource final : public VolumeKeySource {
     if (!key.ok()) return key.status();
     for (size_t i = 0; i < key->size(); ++i) key->data()[i] = static_cast<uint8_t>(i * 7 + 1);
     std::lock_guard lock(mu);
-    return broker::ReleasedVolumeKey{*std::move(key), formats[volume_id]};
+    broker::ReleasedVolumeKey released{*std::move(key), formats[volume_id]};
+    if (auto it = states.find(volume_id); it != states.end()) {
+      released.expected_state = it->second;
+    }
+    return released;
   }
-  absl::Status ClaimFormat(const std::string& volume_id,
-                           const std::string& node_id,
-                           const std::string& format_id) override {
+  absl::Status ClaimFormat(
+      const std::string& volume_id, const std::string& node_id,
+      const std::string& format_id,
+      const std::optional<kms::CommittedState>& first_state) override {
     (void)node_id;
     std::lock_guard lock(mu);
     if (!claim_error.ok()) return claim_error;
     std::string& stored = formats[volume_id];
-    if (stored.empty()) stored = format_id;
+    if (stored.empty()) {
+      stored = format_id;
+      if (first_state.has_value()) states[volume_id] = *first_state;
+    }
     if (stored != format_id) {
       ++refused_claims;
       return broker::RefusalStatus(broker::Reason::kAlreadyFormatted,
                                    "volume " + volume_id + " was formatted as " + stored);
     }
+    return absl::OkStatus();
+  }
+  // Keeps the registry's rule: the epoch never goes back.
+  absl::Status CommitState(const std::string& volume_id,
+                           const std::string& node_id,
+                           const kms::CommittedState& state,
+                           bool accept_rollback) override {
+    (void)node_id;
+    (void)accept_rollback;
+    std::lock_guard lock(mu);
+    if (!commit_error.ok()) return commit_error;
+    auto it = states.find(volume_id);
+    if (it != states.end() && state.epoch < it->second.epoch) {
+      return broker::RefusalStatus(broker::Reason::kStateRegression,
+                                   "epoch goes back");
+    }
+    states[volume_id] = state;
+    ++commits;
+    return absl::OkStatus();
+  }
+  absl::Status ReportRollback(const std::string& volume_id,
+                              const std::string& node_id,
+                              const std::string& detail) override {
+    (void)node_id;
+    std::lock_guard lock(mu);
+    rollback_reports.push_back(volume_id + ": " + detail);
     return absl::OkStatus();
   }
   std::string Format(const std::string& volume_id) {
@@ -90,6 +124,10 @@ class FixedKeySource final : public VolumeKeySource {
   absl::Status status_error;  // Broker unreachable when set.
   std::mutex mu;
   std::map<std::string, std::string> formats;  // Volume -> registry format id.
+  std::map<std::string, kms::CommittedState> states;  // Volume -> committed.
+  std::vector<std::string> rollback_reports;
+  std::atomic<int> commits{0};
+  absl::Status commit_error;  // CommitState fails so when set.
   int refused_claims = 0;
   absl::Status claim_error;  // ClaimFormat fails so when set.
   std::atomic<int> calls{0};
@@ -595,6 +633,35 @@ TEST_F(NodeServiceTest, FirstPublishClaimsTheFormatOfTheNewImage) {
   ASSERT_TRUE(Unstage(id).ok());
 }
 
+// Issue 13: the registry keeps the state of the image (docs/csi.md, "State
+// commitments").
+TEST_F(NodeServiceTest, UnstageSucceedsWhenTheCloseCannotBeCommitted) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  {
+    std::lock_guard lock(keys_.mu);
+    keys_.commit_error = absl::UnavailableError("broker down");
+  }
+  const int commits = keys_.commits;
+  grpc::Status unstaged = Unstage(id);
+  EXPECT_TRUE(unstaged.ok()) << unstaged.error_message();
+  EXPECT_EQ(keys_.commits, commits);
+  EXPECT_EQ(MountsUnderDir(), 0);
+  {
+    std::lock_guard lock(keys_.mu);
+    keys_.commit_error = absl::OkStatus();
+  }
+  // The registry still says the session is open; the next open accepts.
+  ASSERT_TRUE(Stage(id).ok());
+  grpc::Status again = Publish(PublishRequest(id, target));
+  EXPECT_TRUE(again.ok()) << again.error_message();
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
 TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
   const std::string id = NewVolumeId();
   const std::string target = dir_ + "/pod/mount";
@@ -677,7 +744,7 @@ TEST_F(NodeServiceTest, InterruptedFirstFormatIsCompletedOrRedone) {
   const std::string claimed = NewVolumeId();
   ASSERT_TRUE(Stage(claimed).ok());
   const std::string claimed_id = format_temp(claimed);
-  ASSERT_TRUE(keys_.ClaimFormat(claimed, "node-1", claimed_id).ok());
+  ASSERT_TRUE(keys_.ClaimFormat(claimed, "node-1", claimed_id, std::nullopt).ok());
   ASSERT_TRUE(Publish(PublishRequest(claimed, target)).ok());
   EXPECT_EQ(io::FormatIdString(io::ReadHeader(node_->ImagePath(claimed))->format_id),
             claimed_id);

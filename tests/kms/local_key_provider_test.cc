@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kms/base64.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/state_commit_checks.h"
 
 namespace sealvol::kms {
 namespace {
@@ -326,6 +327,72 @@ TEST_F(LocalKeyProviderTest, RecordWithoutFormatFieldsReadsAsNeverFormatted) {
   auto bad = p->GetVolume("sv-a");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(bad.status().message(), HasSubstr("format_id"));
+}
+
+TEST_F(LocalKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  ExpectStateCommitRules(*p, "sv-a");
+  // Another process reads the same state.
+  auto other = OpenOrDie()->GetVolume("sv-a");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(*other->state, (CommittedState{1, RootOf('9'), true}));
+}
+
+TEST_F(LocalKeyProviderTest, ConcurrentStateCommitsEndAtTheHighestEpoch) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  std::vector<std::thread> threads;
+  for (uint64_t epoch = 1; epoch <= 8; ++epoch) {
+    threads.emplace_back([&, epoch] {
+      auto other = LocalKeyProvider::Open(dir_);  // One per "process".
+      if (!other.ok()) return;
+      (void)(*other)->CommitState(
+          "sv-a", {CommittedState{epoch, RootOf('a'), true}, "node-1", 1});
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(p->GetVolume("sv-a")->state->epoch, 8u);
+}
+
+TEST_F(LocalKeyProviderTest, StateFieldsAreValidatedByName) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request("sv-a", "team-a")).ok());
+  ASSERT_TRUE(p->CommitState("sv-a", {CommittedState{4, RootOf('b'), false},
+                                      "node-1", 1})
+                  .ok());
+  const std::string path = dir_ + "/volumes/sv-a.json";
+  const auto good = nlohmann::json::parse(ReadFile(path));
+  EXPECT_EQ(good["state_epoch"], 4);
+  EXPECT_EQ(good["state_root"], RootOf('b'));
+  EXPECT_EQ(good["state_open"], false);
+  auto expect_bad = [&](nlohmann::json json, const std::string& field) {
+    std::ofstream(path, std::ios::trunc) << json.dump(2);
+    auto bad = p->GetVolume("sv-a");
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << field;
+    EXPECT_THAT(bad.status().message(), HasSubstr(field));
+  };
+  nlohmann::json j = good;
+  j["state_root"] = "xyz";
+  expect_bad(j, "state_root");
+  j = good;
+  j["state_epoch"] = -1;
+  expect_bad(j, "state_epoch");
+  j = good;
+  j["state_open"] = "yes";
+  expect_bad(j, "state_open");
+  j = good;
+  j.erase("state_root");
+  expect_bad(j, "state_root");
+  // A record from before state commitments has none (not checked).
+  j = good;
+  j.erase("state_epoch");
+  j.erase("state_root");
+  j.erase("state_open");
+  std::ofstream(path, std::ios::trunc) << j.dump(2);
+  auto old = p->GetVolume("sv-a");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FALSE(old->state.has_value());
 }
 
 TEST_F(LocalKeyProviderTest, ListFiltersByTenantAndSortsById) {

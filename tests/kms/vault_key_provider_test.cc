@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/kms/state_commit_checks.h"
 
 namespace sealvol::kms {
 namespace {
@@ -235,6 +236,34 @@ TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
   // Every version is gone, not just the latest.
   EXPECT_EQ(Admin("GET", "/v1/secret/metadata/" + prefix_ + "/" + v1), 404);
   EXPECT_TRUE(p->Ping().ok());
+}
+
+TEST_F(VaultKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string v = "sv-s-" + suffix_;
+  ASSERT_TRUE(p->CreateVolumeKey(Request(v, tenant_a_)).ok());
+  ExpectStateCommitRules(*p, v);
+  // A rotation rewrites the record and keeps the state.
+  ASSERT_TRUE(p->RotateTenantKey(tenant_a_).ok());
+  auto after = p->GetVolume(v);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_TRUE(after->state.has_value());
+  EXPECT_EQ(*after->state, (CommittedState{1, RootOf('9'), true}));
+  // Concurrent commits through check-and-set end at the highest epoch.
+  std::vector<std::thread> threads;
+  for (uint64_t epoch = 2; epoch <= 6; ++epoch) {
+    threads.emplace_back([&, epoch] {
+      for (int i = 0; i < 3; ++i) {
+        auto r = p->CommitState(v, {CommittedState{epoch, RootOf('c'), true},
+                                    "node-1", 1});
+        if (r.ok() || absl::IsFailedPrecondition(r.status())) return;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(p->GetVolume(v)->state->epoch, 6u);
+  ASSERT_TRUE(p->DestroyVolumeKey(v).ok());
 }
 
 TEST_F(VaultKeyProviderTest, TenantPolicyRefusesAnotherTenantsKey) {

@@ -113,7 +113,37 @@ class FakeKeyProvider final : public kms::KeyProvider {
       it->second.format_id = claim.format_id;
       it->second.formatted_node = claim.node;
       it->second.formatted_unix = claim.unix_time;
+      if (claim.state.has_value() && !it->second.state.has_value()) {
+        it->second.state = claim.state;
+        it->second.state_node = claim.node;
+      }
     }
+    return it->second;
+  }
+  absl::StatusOr<kms::VolumeRecord> CommitState(
+      std::string_view volume_id, const kms::StateCommit& commit) override {
+    if (fail_claims_) return absl::UnavailableError("fake KMS down");
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(std::string(volume_id));
+    if (it == volumes_.end()) {
+      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
+    }
+    kms::VolumeRecord changed = it->second;
+    if (absl::Status s = kms::ApplyStateCommit(changed, commit); !s.ok()) return s;
+    it->second = changed;
+    return changed;
+  }
+  absl::StatusOr<kms::VolumeRecord> AcceptRollback(std::string_view volume_id,
+                                                   std::string_view by,
+                                                   int64_t unix_time) override {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(std::string(volume_id));
+    if (it == volumes_.end()) {
+      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
+    }
+    it->second.rollback_pending = true;
+    it->second.rollback_accepted_by = std::string(by);
+    it->second.rollback_accepted_unix = unix_time;
     return it->second;
   }
   void FailClaims(bool fail) { fail_claims_ = fail; }

@@ -325,6 +325,27 @@ TEST_F(KeyBrokerGrpcTest, FormatClaimOverUnixSocketAndReleaseCarriesTheId) {
   EXPECT_NE(refused.message().find(first), std::string::npos) << refused;
 }
 
+TEST_F(KeyBrokerGrpcTest, StateCommitsTravelOverGrpcWithTheirRefusalReasons) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  const std::string root(64, 'd');
+  ASSERT_TRUE(client->ClaimFormat(kVolume, kNode, "00112233445566778899aabbccddeeff",
+                                  kms::CommittedState{1, root, false}).ok());
+  auto released = client->ReleaseVolumeKey(Params("web-0"));
+  ASSERT_TRUE(released.ok()) << released.status();
+  ASSERT_TRUE(released->expected_state.has_value());
+  EXPECT_EQ(*released->expected_state, (kms::CommittedState{1, root, false}));
+  ASSERT_TRUE(client->CommitState(kVolume, kNode, {2, root, true}, false).ok());
+  absl::Status back = client->CommitState(kVolume, kNode, {1, root, false}, false);
+  EXPECT_EQ(back.code(), absl::StatusCode::kFailedPrecondition) << back;
+  EXPECT_EQ(RefusalReason(back), "state_regression") << back;
+  EXPECT_TRUE(client->ReportRollback(kVolume, kNode, "rolled back: test").ok());
+  // A reason past the format claim's maps back too (the client's table
+  // covers every reason).
+  absl::Status stranger = client->CommitState(kVolume, "node-9", {3, root, true}, false);
+  EXPECT_EQ(RefusalReason(stranger), "node_identity_invalid") << stranger;
+}
+
 TEST_F(KeyBrokerGrpcTest, MetricsEndpointServesPrometheusText) {
   StartUnix();
   auto client = Client({.target = "unix://" + Path("broker.sock")});

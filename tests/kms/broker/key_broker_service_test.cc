@@ -607,6 +607,166 @@ TEST_F(KeyBrokerServiceTest, FormatClaimIsNotAcceptedWithoutAnAuditRecord) {
       << claimed.status();
 }
 
+// State commitments (issue 13): the release carries the expected state, the
+// node's commits never move the epoch back, and every decision is audited.
+const std::string kRootA(64, 'a');
+const std::string kRootB(64, 'b');
+
+TEST_F(KeyBrokerServiceTest, FormatClaimRecordsTheFirstStateAndReleaseCarriesIt) {
+  auto before = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_FALSE(before->expected_state.has_value())
+      << "a volume without a committed state must not be checked";
+  const kms::CommittedState first{1, kRootA, false};
+  auto claimed = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA,
+                                             NodeToken(), first);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(*keys_.GetVolume(kVolume)->state, first);
+  auto released = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(released.ok()) << released.status();
+  ASSERT_TRUE(released->expected_state.has_value());
+  EXPECT_EQ(*released->expected_state, first);
+  EXPECT_FALSE(released->rollback_accepted);
+  auto bad = service_->ClaimVolumeFormat(kVolume, kNode, kFormatA, NodeToken(),
+                                         kms::CommittedState{1, "zz", false});
+  EXPECT_EQ(RefusalReason(bad.status()), "invalid_state") << bad.status();
+}
+
+TEST_F(KeyBrokerServiceTest, StateCommitsAreAuditedAndNeverGoBack) {
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {1, kRootA, false},
+                                          false, NodeToken()).ok());
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {2, kRootA, true},
+                                          false, NodeToken()).ok());
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[0]["reason"], "state_committed");
+  EXPECT_EQ(audit[1]["decision"], "grant");
+  EXPECT_EQ(audit[1]["reason"], "state_opened");
+  EXPECT_EQ(audit[1]["tenant"], kTenant);
+  EXPECT_NE(audit[1]["message"].get<std::string>().find("epoch 2"),
+            std::string::npos);
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {2, kRootB, false},
+                                          false, NodeToken()).ok());
+  EXPECT_EQ(AuditRecords().back()["reason"], "state_committed");
+  // Back to epoch 1: refused, audited, the registry unchanged.
+  absl::Status back = service_->CommitVolumeState(
+      kVolume, kNode, {1, kRootA, false}, false, NodeToken());
+  EXPECT_EQ(back.code(), absl::StatusCode::kFailedPrecondition) << back;
+  EXPECT_EQ(RefusalReason(back), "state_regression");
+  EXPECT_EQ(AuditRecords().back()["decision"], "refuse");
+  EXPECT_EQ(AuditRecords().back()["reason"], "state_regression");
+  EXPECT_EQ(metrics_.refusals("state_regression"), 1);
+  EXPECT_EQ(*keys_.GetVolume(kVolume)->state, (kms::CommittedState{2, kRootB, false}));
+  // The release hands the committed state on.
+  auto released = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(*released->expected_state, (kms::CommittedState{2, kRootB, false}));
+  // A malformed root is refused by name.
+  absl::Status bad = service_->CommitVolumeState(kVolume, kNode, {3, "00", true},
+                                                 false, NodeToken());
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RefusalReason(bad), "invalid_state");
+  EXPECT_NE(bad.message().find("state_root"), std::string::npos) << bad;
+}
+
+TEST_F(KeyBrokerServiceTest, StateCommitsComeOnlyFromTheVolumesOwnNode) {
+  auto placed = MakeVolume("sv-11111111111111111111111111111111", kTenant);
+  placed.node = "node-2";
+  keys_.AddVolume(placed, 0x11);
+  auto expect_refused = [&](const std::string& volume, const std::string& node,
+                            const std::string& token, const std::string& reason) {
+    absl::Status s = service_->CommitVolumeState(volume, node, {5, kRootA, true},
+                                                 false, token);
+    EXPECT_EQ(RefusalReason(s), reason) << s;
+    EXPECT_EQ(AuditRecords().back()["decision"], "refuse");
+    EXPECT_EQ(AuditRecords().back()["reason"], reason);
+  };
+  expect_refused(placed.volume_id, kNode, NodeToken(), "node_not_owner");
+  expect_refused(kVolume, kNode, "", "node_identity_invalid");
+  expect_refused(kVolume, kNode, env_->Mint(env_->PodMint()), "node_identity_invalid");
+  expect_refused(kVolume, "node-2", NodeToken(), "node_identity_invalid");
+  expect_refused("sv-00000000000000000000000000000000", kNode, NodeToken(),
+                 "volume_not_found");
+  EXPECT_FALSE(keys_.GetVolume(placed.volume_id)->state.has_value());
+  EXPECT_FALSE(keys_.GetVolume(kVolume)->state.has_value());
+  EXPECT_TRUE(service_->CommitVolumeState(placed.volume_id, "node-2",
+                                          {5, kRootA, true}, false,
+                                          NodeToken("node-2")).ok());
+  keys_.FailClaims(true);
+  absl::Status down = service_->CommitVolumeState(kVolume, kNode, {5, kRootA, true},
+                                                  false, NodeToken());
+  EXPECT_EQ(down.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RefusalReason(down), "kms_error");
+}
+
+TEST_F(KeyBrokerServiceTest, AcceptedRollbackIsAuditedAndConsumedOnce) {
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {7, kRootA, false},
+                                          false, NodeToken()).ok());
+  // No acceptance pending: accept_rollback is refused.
+  absl::Status early = service_->CommitVolumeState(kVolume, kNode, {3, kRootB, true},
+                                                   true, NodeToken());
+  EXPECT_EQ(RefusalReason(early), "state_regression") << early;
+  ASSERT_TRUE(keys_.AcceptRollback(kVolume, "alice@admin", 1700000000).ok());
+  auto released = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_TRUE(released->rollback_accepted);
+  EXPECT_FALSE(released->expected_state.has_value());
+  auto audit = AuditRecords();
+  ASSERT_GE(audit.size(), 2u);
+  const auto& accepted = audit[audit.size() - 2];
+  EXPECT_EQ(accepted["reason"], "rollback_accepted");
+  EXPECT_NE(accepted["message"].get<std::string>().find("alice@admin"),
+            std::string::npos);
+  EXPECT_EQ(audit.back()["reason"], "granted");
+  // The restored image's commit may go back in epoch, once.
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {3, kRootB, true},
+                                          true, NodeToken()).ok());
+  EXPECT_EQ(AuditRecords().back()["reason"], "rollback_consumed");
+  EXPECT_EQ(*keys_.GetVolume(kVolume)->state, (kms::CommittedState{3, kRootB, true}));
+  auto after = service_->Release(Request(env_->PodMint()), NodeToken());
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->rollback_accepted);
+  EXPECT_EQ(*after->expected_state, (kms::CommittedState{3, kRootB, true}));
+  EXPECT_EQ(RefusalReason(service_->CommitVolumeState(
+                kVolume, kNode, {2, kRootB, true}, true, NodeToken())),
+            "state_regression");
+}
+
+TEST_F(KeyBrokerServiceTest, ReportedRollbackIsAuditedWithBothStates) {
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {4, kRootA, false},
+                                          false, NodeToken()).ok());
+  const std::string detail =
+      "rolled back: /var/img is at epoch 2 (root cc...), the registry expects "
+      "epoch 4 (root aa...)";
+  ASSERT_TRUE(service_->ReportVolumeRollback(kVolume, kNode, detail, NodeToken()).ok());
+  auto audit = AuditRecords();
+  EXPECT_EQ(audit.back()["decision"], "refuse");
+  EXPECT_EQ(audit.back()["reason"], "rolled_back");
+  EXPECT_EQ(audit.back()["volume"], kVolume);
+  const std::string message = audit.back()["message"];
+  EXPECT_NE(message.find("epoch 4"), std::string::npos) << message;
+  EXPECT_NE(message.find("epoch 2"), std::string::npos) << message;
+  EXPECT_EQ(metrics_.refusals("rolled_back"), 1);
+  // Only the volume's node, authenticated, may report.
+  absl::Status stranger = service_->ReportVolumeRollback(kVolume, "node-2", detail,
+                                                         NodeToken("node-2"));
+  EXPECT_FALSE(stranger.ok());
+  EXPECT_EQ(AuditRecords().back()["reason"], RefusalReason(stranger));
+  absl::Status huge = service_->ReportVolumeRollback(kVolume, kNode,
+                                                     std::string(4096, 'x'),
+                                                     NodeToken());
+  EXPECT_EQ(RefusalReason(huge), "invalid_request");
+}
+
+TEST_F(KeyBrokerServiceTest, StateCommitFailsWithoutAnAuditRecord) {
+  auto full = AuditLog::Open({.path = "/dev/full"});
+  ASSERT_TRUE(full.ok()) << full.status();
+  KeyBrokerService service(keys_, env_->verifier, **full, options_);
+  absl::Status s = service.CommitVolumeState(kVolume, kNode, {1, kRootA, true},
+                                             false, NodeToken());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+}
+
 TEST_F(KeyBrokerServiceTest, KmsFailureIsUnavailableAndCounted) {
   keys_.FailUnwrap(true);
   auto result = service_->Release(Request(env_->PodMint()), NodeToken());
