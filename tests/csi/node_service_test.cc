@@ -633,8 +633,64 @@ TEST_F(NodeServiceTest, FirstPublishClaimsTheFormatOfTheNewImage) {
   ASSERT_TRUE(Unstage(id).ok());
 }
 
-// Issue 13: the registry keeps the state of the image (docs/csi.md, "State
-// commitments").
+// Issue 13: the registry's state of the image is committed at every open
+// (before a write) and after every unstage, and checked at the next open.
+TEST_F(NodeServiceTest, StateIsCommittedAtFormatOpenAndUnstage) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  kms::CommittedState opened;
+  {
+    std::lock_guard lock(keys_.mu);
+    ASSERT_TRUE(keys_.states.count(id)) << "no state committed at the first open";
+    opened = keys_.states[id];
+  }
+  EXPECT_TRUE(opened.open) << "the session's start was not committed";
+  EXPECT_GE(opened.epoch, 1u);
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  std::lock_guard lock(keys_.mu);
+  const kms::CommittedState closed = keys_.states[id];
+  EXPECT_FALSE(closed.open) << "the close was not committed";
+  EXPECT_EQ(closed.epoch, opened.epoch);
+}
+
+TEST_F(NodeServiceTest, RolledBackImageIsRefusedReportedAndNothingAttached) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  const std::string image = node_->ImagePath(id);
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  { std::ofstream(target + "/v") << "first"; }
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  std::filesystem::copy_file(image, dir_ + "/old-image");
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  { std::ofstream(target + "/v", std::ios::trunc) << "second"; }
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  std::filesystem::copy_file(dir_ + "/old-image", image,
+                             std::filesystem::copy_options::overwrite_existing);
+
+  ASSERT_TRUE(Stage(id).ok());
+  grpc::Status status = Publish(PublishRequest(id, target));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find(id), std::string::npos);
+  EXPECT_NE(status.error_message().find("rolled back"), std::string::npos)
+      << status.error_message();
+  {
+    std::lock_guard lock(keys_.mu);
+    ASSERT_EQ(keys_.rollback_reports.size(), 1u) << "the refusal was not reported";
+    EXPECT_NE(keys_.rollback_reports[0].find(id), std::string::npos);
+  }
+  EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
+  EXPECT_EQ(MountsUnderDir(), 0);
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
 TEST_F(NodeServiceTest, UnstageSucceedsWhenTheCloseCannotBeCommitted) {
   const std::string id = NewVolumeId();
   const std::string target = dir_ + "/pod/mount";
@@ -656,6 +712,32 @@ TEST_F(NodeServiceTest, UnstageSucceedsWhenTheCloseCannotBeCommitted) {
   }
   // The registry still says the session is open; the next open accepts.
   ASSERT_TRUE(Stage(id).ok());
+  grpc::Status again = Publish(PublishRequest(id, target));
+  EXPECT_TRUE(again.ok()) << again.error_message();
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
+TEST_F(NodeServiceTest, PublishFailsWhenTheSessionStartCannotBeCommitted) {
+  const std::string id = NewVolumeId();
+  const std::string target = dir_ + "/pod/mount";
+  ASSERT_TRUE(Stage(id).ok());
+  ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+  {
+    std::lock_guard lock(keys_.mu);
+    keys_.commit_error = absl::UnavailableError("broker down");
+  }
+  ASSERT_TRUE(Stage(id).ok());
+  grpc::Status status = Publish(PublishRequest(id, target));
+  EXPECT_FALSE(status.ok()) << "served without committing the session's start";
+  EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
+  EXPECT_EQ(MountsUnderDir(), 0);
+  {
+    std::lock_guard lock(keys_.mu);
+    keys_.commit_error = absl::OkStatus();
+  }
   grpc::Status again = Publish(PublishRequest(id, target));
   EXPECT_TRUE(again.ok()) << again.error_message();
   ASSERT_TRUE(Unpublish(id, target).ok());
