@@ -313,6 +313,13 @@ absl::Status KeyBrokerService::CommitVolumeState(
     record.message = absl::StrCat(
         state.open ? "session opened: " : "session closed: ",
         kms::DescribeState(state));
+    // An open after a session whose close was never committed: its image
+    // was accepted as found (docs/security.md, unclean-shutdown window).
+    if (state.open && before->state.has_value() && before->state->open) {
+      absl::StrAppend(&record.message, "; the previous session (epoch ",
+                      before->state->epoch,
+                      ") was never closed: its image was accepted as found");
+    }
   }
   if (absl::Status logged = audit_.Append(record); !logged.ok()) {
     return absl::UnavailableError(

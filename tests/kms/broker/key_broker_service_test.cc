@@ -645,6 +645,14 @@ TEST_F(KeyBrokerServiceTest, StateCommitsAreAuditedAndNeverGoBack) {
   EXPECT_EQ(audit[1]["tenant"], kTenant);
   EXPECT_NE(audit[1]["message"].get<std::string>().find("epoch 2"),
             std::string::npos);
+  EXPECT_EQ(audit[1]["message"].get<std::string>().find("never closed"),
+            std::string::npos);
+  // A session opened after one that never closed says so.
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {2, kRootA, true},
+                                          false, NodeToken()).ok());
+  EXPECT_NE(AuditRecords().back()["message"].get<std::string>().find(
+                "(epoch 2) was never closed"),
+            std::string::npos);
   ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {2, kRootB, false},
                                           false, NodeToken()).ok());
   EXPECT_EQ(AuditRecords().back()["reason"], "state_committed");
