@@ -83,7 +83,14 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$qsd_pid" 2>/dev/null || break; sleep 0.1; done
     mountpoint -q "$W/qsd_export" && umount -l "$W/qsd_export"
   fi
-  mountpoint -q "$W/tmpfs" && umount "$W/tmpfs"
+  # The serving processes may still hold their images for a moment after
+  # close or kill returns.
+  for _ in $(seq 50); do
+    mountpoint -q "$W/tmpfs" || break
+    umount "$W/tmpfs" 2>/dev/null && break
+    sleep 0.2
+  done
+  mountpoint -q "$W/tmpfs" && echo "compare: $W/tmpfs stays mounted (busy)" >&2
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -126,8 +133,15 @@ if [[ $only == *d* ]]; then
   # QEMU's LUKS driver (LUKS1 by default in qemu-img: aes-256-xts-plain64,
   # unauthenticated) on O_DIRECT io_uring file I/O, exported through FUSE.
   head -c 32 /dev/urandom | base64 | tr -d '\n' >"$W/luks_pass"
-  qemu-img create -q -f luks --object "secret,id=sec0,file=$W/luks_pass" \
-    -o key-secret=sec0 "$W/tmpfs/luks.img" "$image_size"
+  # qemu-img times PBKDF2 with getrusage to pick the iteration count; on a
+  # loaded machine that measurement can fail ("Unable to get accurate CPU
+  # usage"), so it gets a few tries.
+  for try in 1 2 3 4 5; do
+    qemu-img create -q -f luks --object "secret,id=sec0,file=$W/luks_pass" \
+      -o key-secret=sec0 "$W/tmpfs/luks.img" "$image_size" && break
+    ((try < 5)) || { echo "compare: qemu-img create failed $try times" >&2; exit 1; }
+    rm -f "$W/tmpfs/luks.img"
+  done
   : >"$W/qsd_export"  # A FUSE export's mountpoint is a regular file.
   qemu-storage-daemon \
     --object "secret,id=sec0,file=$W/luks_pass" \
@@ -276,6 +290,16 @@ with open(os.path.join(out, "chart.dat"), "w") as f:
 PY
 
 title="fio: ext4 on a loop device over each target ($(nproc) vCPU, $(date -u +%Y-%m-%d), runtime ${runtime}s)"
+# One bar per target that ran (gnuplot refuses a column with no value).
+declare -A label=([a]="a plain loop" [b]="b sealvol" [c]="c gocryptfs" [d]="d QEMU LUKS (qsd FUSE)")
+declare -A column=([a]=2 [b]=3 [c]=4 [d]=5)
+plot_thr="" plot_p99=""
+for t in a b c d; do
+  [[ $only == *$t* ]] || continue
+  sep=${plot_thr:+, }
+  plot_thr+="$sep\"$out/chart.dat\" using ${column[$t]}:xtic(1) title \"${label[$t]}\""
+  plot_p99+="$sep\"$out/chart.dat\" using $((column[$t] + 4)):xtic(1) title \"${label[$t]}\""
+done
 gnuplot <<EOF
 set terminal svg size 1100,900 dynamic font "sans,11" background "white"
 set output "$out/chart.svg"
@@ -289,13 +313,9 @@ set grid ytics
 set logscale y
 set xtics font ",9" noenhanced
 set ylabel "throughput (MB/s or kIOPS; higher is better)"
-plot "$out/chart.dat" using 2:xtic(1) title "a plain loop", \
-     "" using 3 title "b sealvol", "" using 4 title "c gocryptfs", \
-     "" using 5 title "d QEMU LUKS (qsd FUSE)"
+plot $plot_thr
 set ylabel "p99 completion latency, ms (lower is better)"
-plot "$out/chart.dat" using 6:xtic(1) title "a plain loop", \
-     "" using 7 title "b sealvol", "" using 8 title "c gocryptfs", \
-     "" using 9 title "d QEMU LUKS (qsd FUSE)"
+plot $plot_p99
 unset multiplot
 EOF
 echo "table in $out/table.md, chart in $out/chart.svg, raw fio JSON in $out" >&2
