@@ -43,6 +43,12 @@ struct EngineOptions {
   std::optional<VolumeState> expected_state;
   std::function<absl::Status(const VolumeState&)> commit_open;
   uint64_t min_epoch = 0;
+  // Checkpoints while open (writable, threaded mode): when this many groups
+  // have their write-intent bit set, or every checkpoint_seconds while any
+  // has; they bound recovery after a crash to the groups written since.
+  // 0 disables the trigger.
+  uint64_t checkpoint_dirty_groups = 256;
+  int checkpoint_seconds = 30;
   // Read-only opens of an image that predates the state root (no digest
   // table), for `sealvol upgrade`; any other open refuses it.
   bool allow_pre_state_root = false;
@@ -70,6 +76,11 @@ class Engine : public SealedVolume {
   // Groups whose tags did not match their authenticated digest since open
   // (ascending, at most 4096): every block of them fails with EIO.
   virtual std::vector<uint64_t> mismatched_groups() const = 0;
+  // Writes a checkpoint now (docs/format.md): waits for running batches,
+  // holds new ones meanwhile. Writable opens only.
+  virtual absl::Status CheckpointNow() = 0;
+  // Checkpoints written while open (not counting the one at close).
+  virtual uint64_t checkpoints() const = 0;
   // The image's layout (as its superblock stores it).
   virtual const Layout& layout() const = 0;
 };

@@ -24,7 +24,14 @@ MetadataWriter::MetadataWriter(std::unique_ptr<StoreQueue> queue,
       header_mac_key_(std::move(header_mac_key)),
       memory_(bitmap),
       disk_(std::move(bitmap)),
-      io_buffer_(sb.layout.bitmap_blocks * 4096) {}
+      io_buffer_(sb.layout.bitmap_blocks * 4096) {
+  for (uint8_t b : memory_) dirty_count_ += static_cast<uint64_t>(__builtin_popcount(b));
+}
+
+uint64_t MetadataWriter::dirty_groups() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return dirty_count_;
+}
 
 Superblock MetadataWriter::superblock() const {
   std::lock_guard<std::mutex> l(mu_);
@@ -57,6 +64,7 @@ absl::Status MetadataWriter::MarkDirty(std::span<const uint64_t> groups) {
   std::lock_guard<std::mutex> l(mu_);
   bool need_write = false;
   for (uint64_t g : groups) {
+    if (((memory_[g / 8] >> (g % 8)) & 1) == 0) ++dirty_count_;
     memory_[g / 8] |= static_cast<uint8_t>(1u << (g % 8));
     if (((disk_[g / 8] >> (g % 8)) & 1) == 0) need_write = true;
   }
@@ -67,6 +75,7 @@ absl::Status MetadataWriter::MarkDirty(std::span<const uint64_t> groups) {
 void MetadataWriter::MarkClean(std::span<const uint64_t> groups) {
   std::lock_guard<std::mutex> l(mu_);
   for (uint64_t g : groups) {
+    if (((memory_[g / 8] >> (g % 8)) & 1) != 0) --dirty_count_;
     memory_[g / 8] &= static_cast<uint8_t>(~(1u << (g % 8)));
   }
 }

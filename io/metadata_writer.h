@@ -45,6 +45,8 @@ class MetadataWriter {
   // also fdatasyncs.
   absl::Status WriteBack(bool sync);
   bool bit(uint64_t group) const;
+  // Groups whose bit is set in memory.
+  uint64_t dirty_groups() const;
   // Writes `table` (whole blocks) at the start of digest table copy `copy`
   // and fdatasyncs. The superblock still names the other copy until the
   // caller commits this one with UpdateSuperblock.
@@ -62,6 +64,7 @@ class MetadataWriter {
   crypto::SecretBytes header_mac_key_;
   std::vector<uint8_t> memory_ ABSL_GUARDED_BY(mu_);  // Desired bitmap.
   std::vector<uint8_t> disk_ ABSL_GUARDED_BY(mu_);    // What is on disk.
+  uint64_t dirty_count_ ABSL_GUARDED_BY(mu_) = 0;     // Bits set in memory_.
   AlignedBuffer io_buffer_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -148,6 +149,8 @@ class SealedVolumeImpl : public Engine {
   }
   BackingStore& store() override { return *store_; }
   const Layout& layout() const override { return ctx_.layout; }
+  absl::Status CheckpointNow() override;
+  uint64_t checkpoints() const override { return checkpoints_.load(); }
   std::vector<uint64_t> mismatched_groups() const override {
     std::lock_guard<std::mutex> l(mismatch_mu_);
     return {mismatched_.begin(), mismatched_.end()};
@@ -159,6 +162,9 @@ class SealedVolumeImpl : public Engine {
   // the superblock, then clears the write-intent bits; with `clean`, marks
   // the image clean last. Workers are stopped.
   absl::Status Checkpoint(bool clean);
+  // The checkpoint thread (threaded writable opens): polls the trigger.
+  void CheckpointLoop();
+  void StopCheckpointThread();
   RequestTracker* AcquireTracker();
   void ReleaseTracker(RequestTracker* t);
   void CompletePart(Part& part, int result);
@@ -188,6 +194,12 @@ class SealedVolumeImpl : public Engine {
   mutable std::mutex mismatch_mu_;
   std::set<uint64_t> mismatched_;  // Guarded by mismatch_mu_.
   uint64_t sessions_started_at_close_ = 0;
+  std::atomic<uint64_t> checkpoints_{0};
+  std::mutex checkpoint_mu_;  // One checkpoint at a time; Close takes it.
+  std::mutex checkpoint_thread_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_stop_ = false;  // Guarded by checkpoint_thread_mu_.
+  std::thread checkpoint_thread_;
   std::mutex grow_mu_;
   std::mutex close_mu_;
   mutable std::mutex close_mu_state_;
@@ -355,8 +367,70 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   }
   if (!options_.manual) {
     for (auto& w : workers_) w->Start();
+    if (!options_.read_only && digests_ &&
+        (options_.checkpoint_dirty_groups > 0 || options_.checkpoint_seconds > 0)) {
+      checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
+    }
   }
   return absl::OkStatus();
+}
+
+void SealedVolumeImpl::CheckpointLoop() {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point last = Clock::now();
+  std::unique_lock<std::mutex> l(checkpoint_thread_mu_);
+  while (!checkpoint_stop_) {
+    checkpoint_cv_.wait_for(l, std::chrono::milliseconds(200));
+    if (checkpoint_stop_) break;
+    const uint64_t dirty = metadata_->dirty_groups();
+    const bool many = options_.checkpoint_dirty_groups > 0 &&
+                      dirty >= options_.checkpoint_dirty_groups;
+    const bool due = options_.checkpoint_seconds > 0 && dirty > 0 &&
+                     Clock::now() - last >=
+                         std::chrono::seconds(options_.checkpoint_seconds);
+    if (!many && !due) continue;
+    l.unlock();
+    // A failure marks the volume failed (read-only); Close reports it.
+    (void)CheckpointNow();
+    last = Clock::now();
+    l.lock();
+  }
+}
+
+void SealedVolumeImpl::StopCheckpointThread() {
+  {
+    std::lock_guard<std::mutex> l(checkpoint_thread_mu_);
+    checkpoint_stop_ = true;
+  }
+  checkpoint_cv_.notify_all();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+}
+
+absl::Status SealedVolumeImpl::CheckpointNow() {
+  std::lock_guard<std::mutex> c(checkpoint_mu_);
+  std::lock_guard<std::mutex> g(grow_mu_);
+  if (closed_.load() || options_.read_only || !digests_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        store_ ? store_->name() : "volume",
+        ": checkpoint: volume is closed or read-only"));
+  }
+  if (failed_.load()) {
+    return absl::DataLossError(
+        absl::StrCat(store_->name(), ": checkpoint: backing store failed"));
+  }
+  for (auto& w : workers_) w->Quiesce();
+  absl::Status status;
+  for (auto& w : workers_) {
+    if (!w->SyncAndSettle()) {
+      status = absl::DataLossError(
+          absl::StrCat(store_->name(), ": checkpoint: fdatasync failed"));
+    }
+  }
+  if (status.ok()) status = Checkpoint(/*clean=*/false);
+  if (!status.ok()) failed_.store(true);
+  for (auto& w : workers_) w->Resume();
+  if (status.ok()) checkpoints_.fetch_add(1);
+  return status;
 }
 
 absl::Status SealedVolumeImpl::LoadDigestTable(const Superblock& sb,
@@ -587,6 +661,8 @@ absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
 
 absl::Status SealedVolumeImpl::Close() {
   std::lock_guard<std::mutex> l(close_mu_);
+  StopCheckpointThread();
+  std::lock_guard<std::mutex> c(checkpoint_mu_);
   if (closed_.exchange(true)) return absl::OkStatus();
   while (active_submits_.load() != 0) std::this_thread::yield();
   absl::Status status;

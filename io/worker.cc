@@ -100,8 +100,11 @@ void Worker::Loop() {
     }
     not_full_.notify_all();
     ProcessBatch({batch_.data(), n});
-    std::lock_guard<std::mutex> l(mu_);
-    driving_ = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      driving_ = false;
+    }
+    quiesce_cv_.notify_all();
   }
 }
 
@@ -119,6 +122,7 @@ bool Worker::TryRunInline(const Part& part) {
     driving_ = false;
     queued = count_ > 0 || stop_;
   }
+  quiesce_cv_.notify_all();
   // Parts queued meanwhile waited for this batch: hand them to the thread.
   if (queued) not_empty_.notify_all();
   return true;
@@ -273,6 +277,27 @@ void Worker::SettleDigest(GroupEntry& e) {
   ctx_->digests->set(e.group,
                      DigestGroupTags(ctx_->volume_id, e.group, e.tags.span()));
   e.digest_stale = false;
+}
+
+void Worker::Quiesce() {
+  std::unique_lock<std::mutex> l(mu_);
+  quiesce_cv_.wait(l, [&] { return !driving_; });
+  driving_ = true;
+}
+
+bool Worker::SyncAndSettle() {
+  if (!Sync()) return false;
+  SettleDigests();
+  for (GroupEntry& e : cache_) e.marked = false;
+  return true;
+}
+
+void Worker::Resume() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    driving_ = false;
+  }
+  not_empty_.notify_all();
 }
 
 void Worker::SettleDigests() {

@@ -100,6 +100,15 @@ class Worker {
   // After Stop: brings the digest of every cached group whose tags changed
   // up to date.
   void SettleDigests();
+  // For a checkpoint while the volume is open: Quiesce waits until no batch
+  // runs and keeps batches from starting (queued parts wait) until Resume.
+  // While quiesced, SyncAndSettle (from the checkpointing thread) makes the
+  // worker's writes durable, brings its digests up to date and forgets that
+  // its groups' bits are set (the checkpoint clears them). False if the
+  // sync failed.
+  void Quiesce();
+  bool SyncAndSettle();
+  void Resume();
 
  private:
   struct GroupEntry {
@@ -149,6 +158,7 @@ class Worker {
   // A thread (the worker's, or an inline caller) is running a batch: the
   // batch state below and the store queue are its alone until it clears it.
   bool driving_ ABSL_GUARDED_BY(mu_) = false;
+  std::condition_variable quiesce_cv_;  // driving_ became false.
   Part inline_part_;  // The driving inline caller's part.
   std::thread thread_;
 

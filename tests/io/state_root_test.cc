@@ -3,6 +3,8 @@
 // never reads as zeros), and an image older than the state its registry
 // commits to is refused, while every crash state of the latest session
 // still opens (crash_test covers that at 10,000 points).
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -299,6 +301,45 @@ TEST_F(StateRootTest, ReadOnlyOpenOfACrashedImageReadsWhatWasFlushed) {
   ASSERT_TRUE(ro.ok()) << ro.status();
   int r = 0;
   EXPECT_EQ(Read(**ro, 5, &r), Pattern(1));
+  EXPECT_EQ(r, 0);
+}
+
+// While open, a checkpoint is written once enough groups are dirty, so a
+// crash after it recovers only the groups written since.
+TEST_F(StateRootTest, CheckpointWhileOpenBoundsRecovery) {
+  EngineOptions o;
+  o.worker_threads = 2;
+  o.keep_store_after_close = true;
+  o.checkpoint_dirty_groups = 4;
+  o.checkpoint_seconds = 0;
+  auto f = Engine::FormatOn(std::make_unique<FaultStore>(0),
+                            FormatOf(64 * kMiB), dek_, o);
+  ASSERT_TRUE(f.ok()) << f.status();
+  std::unique_ptr<Engine> v = std::move(f).value();
+  committed_ = v->state();
+  for (uint64_t g = 0; g < 12; ++g) {
+    ASSERT_EQ(Write(*v, g * 1024 + 3, g + 1), 0);
+    ASSERT_EQ(v->Io(IoOp::kFlush, 0, {}), 0);
+  }
+  // The trigger polls every 200 ms.
+  for (int i = 0; i < 50 && v->checkpoints() < 1; ++i) {
+    usleep(100 * 1000);
+  }
+  EXPECT_GE(v->checkpoints(), 1u);
+  ASSERT_EQ(Write(*v, 13 * 1024, 99), 0);
+  ASSERT_EQ(v->Io(IoOp::kFlush, 0, {}), 0);
+  auto crashed = static_cast<FaultStore&>(v->store()).Snapshot();
+  v.reset();
+  auto again = Open(std::move(crashed));
+  ASSERT_TRUE(again.ok()) << again.status();
+  // Only the group written after the checkpoint (below the trigger).
+  EXPECT_EQ((*again)->recovery_stats().groups_scanned, 1u);
+  int r = 0;
+  for (uint64_t g = 0; g < 12; ++g) {
+    EXPECT_EQ(Read(**again, g * 1024 + 3, &r), Pattern(g + 1)) << g;
+    EXPECT_EQ(r, 0);
+  }
+  EXPECT_EQ(Read(**again, 13 * 1024, &r), Pattern(99));
   EXPECT_EQ(r, 0);
 }
 
