@@ -142,6 +142,9 @@ int Serve(const OpenFlags& flags, int ready_fd) {
   io::OpenOptions open_options;
   open_options.path = flags.image;
   open_options.expected_state = *expected;
+  if (volume_record->state.has_value()) {
+    open_options.min_epoch = volume_record->state->epoch;
+  }
   const bool accept = volume_record->rollback_pending;
   open_options.commit_open = [&commit, accept](const io::VolumeState& state) {
     return commit(state, accept);

@@ -130,6 +130,7 @@ absl::StatusOr<OpenedImage> OpenImage(const std::string& image,
   o.read_only = read_only;
   o.worker_threads = 1;
   ASSIGN_OR_RETURN(o.expected_state, csi::ExpectedState(record));
+  if (record.state.has_value()) o.min_epoch = record.state->epoch;
   if (!read_only) {
     const bool accept = record.rollback_pending;
     o.commit_open = [&provider, volume_id, accept](const io::VolumeState& state) {

@@ -45,6 +45,10 @@ struct AttachOptions {
   // An operator accepted a rolled-back image: the image is opened as found,
   // and its first commit consumes the acceptance.
   bool rollback_accepted = false;
+  // The registry's epoch: the session's new epoch is past it, so a restored
+  // image (whose own epoch is older) moves the registry forward and every
+  // older copy stays refused.
+  uint64_t min_epoch = 0;
   // Commits a state with the registry (KeyBroker.CommitState): a writable
   // session's start (open = true) before the engine accepts a write, and
   // the close at Detach. `accept_rollback` only on the first commit of an

@@ -130,6 +130,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenImage(
   open.path = options.image_path;
   open.read_only = options.read_only;
   open.expected_state = expected;
+  open.min_epoch = options.min_epoch;
   if (!options.read_only) {
     if (!options.commit_state) {
       return absl::InternalError("data path: no way to commit the volume state");

@@ -451,7 +451,8 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     if (key.expected_state.has_value()) {
       auto expected = ToVolumeState(*key.expected_state);
       if (!expected.ok()) return expected.status();
-      attach.expected_state = *expected;
+      attach.min_epoch = expected->epoch;
+      if (!key.rollback_accepted) attach.expected_state = *expected;
     }
     attach.rollback_accepted = key.rollback_accepted;
     // Called again at Detach, possibly from the data path's destructor:

@@ -26,6 +26,13 @@ absl::Status ApplyStateCommit(VolumeRecord& record, const StateCommit& commit) {
           ": accept_rollback, but no rollback acceptance is pending "
           "(sealvol restore --accept-rollback)"));
     }
+    if (record.state.has_value() && commit.state.epoch <= record.state->epoch) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "commit state of volume ", record.volume_id, ": state_epoch ",
+          commit.state.epoch, " of an accepted restore is not past the "
+          "registry's state (", DescribeState(*record.state),
+          "); the restored image must be opened with min_epoch"));
+    }
     record.rollback_pending = false;
   } else if (record.state.has_value()) {
     const CommittedState& held = *record.state;

@@ -49,8 +49,8 @@ struct ReleaseKeyParams {
 struct ReleasedVolumeKey {
   crypto::SecretBytes dek;
   std::string format_id;  // Empty = never formatted (no claim recorded).
-  // The state the image must match; unset = not checked (none committed
-  // yet, or an operator's acceptance of a restored image is pending).
+  // The state the image must match; unset = none committed yet. With
+  // rollback_accepted only its epoch counts (the image is opened past it).
   std::optional<kms::CommittedState> expected_state;
   bool rollback_accepted = false;  // That acceptance is pending.
 };

@@ -533,8 +533,10 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   }
   if (options_.metrics != nullptr) options_.metrics->RecordGrant();
   ReleasedKey released{std::move(*dek), volume->key_version, volume->format_id};
+  // With an acceptance pending the node opens the image unchecked, but
+  // still past the registry's epoch (so older copies stay refused).
   released.rollback_accepted = volume->rollback_pending;
-  if (!volume->rollback_pending) released.expected_state = volume->state;
+  released.expected_state = volume->state;
   return released;
 }
 

@@ -72,8 +72,9 @@ struct ReleasedKey {
   crypto::SecretBytes dek;
   int64_t key_version = 0;
   std::string format_id;  // The registry's; empty = never formatted.
-  // The state the image must match; unset when the registry holds none or
-  // an operator's acceptance of a restored image is pending.
+  // The state the image must match (unset when the registry holds none);
+  // with rollback_accepted, only its epoch counts (the restored image is
+  // opened past it, unchecked).
   std::optional<kms::CommittedState> expected_state;
   bool rollback_accepted = false;  // That acceptance is pending.
 };

@@ -336,7 +336,7 @@ TEST_F(LocalKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
   // Another process reads the same state.
   auto other = OpenOrDie()->GetVolume("sv-a");
   ASSERT_TRUE(other.ok()) << other.status();
-  EXPECT_EQ(*other->state, (CommittedState{1, RootOf('9'), true}));
+  EXPECT_EQ(*other->state, (CommittedState{3, RootOf('9'), true}));
 }
 
 TEST_F(LocalKeyProviderTest, ConcurrentStateCommitsEndAtTheHighestEpoch) {

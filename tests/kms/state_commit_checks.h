@@ -61,9 +61,13 @@ inline void ExpectStateCommitRules(KeyProvider& p, const std::string& volume_id)
                              {CommittedState{3, std::string(64, 'A'), true}, "node-1", 1});
   EXPECT_EQ(upper.status().code(), absl::StatusCode::kInvalidArgument);
 
-  // accept_rollback needs an operator's acceptance, and consumes it once.
-  const StateCommit restore{CommittedState{1, RootOf('9'), true}, "node-1",
+  // accept_rollback needs an operator's acceptance, and consumes it once;
+  // even then the epoch must move forward (the restored image is opened
+  // past the registry's epoch), so no older copy becomes acceptable again.
+  const StateCommit restore{CommittedState{3, RootOf('9'), true}, "node-1",
                             1700000004, /*accept_rollback=*/true};
+  const StateCommit restore_behind{CommittedState{1, RootOf('9'), true}, "node-1",
+                                   1700000004, /*accept_rollback=*/true};
   EXPECT_EQ(p.CommitState(volume_id, restore).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(p.AcceptRollback(volume_id, "", 1).status().code(),
@@ -71,6 +75,10 @@ inline void ExpectStateCommitRules(KeyProvider& p, const std::string& volume_id)
   auto marked = p.AcceptRollback(volume_id, "alice@admin", 1700000005);
   ASSERT_TRUE(marked.ok()) << marked.status();
   EXPECT_TRUE(marked->rollback_pending);
+  auto behind_restore = p.CommitState(volume_id, restore_behind);
+  EXPECT_EQ(behind_restore.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(behind_restore.status().message(), HasSubstr("not past"));
+  EXPECT_TRUE(p.GetVolume(volume_id)->rollback_pending);
   auto accepted = p.CommitState(volume_id, restore);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
   EXPECT_FALSE(accepted->rollback_pending);

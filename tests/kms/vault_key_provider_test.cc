@@ -249,10 +249,10 @@ TEST_F(VaultKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
   auto after = p->GetVolume(v);
   ASSERT_TRUE(after.ok()) << after.status();
   ASSERT_TRUE(after->state.has_value());
-  EXPECT_EQ(*after->state, (CommittedState{1, RootOf('9'), true}));
+  EXPECT_EQ(*after->state, (CommittedState{3, RootOf('9'), true}));
   // Concurrent commits through check-and-set end at the highest epoch.
   std::vector<std::thread> threads;
-  for (uint64_t epoch = 2; epoch <= 6; ++epoch) {
+  for (uint64_t epoch = 4; epoch <= 8; ++epoch) {
     threads.emplace_back([&, epoch] {
       for (int i = 0; i < 3; ++i) {
         auto r = p->CommitState(v, {CommittedState{epoch, RootOf('c'), true},
@@ -262,7 +262,7 @@ TEST_F(VaultKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_EQ(p->GetVolume(v)->state->epoch, 6u);
+  EXPECT_EQ(p->GetVolume(v)->state->epoch, 8u);
   ASSERT_TRUE(p->DestroyVolumeKey(v).ok());
 }
 

@@ -718,7 +718,9 @@ TEST_F(KeyBrokerServiceTest, AcceptedRollbackIsAuditedAndConsumedOnce) {
   auto released = service_->Release(Request(env_->PodMint()), NodeToken());
   ASSERT_TRUE(released.ok()) << released.status();
   EXPECT_TRUE(released->rollback_accepted);
-  EXPECT_FALSE(released->expected_state.has_value());
+  // The registry's state still comes along: the image is opened past it.
+  ASSERT_TRUE(released->expected_state.has_value());
+  EXPECT_EQ(released->expected_state->epoch, 7u);
   auto audit = AuditRecords();
   ASSERT_GE(audit.size(), 2u);
   const auto& accepted = audit[audit.size() - 2];
@@ -726,15 +728,19 @@ TEST_F(KeyBrokerServiceTest, AcceptedRollbackIsAuditedAndConsumedOnce) {
   EXPECT_NE(accepted["message"].get<std::string>().find("alice@admin"),
             std::string::npos);
   EXPECT_EQ(audit.back()["reason"], "granted");
-  // The restored image's commit may go back in epoch, once.
-  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {3, kRootB, true},
+  // The restored image's commit must still move the epoch forward (it is
+  // opened past the registry's epoch), and consumes the acceptance.
+  EXPECT_EQ(RefusalReason(service_->CommitVolumeState(
+                kVolume, kNode, {3, kRootB, true}, true, NodeToken())),
+            "state_regression");
+  ASSERT_TRUE(service_->CommitVolumeState(kVolume, kNode, {8, kRootB, true},
                                           true, NodeToken()).ok());
   EXPECT_EQ(AuditRecords().back()["reason"], "rollback_consumed");
-  EXPECT_EQ(*keys_.GetVolume(kVolume)->state, (kms::CommittedState{3, kRootB, true}));
+  EXPECT_EQ(*keys_.GetVolume(kVolume)->state, (kms::CommittedState{8, kRootB, true}));
   auto after = service_->Release(Request(env_->PodMint()), NodeToken());
   ASSERT_TRUE(after.ok());
   EXPECT_FALSE(after->rollback_accepted);
-  EXPECT_EQ(*after->expected_state, (kms::CommittedState{3, kRootB, true}));
+  EXPECT_EQ(*after->expected_state, (kms::CommittedState{8, kRootB, true}));
   EXPECT_EQ(RefusalReason(service_->CommitVolumeState(
                 kVolume, kNode, {2, kRootB, true}, true, NodeToken())),
             "state_regression");
