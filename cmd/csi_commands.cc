@@ -36,6 +36,7 @@
 #include "kms/broker/jwks_cache.h"
 #include "kms/broker/key_broker_client.h"
 #include "kms/broker/key_broker_service.h"
+#include "kms/broker/pod_lookup.h"
 #include "kms/broker/token_review.h"
 #include "kms/broker/token_verifier.h"
 #include "kms/key_provider.h"
@@ -138,6 +139,9 @@ struct ControllerFlags {
   std::string token_review_token_file =
       broker::TokenReviewOptions().bearer_token_file;
   bool allow_tokens_without_node_claim = false;
+  // Block volumes: the kubelet sends no pod token with their publish; with
+  // this flag the broker confirms their pods through the API server above.
+  bool attest_block_pods_via_api_server = false;
   std::string max_token_lifetime = "24h";
   std::string audit_log;
   std::string metrics_listen;
@@ -158,6 +162,7 @@ int RunController(const ControllerFlags& f) {
   std::unique_ptr<broker::TokenVerifier> verifier;
   std::unique_ptr<broker::AuditLog> audit;
   std::unique_ptr<broker::TokenReviewer> reviewer;
+  std::unique_ptr<broker::PodLookup> pod_lookup;
   broker::BrokerMetrics metrics;
   std::unique_ptr<broker::KeyBrokerService> broker_service;
   broker::BrokerServer broker_server;
@@ -203,7 +208,7 @@ int RunController(const ControllerFlags& f) {
                    "node are accepted from any node that holds them");
     }
     options.metrics = &metrics;
-    if (f.token_review) {
+    if (f.token_review || f.attest_block_pods_via_api_server) {
       if (!absl::StartsWith(f.token_review_url, "https://") &&
           !absl::StartsWith(f.token_review_url, "http://")) {
         return Fail("controller", absl::InvalidArgumentError(absl::StrCat(
@@ -225,12 +230,25 @@ int RunController(const ControllerFlags& f) {
         return Fail("controller", unreadable("--token-review-token-file",
                                              f.token_review_token_file));
       }
+    }
+    if (f.token_review) {
       reviewer = std::make_unique<broker::TokenReviewer>(broker::TokenReviewOptions{
           .api_server_url = f.token_review_url,
           .ca_file = f.token_review_ca_file,
           .bearer_token_file = f.token_review_token_file,
           .audience = f.audience});
       options.token_reviewer = reviewer.get();
+    }
+    if (f.attest_block_pods_via_api_server) {
+      pod_lookup = std::make_unique<broker::PodLookup>(broker::PodLookupOptions{
+          .api_server = {.url = f.token_review_url,
+                         .ca_file = f.token_review_ca_file,
+                         .bearer_token_file = f.token_review_token_file},
+          .driver = csi::kDriverName});
+      options.pod_lookup = pod_lookup.get();
+      spdlog::info("--attest-block-pods-via-api-server: block volumes' pods "
+                   "(publishes without a token) are confirmed through the "
+                   "API server at {}", f.token_review_url);
     }
     broker_service = std::make_unique<broker::KeyBrokerService>(
         **provider, *verifier, *audit, options);
@@ -746,14 +764,22 @@ void RegisterCsiCommands(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   controller->add_flag("--token-review", cf->token_review,
                        "Confirm pod tokens with the API server's TokenReview");
+  controller->add_flag("--attest-block-pods-via-api-server",
+                       cf->attest_block_pods_via_api_server,
+                       "Release block volumes' keys (the kubelet sends no pod "
+                       "token for them) to pods the API server confirms: on "
+                       "this node, this uid and service account, using the "
+                       "volume; off by default (docs/attestation.md)");
   controller->add_option("--token-review-url", cf->token_review_url,
-                         "API server for TokenReview (outside the cluster: its URL)")
+                         "API server for TokenReview and block pod lookups "
+                         "(outside the cluster: its URL)")
       ->capture_default_str();
   controller->add_option("--token-review-ca-file", cf->token_review_ca_file,
                          "PEM CA of the API server (empty: the system store)")
       ->capture_default_str();
   controller->add_option("--token-review-token-file", cf->token_review_token_file,
-                         "Bearer token allowed to create tokenreviews")
+                         "Bearer token allowed to create tokenreviews (and, "
+                         "for block pod lookups, to get pods, PVCs and PVs)")
       ->capture_default_str();
   controller->add_flag("--allow-tokens-without-node-claim",
                        cf->allow_tokens_without_node_claim,

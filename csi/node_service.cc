@@ -72,7 +72,8 @@ struct NodeService::StageRecord {
 
 absl::StatusOr<PodAttestation> PodAttestationFrom(
     const google::protobuf::Map<std::string, std::string>& volume_context,
-    const google::protobuf::Map<std::string, std::string>& secrets) {
+    const google::protobuf::Map<std::string, std::string>& secrets,
+    TokenRule rule) {
   PodAttestation out;
   out.pod.name = Lookup(volume_context, secrets, kPodName);
   out.pod.namespace_name = Lookup(volume_context, secrets, kPodNamespace);
@@ -84,6 +85,15 @@ absl::StatusOr<PodAttestation> PodAttestationFrom(
         "podInfoOnMount: true on the CSIDriver)");
   }
   const std::string tokens = Lookup(volume_context, secrets, kPodTokens);
+  if (tokens.empty() && rule == TokenRule::kAbsentForBlock) {
+    if (out.pod.uid.empty() || out.pod.service_account.empty()) {
+      return absl::PermissionDeniedError(
+          "no_pod_identity: a block publish without a token must name the "
+          "pod's uid and service account (set podInfoOnMount: true on the "
+          "CSIDriver)");
+    }
+    return out;  // The broker confirms the pod through the API server.
+  }
   if (tokens.empty()) {
     return absl::PermissionDeniedError(
         "no_token: the publish request carries no service-account token "
@@ -584,7 +594,9 @@ absl::Status NodeService::Publish(
   // Every publish attests, also when the volume is already open here: the
   // pod proves its own identity, not the first pod's.
   ASSIGN_OR_RETURN(PodAttestation attestation,
-                   PodAttestationFrom(request.volume_context(), request.secrets()));
+                   PodAttestationFrom(request.volume_context(), request.secrets(),
+                                      record->block ? TokenRule::kAbsentForBlock
+                                                    : TokenRule::kRequired));
   {
     ASSIGN_OR_RETURN(broker::ReleasedVolumeKey key,
                      keys_->ReleaseKey(id, options_.node_id, attestation.token,

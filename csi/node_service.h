@@ -51,12 +51,23 @@ struct PodAttestation {
   std::string token;
 };
 
+// Whether a publish may come without a token: the kubelet sends none with
+// a block volume's NodePublishVolume (pkg/volume/csi/csi_block.go), and the
+// broker then confirms the pod through the API server, if its operator
+// allows that. A file system publish always needs one.
+enum class TokenRule { kRequired, kAbsentForBlock };
+
 // Reads the pod identity and the "sealvol" audience token: each key from the
 // volume context first, then from the secrets (serviceAccountTokenInSecrets
-// puts the tokens there). PermissionDenied naming what is missing.
+// puts the tokens there). PermissionDenied naming what is missing. With
+// kAbsentForBlock, a request without the tokens key yields an empty token
+// but must name the pod's uid and service account (the broker compares
+// them with the API server's); a tokens key without a sealvol token is
+// still refused.
 absl::StatusOr<PodAttestation> PodAttestationFrom(
     const google::protobuf::Map<std::string, std::string>& volume_context,
-    const google::protobuf::Map<std::string, std::string>& secrets);
+    const google::protobuf::Map<std::string, std::string>& secrets,
+    TokenRule rule = TokenRule::kRequired);
 
 struct NodeOptions {
   std::string node_id;

@@ -112,6 +112,78 @@ absl::Status AttestationPolicy::CheckPod(const VerifiedToken& pod_token,
   return absl::OkStatus();
 }
 
+absl::Status AttestationPolicy::CheckObservedPod(
+    const ObservedPod& pod, const PodIdentity& forwarded,
+    std::string_view node_id, const kms::VolumeRecord& volume) const {
+  const std::string who = absl::StrCat(pod.namespace_name, "/", pod.name);
+  // The same name may belong to a deleted pod's successor: the uid decides.
+  if (forwarded.uid.empty() || pod.uid != forwarded.uid) {
+    return RefusalStatus(
+        Reason::kPodMismatch,
+        absl::StrCat("pod ", who, " has uid ", pod.uid,
+                     " in the API server, the volume context names uid ",
+                     forwarded.uid));
+  }
+  if (forwarded.service_account.empty() ||
+      pod.service_account != forwarded.service_account) {
+    return RefusalStatus(
+        Reason::kPodMismatch,
+        absl::StrCat("pod ", who, " runs as service account ",
+                     pod.service_account, ", the volume context names ",
+                     forwarded.service_account));
+  }
+  // A node's kubelet creates mirror pods bound to itself, in any namespace
+  // its static pod files name: the API server's word on such a pod is the
+  // node's own. (NodeRestriction also keeps service accounts and claims out
+  // of them.)
+  if (pod.mirror) {
+    return RefusalStatus(
+        Reason::kPodMismatch,
+        absl::StrCat("pod ", who, " is a mirror pod (a static pod of a "
+                     "kubelet), which no node attests for itself"));
+  }
+  if (pod.terminating || (pod.phase != "Pending" && pod.phase != "Running")) {
+    return RefusalStatus(
+        Reason::kPodNotActive,
+        absl::StrCat("pod ", who, " is ",
+                     pod.terminating ? "terminating" : "in phase " + pod.phase,
+                     "; only a Pending or Running pod gets a key"));
+  }
+  if (pod.namespace_name != volume.tenant) {
+    return RefusalStatus(
+        Reason::kNamespaceMismatch,
+        absl::StrCat("pod namespace ", pod.namespace_name, " is not the tenant ",
+                     volume.tenant, " of volume ", volume.volume_id));
+  }
+  if (!ServiceAccountAllowed(volume, pod.service_account)) {
+    return RefusalStatus(
+        Reason::kServiceAccountNotAllowed,
+        absl::StrCat("service account ", pod.service_account,
+                     " is not in allowedServiceAccounts of volume ",
+                     volume.volume_id));
+  }
+  if (node_id.empty() || pod.node_name != node_id) {
+    return RefusalStatus(
+        Reason::kNodeMismatch,
+        absl::StrCat("pod ", who, " is scheduled on node '", pod.node_name,
+                     "', the request comes from node ", std::string(node_id)));
+  }
+  if (pod.claim.empty()) {
+    return RefusalStatus(
+        Reason::kVolumeNotInPod,
+        absl::StrCat("pod ", who, " has no claim bound to volume ",
+                     volume.volume_id));
+  }
+  if (pod.volume_mode != "Block") {
+    return RefusalStatus(
+        Reason::kVolumeNotInPod,
+        absl::StrCat("pod ", who, " uses volume ", volume.volume_id,
+                     " through claim ", pod.claim, " in mode ", pod.volume_mode,
+                     "; only block volumes are attested without a token"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status AttestationPolicy::CheckPlacement(const kms::VolumeRecord& volume,
                                                std::string_view node_id) const {
   if (!volume.node.empty() && volume.node != node_id) {

@@ -4,13 +4,15 @@
 //
 // Refusal reasons: node_identity_invalid, namespace_mismatch, pod_mismatch,
 // service_account_not_allowed, node_mismatch, token_without_node_claim,
-// node_not_owner.
+// node_not_owner; for pods confirmed through the API server also
+// pod_not_active and volume_not_in_pod.
 #pragma once
 
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "kms/broker/pod_lookup.h"
 #include "kms/broker/token_verifier.h"
 #include "kms/key_provider.h"
 
@@ -55,6 +57,16 @@ class AttestationPolicy {
   absl::Status CheckPod(const VerifiedToken& pod_token,
                         const PodIdentity& forwarded, std::string_view node_id,
                         const kms::VolumeRecord& volume) const;
+
+  // For a request without a token (a block volume's publish): the pod as
+  // the API server reports it must be the forwarded one (uid, service
+  // account), live (Pending or Running, not terminating), in the volume's
+  // tenant namespace, run by an allowed service account, scheduled on
+  // `node_id`, and use the volume through a bound claim in Block mode.
+  absl::Status CheckObservedPod(const ObservedPod& pod,
+                                const PodIdentity& forwarded,
+                                std::string_view node_id,
+                                const kms::VolumeRecord& volume) const;
 
   // The volume must be placed on `node_id`, or on no node yet (the broker
   // then records `node_id` as its node before it releases the key).

@@ -50,6 +50,7 @@ std::string FormatLine(const AuditRecord& r, absl::Time now, int64_t seq,
   line["service_account"] = Clip(r.service_account);
   line["node"] = Clip(r.node);
   line["token_id"] = Clip(r.token_id);
+  line["attestation"] = Clip(r.attestation);
   line["key_version"] = r.key_version;
   line["message"] = Clip(r.message);
   line["prev"] = prev;

@@ -36,6 +36,9 @@ namespace sealvol::broker {
 
 inline constexpr char kDecisionGrant[] = "grant";
 inline constexpr char kDecisionRefuse[] = "refuse";
+inline constexpr char kAttestationToken[] = "token";
+inline constexpr char kAttestationApiServer[] = "api_server";
+inline constexpr char kAttestationNone[] = "none";
 
 // One decision. Strings come from requests and claims; the log escapes them
 // and clips each to 256 bytes. Never put a token or key here.
@@ -50,6 +53,9 @@ struct AuditRecord {
   std::string service_account;
   std::string node;
   std::string token_id;  // jti, or "sha256:<hex>" of the token.
+  // How the pod was attested: kAttestationToken, kAttestationApiServer,
+  // kAttestationNone (a release request with neither), or "" (no pod).
+  std::string attestation;
   int64_t key_version = 0;
   std::string message;   // Human text without secrets.
 };

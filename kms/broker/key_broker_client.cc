@@ -30,7 +30,8 @@ absl::Status FromGrpc(const grpc::Status& status) {
   if (code == absl::StatusCode::kPermissionDenied ||
       code == absl::StatusCode::kResourceExhausted ||
       code == absl::StatusCode::kUnavailable ||
-      code == absl::StatusCode::kFailedPrecondition) {
+      code == absl::StatusCode::kFailedPrecondition ||
+      code == absl::StatusCode::kInvalidArgument) {
     const size_t colon = message.find(':');
     if (colon != std::string::npos) {
       const std::string reason = message.substr(0, colon);

@@ -407,6 +407,36 @@ absl::Status KeyBrokerService::PlaceVolume(const std::string& volume_id,
   return absl::OkStatus();
 }
 
+absl::Status KeyBrokerService::AttestPod(const ReleaseRequest& request,
+                                         const kms::VolumeRecord& volume,
+                                         AuditRecord& record) {
+  if (!request.pod_token.empty()) {
+    auto pod = verifier_.Verify(request.pod_token);
+    if (!pod.ok()) return pod.status();
+    record.token_id = TokenId(request.pod_token, pod->jti);
+    RETURN_IF_ERROR(
+        policy_.CheckPod(*pod, request.pod, request.node_id, volume));
+    if (options_.token_reviewer != nullptr) {
+      RETURN_IF_ERROR(options_.token_reviewer->Review(request.pod_token, *pod));
+    }
+    return absl::OkStatus();
+  }
+  // No token: the kubelet sends none with a block volume's publish. Only
+  // with the operator's opt-in, and only for a pod the API server confirms
+  // (the policy also requires the volume to be a block volume of the pod).
+  if (options_.pod_lookup == nullptr) {
+    return RefusalStatus(
+        Reason::kNoToken,
+        "the request carries no pod token; pods of block volumes are "
+        "confirmed through the API server only with "
+        "--attest-block-pods-via-api-server");
+  }
+  auto observed = options_.pod_lookup->Observe(request.pod, request.volume_id);
+  if (!observed.ok()) return observed.status();
+  return policy_.CheckObservedPod(*observed, request.pod, request.node_id,
+                                  volume);
+}
+
 absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     const ReleaseRequest& request, std::string_view node_token) {
   AuditRecord record;
@@ -418,6 +448,9 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   record.node = request.node_id;
   record.token_id =
       request.pod_token.empty() ? "" : TokenId(request.pod_token, "");
+  record.attestation = !request.pod_token.empty() ? kAttestationToken
+                       : options_.pod_lookup != nullptr ? kAttestationApiServer
+                                                        : kAttestationNone;
 
   auto refuse = [&](absl::Status status) -> absl::Status {
     std::string reason = RefusalReason(status);
@@ -465,20 +498,10 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     return refuse(s);
   }
 
-  // 3. For whom: the pod, by its token, against the volume's policy.
-  auto pod = verifier_.Verify(request.pod_token);
-  if (!pod.ok()) return refuse(pod.status());
-  record.token_id = TokenId(request.pod_token, pod->jti);
-  if (absl::Status s = policy_.CheckPod(*pod, request.pod, request.node_id,
-                                        *volume);
-      !s.ok()) {
+  // 3. For whom: the pod, by its token (or, without one, by the API
+  // server's word), against the volume's policy.
+  if (absl::Status s = AttestPod(request, *volume, record); !s.ok()) {
     return refuse(s);
-  }
-  if (options_.token_reviewer != nullptr) {
-    if (absl::Status s = options_.token_reviewer->Review(request.pod_token, *pod);
-        !s.ok()) {
-      return refuse(s);
-    }
   }
 
   // 4. A volume placed on no node yet (created without topology) is placed
@@ -525,7 +548,10 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   record.decision = kDecisionGrant;
   record.reason = "granted";
   record.key_version = volume->key_version;
-  record.message = "key released";
+  record.message = record.attestation == kAttestationApiServer
+                       ? "key released (no pod token: block volume, pod "
+                         "confirmed by the API server)"
+                       : "key released";
   if (absl::Status logged = audit_.Append(record); !logged.ok()) {
     dek->Wipe();
     return absl::UnavailableError(

@@ -36,6 +36,7 @@
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/audit_log.h"
 #include "kms/broker/broker_metrics.h"
+#include "kms/broker/pod_lookup.h"
 #include "kms/broker/rate_limiter.h"
 #include "kms/broker/token_review.h"
 #include "kms/broker/token_verifier.h"
@@ -49,6 +50,11 @@ struct KeyBrokerOptions {
   RateLimiterOptions rate_limit;
   BrokerMetrics* metrics = nullptr;              // Optional.
   const TokenReviewer* token_reviewer = nullptr;  // Optional (--token-review).
+  // Optional (--attest-block-pods-via-api-server): a request without a pod
+  // token is decided by what the API server says about the pod
+  // (AttestationPolicy::CheckObservedPod). Null: such requests are refused
+  // (no_token).
+  const PodLookup* pod_lookup = nullptr;
 };
 
 // One key-release request, independent of gRPC.
@@ -163,7 +169,9 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
       std::string_view node_token);
 
   // The decision itself: bounds every field (invalid_request), verifies both
-  // tokens, checks the volume's placement (node_not_owner) and the policy,
+  // tokens (or, for a request without a pod token and with a pod_lookup,
+  // asks the API server about the pod), checks the volume's placement
+  // (node_not_owner) and the policy,
   // places a volume that has no node yet on the asking node, unwraps the key
   // and writes the audit record. A grant is returned only once its audit
   // record is durable; if the record cannot be written the key is wiped and
@@ -180,6 +188,10 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // node_not_owner when another node got there first.
   absl::Status PlaceVolume(const std::string& volume_id,
                            const std::string& node_id);
+  // Step 3 of Release: the pod by its token, or without one through the API
+  // server. Fills the record's token id.
+  absl::Status AttestPod(const ReleaseRequest& request,
+                         const kms::VolumeRecord& volume, AuditRecord& record);
 
   kms::KeyProvider& keys_;
   const TokenVerifier& verifier_;

@@ -37,6 +37,11 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kStateRegression: return "state_regression";
     case Reason::kInvalidState: return "invalid_state";
     case Reason::kRolledBack: return "rolled_back";
+    case Reason::kNoToken: return "no_token";
+    case Reason::kPodNotFound: return "pod_not_found";
+    case Reason::kPodNotActive: return "pod_not_active";
+    case Reason::kVolumeNotInPod: return "volume_not_in_pod";
+    case Reason::kApiServerFailed: return "api_server_failed";
   }
   return "unknown";
 }
@@ -51,6 +56,7 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
       break;
     case Reason::kKmsError:
     case Reason::kTokenReviewFailed:
+    case Reason::kApiServerFailed:
       status = absl::UnavailableError(text);
       break;
     case Reason::kAlreadyFormatted:

@@ -45,18 +45,25 @@ enum class Reason {
   kInvalidState,          // CommitState: a malformed state root.
   kRolledBack,            // ReportRollback: a node refused a rolled-back
                           // image (audited; the node's own refusal).
+  // Pods confirmed through the API server (block volumes: no token).
+  kNoToken,               // No pod token, and the request may not do without.
+  kPodNotFound,           // The API server has no such pod.
+  kPodNotActive,          // The pod is terminating, succeeded or failed.
+  kVolumeNotInPod,        // The pod has no claim bound to the volume as a
+                          // block volume.
+  kApiServerFailed,       // The API server could not be asked (fail closed).
 };
 
 // The last reason, for code that maps every name back (the client).
-inline constexpr Reason kLastReason = Reason::kRolledBack;
+inline constexpr Reason kLastReason = Reason::kApiServerFailed;
 
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
-// kKmsError and kTokenReviewFailed, FailedPrecondition for kAlreadyFormatted,
-// kStateRegression and kRolledBack, InvalidArgument for kInvalidRequest and
-// kInvalidState) with message "<reason>: <message>" and
+// kKmsError, kTokenReviewFailed and kApiServerFailed, FailedPrecondition for
+// kAlreadyFormatted, kStateRegression and kRolledBack, InvalidArgument for
+// kInvalidRequest and kInvalidState) with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
 

@@ -1,8 +1,6 @@
 #include "kms/broker/token_review.h"
 
-#include <chrono>
-#include <fstream>
-#include <sstream>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -16,59 +14,37 @@ using nlohmann::json;
 
 constexpr char kPodUidExtra[] = "authentication.kubernetes.io/pod-uid";
 
-kms::HttpClientOptions ReviewHttpOptions(const TokenReviewOptions& options) {
-  kms::HttpClientOptions o;
-  o.ca_file = options.ca_file;
-  o.connect_timeout = std::chrono::milliseconds(
-      absl::ToInt64Milliseconds(options.timeout));
-  o.request_timeout = o.connect_timeout;
-  return o;  // One attempt: a review that fails refuses (fails closed).
-}
-
 }  // namespace
 
 TokenReviewer::TokenReviewer(TokenReviewOptions options)
-    : options_(std::move(options)), http_(ReviewHttpOptions(options_)) {}
+    : options_(std::move(options)),
+      api_server_({.url = options_.api_server_url,
+                   .ca_file = options_.ca_file,
+                   .bearer_token_file = options_.bearer_token_file,
+                   .timeout = options_.timeout}) {}
 
 absl::Status TokenReviewer::Review(std::string_view token,
                                    const VerifiedToken& verified) const {
-  std::ifstream in(options_.bearer_token_file);
-  if (!in) {
-    return RefusalStatus(Reason::kTokenReviewFailed,
-                         absl::StrCat("cannot read the broker's API token ",
-                                      options_.bearer_token_file));
-  }
-  std::ostringstream bearer;
-  bearer << in.rdbuf();
   json body = {{"apiVersion", "authentication.k8s.io/v1"},
                {"kind", "TokenReview"},
                {"spec",
                 {{"token", std::string(token)},
                  {"audiences", json::array({options_.audience})}}}};
-  kms::HttpRequest request;
-  request.method = "POST";
-  request.url = absl::StrCat(
-      std::string(absl::StripSuffix(options_.api_server_url, "/")),
-      "/apis/authentication.k8s.io/v1/tokenreviews");
-  request.headers = {
-      {"Content-Type", "application/json"},
-      {"Accept", "application/json"},
-      {"Authorization",
-       absl::StrCat("Bearer ", absl::StripAsciiWhitespace(bearer.str()))}};
-  request.body = body.dump();
-  auto response = http_.Send(request);
-  // Do not keep the pod token around in the request body longer than needed.
-  std::fill(request.body.begin(), request.body.end(), '\0');
-  if (!response.ok()) {
+  auto answer =
+      api_server_.Post("/apis/authentication.k8s.io/v1/tokenreviews", body);
+  // Do not keep the pod token around longer than needed.
+  std::string& sent = body["spec"]["token"].get_ref<std::string&>();
+  std::fill(sent.begin(), sent.end(), '\0');
+  if (!answer.ok()) {
     return RefusalStatus(Reason::kTokenReviewFailed,
-                         std::string(response.status().message()));
+                         std::string(answer.status().message()));
   }
-  if (response->status != 200 && response->status != 201) {
+  if (answer->status != 200 && answer->status != 201) {
     return RefusalStatus(
         Reason::kTokenReviewFailed,
-        absl::StrCat("TokenReview: API server answered HTTP ", response->status));
+        absl::StrCat("TokenReview: API server answered HTTP ", answer->status));
   }
-  json doc = json::parse(response->body, nullptr, false);
+  const json& doc = answer->body;
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("status") ||
       !doc["status"].is_object()) {
     return RefusalStatus(Reason::kTokenReviewFailed,

@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "kms/broker/api_server_client.h"
 #include "kms/broker/token_verifier.h"
-#include "kms/http_client.h"
 
 namespace sealvol::broker {
 
@@ -39,7 +39,7 @@ class TokenReviewer {
 
  private:
   const TokenReviewOptions options_;
-  const kms::HttpClient http_;
+  const ApiServerClient api_server_;
 };
 
 }  // namespace sealvol::broker

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
@@ -343,6 +344,43 @@ TEST_F(NodeServiceTest, PodAttestationReadsContextThenSecrets) {
   EXPECT_EQ(attestation->pod.name, "from-context");
   EXPECT_EQ(attestation->pod.namespace_name, "team-a");
   EXPECT_EQ(attestation->token, "t-secret");
+}
+
+// The kubelet sends no token with a block volume's publish: the node then
+// forwards the pod's identity alone (the broker asks the API server), but
+// only for block volumes and only with the uid and service account named.
+TEST_F(NodeServiceTest, OnlyABlockPublishMayComeWithoutAToken) {
+  google::protobuf::Map<std::string, std::string> context, secrets;
+  context[kPodName] = "raw-0";
+  context[kPodNamespace] = "team-a";
+  context[kPodUid] = "uid-raw-0";
+  context[kPodServiceAccount] = "trainer";
+  auto file_system = PodAttestationFrom(context, secrets, TokenRule::kRequired);
+  EXPECT_TRUE(absl::IsPermissionDenied(file_system.status()));
+  EXPECT_TRUE(absl::StartsWith(file_system.status().message(), "no_token"))
+      << file_system.status();
+  auto block = PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock);
+  ASSERT_TRUE(block.ok()) << block.status();
+  EXPECT_EQ(block->token, "");
+  EXPECT_EQ(block->pod.uid, "uid-raw-0");
+  EXPECT_EQ(block->pod.service_account, "trainer");
+  // Without the uid or the service account the broker could not compare.
+  context.erase(kPodUid);
+  EXPECT_TRUE(absl::StartsWith(
+      PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock)
+          .status()
+          .message(),
+      "no_pod_identity"));
+  context[kPodUid] = "uid-raw-0";
+  // A tokens key without a sealvol token is refused for block volumes too.
+  context[kPodTokens] = R"({"other":{"token":"x"}})";
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock).status()));
+  // A token that is there is used.
+  context[kPodTokens] = R"({"sealvol":{"token":"t"}})";
+  auto with_token = PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock);
+  ASSERT_TRUE(with_token.ok()) << with_token.status();
+  EXPECT_EQ(with_token->token, "t");
 }
 
 TEST_F(NodeServiceTest, PublishBeforeStageIsFailedPrecondition) {

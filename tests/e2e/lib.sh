@@ -73,7 +73,8 @@ YAML
 }
 
 # pod NS NAME CLAIM SCRIPT [block]: a pod running SCRIPT with the claim at
-# /data (or, for block, the raw device at /dev/sealvol).
+# /data (or, for block, the raw device at /dev/sealvol), as service account
+# $POD_SA (default: default).
 pod() {
   local volume_line="volumeMounts: [{name: data, mountPath: /data}]"
   [[ ${5:-} == block ]] && volume_line="volumeDevices: [{name: data, devicePath: /dev/sealvol}]"
@@ -82,7 +83,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: $2, namespace: $1}
 spec:
-  serviceAccountName: default
+  serviceAccountName: ${POD_SA:-default}
   terminationGracePeriodSeconds: 1
   containers:
   - name: c

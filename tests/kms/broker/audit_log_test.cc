@@ -93,7 +93,7 @@ TEST_F(AuditLogTest, WritesOneJsonLinePerRecordWithStableKeys) {
   EXPECT_EQ(keys, (std::vector<std::string>{
                       "time", "seq", "decision", "reason", "volume", "tenant",
                       "namespace", "pod", "pod_uid", "service_account", "node",
-                      "token_id", "key_version", "message", "prev"}));
+                      "token_id", "attestation", "key_version", "message", "prev"}));
   EXPECT_EQ(doc["seq"], 2);
   EXPECT_EQ(doc["decision"], "grant");
   EXPECT_EQ(doc["pod_uid"], "uid-1");

@@ -185,6 +185,22 @@ TEST_F(KeyBrokerGrpcTest, RefusalReachesTheNodeAsPermissionDeniedWithReason) {
   EXPECT_EQ(RefusalReason(dek.status()), "node_identity_invalid");
 }
 
+// Every reason after already_formatted was once lost on the way: the client
+// maps names back over 0..kLastReason.
+TEST_F(KeyBrokerGrpcTest, ReasonsAddedLaterReachTheNodeToo) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  auto params = Params("web-0");
+  params.pod_token.clear();  // A block publish; the broker has no pod lookup.
+  auto dek = client->ReleaseKey(params);
+  ASSERT_FALSE(dek.ok());
+  EXPECT_EQ(RefusalReason(dek.status()), "no_token") << dek.status();
+  params = Params("web-0");
+  params.node_id = std::string(300, 'n');  // Over its bound.
+  dek = client->ReleaseKey(params);
+  EXPECT_EQ(RefusalReason(dek.status()), "invalid_request") << dek.status();
+}
+
 TEST_F(KeyBrokerGrpcTest, KmsOutageReachesTheNodeAsUnavailable) {
   StartUnix();
   auto client = Client({.target = "unix://" + Path("broker.sock")});

@@ -854,6 +854,8 @@ class TokenReviewTest : public KeyBrokerServiceTest {
     Rebuild();
   }
   void TearDown() override {
+    service_.reset();  // Closes the reviewer's pooled connection first.
+    reviewer_.reset();
     api_.Stop();
     KeyBrokerServiceTest::TearDown();
   }
@@ -897,6 +899,317 @@ TEST_F(TokenReviewTest, FailsClosedWhenTheApiServerIsDown) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(RefusalReason(result.status()), "token_review_failed");
   EXPECT_EQ(AuditRecords().back()["reason"], "token_review_failed");
+}
+
+// Block volumes: the kubelet sends no pod token with their publish, so the
+// broker (with pod_lookup) asks the API server about the pod instead. A local
+// server answers GET of pods, persistentvolumeclaims and persistentvolumes
+// from what each test puts in it, as kube-apiserver would.
+class BlockPodAttestationTest : public KeyBrokerServiceTest {
+ protected:
+  void SetUp() override {
+    KeyBrokerServiceTest::SetUp();
+    bearer_file_ = (dir_ / "sa-token").string();
+    std::ofstream(bearer_file_) << "controller-token\n";
+    // One request per connection: stopping the server mid-test must not
+    // wait for a pooled connection's keep-alive timeout.
+    api_.server().set_keep_alive_max_count(1);
+    api_.server().Get(
+        R"(/api/v1/(.*))",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          std::lock_guard lock(mu_);
+          paths_.push_back(req.path);
+          if (req.get_header_value("Authorization") != "Bearer controller-token") {
+            res.status = 401;
+            return;
+          }
+          if (fail_with_ != 0) {
+            res.status = fail_with_;
+            return;
+          }
+          auto it = objects_.find(req.path);
+          if (it == objects_.end()) {
+            res.status = 404;
+            res.set_content(R"({"kind":"Status","reason":"NotFound"})",
+                            "application/json");
+            return;
+          }
+          res.status = 200;
+          res.set_content(it->second.dump(), "application/json");
+        });
+    lookup_ = std::make_unique<PodLookup>(PodLookupOptions{
+        .api_server = {.url = api_.Start(),
+                       .ca_file = "",
+                       .bearer_token_file = bearer_file_}});
+    options_.pod_lookup = lookup_.get();
+    Rebuild();
+    // The pod of the happy path: team-a/raw-0 on this node, with a claim
+    // bound to kVolume in Block mode.
+    Pod(PodObject());
+    Put("/api/v1/namespaces/team-a/persistentvolumeclaims/raw",
+        {{"spec", {{"volumeName", "pv-raw"}}}, {"status", {{"phase", "Bound"}}}});
+    Put("/api/v1/persistentvolumes/pv-raw", PvObject("Block"));
+  }
+  void TearDown() override {
+    // The client first: its pooled connection would keep the server's
+    // stop waiting for the keep-alive timeout (5 s).
+    service_.reset();
+    lookup_.reset();
+    api_.Stop();
+    KeyBrokerServiceTest::TearDown();
+  }
+
+  static nlohmann::json PodObject() {
+    return {{"metadata", {{"name", "raw-0"}, {"namespace", "team-a"}, {"uid", "uid-raw-0"}}},
+            {"spec",
+             {{"serviceAccountName", "trainer"},
+              {"nodeName", kNode},
+              {"volumes",
+               {{{"name", "scratch"}, {"emptyDir", nlohmann::json::object()}},
+                {{"name", "data"}, {"persistentVolumeClaim", {{"claimName", "raw"}}}}}}}},
+            {"status", {{"phase", "Pending"}}}};
+  }
+  static nlohmann::json PvObject(const std::string& mode) {
+    return {{"spec",
+             {{"volumeMode", mode},
+              {"csi", {{"driver", "sealvol.csi.dev"}, {"volumeHandle", kVolume}}},
+              {"claimRef", {{"namespace", "team-a"}, {"name", "raw"}}}}}};
+  }
+  void Put(const std::string& path, nlohmann::json object) {
+    std::lock_guard lock(mu_);
+    objects_[path] = std::move(object);
+  }
+  void Pod(nlohmann::json pod) {
+    const std::string path = absl::StrCat(
+        "/api/v1/namespaces/", pod["metadata"]["namespace"].get<std::string>(),
+        "/pods/", pod["metadata"]["name"].get<std::string>());
+    Put(path, std::move(pod));
+  }
+  // A request as the node sends it for a block publish: the kubelet's pod
+  // info, no token.
+  static ReleaseRequest BlockRequest() {
+    ReleaseRequest r;
+    r.volume_id = kVolume;
+    r.node_id = kNode;
+    r.pod = {.name = "raw-0", .namespace_name = "team-a", .uid = "uid-raw-0",
+             .service_account = "trainer"};
+    return r;
+  }
+  std::vector<std::string> Paths() {
+    std::lock_guard lock(mu_);
+    return paths_;
+  }
+
+  HttpTestServer api_;
+  std::string bearer_file_;
+  std::mutex mu_;
+  std::map<std::string, nlohmann::json> objects_;  // By path; mu_
+  std::vector<std::string> paths_;                 // Asked for; mu_
+  int fail_with_ = 0;                              // HTTP status; mu_
+  std::unique_ptr<PodLookup> lookup_;
+};
+
+TEST_F(BlockPodAttestationTest, GrantsTheKeyToAPodTheApiServerConfirmsAndAuditsIt) {
+  auto result = service_->Release(BlockRequest(), NodeToken());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->dek.data()[0], 0xA5);
+  auto audit = AuditRecords();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0]["decision"], "grant");
+  EXPECT_EQ(audit[0]["attestation"], "api_server");
+  EXPECT_EQ(audit[0]["pod"], "raw-0");
+  EXPECT_EQ(audit[0]["pod_uid"], "uid-raw-0");
+  EXPECT_EQ(audit[0]["service_account"], "trainer");
+  EXPECT_EQ(audit[0]["node"], kNode);
+  EXPECT_EQ(audit[0]["token_id"], "");
+  EXPECT_EQ(Paths(), (std::vector<std::string>{
+                         "/api/v1/namespaces/team-a/pods/raw-0",
+                         "/api/v1/namespaces/team-a/persistentvolumeclaims/raw",
+                         "/api/v1/persistentvolumes/pv-raw"}));
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAPodScheduledOnAnotherNode) {
+  auto pod = PodObject();
+  pod["spec"]["nodeName"] = "node-2";
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "node_mismatch");
+  pod["spec"].erase("nodeName");  // Not scheduled yet.
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "node_mismatch");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesWhenTheUidIsNotThePodsUid) {
+  // A pod deleted and created again under the same name has a new uid.
+  auto pod = PodObject();
+  pod["metadata"]["uid"] = "uid-raw-0-successor";
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "pod_mismatch");
+  Pod(PodObject());
+  auto request = BlockRequest();
+  request.pod.uid.clear();
+  ExpectRefused(request, NodeToken(), "pod_mismatch");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAServiceAccountThePodDoesNotRunAs) {
+  // The node names a service account the volume allows; the pod runs as
+  // another one.
+  auto pod = PodObject();
+  pod["spec"]["serviceAccountName"] = "intruder";
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "pod_mismatch");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAServiceAccountTheVolumeDoesNotAllow) {
+  keys_.AddVolume(
+      [] {
+        auto v = MakeVolume(kVolume, kTenant);
+        v.parameters["allowedServiceAccounts"] = "reader";
+        return v;
+      }(),
+      0xA5);
+  ExpectRefused(BlockRequest(), NodeToken(), "service_account_not_allowed");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAPodOfAnotherNamespace) {
+  auto pod = PodObject();
+  pod["metadata"]["namespace"] = "team-b";
+  Pod(pod);
+  Put("/api/v1/namespaces/team-b/persistentvolumeclaims/raw",
+      {{"spec", {{"volumeName", "pv-raw-b"}}}, {"status", {{"phase", "Bound"}}}});
+  // An admin's static PV binding team-b's claim to team-a's volume handle.
+  auto pv = PvObject("Block");
+  pv["spec"]["claimRef"]["namespace"] = "team-b";
+  Put("/api/v1/persistentvolumes/pv-raw-b", pv);
+  auto request = BlockRequest();
+  request.pod.namespace_name = "team-b";
+  ExpectRefused(request, NodeToken(), "namespace_mismatch");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAMirrorPod) {
+  // A compromised node's kubelet can create a mirror pod bound to itself.
+  auto pod = PodObject();
+  pod["metadata"]["annotations"] = {{"kubernetes.io/config.mirror", "abc"}};
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "pod_mismatch");
+}
+
+TEST_F(BlockPodAttestationTest, RefusesTerminatingAndFinishedPods) {
+  auto pod = PodObject();
+  pod["metadata"]["deletionTimestamp"] = "2026-12-02T10:00:00Z";
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "pod_not_active");
+  pod = PodObject();
+  pod["status"]["phase"] = "Succeeded";
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "pod_not_active");
+  pod["status"]["phase"] = "Running";
+  Pod(pod);
+  EXPECT_TRUE(service_->Release(BlockRequest(), NodeToken()).ok());
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAPodThatDoesNotUseTheVolumeAsABlockVolume) {
+  // Its claim is bound to a file system volume: a compromised node cannot
+  // use the token-less path for those.
+  Put("/api/v1/persistentvolumes/pv-raw", PvObject("Filesystem"));
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+  // No volumeMode: the API's default, Filesystem.
+  auto pv = PvObject("Block");
+  pv["spec"].erase("volumeMode");
+  Put("/api/v1/persistentvolumes/pv-raw", pv);
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+  // Another volume's PV.
+  pv = PvObject("Block");
+  pv["spec"]["csi"]["volumeHandle"] = kOtherTenantVolume;
+  Put("/api/v1/persistentvolumes/pv-raw", pv);
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+  // The PV names the volume but is bound to another claim.
+  pv = PvObject("Block");
+  pv["spec"]["claimRef"]["name"] = "other";
+  Put("/api/v1/persistentvolumes/pv-raw", pv);
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+  // Another driver's PV with the same handle.
+  pv = PvObject("Block");
+  pv["spec"]["csi"]["driver"] = "other.csi.dev";
+  Put("/api/v1/persistentvolumes/pv-raw", pv);
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+  // The pod has no claim at all.
+  Put("/api/v1/persistentvolumes/pv-raw", PvObject("Block"));
+  auto pod = PodObject();
+  pod["spec"]["volumes"] = nlohmann::json::array();
+  Pod(pod);
+  ExpectRefused(BlockRequest(), NodeToken(), "volume_not_in_pod");
+}
+
+TEST_F(BlockPodAttestationTest, AGenericEphemeralVolumesClaimCounts) {
+  auto pod = PodObject();
+  pod["spec"]["volumes"] = {{{"name", "scratch"},
+                             {"ephemeral", {{"volumeClaimTemplate", nlohmann::json::object()}}}}};
+  Pod(pod);
+  Put("/api/v1/namespaces/team-a/persistentvolumeclaims/raw-0-scratch",
+      {{"spec", {{"volumeName", "pv-eph"}}}, {"status", {{"phase", "Bound"}}}});
+  auto pv = PvObject("Block");
+  pv["spec"]["claimRef"]["name"] = "raw-0-scratch";
+  Put("/api/v1/persistentvolumes/pv-eph", pv);
+  EXPECT_TRUE(service_->Release(BlockRequest(), NodeToken()).ok());
+}
+
+TEST_F(BlockPodAttestationTest, RefusesAPodTheApiServerDoesNotKnow) {
+  auto request = BlockRequest();
+  request.pod.name = "ghost";
+  ExpectRefused(request, NodeToken(), "pod_not_found");
+}
+
+TEST_F(BlockPodAttestationTest, NamesThatAreNotKubernetesNamesNeverReachAnApiPath) {
+  auto request = BlockRequest();
+  request.pod.name = "../../../persistentvolumes/pv-raw";
+  ExpectRefused(request, NodeToken(), "invalid_request");
+  request = BlockRequest();
+  request.pod.namespace_name = "team-a/pods/raw-0?x=";
+  ExpectRefused(request, NodeToken(), "invalid_request");
+  EXPECT_TRUE(Paths().empty());
+}
+
+TEST_F(BlockPodAttestationTest, FailsClosedWhenTheApiServerCannotBeAsked) {
+  {
+    std::lock_guard lock(mu_);
+    fail_with_ = 500;
+  }
+  auto result = service_->Release(BlockRequest(), NodeToken());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(RefusalReason(result.status()), "api_server_failed");
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  api_.Stop();
+  ExpectRefused(BlockRequest(), NodeToken(), "api_server_failed");
+}
+
+TEST_F(BlockPodAttestationTest, TheNodeMustStillAuthenticateAndOwnTheVolume) {
+  ExpectRefused(BlockRequest(), NodeToken("node-2"), "node_identity_invalid");
+  auto request = BlockRequest();
+  request.node_id = "node-2";
+  ExpectRefused(request, NodeToken("node-2"), "node_not_owner");
+  EXPECT_TRUE(Paths().empty()) << "asked the API server for an unauthenticated node";
+}
+
+TEST_F(BlockPodAttestationTest, ARequestWithATokenIsDecidedByTheToken) {
+  // The lookup is for requests without a token only: a token that fails is
+  // not rescued by the API server.
+  auto pod = env_->PodMint("raw-0");
+  pod.node_name = "node-2";
+  auto request = BlockRequest();
+  request.pod_token = env_->Mint(pod);
+  ExpectRefused(request, NodeToken(), "node_mismatch");
+  EXPECT_TRUE(Paths().empty());
+  EXPECT_EQ(AuditRecords().back()["attestation"], "token");
+}
+
+TEST_F(KeyBrokerServiceTest, WithoutTheOptInARequestWithoutTokenIsRefused) {
+  ReleaseRequest request;
+  request.volume_id = kVolume;
+  request.node_id = kNode;
+  request.pod = {.name = "raw-0", .namespace_name = kTenant, .uid = "uid-raw-0",
+                 .service_account = "trainer"};
+  ExpectRefused(request, NodeToken(), "no_token");
+  EXPECT_EQ(AuditRecords().back()["attestation"], "none");
 }
 
 }  // namespace
