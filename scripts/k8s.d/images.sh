@@ -11,6 +11,9 @@
 #            from this machine's apt mirror; the binary is $SEALVOL_BIN or
 #            build/cmd/sealvol (scripts/test builds it).
 #   all      both
+#   fio      (benchmarks only; not part of `all`) the sealvol image's Debian
+#            root file system with fio added (bench/k8s/fio_pod.sh), in
+#            $cache/images-bench so that `scripts/k8s up` does not import it
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -99,9 +102,37 @@ build_sealvol() {
   echo "images: sealvol.test/sealvol:e2e in $((SECONDS - t)) s ($(du -h "$file" | cut -f1))"
 }
 
+# The fio image: the cached Debian root file system of the sealvol image
+# (deploy/image/packages.txt and the binary's libraries) plus the Debian fio
+# package, installed with apt-get inside a copy of it, from the mirror
+# debootstrap wrote into it. Rebuilt when that root file system changes.
+build_fio() {
+  local base
+  base=$(ls -td "$cache"/rootfs/sealvol-base-*.done 2>/dev/null | head -n 1)
+  [[ -n $base ]] || { build_sealvol; base=$(ls -td "$cache"/rootfs/sealvol-base-*.done | head -n 1); }
+  base=${base%.done}
+  local file=$cache/images-bench/sealvol.test_fio_bench.tar
+  if [[ -f $file && $(cat "$file.base" 2>/dev/null) == "${base##*/}" ]]; then return 0; fi
+  mkdir -p "$cache/images-bench"
+  local dir t=$SECONDS
+  dir=$(mktemp -d "$cache/rootfs/fio-image.XXXXXX")
+  cp -a "$base/." "$dir/"
+  { chroot "$dir" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive chroot "$dir" apt-get install -y -qq --no-install-recommends fio; } \
+    >"$cache/rootfs/fio-image.log" 2>&1 ||
+    { tail -n 20 "$cache/rootfs/fio-image.log" >&2; rm -rf "$dir"; echo "images: apt-get install fio failed" >&2; exit 1; }
+  rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb
+  "$here/mkimage.py" "$dir" sealvol.test/fio:bench "$file" --keep-owners \
+    --entrypoint /usr/bin/fio --cmd=--version >/dev/null
+  rm -rf "$dir"
+  echo "${base##*/}" >"$file.base"
+  echo "images: sealvol.test/fio:bench in $((SECONDS - t)) s ($(du -h "$file" | cut -f1))"
+}
+
 case ${1:-all} in
   base) build_base ;;
   sealvol) build_sealvol ;;
   all) build_base; build_sealvol ;;
-  *) echo "images.sh: unknown target '$1' (base, sealvol, all)" >&2; exit 2 ;;
+  fio) build_fio ;;
+  *) echo "images.sh: unknown target '$1' (base, sealvol, all, fio)" >&2; exit 2 ;;
 esac
