@@ -48,6 +48,27 @@ broker_tls_secret() {
   rm -rf "$d"
 }
 
+# The image keeps its tag (sealvol.test/sealvol:e2e) when the binary is
+# rebuilt, so an upgrade leaves the spec alone and the running pods on the
+# old image: replace every driver pod whose sealvol container runs another
+# image than the one imported now.
+restart_stale_pods() {
+  local manifest config pod image stale=()
+  manifest=$(ctr --address "$state/containerd/containerd.sock" -n k8s.io images ls \
+    name==sealvol.test/sealvol:e2e | awk 'NR == 2 {print $3}')
+  [[ -n $manifest ]] || return 0
+  config=$(ctr --address "$state/containerd/containerd.sock" -n k8s.io content get "$manifest" |
+    jq -r .config.digest)
+  while read -r pod image; do
+    [[ -n $pod && $image != "$config" ]] && stale+=("$pod")
+  done < <(kubectl_ -n "$driver_ns" get pods -l app.kubernetes.io/name=sealvol -o \
+    jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.containerStatuses[?(@.name=="sealvol")].imageID}{"\n"}{end}')
+  ((${#stale[@]})) || return 0
+  echo "install: replacing pods of an older sealvol image: ${stale[*]}" >&2
+  kubectl_ -n "$driver_ns" delete pod "${stale[@]}" --wait=true --timeout=120s >/dev/null
+  kubectl_ -n "$driver_ns" rollout status deployment/"$release"-controller --timeout=180s >/dev/null
+}
+
 install() {
   local t=$SECONDS issuer
   kubectl_ apply -f "$root/deploy/examples/driver-namespace.yaml" >/dev/null
@@ -72,6 +93,7 @@ install() {
     echo "install: helm install failed" >&2
     exit 1
   }
+  restart_stale_pods
   # (The DaemonSet is OnDelete, which rollout status does not follow.)
   kubectl_ -n "$driver_ns" wait --for=condition=Ready pod -l app.kubernetes.io/component=node \
     --timeout=120s >/dev/null
