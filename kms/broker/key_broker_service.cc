@@ -87,7 +87,8 @@ KeyBrokerService::KeyBrokerService(kms::KeyProvider& keys,
       rate_limiter_(options_.rate_limit) {}
 
 absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
-                                                const std::string& node_id) {
+                                                const std::string& node_id,
+                                                Budget budget) {
   auto node = verifier_.Verify(node_token);
   if (!node.ok()) {
     return RefusalStatus(
@@ -95,7 +96,13 @@ absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
         absl::StrCat("node token: ", std::string(node.status().message())));
   }
   RETURN_IF_ERROR(policy_.CheckNode(*node, node_id));
-  if (!rate_limiter_.Allow(node->node_name)) {
+  // State commits have a bucket of their own: every publish now costs a
+  // release and two commits, and a burst of pod starts must not spend the
+  // releases' budget on commits (or the reverse).
+  const std::string bucket = budget == Budget::kStateCommits
+                                 ? node->node_name + "\n(state)"
+                                 : node->node_name;
+  if (!rate_limiter_.Allow(bucket)) {
     return RefusalStatus(
         Reason::kRateLimited,
         absl::StrCat("node ", node->node_name, " exceeded its request rate"));
@@ -266,7 +273,7 @@ absl::Status KeyBrokerService::CommitVolumeState(
   };
   absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
   if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id, Budget::kStateCommits);
   if (!s.ok()) return refuse(s);
   if (absl::Status s = kms::ValidateStateRoot(state.root); !s.ok()) {
     return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
@@ -355,7 +362,7 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
   absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
   if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
   if (s.ok()) s = CheckFieldSize(detail, "detail", kMaxDetailBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id);
+  if (s.ok()) s = AuthenticateNode(node_token, node_id, Budget::kStateCommits);
   if (!s.ok()) return refuse(s);
   auto volume = keys_.GetVolume(volume_id);
   if (!volume.ok()) {

@@ -182,8 +182,13 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
  private:
   // Verifies the caller's node token against `node_id` and charges its rate
   // budget. A refusal status (refusal.h) otherwise.
+  // Which per-node rate bucket a call spends: key releases, format claims
+  // and status queries share one; state commits and rollback reports have
+  // their own.
+  enum class Budget { kRequests, kStateCommits };
   absl::Status AuthenticateNode(std::string_view node_token,
-                                const std::string& node_id);
+                                const std::string& node_id,
+                                Budget budget = Budget::kRequests);
   // Records `node_id` as the node of a volume placed on none yet;
   // node_not_owner when another node got there first.
   absl::Status PlaceVolume(const std::string& volume_id,

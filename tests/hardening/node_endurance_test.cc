@@ -314,7 +314,14 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
   IssuerEnv env(broker::JwsAlgorithm::kEs256);
   auto audit = broker::AuditLog::Open({.path = (dir_ / "audit.log").string()});
   ASSERT_TRUE(audit.ok());
-  broker::KeyBrokerService service(**provider, env.verifier, **audit, {});
+  // This test measures the node's resources, not the broker's rate limit:
+  // 20 pods a round, a release and two state commits each, rounds of about a
+  // second, would outrun the default per-node budget (20/s, burst 200).
+  broker::KeyBrokerOptions broker_options;
+  broker_options.rate_limit.tokens_per_second = 1000;
+  broker_options.rate_limit.burst = 1000;
+  broker::KeyBrokerService service(**provider, env.verifier, **audit,
+                                   broker_options);
   auto server = broker::StartBrokerServer(
       {.listen = "unix://" + (dir_ / "broker.sock").string()}, service);
   ASSERT_TRUE(server.ok()) << server.status();

@@ -579,6 +579,25 @@ TEST_F(KeyBrokerServiceTest, FormatClaimIsRateLimitedWithReleases) {
   EXPECT_TRUE(keys_.GetVolume(kVolume)->format_id.empty());
 }
 
+// State commits spend a bucket of their own: a node that used up its
+// release budget can still commit the close of its sessions, and commits
+// are limited on their own.
+TEST_F(KeyBrokerServiceTest, StateCommitsHaveTheirOwnRateBudget) {
+  options_.rate_limit.burst = 2;
+  options_.rate_limit.tokens_per_second = 0.001;
+  Rebuild();
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  EXPECT_TRUE(service_->Release(Request(env_->PodMint()), NodeToken()).ok());
+  ExpectRefused(Request(env_->PodMint()), NodeToken(), "rate_limited");
+  EXPECT_TRUE(service_->CommitVolumeState(kVolume, kNode, {1, std::string(64, 'a'), true},
+                                          false, NodeToken()).ok());
+  EXPECT_TRUE(service_->CommitVolumeState(kVolume, kNode, {1, std::string(64, 'a'), false},
+                                          false, NodeToken()).ok());
+  EXPECT_EQ(RefusalReason(service_->CommitVolumeState(
+                kVolume, kNode, {2, std::string(64, 'a'), true}, false, NodeToken())),
+            "rate_limited");
+}
+
 TEST_F(KeyBrokerServiceTest, FormatClaimRefusesBadInputAndUnknownVolumes) {
   auto bad = service_->ClaimVolumeFormat(kVolume, kNode, "0123", NodeToken());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
