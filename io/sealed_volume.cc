@@ -1,7 +1,6 @@
-// The sealed-volume engine: format, open (with crash recovery), request
-// routing to workers, grow and close. The data path is in worker.cc.
-#include <openssl/rand.h>
-
+// The sealed-volume engine: open (with crash recovery), request routing to
+// workers, checkpoints, grow and close. The data path is in worker.cc;
+// formatting a new image in volume_format.cc.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -23,82 +22,13 @@
 #include "io/metadata_writer.h"
 #include "io/state_table.h"
 #include "io/superblock.h"
+#include "io/volume_image.h"
 #include "io/worker.h"
 
 namespace sealvol::io {
 namespace {
 
 constexpr size_t kTrackers = 4096;
-
-absl::Status OpError(const StoreOp& op, const char* what,
-                     const std::string& name) {
-  if (op.result == 0) return absl::OkStatus();
-  return ErrnoStatus(-op.result, what, name);
-}
-
-absl::Status CheckSize(uint64_t size, const Layout& layout) {
-  if (size == 0 || size % kBlockSize != 0) {
-    return SetErrorKind(
-        absl::InvalidArgumentError(absl::StrCat(
-            "size ", size, " is not a positive multiple of 4096 bytes")),
-        ErrorKind::kBadSize);
-  }
-  if (size / kBlockSize > layout.max_blocks()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("size ", size, " exceeds the format's maximum of ",
-                     layout.max_blocks() * kBlockSize, " bytes"));
-  }
-  return absl::OkStatus();
-}
-
-// Both superblock copies as stored; a short image yields "not sealvol".
-struct Copies {
-  absl::StatusOr<Superblock> decoded[2] = {
-      SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
-                   ErrorKind::kNotSealvol),
-      SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
-                   ErrorKind::kNotSealvol)};
-  AlignedBuffer bytes{8192};
-};
-
-absl::StatusOr<Copies> ReadCopies(BackingStore& store, StoreQueue& queue) {
-  Copies c;
-  const uint64_t have = std::min<uint64_t>(store.size_bytes() / 4096, 2);
-  if (have == 0) return c;
-  StoreOp read{StoreOp::Kind::kRead, 0, have * 4096, c.bytes.data()};
-  queue.Execute({&read, 1});
-  RETURN_IF_ERROR(OpError(read, "read superblock", store.name()));
-  for (uint64_t i = 0; i < have; ++i) {
-    c.decoded[i] = DecodeSuperblock({c.bytes.data() + i * 4096, 4096});
-  }
-  return c;
-}
-
-std::string ShortRoot(const StateRoot& root) {
-  return StateRootString(root).substr(0, 16);
-}
-
-// The rule of docs/security.md ("Rolled-back images"): the image must be at
-// the epoch the registry names, or one past it (an open that crashed before
-// committing its start, so nothing was written); after a closed session its
-// root must match too.
-absl::Status CheckExpectedState(const Superblock& sb, const VolumeState& want,
-                                const std::string& name) {
-  const bool epoch_ok = sb.state_epoch == want.epoch ||
-                        (want.epoch != UINT64_MAX &&
-                         sb.state_epoch == want.epoch + 1);
-  const bool root_ok = want.open || sb.state_root == want.root;
-  if (epoch_ok && root_ok) return absl::OkStatus();
-  return SetErrorKind(
-      absl::FailedPreconditionError(absl::StrCat(
-          "rolled back: ", name, " is at epoch ", sb.state_epoch, " (root ",
-          ShortRoot(sb.state_root), "...), the registry expects epoch ",
-          want.epoch, " (root ", ShortRoot(want.root), "..., session ",
-          want.open ? "open" : "closed",
-          "); refusing an image that is not the volume's latest state "
-          "(docs/operations.md: restoring an older image on purpose)")),
-      ErrorKind::kRolledBack);
-}
 
 class SealedVolumeImpl : public Engine {
  public:
@@ -213,7 +143,8 @@ class SealedVolumeImpl : public Engine {
 
 absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(auto queue, store_->CreateQueue());
-  ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store_, *queue));
+  ASSIGN_OR_RETURN(SuperblockCopies copies,
+                   ReadSuperblockCopies(*store_, *queue));
   ASSIGN_OR_RETURN(Superblock newest,
                    NewestSuperblock(copies.decoded[0], copies.decoded[1]));
   ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id,
@@ -230,8 +161,7 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   int chosen = -1;
   for (int i = 0; i < 2; ++i) {
     const bool ok = copies.decoded[i].ok() &&
-                    SuperblockMacValid({copies.bytes.data() + i * 4096, 4096},
-                                       keys_.header_mac_key);
+                    SuperblockMacValid(copies.copy(i), keys_.header_mac_key);
     if (!ok) continue;
     if (chosen < 0 ||
         copies.decoded[i]->generation > copies.decoded[chosen]->generation) {
@@ -276,7 +206,7 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     StoreOp read{StoreOp::Kind::kRead, sb.layout.bitmap_start * 4096,
                  buf.size(), buf.data()};
     queue->Execute({&read, 1});
-    RETURN_IF_ERROR(OpError(read, "read bitmap", store_->name()));
+    RETURN_IF_ERROR(StoreOpStatus(read, "read bitmap", store_->name()));
     std::memcpy(bitmap.data(), buf.data(), bitmap.size());
   }
   // A clean image has no write-intent bit set (Checkpoint clears them before
@@ -445,7 +375,7 @@ absl::Status SealedVolumeImpl::LoadDigestTable(const Superblock& sb,
                  sb.layout.digest_table(static_cast<int>(sb.digest_copy)) * 4096,
                  blocks * 4096, table.data()};
     queue.Execute({&read, 1});
-    RETURN_IF_ERROR(OpError(read, "read digest table", store_->name()));
+    RETURN_IF_ERROR(StoreOpStatus(read, "read digest table", store_->name()));
   }
   const StateRoot root = ComputeStateRoot(sb.volume_id, sb.format_id,
                                           sb.state_groups, table.span());
@@ -734,95 +664,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenOn(
     return s;
   }
   return std::unique_ptr<Engine>(std::move(v));
-}
-
-absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
-    std::unique_ptr<BackingStore> store, const FormatOptions& options,
-    const crypto::SecretBytes& dek, const EngineOptions& engine) {
-  const Layout layout = engine.format_layout;
-  if (!layout.Valid()) {
-    return absl::InvalidArgumentError("format: invalid layout");
-  }
-  RETURN_IF_ERROR(CheckSize(options.size_bytes, layout));
-  ASSIGN_OR_RETURN(auto queue, store->CreateQueue());
-  ASSIGN_OR_RETURN(Copies copies, ReadCopies(*store, *queue));
-  for (const auto& c : copies.decoded) {
-    if (!absl::IsInvalidArgument(c.status())) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(store->name(), ": already holds a sealvol image"));
-    }
-  }
-  const uint64_t blocks = options.size_bytes / kBlockSize;
-  const uint64_t need = layout.image_bytes(blocks);
-  std::vector<StoreOp> ops;
-  if (store->needs_zeroing()) {
-    // A block device: zero the metadata the engine relies on reading as
-    // zeros (bitmap and every tag block that fits on the device).
-    if (store->size_bytes() < need) {
-      return absl::OutOfRangeError(absl::StrCat(
-          store->name(), ": device has ", store->size_bytes(),
-          " bytes, the volume needs ", need));
-    }
-    ops.push_back(StoreOp{StoreOp::Kind::kPunch, 0,
-                          layout.groups_start * 4096, nullptr});
-    for (uint64_t g = 0; layout.tag_start(g) * 4096 < store->size_bytes();
-         ++g) {
-      ops.push_back(StoreOp{StoreOp::Kind::kPunch, layout.tag_start(g) * 4096,
-                            uint64_t{layout.tag_blocks_per_group} * 4096,
-                            nullptr});
-    }
-  } else if (store->size_bytes() > 0) {
-    // A reused file: make it all holes so tags and data read as zeros.
-    ops.push_back(StoreOp{StoreOp::Kind::kPunch, 0,
-                          store->size_bytes() / 4096 * 4096, nullptr});
-  }
-  for (size_t i = 0; i < ops.size(); i += 256) {
-    const size_t n = std::min<size_t>(256, ops.size() - i);
-    queue->Execute({ops.data() + i, n});
-    for (size_t j = i; j < i + n; ++j) {
-      RETURN_IF_ERROR(OpError(ops[j], "zero metadata", store->name()));
-    }
-  }
-  RETURN_IF_ERROR(store->Resize(need));
-  FormatId format_id = options.format_id;
-  while (std::all_of(format_id.begin(), format_id.end(),
-                     [](uint8_t b) { return b == 0; })) {
-    if (RAND_bytes(format_id.data(), static_cast<int>(format_id.size())) != 1) {
-      return absl::InternalError("format: RAND_bytes failed for the format id");
-    }
-  }
-  ASSIGN_OR_RETURN(crypto::VolumeKeys keys,
-                   crypto::DeriveVolumeKeys(dek, options.volume_id, format_id));
-  Superblock sb;
-  sb.volume_id = options.volume_id;
-  sb.format_id = format_id;
-  sb.size_bytes = options.size_bytes;
-  sb.layout = layout;
-  sb.key_check = keys.key_check;
-  sb.flags = kSuperblockFlagClean;
-  if (layout.has_digest_table()) {
-    // Every group starts never written: all-zero digests (the table copies
-    // are holes or were zeroed above).
-    sb.state_groups = layout.groups_for(blocks);
-    AlignedBuffer zeros(DigestTable::BlocksFor(sb.state_groups) * 4096);
-    sb.state_root = ComputeStateRoot(options.volume_id, format_id,
-                                     sb.state_groups, zeros.span());
-  }
-  AlignedBuffer buf(8192);
-  for (uint64_t gen = 0; gen < 2; ++gen) {
-    sb.generation = gen;
-    ASSIGN_OR_RETURN(SuperblockBytes bytes,
-                     EncodeSuperblock(sb, keys.header_mac_key));
-    std::memcpy(buf.data() + gen * 4096, bytes.data(), 4096);
-  }
-  StoreOp write{StoreOp::Kind::kWrite, 0, 8192, buf.data()};
-  queue->Execute({&write, 1});
-  RETURN_IF_ERROR(OpError(write, "write superblock", store->name()));
-  StoreOp sync{StoreOp::Kind::kSync};
-  queue->Execute({&sync, 1});
-  RETURN_IF_ERROR(OpError(sync, "fdatasync", store->name()));
-  queue.reset();
-  return OpenOn(std::move(store), dek, engine);
 }
 
 SealedVolume::~SealedVolume() = default;

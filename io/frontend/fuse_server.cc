@@ -1,6 +1,7 @@
-// The FUSE front-end, top to bottom: buffers and request slots, the INIT
-// handshake, the operations (one file in one directory), the classic
-// /dev/fuse transport, the io_uring transport, and the ops table.
+// The FUSE server: the INIT handshake, the operations (one file in one
+// directory) and the ops table. Requests arrive through the transports
+// (fuse_dev_transport.cc, fuse_uring_transport.cc), which share the slot and
+// channel types of fuse_request.h.
 //
 // Why our own protocol code: Debian's libfuse 3.14 cannot speak FUSE over
 // io_uring, and a loop device needs only a dozen operations.
@@ -8,24 +9,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <linux/falloc.h>
 #include <poll.h>
-#include <sched.h>
-#include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <cstdlib>
+#include <chrono>
 #include <cstring>
 #include <fstream>
-#include <future>
-#include <mutex>
 #include <semaphore>
 #include <span>
 #include <string>
@@ -33,75 +26,32 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "base/check.h"
 #include "base/status_macros.h"
-#include "io/frontend/fuse_abi.h"
+#include "io/frontend/fuse_dev_transport.h"
+#include "io/frontend/fuse_request.h"
+#include "io/frontend/fuse_uring_transport.h"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::io {
+
+using fuse::AlignDown;
+using fuse::AlignedBuffer;
+using fuse::AlignUp;
+using fuse::Aligned;
+using fuse::AllocateAligned;
+using fuse::kFileId;
+using fuse::kMaxIo;
+using fuse::kMaxPages;
+using fuse::kRootId;
+
 namespace {
 
-constexpr uint32_t kMaxIo = 1u << 20;          // max_write and largest read.
-constexpr uint16_t kMaxPages = kMaxIo / 4096;  // 256.
-constexpr uint64_t kRootId = FUSE_ROOT_ID;
-constexpr uint64_t kFileId = 2;
 constexpr int kDevSlotsDevMode = 48;
 constexpr int kDevSlotsUringMode = 8;
-// Dev slot: header area, then 4 KiB-aligned data (write payload or read reply).
-constexpr size_t kDevSlotBytes = 4096 + kMaxIo + 8192;
 constexpr const char* kUringParam = "/sys/module/fuse/parameters/enable_uring";
-
-uint64_t AlignDown(uint64_t v) { return v & ~uint64_t{kBlockSize - 1}; }
-uint64_t AlignUp(uint64_t v) { return AlignDown(v + kBlockSize - 1); }
-bool Aligned(uint64_t v) { return (v & (kBlockSize - 1)) == 0; }
-
-struct FreeDeleter {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<uint8_t[], FreeDeleter>;
-
-AlignedBuffer AllocateAligned(size_t bytes) {
-  void* p = std::aligned_alloc(kBlockSize, AlignUp(bytes));
-  CHECK(p != nullptr);
-  return AlignedBuffer(static_cast<uint8_t*>(p));
-}
 
 // The largest request the receiving thread runs itself (see Submit).
 constexpr uint64_t kInlineMaxBytes = 64 * 1024;
-
-class Transport;
-
-// One request being served. A transport owns its slots; the ops fill in the
-// IoRequest and answer through the transport.
-struct Slot {
-  Transport* transport = nullptr;
-  FuseServer::Impl* server = nullptr;
-  uint32_t index = 0;
-  int reply_fd = -1;  // Dev transport: the clone that read the request.
-  fuse_in_header in{};
-  std::span<const uint8_t> arg;    // The per-opcode header (argument 0).
-  std::span<uint8_t> payload;      // The rest: a name, or write data.
-  std::span<uint8_t> out;          // Reply area, >= kMaxIo, 4 KiB aligned.
-  IoRequest io;
-  // Unaligned requests go through a bounce buffer (rare: loop is aligned).
-  AlignedBuffer bounce;
-  uint32_t bounce_skip = 0;
-  uint32_t reply_bytes = 0;
-  // Set by the transport: no other request arrived with this one, so if
-  // nothing else is in flight the receiving thread may run it to completion
-  // itself (VolumeIo::SubmitInline) instead of handing it to an engine
-  // thread and taking the answer back.
-  bool lone = false;
-};
-
-class Transport {
- public:
-  virtual ~Transport() = default;
-  // Sends the answer: `error` (0 or negative errno) and out[0, out_bytes).
-  virtual void Reply(Slot* slot, int error, size_t out_bytes) = 0;
-  // Finishes a request that takes no answer (FORGET, INTERRUPT).
-  virtual void Drop(Slot* slot) = 0;
-};
 
 }  // namespace
 
@@ -140,570 +90,29 @@ absl::Status EnableFuseOverIoUring() {
   return absl::OkStatus();
 }
 
-class FuseServer::Impl {
- public:
-  Impl(UniqueFd fd, VolumeIo* volume, const FuseServerOptions& options)
-      : fd_(std::move(fd)), volume_(volume), options_(options) {}
-  ~Impl() { Stop(); }
+FuseServer::Impl::Impl(UniqueFd fd, VolumeIo* volume,
+                       const FuseServerOptions& options)
+    : fd_(std::move(fd)), volume_(volume), options_(options) {}
 
-  absl::Status Start();
-  void Stop();
-  void Wait() {
-    std::unique_lock lock(state_mu_);
-    state_cv_.wait(lock, [&] { return disconnected_ || stopping_; });
-  }
-  void MarkDisconnected() {
-    // No logging here: this runs on transport threads, and the owner
-    // reports the end of the connection (see disconnected()).
-    std::lock_guard lock(state_mu_);
-    disconnected_ = true;
-    state_cv_.notify_all();
-  }
-  bool disconnected() const {
-    std::lock_guard lock(state_mu_);
-    return disconnected_;
-  }
+FuseServer::Impl::~Impl() { Stop(); }
 
-  // The operations (definitions below, in protocol order).
-  void Dispatch(Slot* slot);
-
-  int fd() const { return fd_.get(); }
-  bool stopping() const { return stopping_flag_.load(); }
-
-  FuseTransport transport_ = FuseTransport::kDev;
-  std::string fallback_reason_;
-  std::atomic<uint64_t> requests_dev_{0};
-  std::atomic<uint64_t> requests_uring_{0};
-  std::atomic<uint64_t> flushes_{0};
-
- private:
-  absl::StatusOr<bool> Handshake();
-
-  void Submit(Slot* slot);
-  static void OnIoDone(IoRequest* request, int result);
-  int SyncIo(IoOp op, uint64_t offset, std::span<uint8_t> buffer);
-  int ZeroPartialBlock(uint64_t block_start, uint64_t from, uint64_t to);
-
-  void OpLookup(Slot* s);
-  void OpGetattr(Slot* s);
-  void OpSetattr(Slot* s);
-  void OpOpen(Slot* s);
-  void OpRead(Slot* s);
-  void OpWrite(Slot* s);
-  void OpFsync(Slot* s);
-  void OpFallocate(Slot* s);
-  void OpStatfs(Slot* s);
-  void OpReaddir(Slot* s);
-  void OpDestroy(Slot* s);
-  void ReplyOk(Slot* s) { s->transport->Reply(s, 0, 0); }
-  void ReplyError(Slot* s, int negative_errno) {
-    s->transport->Reply(s, negative_errno, 0);
-  }
-  template <typename T>
-  void ReplyStruct(Slot* s, const T& value) {
-    std::memcpy(s->out.data(), &value, sizeof(value));
-    s->transport->Reply(s, 0, sizeof(value));
-  }
-  fuse_attr Attr(uint64_t node) const;
-
-  UniqueFd fd_;
-  VolumeIo* volume_;
-  FuseServerOptions options_;
-
-  std::unique_ptr<Transport> dev_;
-  std::unique_ptr<Transport> uring_;
-
-  // Serializes read-modify-write of partial blocks (unaligned requests).
-  std::mutex rmw_mu_;
-  std::atomic<int64_t> in_flight_{0};
-
-  mutable std::mutex state_mu_;
-  std::condition_variable state_cv_;
-  bool disconnected_ = false;  // GUARDED_BY(state_mu_)
-  bool stopping_ = false;      // GUARDED_BY(state_mu_)
-  std::atomic<bool> stopping_flag_{false};
-  bool stopped_ = false;  // Control thread only.
-};
-
-namespace {
-
-// ---------------------------------------------------------------------------
-// Classic transport: reader threads on cloned /dev/fuse fds. A reader hands
-// each request to the ops and goes back to read(); the engine's completion
-// thread writes the answer, so one reader keeps many requests in flight.
-
-class DevTransport final : public Transport {
- public:
-  DevTransport(FuseServer::Impl* server, int threads, int slots)
-      : server_(server), thread_count_(threads) {
-    slots_.resize(slots);
-    buffers_.reserve(slots);
-    for (int i = 0; i < slots; ++i) {
-      buffers_.push_back(AllocateAligned(kDevSlotBytes));
-      slots_[i].transport = this;
-      slots_[i].index = i;
-      free_.push_back(i);
-    }
-  }
-
-  ~DevTransport() override { Stop(); }
-
-  absl::Status Start() {
-    stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!stop_fd_) return ErrnoStatus(errno, "eventfd", "fuse dev transport");
-    for (int i = 0; i < thread_count_; ++i) {
-      UniqueFd fd;
-      if (i == 0) {
-        fd.reset(::dup(server_->fd()));
-        if (!fd) return ErrnoStatus(errno, "dup", "/dev/fuse");
-      } else {
-        fd.reset(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
-        if (!fd) return ErrnoStatus(errno, "open", "/dev/fuse");
-        uint32_t session_fd = server_->fd();
-        if (::ioctl(fd.get(), fuse_abi::kDevIocClone, &session_fd) != 0) {
-          return ErrnoStatus(errno, "ioctl FUSE_DEV_IOC_CLONE", "/dev/fuse");
-        }
-      }
-      const int flags = ::fcntl(fd.get(), F_GETFL);
-      ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
-      fds_.push_back(std::move(fd));
-    }
-    for (auto& fd : fds_) {
-      threads_.emplace_back([this, f = fd.get()] { ReaderLoop(f); });
-    }
-    return absl::OkStatus();
-  }
-
-  void Stop() {
-    if (stop_fd_) {
-      uint64_t one = 1;
-      (void)!::write(stop_fd_.get(), &one, sizeof(one));
-      slots_cv_.notify_all();
-    }
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-  }
-
-  void Reply(Slot* slot, int error, size_t out_bytes) override {
-    fuse_out_header header{};
-    header.len = sizeof(header) + (error == 0 ? out_bytes : 0);
-    header.error = error;
-    header.unique = slot->in.unique;
-    iovec iov[2] = {{&header, sizeof(header)},
-                    {slot->out.data(), error == 0 ? out_bytes : 0}};
-    const ssize_t n = WriteReply(slot->reply_fd, iov, iov[1].iov_len ? 2 : 1);
-    // ENOENT: the request was interrupted and is gone; nothing to do.
-    if (n < 0 && errno != ENOENT && errno != ENODEV) {
-      spdlog::warn("fuse: reply to request {} failed: {}", slot->in.unique,
-                   std::strerror(errno));
-    }
-    Release(slot);
-  }
-
-  void Drop(Slot* slot) override { Release(slot); }
-
- private:
-  // The reader fds are O_NONBLOCK (for the poll loop), and O_NONBLOCK holds
-  // for writes too. /dev/fuse takes every answer at once, but a socket
-  // standing in for it (the protocol test, the fuzz target) refuses with
-  // EAGAIN while its peer has not read earlier answers: wait for room then,
-  // or an answer (even the one the peer is waiting for) would be lost.
-  // Returns what writev returned, with errno set on failure.
-  ssize_t WriteReply(int fd, const iovec* iov, int count) {
-    while (true) {
-      const ssize_t n = ::writev(fd, iov, count);
-      if (n >= 0 || (errno != EAGAIN && errno != EINTR)) return n;
-      if (errno == EAGAIN) {
-        if (server_->stopping()) return n;  // Stop() must not wait forever.
-        pollfd p{fd, POLLOUT, 0};
-        (void)::poll(&p, 1, 100);
-      }
-    }
-  }
-
-  Slot* Acquire() {
-    std::unique_lock lock(slots_mu_);
-    slots_cv_.wait(lock, [&] { return !free_.empty() || server_->stopping(); });
-    if (free_.empty()) return nullptr;
-    Slot* slot = &slots_[free_.back()];
-    free_.pop_back();
-    return slot;
-  }
-
-  void Release(Slot* slot) {
-    slot->bounce.reset();
-    std::lock_guard lock(slots_mu_);
-    free_.push_back(slot->index);
-    slots_cv_.notify_one();
-  }
-
-  void ReaderLoop(int fd) {
-    while (!server_->stopping()) {
-      Slot* slot = Acquire();
-      if (slot == nullptr) return;
-      pollfd fds[2] = {{fd, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
-        Release(slot);
-        return;
-      }
-      if (fds[1].revents != 0) {
-        Release(slot);
-        return;
-      }
-      uint8_t* buf = buffers_[slot->index].get();
-      const ssize_t n = ::read(fd, buf, kDevSlotBytes);
-      if (n < 0) {
-        const int err = errno;
-        Release(slot);
-        if (err == EAGAIN || err == EINTR || err == ENOENT) continue;
-        if (err != ENODEV) {
-          spdlog::error("fuse: read /dev/fuse: {}", std::strerror(err));
-        }
-        server_->MarkDisconnected();
-        return;
-      }
-      if (static_cast<size_t>(n) < sizeof(fuse_in_header)) {
-        Release(slot);
-        continue;
-      }
-      std::memcpy(&slot->in, buf, sizeof(fuse_in_header));
-      slot->reply_fd = fd;
-      if (slot->in.len < sizeof(fuse_in_header)) {
-        // Not from a sane kernel; the body length below would underflow.
-        Reply(slot, -EINVAL, 0);
-        continue;
-      }
-      const size_t body = std::min<size_t>(n, slot->in.len) -
-                          sizeof(fuse_in_header);
-      uint8_t* args = buf + sizeof(fuse_in_header);
-      // Argument 0 is the opcode's header; what follows is the payload.
-      size_t arg0 = body;
-      if (slot->in.opcode == FUSE_WRITE) {
-        arg0 = std::min(body, sizeof(fuse_write_in));
-      } else if (slot->in.opcode == FUSE_LOOKUP) {
-        arg0 = 0;
-      }
-      slot->arg = {args, arg0};
-      slot->payload = {args + arg0, body - arg0};
-      slot->out = {buf + 4096, kMaxIo + 8192};
-      server_->requests_dev_.fetch_add(1, std::memory_order_relaxed);
-      // A reader holds one request; the other reader takes the next.
-      slot->lone = true;
-      server_->Dispatch(slot);
-    }
-  }
-
-  FuseServer::Impl* server_;
-  int thread_count_;
-  UniqueFd stop_fd_;
-  std::vector<UniqueFd> fds_;
-  std::vector<std::thread> threads_;
-  std::vector<Slot> slots_;
-  std::vector<AlignedBuffer> buffers_;
-  std::mutex slots_mu_;
-  std::condition_variable slots_cv_;
-  std::vector<int> free_;  // GUARDED_BY(slots_mu_)
-};
-
-// ---------------------------------------------------------------------------
-// io_uring transport: one queue per possible CPU (the kernel routes a request
-// to the queue of the CPU that issued it), each with its own ring and thread.
-// Every ring entry is a registered header + payload buffer pair; an answer
-// is one COMMIT_AND_FETCH that also waits for the next request. Answers made
-// on engine threads are handed to the queue thread through an eventfd, since
-// a ring has one submitter.
-
-int PossibleCpus() {
-  std::ifstream in("/sys/devices/system/cpu/possible");
-  std::string text;
-  in >> text;
-  // "0-N" or "0"; the kernel counts num_possible_cpus() queues.
-  const size_t dash = text.rfind('-');
-  const int last = std::atoi(text.c_str() + (dash == std::string::npos ? 0 : dash + 1));
-  return std::max(1, last + 1);
+void FuseServer::Impl::Wait() {
+  std::unique_lock lock(state_mu_);
+  state_cv_.wait(lock, [&] { return disconnected_ || stopping_; });
 }
 
-class UringQueue;
-thread_local UringQueue* tls_queue = nullptr;
+void FuseServer::Impl::MarkDisconnected() {
+  // No logging here: this runs on transport threads, and the owner
+  // reports the end of the connection (see disconnected()).
+  std::lock_guard lock(state_mu_);
+  disconnected_ = true;
+  state_cv_.notify_all();
+}
 
-constexpr uint64_t kEventTag = ~uint64_t{0};
-
-class UringQueue final : public Transport {
- public:
-  UringQueue(FuseServer::Impl* server, int qid, int entries)
-      : server_(server), qid_(qid), entries_(entries) {
-    for (int i = 0; i < entries; ++i) {
-      Entry& e = entries_[i];
-      e.header = AllocateAligned(sizeof(fuse_abi::UringReqHeader));
-      e.payload = AllocateAligned(kMaxIo);
-      e.iov[0] = {e.header.get(), sizeof(fuse_abi::UringReqHeader)};
-      e.iov[1] = {e.payload.get(), kMaxIo};
-      e.slot.transport = this;
-      e.slot.index = i;
-    }
-  }
-
-  ~UringQueue() override {
-    Stop();
-    if (ring_ready_) io_uring_queue_exit(&ring_);
-  }
-
-  // Starts the queue thread, which creates the ring and registers every
-  // entry itself: the kernel hands requests to an entry through task work
-  // on the task that submitted it, so registering from another thread would
-  // park requests on a thread that is not listening (and may be the very
-  // thread waiting for the answer). Returns the registration's result, so
-  // auto mode can fall back.
-  absl::Status Start() {
-    std::promise<absl::Status> registered;
-    std::future<absl::Status> result = registered.get_future();
-    thread_ = std::thread([this, &registered] {
-      tls_queue = this;
-      PinToCpu();
-      absl::Status status = Register();
-      const bool ok = status.ok();
-      registered.set_value(std::move(status));
-      if (ok) Loop();
-      tls_queue = nullptr;
-    });
-    return result.get();
-  }
-
-  void Stop() {
-    if (!thread_.joinable()) return;
-    stop_.store(true);
-    if (event_fd_) {
-      uint64_t one = 1;
-      (void)!::write(event_fd_.get(), &one, sizeof(one));
-    }
-    thread_.join();
-  }
-
-  void Reply(Slot* slot, int error, size_t out_bytes) override {
-    Entry& e = entries_[slot->index];
-    auto* header = reinterpret_cast<fuse_abi::UringReqHeader*>(e.header.get());
-    fuse_out_header out{};
-    out.len = sizeof(out) + (error == 0 ? out_bytes : 0);
-    out.error = error;
-    out.unique = slot->in.unique;
-    std::memcpy(header->in_out, &out, sizeof(out));
-    header->ring_ent_in_out.payload_sz = error == 0 ? out_bytes : 0;
-    slot->bounce.reset();
-    if (tls_queue == this) {
-      PrepCommit(slot->index);
-      return;
-    }
-    bool wake;
-    {
-      std::lock_guard lock(mu_);
-      wake = ready_.empty();
-      ready_.push_back(slot->index);
-    }
-    if (wake) {
-      uint64_t one = 1;
-      (void)!::write(event_fd_.get(), &one, sizeof(one));
-    }
-  }
-
-  void Drop(Slot* slot) override {
-    // Every ring entry must be committed to get the next request.
-    Reply(slot, 0, 0);
-  }
-
- private:
-  struct Entry {
-    AlignedBuffer header;
-    AlignedBuffer payload;
-    iovec iov[2];
-    Slot slot;
-  };
-
-  // Creates the ring and registers every entry; runs on the queue thread.
-  absl::Status Register() {
-    event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
-    if (!event_fd_) return ErrnoStatus(errno, "eventfd", "fuse uring queue");
-    io_uring_params params{};
-    params.flags = IORING_SETUP_SQE128;
-    const int depth = static_cast<int>(entries_.size()) * 2 + 8;
-    int rc = io_uring_queue_init_params(depth, &ring_, &params);
-    if (rc < 0) {
-      return ErrnoStatus(-rc, "io_uring_queue_init (SQE128)", "fuse queue");
-    }
-    ring_ready_ = true;
-    for (size_t i = 0; i < entries_.size(); ++i) {
-      io_uring_sqe* sqe = NextSqe();
-      PrepCommand(sqe, fuse_abi::kUringCmdRegister, 0);
-      sqe->addr = reinterpret_cast<uint64_t>(entries_[i].iov);
-      sqe->len = 2;
-      sqe->user_data = i;
-    }
-    ArmEvent();
-    rc = io_uring_submit(&ring_);
-    if (rc < 0) return ErrnoStatus(-rc, "io_uring_submit", "fuse register");
-    // A refused registration completes at once; accepted ones stay pending.
-    io_uring_cqe* cqe;
-    while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-      const int res = cqe->res;
-      const uint64_t tag = cqe->user_data;
-      io_uring_cqe_seen(&ring_, cqe);
-      if (tag != kEventTag && res < 0) {
-        return ErrnoStatus(-res, "FUSE_IO_URING_CMD_REGISTER",
-                           absl::StrCat("queue ", qid_));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  io_uring_sqe* NextSqe() {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    while (sqe == nullptr) {
-      io_uring_submit(&ring_);
-      sqe = io_uring_get_sqe(&ring_);
-    }
-    return sqe;
-  }
-
-  void PrepCommand(io_uring_sqe* sqe, uint32_t cmd_op, uint64_t commit_id) {
-    std::memset(sqe, 0, 128);
-    sqe->opcode = IORING_OP_URING_CMD;
-    sqe->fd = server_->fd();
-    sqe->cmd_op = cmd_op;
-    fuse_abi::UringCmdReq req{};
-    req.commit_id = commit_id;
-    req.qid = static_cast<uint16_t>(qid_);
-    std::memcpy(sqe->cmd, &req, sizeof(req));
-  }
-
-  void PrepCommit(uint32_t index) {
-    Entry& e = entries_[index];
-    io_uring_sqe* sqe = NextSqe();
-    PrepCommand(sqe, fuse_abi::kUringCmdCommitAndFetch, e.slot.in.unique);
-    sqe->user_data = index;
-  }
-
-  void ArmEvent() {
-    io_uring_sqe* sqe = NextSqe();
-    io_uring_prep_read(sqe, event_fd_.get(), &event_value_,
-                       sizeof(event_value_), 0);
-    sqe->user_data = kEventTag;
-  }
-
-  void OnRequest(uint32_t index, bool lone) {
-    Entry& e = entries_[index];
-    auto* header = reinterpret_cast<fuse_abi::UringReqHeader*>(e.header.get());
-    Slot* slot = &e.slot;
-    std::memcpy(&slot->in, header->in_out, sizeof(fuse_in_header));
-    slot->arg = {header->op_in, fuse_abi::kUringOpInOutSize};
-    const uint32_t payload =
-        std::min<uint32_t>(header->ring_ent_in_out.payload_sz, kMaxIo);
-    slot->payload = {e.payload.get(), payload};
-    slot->out = {e.payload.get(), kMaxIo};
-    slot->lone = lone;
-    server_->requests_uring_.fetch_add(1, std::memory_order_relaxed);
-    server_->Dispatch(slot);
-  }
-
-  void PinToCpu() {
-    if (qid_ >= CPU_SETSIZE) return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(qid_, &set);
-    ::sched_setaffinity(0, sizeof(set), &set);
-  }
-
-  void Loop() {
-    size_t live = entries_.size();
-    while (live > 0) {
-      io_uring_cqe* cqe;
-      const int rc = io_uring_wait_cqe(&ring_, &cqe);
-      if (rc == -EINTR) continue;
-      if (rc < 0) {
-        spdlog::error("fuse: io_uring_wait_cqe: {}", std::strerror(-rc));
-        break;
-      }
-      unsigned head;
-      unsigned seen = 0;
-      bool stop = false;
-      unsigned requests = 0;
-      io_uring_for_each_cqe(&ring_, head, cqe) {
-        requests += cqe->user_data != kEventTag && cqe->res >= 0;
-      }
-      io_uring_for_each_cqe(&ring_, head, cqe) {
-        ++seen;
-        const uint64_t tag = cqe->user_data;
-        const int res = cqe->res;
-        if (tag == kEventTag) {
-          std::vector<uint32_t> ready;
-          {
-            std::lock_guard lock(mu_);
-            ready.swap(ready_);
-          }
-          for (uint32_t index : ready) PrepCommit(index);
-          if (stop_.load()) {
-            stop = true;
-          } else {
-            ArmEvent();
-          }
-        } else if (res < 0) {
-          // ENOTCONN / ECANCELED: the connection is going away.
-          if (res != -ENOTCONN && res != -ECANCELED) {
-            spdlog::warn("fuse: uring queue {} entry {}: {}", qid_, tag,
-                         std::strerror(-res));
-          }
-          --live;
-        } else {
-          OnRequest(static_cast<uint32_t>(tag), requests == 1);
-        }
-      }
-      io_uring_cq_advance(&ring_, seen);
-      io_uring_submit(&ring_);
-      if (stop) break;
-    }
-    if (live == 0) server_->MarkDisconnected();
-  }
-
-  FuseServer::Impl* server_;
-  int qid_;
-  std::vector<Entry> entries_;
-  io_uring ring_{};
-  bool ring_ready_ = false;
-  UniqueFd event_fd_;
-  uint64_t event_value_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<uint32_t> ready_;  // GUARDED_BY(mu_)
-};
-
-class UringTransport final : public Transport {
- public:
-  explicit UringTransport(FuseServer::Impl* server, int entries)
-      : server_(server), entries_(entries) {}
-
-  absl::Status Register() {
-    const int queues = PossibleCpus();
-    for (int q = 0; q < queues; ++q) {
-      queues_.push_back(std::make_unique<UringQueue>(server_, q, entries_));
-      RETURN_IF_ERROR(queues_.back()->Start());
-    }
-    return absl::OkStatus();
-  }
-
-  void Stop() {
-    for (auto& q : queues_) q->Stop();
-  }
-
-  // Slots belong to the queues; these are never called on the holder.
-  void Reply(Slot*, int, size_t) override { CHECK(false); }
-  void Drop(Slot*) override { CHECK(false); }
-
- private:
-  FuseServer::Impl* server_;
-  int entries_;
-  std::vector<std::unique_ptr<UringQueue>> queues_;
-};
-
-}  // namespace
+bool FuseServer::Impl::disconnected() const {
+  std::lock_guard lock(state_mu_);
+  return disconnected_;
+}
 
 // ---------------------------------------------------------------------------
 // INIT: negotiate 1 MiB requests, asynchronous direct I/O (without it loop's
@@ -716,7 +125,7 @@ absl::StatusOr<bool> FuseServer::Impl::Handshake() {
   if (ready <= 0) {
     return absl::DeadlineExceededError("fuse: no INIT from the kernel in 10 s");
   }
-  std::vector<uint8_t> buf(kDevSlotBytes);
+  std::vector<uint8_t> buf(fuse::DevTransport::kSlotBytes);
   const ssize_t n = ::read(fd_.get(), buf.data(), buf.size());
   if (n < 0) return ErrnoStatus(errno, "read INIT", "/dev/fuse");
   fuse_in_header in;
@@ -787,7 +196,8 @@ absl::Status FuseServer::Impl::Start() {
   ASSIGN_OR_RETURN(const bool uring, Handshake());
   if (uring) {
     auto transport =
-        std::make_unique<UringTransport>(this, options_.uring_entries_per_queue);
+        std::make_unique<fuse::UringTransport>(
+        this, options_.uring_entries_per_queue);
     absl::Status status = transport->Register();
     if (status.ok()) {
       transport_ = FuseTransport::kUring;
@@ -804,7 +214,7 @@ absl::Status FuseServer::Impl::Start() {
   // Even with io_uring, FORGET and INTERRUPT (and anything sent before every
   // queue is registered) arrive over read(/dev/fuse).
   const bool dev_mode = transport_ == FuseTransport::kDev;
-  auto dev = std::make_unique<DevTransport>(
+  auto dev = std::make_unique<fuse::DevTransport>(
       this, dev_mode ? std::max(1, options_.dev_threads) : 1,
       dev_mode ? kDevSlotsDevMode : kDevSlotsUringMode);
   RETURN_IF_ERROR(dev->Start());
@@ -830,8 +240,8 @@ void FuseServer::Impl::Stop() {
   while (in_flight_.load() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (uring_) static_cast<UringTransport*>(uring_.get())->Stop();
-  if (dev_) static_cast<DevTransport*>(dev_.get())->Stop();
+  if (uring_) uring_->Stop();
+  if (dev_) dev_->Stop();
   uring_.reset();
   dev_.reset();
 }
@@ -863,7 +273,7 @@ void FuseServer::Impl::OnIoDone(IoRequest* request, int result) {
   Slot* slot = static_cast<Slot*>(request->context);
   Impl* self = slot->server;
   if (result < 0) {
-    slot->transport->Reply(slot, result, 0);
+    slot->channel->Reply(slot, result, 0);
   } else {
     switch (slot->in.opcode) {
       case FUSE_READ:
@@ -871,17 +281,17 @@ void FuseServer::Impl::OnIoDone(IoRequest* request, int result) {
           std::memcpy(slot->out.data(), slot->bounce.get() + slot->bounce_skip,
                       slot->reply_bytes);
         }
-        slot->transport->Reply(slot, 0, slot->reply_bytes);
+        slot->channel->Reply(slot, 0, slot->reply_bytes);
         break;
       case FUSE_WRITE: {
         fuse_write_out out{};
         out.size = slot->reply_bytes;
         std::memcpy(slot->out.data(), &out, sizeof(out));
-        slot->transport->Reply(slot, 0, sizeof(out));
+        slot->channel->Reply(slot, 0, sizeof(out));
         break;
       }
       default:
-        slot->transport->Reply(slot, 0, 0);
+        slot->channel->Reply(slot, 0, 0);
     }
   }
   self->in_flight_.fetch_sub(1);
@@ -1010,7 +420,7 @@ void FuseServer::Impl::OpRead(Slot* s) {
   fuse_read_in in{};
   std::memcpy(&in, s->arg.data(), std::min(sizeof(in), s->arg.size()));
   const uint64_t size = volume_->size_bytes();
-  if (in.offset >= size || in.size == 0) return s->transport->Reply(s, 0, 0);
+  if (in.offset >= size || in.size == 0) return s->channel->Reply(s, 0, 0);
   const uint32_t length =
       static_cast<uint32_t>(std::min<uint64_t>(in.size, size - in.offset));
   if (length > kMaxIo) return ReplyError(s, -EINVAL);
@@ -1177,7 +587,7 @@ void FuseServer::Impl::OpReaddir(Slot* s) {
     std::memcpy(dirent->name, entries[i].name, namelen);
     used += record;
   }
-  s->transport->Reply(s, 0, used);
+  s->channel->Reply(s, 0, used);
 }
 
 void FuseServer::Impl::OpDestroy(Slot* s) {
@@ -1207,7 +617,7 @@ void FuseServer::Impl::Dispatch(Slot* s) {
     case FUSE_FORGET:
     case FUSE_BATCH_FORGET:
     // Engine requests cannot be cancelled; the original answer still comes.
-    case FUSE_INTERRUPT: return s->transport->Drop(s);
+    case FUSE_INTERRUPT: return s->channel->Drop(s);
     default: return ReplyError(s, -ENOSYS);
   }
 }
