@@ -1,7 +1,8 @@
 // BackingStore is the engine's seam to the operating system: the image file
 // or block device, accessed through per-thread queues. The real store runs
-// io_uring over O_DIRECT; tests swap in FaultStore (io/fault_store.h), which
-// keeps the image in memory and simulates power loss.
+// io_uring over O_DIRECT; tests swap in FaultStore
+// (tests/fakes/fault_store.h), which keeps the image in memory and simulates
+// power loss.
 //
 // Thread-safety: a BackingStore is thread-safe; each StoreQueue belongs to
 // one thread at a time.

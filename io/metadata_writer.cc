@@ -1,5 +1,6 @@
 #include "io/metadata_writer.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -72,17 +73,11 @@ absl::Status MetadataWriter::MarkDirty(std::span<const uint64_t> groups) {
   return WriteBitmapBlocksLocked(/*only_changed=*/true, /*sync=*/true);
 }
 
-void MetadataWriter::MarkClean(std::span<const uint64_t> groups) {
+absl::Status MetadataWriter::ClearAll() {
   std::lock_guard<std::mutex> l(mu_);
-  for (uint64_t g : groups) {
-    if (((memory_[g / 8] >> (g % 8)) & 1) != 0) --dirty_count_;
-    memory_[g / 8] &= static_cast<uint8_t>(~(1u << (g % 8)));
-  }
-}
-
-absl::Status MetadataWriter::WriteBack(bool sync) {
-  std::lock_guard<std::mutex> l(mu_);
-  return WriteBitmapBlocksLocked(/*only_changed=*/true, sync);
+  std::fill(memory_.begin(), memory_.end(), 0);
+  dirty_count_ = 0;
+  return WriteBitmapBlocksLocked(/*only_changed=*/true, /*sync=*/true);
 }
 
 absl::Status MetadataWriter::WriteDigestTable(

@@ -38,12 +38,10 @@ class MetadataWriter {
   // Sets the groups' write-intent bits; when one was not yet set on disk,
   // writes the bitmap blocks and fdatasyncs before returning.
   absl::Status MarkDirty(std::span<const uint64_t> groups);
-  // Clears the bits in memory; they reach the disk with the next bitmap
-  // write or WriteBack. Only for groups whose writes are all durable.
-  void MarkClean(std::span<const uint64_t> groups);
-  // Writes bitmap blocks whose disk copy differs from memory; with `sync`,
-  // also fdatasyncs.
-  absl::Status WriteBack(bool sync);
+  // Clears every bit, then writes the bitmap blocks that change and
+  // fdatasyncs. Only when every group's writes are durable and its digest
+  // committed (a checkpoint), or for stray bits of a clean image.
+  absl::Status ClearAll();
   bool bit(uint64_t group) const;
   // Groups whose bit is set in memory.
   uint64_t dirty_groups() const;

@@ -30,6 +30,32 @@ namespace {
 
 constexpr size_t kTrackers = 4096;
 
+// A request whose submitter waits for it (Io, and the final flush of Close).
+struct BlockingRequest {
+  IoRequest req;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // Guarded by mu.
+  int result = 0;     // Guarded by mu.
+
+  BlockingRequest() {
+    req.context = this;
+    req.done = [](IoRequest* r, int result) {
+      auto* self = static_cast<BlockingRequest*>(r->context);
+      std::lock_guard<std::mutex> l(self->mu);
+      self->result = result;
+      self->done = true;
+      self->cv.notify_all();
+    };
+  }
+  // Returns 0 or a negative errno.
+  int Wait() {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done; });
+    return result;
+  }
+};
+
 class SealedVolumeImpl : public Engine {
  public:
   SealedVolumeImpl(std::unique_ptr<BackingStore> store, EngineOptions options)
@@ -87,7 +113,19 @@ class SealedVolumeImpl : public Engine {
   }
 
  private:
+  // The steps of Init, in order.
+  absl::StatusOr<Superblock> ReadNewestSuperblock(
+      StoreQueue& queue, const crypto::SecretBytes& dek);
+  absl::Status CheckImage(const Superblock& sb) const;
   absl::Status LoadDigestTable(const Superblock& sb, StoreQueue& queue);
+  absl::StatusOr<std::vector<uint8_t>> ReadBitmap(const Superblock& sb,
+                                                  StoreQueue& queue);
+  void SetUpContext(const Superblock& sb, const std::vector<uint8_t>& dirty);
+  absl::StatusOr<RecoveryStats> Recover(const Superblock& sb,
+                                        const std::vector<uint8_t>& dirty,
+                                        StoreQueue& queue);
+  absl::Status StartEpoch(const Superblock& sb);
+  absl::Status StartWorkers();
   // Writes every group's digest to the inactive table copy, commits it with
   // the superblock, then clears the write-intent bits; with `clean`, marks
   // the image clean last. Workers are stopped.
@@ -141,10 +179,44 @@ class SealedVolumeImpl : public Engine {
   RequestTracker* free_trackers_ = nullptr;  // Guarded by tracker_mu_.
 };
 
+// Opening, step by step: the newest authentic superblock, the checks on
+// the image it describes, the digest table and the write-intent bitmap,
+// recovery of the groups marked dirty, a new epoch, then the workers.
 absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(auto queue, store_->CreateQueue());
+  ASSIGN_OR_RETURN(const Superblock sb, ReadNewestSuperblock(*queue, dek));
+  RETURN_IF_ERROR(CheckImage(sb));
+  size_bytes_.store(sb.size_bytes);
+  if (sb.layout.has_digest_table()) {
+    RETURN_IF_ERROR(LoadDigestTable(sb, *queue));
+  }
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bitmap, ReadBitmap(sb, *queue));
+  // A clean image has no write-intent bit set (Checkpoint clears them before
+  // it marks the image clean): bits found there were not set by the engine,
+  // and honouring them would accept those groups as found.
+  std::vector<uint8_t> dirty = bitmap;
+  if (sb.clean()) std::fill(dirty.begin(), dirty.end(), 0);
+  SetUpContext(sb, dirty);
+  if (!options_.read_only) {
+    ASSIGN_OR_RETURN(recovery_, Recover(sb, dirty, *queue));
+  }
+  ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
+  metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
+                                               std::move(header_key), bitmap);
+  state_ = VolumeState{sb.state_epoch, sb.state_root, !sb.clean()};
+  if (!options_.read_only) RETURN_IF_ERROR(StartEpoch(sb));
+  ctx_.metadata = metadata_.get();
+  return StartWorkers();
+}
+
+// Derives the keys for the image's ids and returns the newest superblock
+// copy whose MAC verifies (the other may be torn). Nothing in the
+// superblock matters for nonce uniqueness: every open starts fresh random
+// nonce sessions.
+absl::StatusOr<Superblock> SealedVolumeImpl::ReadNewestSuperblock(
+    StoreQueue& queue, const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(SuperblockCopies copies,
-                   ReadSuperblockCopies(*store_, *queue));
+                   ReadSuperblockCopies(*store_, queue));
   ASSIGN_OR_RETURN(Superblock newest,
                    NewestSuperblock(copies.decoded[0], copies.decoded[1]));
   ASSIGN_OR_RETURN(keys_, crypto::DeriveVolumeKeys(dek, newest.volume_id,
@@ -155,9 +227,6 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
                             VolumeIdString(newest.volume_id))),
                         ErrorKind::kWrongKey);
   }
-  // The newest copy whose MAC verifies (the other may be torn). Nothing in
-  // the superblock matters for nonce uniqueness: every open starts fresh
-  // random nonce sessions.
   int chosen = -1;
   for (int i = 0; i < 2; ++i) {
     const bool ok = copies.decoded[i].ok() &&
@@ -172,9 +241,13 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     return absl::DataLossError(absl::StrCat(
         store_->name(), ": superblock authentication failed (both copies)"));
   }
-  Superblock sb = *copies.decoded[chosen];
-  const uint64_t blocks = sb.size_bytes / kBlockSize;
-  const uint64_t need = sb.layout.image_bytes(blocks);
+  return *copies.decoded[chosen];
+}
+
+// The image holds what its superblock describes, has a state root (unless
+// an upgrade reads it), and is the state the registry expects.
+absl::Status SealedVolumeImpl::CheckImage(const Superblock& sb) const {
+  const uint64_t need = sb.layout.image_bytes(sb.size_bytes / kBlockSize);
   if (store_->size_bytes() < need) {
     return SetErrorKind(absl::OutOfRangeError(absl::StrCat(
                             store_->name(), ": truncated: image is ",
@@ -182,7 +255,6 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
                             need)),
                         ErrorKind::kTruncated);
   }
-  size_bytes_.store(sb.size_bytes);
   if (!sb.layout.has_digest_table() && !options_.allow_pre_state_root) {
     return SetErrorKind(
         absl::FailedPreconditionError(absl::StrCat(
@@ -193,28 +265,25 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
         ErrorKind::kBadVersion);
   }
   if (options_.expected_state.has_value()) {
-    RETURN_IF_ERROR(
-        CheckExpectedState(sb, *options_.expected_state, store_->name()));
+    return CheckExpectedState(sb, *options_.expected_state, store_->name());
   }
-  if (sb.layout.has_digest_table()) {
-    RETURN_IF_ERROR(LoadDigestTable(sb, *queue));
-  }
+  return absl::OkStatus();
+}
 
-  std::vector<uint8_t> bitmap(sb.layout.bitmap_blocks * 4096);
-  {
-    AlignedBuffer buf(bitmap.size());
-    StoreOp read{StoreOp::Kind::kRead, sb.layout.bitmap_start * 4096,
-                 buf.size(), buf.data()};
-    queue->Execute({&read, 1});
-    RETURN_IF_ERROR(StoreOpStatus(read, "read bitmap", store_->name()));
-    std::memcpy(bitmap.data(), buf.data(), bitmap.size());
-  }
-  // A clean image has no write-intent bit set (Checkpoint clears them before
-  // it marks the image clean): bits found there were not set by the engine,
-  // and honouring them would accept those groups as found.
-  std::vector<uint8_t> dirty = bitmap;
-  if (sb.clean()) std::fill(dirty.begin(), dirty.end(), 0);
+absl::StatusOr<std::vector<uint8_t>> SealedVolumeImpl::ReadBitmap(
+    const Superblock& sb, StoreQueue& queue) {
+  AlignedBuffer buf(sb.layout.bitmap_blocks * 4096);
+  StoreOp read{StoreOp::Kind::kRead, sb.layout.bitmap_start * 4096,
+               buf.size(), buf.data()};
+  queue.Execute({&read, 1});
+  RETURN_IF_ERROR(StoreOpStatus(read, "read bitmap", store_->name()));
+  return std::vector<uint8_t>(buf.data(), buf.data() + buf.size());
+}
 
+// What the workers share; a read-only open accepts the groups marked dirty
+// as it finds them (it cannot repair them).
+void SealedVolumeImpl::SetUpContext(const Superblock& sb,
+                                    const std::vector<uint8_t>& dirty) {
   ctx_.store = store_.get();
   ctx_.layout = sb.layout;
   ctx_.volume_id = sb.volume_id;
@@ -234,73 +303,65 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
     if (mismatched_.size() < 4096) mismatched_.insert(g);
   };
   if (options_.read_only) ctx_.accept_as_found = dirty;
+}
 
-  if (!options_.read_only) {
-    ASSIGN_OR_RETURN(auto slots,
-                     SlotCodec::Create(keys_.session_root, sb.volume_id));
-    RecoveryInput in;
-    in.queue = queue.get();
-    in.slots = slots.get();
-    in.layout = sb.layout;
-    in.volume_blocks = blocks;
-    in.bitmap = dirty;
-    in.holes_read_zero = !store_->needs_zeroing();
-    if (digests_) {
-      in.on_group = [this, &sb](uint64_t g, std::span<const uint8_t> tags) {
-        digests_->set(g, DigestGroupTags(sb.volume_id, g, tags));
-      };
-    }
-    ASSIGN_OR_RETURN(recovery_, RecoverDirtyGroups(in));
+// Crash recovery over the groups marked dirty (recovery.h); their repaired
+// digests go into the table.
+absl::StatusOr<RecoveryStats> SealedVolumeImpl::Recover(
+    const Superblock& sb, const std::vector<uint8_t>& dirty,
+    StoreQueue& queue) {
+  ASSIGN_OR_RETURN(auto slots,
+                   SlotCodec::Create(keys_.session_root, sb.volume_id));
+  RecoveryInput in;
+  in.queue = &queue;
+  in.slots = slots.get();
+  in.layout = sb.layout;
+  in.volume_blocks = sb.size_bytes / kBlockSize;
+  in.bitmap = dirty;
+  in.holes_read_zero = !store_->needs_zeroing();
+  if (digests_) {
+    in.on_group = [this, &sb](uint64_t g, std::span<const uint8_t> tags) {
+      digests_->set(g, DigestGroupTags(sb.volume_id, g, tags));
+    };
   }
+  return RecoverDirtyGroups(in);
+}
 
-  ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
-  metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
-                                               std::move(header_key), bitmap);
-  state_ = VolumeState{sb.state_epoch, sb.state_root, !sb.clean()};
-  if (!options_.read_only) {
-    if (sb.clean()) {
-      // Stray bits on a clean image go (see `dirty` above).
-      std::vector<uint64_t> stray;
-      for (uint64_t i = 0; i < bitmap.size(); ++i) {
-        for (int b = 0; b < 8; ++b) {
-          if ((bitmap[i] >> b) & 1) stray.push_back(i * 8 + b);
-        }
-      }
-      metadata_->MarkClean(stray);
-      RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
-    }
-    // The dirty groups' bits stay set: their repaired digests reach the
-    // table at the next checkpoint. A new epoch, durable before anything is
-    // written, then committed outside the image.
-    const uint64_t epoch = std::max(sb.state_epoch, options_.min_epoch) + 1;
-    RETURN_IF_ERROR(metadata_->UpdateSuperblock([epoch](Superblock& s) {
-      s.flags &= ~kSuperblockFlagClean;
-      s.state_epoch = epoch;
-    }));
-    state_ = VolumeState{epoch, sb.state_root, true};
-    if (options_.commit_open) {
-      absl::Status committed = options_.commit_open(state_);
-      if (!committed.ok()) {
-        return absl::Status(
-            committed.code(),
-            absl::StrCat(store_->name(),
-                         ": could not commit the start of epoch ", epoch,
-                         ": ", committed.message()));
-      }
-    }
+// Writable opens: drops stray bits of a clean image, then makes a new epoch
+// durable before anything is written and commits it outside the image.
+absl::Status SealedVolumeImpl::StartEpoch(const Superblock& sb) {
+  if (sb.clean()) {
+    // Stray bits on a clean image go (see `dirty` in Init).
+    RETURN_IF_ERROR(metadata_->ClearAll());
   }
-  ctx_.metadata = metadata_.get();
+  // The dirty groups' bits stay set: their repaired digests reach the
+  // table at the next checkpoint.
+  const uint64_t epoch = std::max(sb.state_epoch, options_.min_epoch) + 1;
+  RETURN_IF_ERROR(metadata_->UpdateSuperblock([epoch](Superblock& s) {
+    s.flags &= ~kSuperblockFlagClean;
+    s.state_epoch = epoch;
+  }));
+  state_ = VolumeState{epoch, sb.state_root, true};
+  if (!options_.commit_open) return absl::OkStatus();
+  absl::Status committed = options_.commit_open(state_);
+  if (committed.ok()) return absl::OkStatus();
+  return absl::Status(
+      committed.code(),
+      absl::StrCat(store_->name(), ": could not commit the start of epoch ",
+                   epoch, ": ", committed.message()));
+}
 
+absl::Status SealedVolumeImpl::StartWorkers() {
   for (int i = 0; i < ctx_.workers; ++i) {
     ASSIGN_OR_RETURN(auto w, Worker::Create(&ctx_));
     workers_.push_back(std::move(w));
   }
-  if (!options_.manual) {
-    for (auto& w : workers_) w->Start();
-    if (!options_.read_only && digests_ &&
-        (options_.checkpoint_dirty_groups > 0 || options_.checkpoint_seconds > 0)) {
-      checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
-    }
+  if (options_.manual) return absl::OkStatus();
+  for (auto& w : workers_) w->Start();
+  if (!options_.read_only && digests_ &&
+      (options_.checkpoint_dirty_groups > 0 ||
+       options_.checkpoint_seconds > 0)) {
+    checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
   }
   return absl::OkStatus();
 }
@@ -412,12 +473,7 @@ absl::Status SealedVolumeImpl::Checkpoint(bool clean) {
     }));
   }
   // Every digest is in the committed table: the bits may go.
-  std::vector<uint64_t> all;
-  for (uint64_t g = 0; g < groups; ++g) {
-    if (metadata_->bit(g)) all.push_back(g);
-  }
-  metadata_->MarkClean(all);
-  RETURN_IF_ERROR(metadata_->WriteBack(/*sync=*/true));
+  RETURN_IF_ERROR(metadata_->ClearAll());
   if (clean) {
     RETURN_IF_ERROR(metadata_->UpdateSuperblock(
         [](Superblock& s) { s.flags |= kSuperblockFlagClean; }));
@@ -536,31 +592,15 @@ void SealedVolumeImpl::Dispatch(IoRequest* r, bool run_inline) {
 
 int SealedVolumeImpl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
                          bool fua) {
-  struct Waiter {
-    IoRequest req;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    int result = 0;
-  } w;
+  BlockingRequest w;
   w.req.op = op;
   w.req.fua = fua;
   w.req.offset = offset;
   w.req.length = op == IoOp::kFlush ? 0 : buffer.size();
   w.req.buffer = buffer;
-  w.req.context = &w;
-  w.req.done = [](IoRequest* r, int result) {
-    auto* self = static_cast<Waiter*>(r->context);
-    std::lock_guard<std::mutex> l(self->mu);
-    self->result = result;
-    self->done = true;
-    self->cv.notify_all();
-  };
   Submit(&w.req);
   if (options_.manual) RunPending();
-  std::unique_lock<std::mutex> l(w.mu);
-  w.cv.wait(l, [&] { return w.done; });
-  return w.result;
+  return w.Wait();
 }
 
 absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
@@ -598,22 +638,8 @@ absl::Status SealedVolumeImpl::Close() {
   absl::Status status;
   if (!workers_.empty() && !options_.read_only) {
     // The final flush goes behind everything queued.
-    struct Waiter {
-      IoRequest req;
-      std::mutex mu;
-      std::condition_variable cv;
-      bool done = false;
-      int result = 0;
-    } w;
+    BlockingRequest w;
     w.req.op = IoOp::kFlush;
-    w.req.context = &w;
-    w.req.done = [](IoRequest* r, int result) {
-      auto* self = static_cast<Waiter*>(r->context);
-      std::lock_guard<std::mutex> g(self->mu);
-      self->result = result;
-      self->done = true;
-      self->cv.notify_all();
-    };
     RequestTracker* t = AcquireTracker();
     t->request = &w.req;
     t->error.store(0);
@@ -625,10 +651,8 @@ absl::Status SealedVolumeImpl::Close() {
       Enqueue(p, i);
     }
     if (options_.manual) RunPending();
-    std::unique_lock<std::mutex> g(w.mu);
-    w.cv.wait(g, [&] { return w.done; });
-    if (w.result != 0) {
-      status = ErrnoStatus(-w.result, "close: flush", store_->name());
+    if (const int rc = w.Wait(); rc != 0) {
+      status = ErrnoStatus(-rc, "close: flush", store_->name());
     }
   }
   for (auto& w : workers_) w->Stop();

@@ -366,9 +366,27 @@ void Worker::FailWrites(std::span<Part> parts, int err) {
 // the new tags; (d) one fdatasync; (e) data writes, punches and reads, all
 // in flight together; (f) for FUA and flush, fdatasync before completing.
 void Worker::RunSubBatch(std::span<Part> parts) {
-  const Layout& l = ctx_->layout;
   ++epoch_;
   part_result_.assign(parts.size(), 0);
+  PlaceInBounce(parts);
+  LoadGroups(parts);
+  const SubBatchPlan plan = Plan(parts);
+  if (plan.has_mutation) {
+    MarkIntent(parts, plan);  // (a), (b)
+    SealMutations(parts);
+    WriteTags(parts);         // (c), (d)
+  }
+  RunDataOps(parts);                           // (e)
+  if (plan.need_final_sync) FinalSync(parts);  // (f)
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (part_state_[i] != PartState::kCompleted) {
+      ctx_->complete(parts[i], part_result_[i]);
+    }
+  }
+}
+
+// Gives every part that carries data its blocks in the bounce buffer.
+void Worker::PlaceInBounce(std::span<const Part> parts) {
   part_bounce_.resize(parts.size());
   uint64_t bounce_next = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -377,15 +395,19 @@ void Worker::RunSubBatch(std::span<Part> parts) {
                        ? 0
                        : parts[i].blocks;
   }
-  LoadGroups(parts);
+}
 
-  bool has_mutation = false, need_presync = false, need_final_sync = false;
-  uint64_t write_blocks = 0;
+// What the sub-batch needs: fails the parts whose group could not be loaded
+// (EIO) and mutations of a failed volume (EROFS); leaves in groups_scratch_
+// the groups whose write-intent bit must be set first.
+Worker::SubBatchPlan Worker::Plan(std::span<const Part> parts) {
+  const Layout& l = ctx_->layout;
+  SubBatchPlan plan;
   groups_scratch_.clear();
   for (size_t i = 0; i < parts.size(); ++i) {
     const Part& p = parts[i];
     if (p.op == IoOp::kFlush) {
-      need_final_sync = true;
+      plan.need_final_sync = true;
       continue;
     }
     GroupEntry* e = Lookup(l.group_of(p.first_block));
@@ -398,12 +420,12 @@ void Worker::RunSubBatch(std::span<Part> parts) {
       part_result_[i] = -EROFS;
       continue;
     }
-    has_mutation = true;
-    if (p.op == IoOp::kWrite) write_blocks += p.blocks;
-    if (p.fua) need_final_sync = true;
+    plan.has_mutation = true;
+    if (p.op == IoOp::kWrite) plan.write_blocks += p.blocks;
+    if (p.fua) plan.need_final_sync = true;
     const uint32_t first = p.first_block % l.data_blocks_per_group;
-    for (uint32_t k = 0; k < p.blocks && !need_presync; ++k) {
-      need_presync = TestBit(e->unflushed, first + k);
+    for (uint32_t k = 0; k < p.blocks && !plan.need_presync; ++k) {
+      plan.need_presync = TestBit(e->unflushed, first + k);
     }
     if (!e->marked) {
       bool seen = false;
@@ -411,85 +433,126 @@ void Worker::RunSubBatch(std::span<Part> parts) {
       if (!seen) groups_scratch_.push_back(e->group);
     }
   }
+  return plan;
+}
 
-  if (has_mutation) {
-    int err = 0;
-    if (need_presync && !Sync()) err = -EIO;
-    if (err == 0 && !groups_scratch_.empty()) {
-      if (ctx_->metadata->MarkDirty(groups_scratch_).ok()) {
-        for (uint64_t g : groups_scratch_) Lookup(g)->marked = true;
-      } else {
-        ctx_->failed->store(true);
-        err = -EIO;
-      }
-    }
-    if (err == 0 && write_blocks > 0 && !slots_->Reserve(write_blocks).ok()) {
+// (a) and (b), then the nonce counters for the writes; any failure fails
+// every mutation of the sub-batch.
+void Worker::MarkIntent(std::span<Part> parts, const SubBatchPlan& plan) {
+  int err = 0;
+  if (plan.need_presync && !Sync()) err = -EIO;
+  if (err == 0 && !groups_scratch_.empty()) {
+    if (ctx_->metadata->MarkDirty(groups_scratch_).ok()) {
+      for (uint64_t g : groups_scratch_) Lookup(g)->marked = true;
+    } else {
       ctx_->failed->store(true);
       err = -EIO;
     }
-    if (err != 0) FailWrites(parts, err);
+  }
+  if (err == 0 && plan.write_blocks > 0 &&
+      !slots_->Reserve(plan.write_blocks).ok()) {
+    ctx_->failed->store(true);
+    err = -EIO;
+  }
+  if (err != 0) FailWrites(parts, err);
+}
 
-    // Seal into the bounce buffer and update the cached slots.
-    for (size_t i = 0; i < parts.size(); ++i) {
-      Part& p = parts[i];
-      if (!IsMutation(p.op) || part_result_[i] != 0) continue;
-      GroupEntry* e = Lookup(l.group_of(p.first_block));
-      if (p.op == IoOp::kDiscard) {
-        GroupTags tags(e->tags.data());
-        for (uint32_t k = 0; k < p.blocks; ++k) {
-          const uint32_t idx = (p.first_block + k) % l.data_blocks_per_group;
-          tags.clear_slot(idx, 0);
-          tags.clear_slot(idx, 1);
-          e->digest_stale = true;
-          e->dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
-        }
-        continue;
-      }
+// Seals the writes into the bounce buffer and updates the cached slots;
+// a discard clears its blocks' slots.
+void Worker::SealMutations(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Part& p = parts[i];
+    if (!IsMutation(p.op) || part_result_[i] != 0) continue;
+    GroupEntry* e = Lookup(l.group_of(p.first_block));
+    if (p.op == IoOp::kDiscard) {
+      GroupTags tags(e->tags.data());
       for (uint32_t k = 0; k < p.blocks; ++k) {
-        if (Seal(*e, p.first_block + k, p.data + size_t{k} * 4096,
-                 bounce_.data() + (part_bounce_[i] + k) * 4096) != 0) {
-          part_result_[i] = -EIO;
-        }
+        const uint32_t idx = (p.first_block + k) % l.data_blocks_per_group;
+        tags.clear_slot(idx, 0);
+        tags.clear_slot(idx, 1);
+        e->digest_stale = true;
+        e->dirty_tag_blocks |= uint64_t{1} << GroupTags::tag_block_of(idx);
       }
+      continue;
     }
-
-    // (c) + (d): the tags, then one sync for the whole sub-batch.
-    ops_.clear();
-    for (GroupEntry& e : cache_) {
-      if (e.dirty_tag_blocks == 0 || e.group == ~uint64_t{0}) continue;
-      uint32_t t = 0;
-      while (t < l.tag_blocks_per_group) {
-        if (((e.dirty_tag_blocks >> t) & 1) == 0) {
-          ++t;
-          continue;
-        }
-        uint32_t run = t;
-        while (run < l.tag_blocks_per_group && ((e.dirty_tag_blocks >> run) & 1)) {
-          ++run;
-        }
-        ops_.push_back(StoreOp{StoreOp::Kind::kWrite,
-                               (l.tag_start(e.group) + t) * 4096,
-                               uint64_t{run - t} * 4096,
-                               e.tags.data() + size_t{t} * 4096});
-        t = run;
-      }
-      e.dirty_tag_blocks = 0;
-    }
-    if (!ops_.empty()) {
-      queue_->Execute(ops_);
-      bool ok = true;
-      for (const StoreOp& op : ops_) ok &= op.result == 0;
-      if (!ok || !Sync()) {
-        ctx_->failed->store(true);
-        FailWrites(parts, -EIO);
+    for (uint32_t k = 0; k < p.blocks; ++k) {
+      if (Seal(*e, p.first_block + k, p.data + size_t{k} * 4096,
+               bounce_.data() + (part_bounce_[i] + k) * 4096) != 0) {
+        part_result_[i] = -EIO;
       }
     }
   }
+}
 
-  // (e) Data writes, punches and reads together. A part finishes as soon as
-  // its last op has its result: a read is decrypted while later reads are
-  // still being copied, and a write that needs no final sync completes then,
-  // so the submitter can refill the queue while the rest is in flight.
+// (c) + (d): every changed run of tag blocks, then one sync for the whole
+// sub-batch. A failure fails the volume and every mutation.
+void Worker::WriteTags(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
+  ops_.clear();
+  for (GroupEntry& e : cache_) {
+    if (e.dirty_tag_blocks == 0 || e.group == ~uint64_t{0}) continue;
+    uint32_t t = 0;
+    while (t < l.tag_blocks_per_group) {
+      if (((e.dirty_tag_blocks >> t) & 1) == 0) {
+        ++t;
+        continue;
+      }
+      uint32_t run = t;
+      while (run < l.tag_blocks_per_group && ((e.dirty_tag_blocks >> run) & 1)) {
+        ++run;
+      }
+      ops_.push_back(StoreOp{StoreOp::Kind::kWrite,
+                             (l.tag_start(e.group) + t) * 4096,
+                             uint64_t{run - t} * 4096,
+                             e.tags.data() + size_t{t} * 4096});
+      t = run;
+    }
+    e.dirty_tag_blocks = 0;
+  }
+  if (ops_.empty()) return;
+  queue_->Execute(ops_);
+  bool ok = true;
+  for (const StoreOp& op : ops_) ok &= op.result == 0;
+  if (!ok || !Sync()) {
+    ctx_->failed->store(true);
+    FailWrites(parts, -EIO);
+  }
+}
+
+// (e) Data writes, punches and reads together. A part finishes as soon as
+// its last op has its result: a read is decrypted while later reads are
+// still being copied, and a write that needs no final sync completes then,
+// so the submitter can refill the queue while the rest is in flight.
+void Worker::RunDataOps(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
+  QueueDataOps(parts);
+  if (!ops_.empty()) {
+    queue_->ExecuteEach(ops_, [&](size_t j) {
+      const size_t i = op_part_[j];
+      Part& p = parts[i];
+      if (ops_[j].result != 0) {
+        part_result_[i] = -EIO;
+        if (IsMutation(p.op)) ctx_->failed->store(true);
+      } else if (p.op == IoOp::kRead && part_result_[i] == 0) {
+        const uint64_t k =
+            ops_[j].offset / 4096 - l.data_position(p.first_block);
+        part_result_[i] = OpenRange(p, i, static_cast<uint32_t>(k),
+                                    static_cast<uint32_t>(ops_[j].length / 4096));
+      }
+      if (--part_pending_[i] == 0) FinishPart(p, i);
+    });
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (part_state_[i] == PartState::kInFlight) FinishPart(parts[i], i);
+  }
+}
+
+// The store operations of (e), in ops_, with op_part_ naming each one's part
+// and part_pending_ counting each part's. A read of blocks never written
+// (or discarded) yields zeros without touching the disk.
+void Worker::QueueDataOps(std::span<Part> parts) {
+  const Layout& l = ctx_->layout;
   ops_.clear();
   op_part_.clear();
   part_pending_.assign(parts.size(), 0);
@@ -520,7 +583,6 @@ void Worker::RunSubBatch(std::span<Part> parts) {
     uint32_t k = 0;
     while (k < p.blocks) {
       if (tags.newer_slot(first + k) < 0) {
-        // Never written or discarded: zeros, without touching the disk.
         std::memset(p.data + size_t{k} * 4096, 0, 4096);
         ++k;
         continue;
@@ -538,43 +600,16 @@ void Worker::RunSubBatch(std::span<Part> parts) {
       k = run;
     }
   }
-  if (!ops_.empty()) {
-    queue_->ExecuteEach(ops_, [&](size_t j) {
-      const size_t i = op_part_[j];
-      Part& p = parts[i];
-      if (ops_[j].result != 0) {
-        part_result_[i] = -EIO;
-        if (IsMutation(p.op)) ctx_->failed->store(true);
-      } else if (p.op == IoOp::kRead && part_result_[i] == 0) {
-        const uint64_t k =
-            ops_[j].offset / 4096 - l.data_position(p.first_block);
-        part_result_[i] = OpenRange(p, i, static_cast<uint32_t>(k),
-                                    static_cast<uint32_t>(ops_[j].length / 4096));
-      }
-      if (--part_pending_[i] == 0) FinishPart(p, i);
-    });
-  }
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (part_state_[i] == PartState::kInFlight) FinishPart(parts[i], i);
-  }
+}
 
-  // (f) FUA writes and flushes are durable before they complete.
-  if (need_final_sync) {
-    // Write-intent bits stay set until the next checkpoint (close) has
-    // written the groups' digests: recovery recomputes them after a crash.
-    if (!Sync()) {
-      for (size_t i = 0; i < parts.size(); ++i) {
-        if ((parts[i].op == IoOp::kFlush || parts[i].fua) &&
-            part_result_[i] == 0) {
-          part_result_[i] = -EIO;
-        }
-      }
-    }
-  }
-
+// (f) FUA writes and flushes are durable before they complete. Write-intent
+// bits stay set until the next checkpoint (close) has written the groups'
+// digests: recovery recomputes them after a crash.
+void Worker::FinalSync(std::span<Part> parts) {
+  if (Sync()) return;
   for (size_t i = 0; i < parts.size(); ++i) {
-    if (part_state_[i] != PartState::kCompleted) {
-      ctx_->complete(parts[i], part_result_[i]);
+    if ((parts[i].op == IoOp::kFlush || parts[i].fua) && part_result_[i] == 0) {
+      part_result_[i] = -EIO;
     }
   }
 }

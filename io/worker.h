@@ -128,7 +128,22 @@ class Worker {
          std::unique_ptr<SlotCodec> slots);
   void Loop();
   void ProcessBatch(std::span<Part> parts);
+  // The steps of one sub-batch (a group commit), in order (worker.cc).
+  struct SubBatchPlan {
+    bool has_mutation = false;
+    bool need_presync = false;     // A block written has an unflushed write.
+    bool need_final_sync = false;  // A flush or a FUA write.
+    uint64_t write_blocks = 0;
+  };
   void RunSubBatch(std::span<Part> parts);
+  void PlaceInBounce(std::span<const Part> parts);
+  SubBatchPlan Plan(std::span<const Part> parts);
+  void MarkIntent(std::span<Part> parts, const SubBatchPlan& plan);
+  void SealMutations(std::span<Part> parts);
+  void WriteTags(std::span<Part> parts);
+  void RunDataOps(std::span<Part> parts);
+  void QueueDataOps(std::span<Part> parts);
+  void FinalSync(std::span<Part> parts);
   bool Conflicts(std::span<Part> taken, const Part& p) const;
   GroupEntry* Lookup(uint64_t group);
   bool LoadGroups(std::span<Part> parts);

@@ -17,7 +17,7 @@
 #include "base/unique_fd.h"
 #include "crypto/secret_bytes.h"
 #include "io/engine.h"
-#include "io/fault_store.h"
+#include "tests/fakes/fault_store.h"
 #include "io/frontend/fuse_server.h"
 #include "tests/fuzz/fuzz_targets.h"
 

@@ -14,7 +14,7 @@
 #include "base/check.h"
 #include "crypto/secret_bytes.h"
 #include "io/engine.h"
-#include "io/fault_store.h"
+#include "tests/fakes/fault_store.h"
 #include "io/superblock.h"
 #include "tests/fuzz/fuzz_targets.h"
 

@@ -14,7 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "io/engine.h"
-#include "io/fault_store.h"
+#include "tests/fakes/fault_store.h"
 #include "tests/hardening/flaky_store.h"
 #include "tests/io/engine_test_support.h"
 

@@ -16,7 +16,7 @@
 #include "crypto/secret_bytes.h"
 #include "gtest/gtest.h"
 #include "io/engine.h"
-#include "io/fault_store.h"
+#include "tests/fakes/fault_store.h"
 
 namespace sealvol::io::testing {
 

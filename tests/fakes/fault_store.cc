@@ -1,4 +1,4 @@
-#include "io/fault_store.h"
+#include "tests/fakes/fault_store.h"
 
 #include <cerrno>
 #include <cstring>
