@@ -10,16 +10,16 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <utility>
 
+#include "base/mutex.h"
 #include "base/status_macros.h"
 
 namespace sealvol::crypto {
 namespace {
 
-std::mutex observer_mu;
-SecretReleaseObserver& Observer() {  // Guarded by observer_mu.
+Mutex observer_mu;
+SecretReleaseObserver& Observer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(observer_mu) {
   static auto* fn = new SecretReleaseObserver();  // Never destroyed.
   return *fn;
 }
@@ -95,7 +95,7 @@ void SecretBytes::Wipe() {
   if (data_ == nullptr) return;
   OPENSSL_cleanse(data_, mapped_);
   {
-    std::lock_guard<std::mutex> lock(observer_mu);
+    MutexLock lock(&observer_mu);
     if (Observer()) Observer()({data_, mapped_});
   }
   ::munlock(data_, mapped_);
@@ -107,7 +107,7 @@ void SecretBytes::Wipe() {
 }
 
 void SetSecretReleaseObserverForTesting(SecretReleaseObserver obs) {
-  std::lock_guard<std::mutex> lock(observer_mu);
+  MutexLock lock(&observer_mu);
   Observer() = std::move(obs);
 }
 
