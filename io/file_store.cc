@@ -17,12 +17,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "base/check.h"
 #include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "io/backing_store.h"
+#include "io/uring_ring.h"
 
 namespace sealvol::io {
 
@@ -46,47 +46,25 @@ AlignedBuffer::~AlignedBuffer() { std::free(data_); }
 
 namespace {
 
-// Checked once per store: the engine refuses to run on a ring that lacks an
-// operation it needs rather than failing on the first I/O.
-absl::Status ProbeRing(io_uring* ring) {
-  io_uring_probe* probe = io_uring_get_probe_ring(ring);
-  if (probe == nullptr) {
-    return absl::UnavailableError(
-        "io_uring: the kernel does not support IORING_REGISTER_PROBE");
-  }
-  std::vector<std::string> missing;
-  const std::pair<int, const char*> kNeeded[] = {
-      {IORING_OP_READ, "IORING_OP_READ"},
-      {IORING_OP_WRITE, "IORING_OP_WRITE"},
-      {IORING_OP_FSYNC, "IORING_OP_FSYNC"},
-      {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE"},
-  };
-  for (const auto& [op, name] : kNeeded) {
-    if (!io_uring_opcode_supported(probe, op)) missing.push_back(name);
-  }
-  io_uring_free_probe(probe);
-  if (!missing.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("io_uring: kernel lacks required operations: ",
-                     absl::StrJoin(missing, ", ")));
-  }
-  return absl::OkStatus();
-}
+// The engine refuses to run on a kernel whose io_uring lacks an operation it
+// needs rather than failing on the first I/O.
+constexpr UringOp kStoreOps[] = {
+    {IORING_OP_READ, "IORING_OP_READ"},
+    {IORING_OP_WRITE, "IORING_OP_WRITE"},
+    {IORING_OP_FSYNC, "IORING_OP_FSYNC"},
+    {IORING_OP_FALLOCATE, "IORING_OP_FALLOCATE"},
+};
 
-class UringQueue : public StoreQueue {
+// A FileStore's queue: one ring on the image's fd.
+class FileStoreQueue : public StoreQueue {
  public:
-  UringQueue(int fd, unsigned depth) : fd_(fd), depth_(depth) {
+  FileStoreQueue(int fd, unsigned depth) : fd_(fd), depth_(depth) {
     done_.reserve(size_t{depth} * 2);  // The completion ring's size.
-  }
-  ~UringQueue() override {
-    if (initialized_) io_uring_queue_exit(&ring_);
   }
 
   absl::Status Init() {
-    int rc = io_uring_queue_init(depth_, &ring_, 0);
-    if (rc < 0) return ErrnoStatus(-rc, "io_uring_queue_init", "ring");
-    initialized_ = true;
-    return ProbeRing(&ring_);
+    RETURN_IF_ERROR(ring_.Init(depth_, 0, "ring"));
+    return RequireUringOps(kStoreOps);
   }
 
   void Execute(std::span<StoreOp> ops) override {
@@ -110,7 +88,7 @@ class UringQueue : public StoreQueue {
     while (next < ops.size() || in_flight > 0) {
       size_t queued = 0;
       while (next < ops.size()) {
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
         if (sqe == nullptr) break;
         Prepare(sqe, ops[next], next);
         ++next;
@@ -118,7 +96,7 @@ class UringQueue : public StoreQueue {
       }
       in_flight += queued;
       // One submission per batch (or per ring-full of operations).
-      int rc = io_uring_submit_and_wait(&ring_, 1);
+      int rc = io_uring_submit_and_wait(ring_.get(), 1);
       if (rc < 0 && rc != -EINTR) {
         // The ring itself failed: fail everything still outstanding.
         for (size_t i = 0; i < ops.size(); ++i) {
@@ -134,13 +112,13 @@ class UringQueue : public StoreQueue {
       unsigned head = 0;
       unsigned seen = 0;
       done_.clear();
-      io_uring_for_each_cqe(&ring_, head, cqe) {
+      io_uring_for_each_cqe(ring_.get(), head, cqe) {
         StoreOp& op = ops[cqe->user_data];
         op.result = Result(op, cqe->res);
         done_.push_back(cqe->user_data);
         ++seen;
       }
-      io_uring_cq_advance(&ring_, seen);
+      io_uring_cq_advance(ring_.get(), seen);
       in_flight -= seen;
       for (size_t i : done_) done(i);
     }
@@ -204,9 +182,8 @@ class UringQueue : public StoreQueue {
     return 0;
   }
 
-  io_uring ring_{};
+  UringRing ring_;
   std::vector<size_t> done_;  // Op indexes completed in one reap.
-  bool initialized_ = false;
   const int fd_;
   const unsigned depth_;
 };
@@ -223,7 +200,7 @@ class FileStore : public BackingStore {
         depth_(depth) {}
 
   absl::StatusOr<std::unique_ptr<StoreQueue>> CreateQueue() override {
-    auto q = std::make_unique<UringQueue>(fd_.get(), depth_);
+    auto q = std::make_unique<FileStoreQueue>(fd_.get(), depth_);
     absl::Status s = q->Init();
     if (!s.ok()) {
       return absl::Status(s.code(), absl::StrCat(path_, ": ", s.message()));

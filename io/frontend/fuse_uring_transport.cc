@@ -20,6 +20,12 @@ namespace {
 
 constexpr uint64_t kEventTag = ~uint64_t{0};
 
+// A queue's commands, and the eventfd read that wakes it.
+constexpr UringOp kQueueOps[] = {
+    {IORING_OP_URING_CMD, "IORING_OP_URING_CMD"},
+    {IORING_OP_READ, "IORING_OP_READ"},
+};
+
 // The queue whose thread is running, so that an answer made on it is
 // committed directly instead of through the eventfd.
 thread_local RingQueue* tls_queue = nullptr;
@@ -50,10 +56,7 @@ RingQueue::RingQueue(FuseServer::Impl* server, int qid, int entries)
   }
 }
 
-RingQueue::~RingQueue() {
-  Stop();
-  if (ring_ready_) io_uring_queue_exit(&ring_);
-}
+RingQueue::~RingQueue() { Stop(); }
 
 absl::Status RingQueue::Start() {
   std::promise<absl::Status> registered;
@@ -110,14 +113,10 @@ void RingQueue::Reply(Slot* slot, int error, size_t out_bytes) {
 absl::Status RingQueue::Register() {
   event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
   if (!event_fd_) return ErrnoStatus(errno, "eventfd", "fuse uring queue");
-  io_uring_params params{};
-  params.flags = IORING_SETUP_SQE128;
-  const int depth = static_cast<int>(entries_.size()) * 2 + 8;
-  int rc = io_uring_queue_init_params(depth, &ring_, &params);
-  if (rc < 0) {
-    return ErrnoStatus(-rc, "io_uring_queue_init (SQE128)", "fuse queue");
-  }
-  ring_ready_ = true;
+  const unsigned depth = static_cast<unsigned>(entries_.size()) * 2 + 8;
+  RETURN_IF_ERROR(
+      ring_.Init(depth, IORING_SETUP_SQE128, "fuse queue (SQE128)"));
+  RETURN_IF_ERROR(RequireUringOps(kQueueOps));
   for (size_t i = 0; i < entries_.size(); ++i) {
     io_uring_sqe* sqe = NextSqe();
     PrepCommand(sqe, fuse_abi::kUringCmdRegister, 0);
@@ -126,14 +125,14 @@ absl::Status RingQueue::Register() {
     sqe->user_data = i;
   }
   ArmEvent();
-  rc = io_uring_submit(&ring_);
+  const int rc = io_uring_submit(ring_.get());
   if (rc < 0) return ErrnoStatus(-rc, "io_uring_submit", "fuse register");
   // A refused registration completes at once; accepted ones stay pending.
   io_uring_cqe* cqe;
-  while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+  while (io_uring_peek_cqe(ring_.get(), &cqe) == 0) {
     const int res = cqe->res;
     const uint64_t tag = cqe->user_data;
-    io_uring_cqe_seen(&ring_, cqe);
+    io_uring_cqe_seen(ring_.get(), cqe);
     if (tag != kEventTag && res < 0) {
       return ErrnoStatus(-res, "FUSE_IO_URING_CMD_REGISTER",
                          absl::StrCat("queue ", qid_));
@@ -143,10 +142,10 @@ absl::Status RingQueue::Register() {
 }
 
 io_uring_sqe* RingQueue::NextSqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
   while (sqe == nullptr) {
-    io_uring_submit(&ring_);
-    sqe = io_uring_get_sqe(&ring_);
+    io_uring_submit(ring_.get());
+    sqe = io_uring_get_sqe(ring_.get());
   }
   return sqe;
 }
@@ -204,7 +203,7 @@ void RingQueue::Loop() {
   size_t live = entries_.size();
   while (live > 0) {
     io_uring_cqe* cqe;
-    const int rc = io_uring_wait_cqe(&ring_, &cqe);
+    const int rc = io_uring_wait_cqe(ring_.get(), &cqe);
     if (rc == -EINTR) continue;
     if (rc < 0) {
       spdlog::error("fuse: io_uring_wait_cqe: {}", std::strerror(-rc));
@@ -214,10 +213,10 @@ void RingQueue::Loop() {
     unsigned seen = 0;
     bool stop = false;
     unsigned requests = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
+    io_uring_for_each_cqe(ring_.get(), head, cqe) {
       requests += cqe->user_data != kEventTag && cqe->res >= 0;
     }
-    io_uring_for_each_cqe(&ring_, head, cqe) {
+    io_uring_for_each_cqe(ring_.get(), head, cqe) {
       ++seen;
       const uint64_t tag = cqe->user_data;
       const int res = cqe->res;
@@ -244,8 +243,8 @@ void RingQueue::Loop() {
         OnRequest(static_cast<uint32_t>(tag), requests == 1);
       }
     }
-    io_uring_cq_advance(&ring_, seen);
-    io_uring_submit(&ring_);
+    io_uring_cq_advance(ring_.get(), seen);
+    io_uring_submit(ring_.get());
     if (stop) break;
   }
   if (live == 0) server_->MarkDisconnected();

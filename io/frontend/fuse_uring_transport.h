@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "base/unique_fd.h"
 #include "io/frontend/fuse_request.h"
+#include "io/uring_ring.h"
 
 namespace sealvol::io::fuse {
 
@@ -61,8 +62,7 @@ class RingQueue final : public Channel {
   FuseServer::Impl* server_;
   int qid_;
   std::vector<Entry> entries_;
-  io_uring ring_{};
-  bool ring_ready_ = false;
+  UringRing ring_;
   UniqueFd event_fd_;
   uint64_t event_value_ = 0;
   std::atomic<bool> stop_{false};
