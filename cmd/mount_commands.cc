@@ -1,6 +1,7 @@
-// open: fork a server process, which unwraps the key, opens the engine,
-// attaches (FUSE -> loop -> mkfs -> mount) and reports readiness over a
-// pipe; the parent prints the result and exits. Everything secret happens
+// open: fork a server process, which unwraps the key, brings the volume up
+// through the node's data path (csi::FuseDataPath: engine -> FUSE -> loop),
+// makes and mounts the file system (csi/filesystem.h) and reports readiness
+// over a pipe; the parent prints the result and exits. Everything secret happens
 // in the child: engine threads and locked key pages (MADV_DONTFORK) do not
 // survive fork(). close: SIGTERM the server and wait. status: the records.
 #include "cmd/mount_commands.h"
@@ -23,17 +24,20 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
 #include "cmd/kms_flags.h"
 #include "crypto/secret_bytes.h"
+#include "csi/committed_state.h"
+#include "csi/filesystem.h"
+#include "csi/fuse_data_path.h"
 #include "csi/mounter.h"
 #include "io/frontend/fuse_mount.h"
 #include "io/frontend/fuse_server.h"
 #include "io/frontend/runtime_record.h"
-#include "io/frontend/volume_attach.h"
 #include "io/sealed_volume.h"
-#include "csi/committed_state.h"
+#include "kms/broker/refusal.h"
 #include "kms/key_provider.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -77,6 +81,67 @@ Failure FromStatus(const absl::Status& s, int code) {
   return {code, s.ToString(absl::StatusToStringMode::kWithNoExtraData)};
 }
 
+// What the data path checks and records for `sealvol open`, from the
+// registry's record of the volume (`registry` must outlive the options):
+// the format claimed by `sealvol format` (an image from before format
+// claims is adopted), the state the image must be at, and the session's
+// commits, made as node "sealvol-open".
+csi::AttachOptions RegistryAttachOptions(
+    kms::KeyProvider& registry, const kms::VolumeRecord& record,
+    const std::optional<io::VolumeState>& expected) {
+  constexpr char kNode[] = "sealvol-open";
+  const std::string volume_id = record.volume_id;
+  csi::AttachOptions attach;
+  attach.volume_id = volume_id;
+  attach.registry_format_id = record.format_id;
+  attach.claim_format = [&registry, volume_id](
+                            const std::string& format_id,
+                            const std::optional<io::VolumeState>& first)
+      -> absl::Status {
+    std::optional<kms::CommittedState> state;
+    if (first.has_value()) state = csi::ToCommittedState(*first);
+    ASSIGN_OR_RETURN(kms::VolumeRecord claimed,
+                     registry.ClaimFormat(volume_id,
+                                          {.format_id = format_id,
+                                           .node = kNode,
+                                           .unix_time = std::time(nullptr),
+                                           .state = state}));
+    if (claimed.format_id != format_id) {
+      return broker::RefusalStatus(
+          broker::Reason::kAlreadyFormatted,
+          "the registry holds format id " + claimed.format_id);
+    }
+    return absl::OkStatus();
+  };
+  attach.expected_state = expected;
+  if (record.state.has_value()) attach.min_epoch = record.state->epoch;
+  attach.rollback_accepted = record.rollback_pending;
+  attach.commit_state = [&registry, volume_id](const io::VolumeState& state,
+                                               bool accept_rollback) {
+    return registry
+        .CommitState(volume_id, {.state = csi::ToCommittedState(state),
+                                 .node = kNode,
+                                 .unix_time = std::time(nullptr),
+                                 .accept_rollback = accept_rollback})
+        .status();
+  };
+  return attach;
+}
+
+// The file system on `device` (mkfs on first use) and the mountpoint.
+absl::Status PrepareFilesystem(const std::string& device,
+                               const OpenFlags& flags) {
+  auto formatted = csi::EnsureFilesystem(device, flags.fs);
+  if (!formatted.ok()) {
+    return absl::Status(formatted.status().code(),
+                        "the volume's device " +
+                            std::string(formatted.status().message()));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(flags.mountpoint, ec);
+  return absl::OkStatus();
+}
+
 // The server: runs in the forked child (or in the foreground). Returns the
 // exit code. `ready_fd` gets one report line, then is closed.
 int Serve(const OpenFlags& flags, int ready_fd) {
@@ -99,7 +164,7 @@ int Serve(const OpenFlags& flags, int ready_fd) {
                                                         CommandFamily::kVolume)));
   }
   const std::string volume_id = io::VolumeIdString(header->volume_id);
-  if (absl::Status s = io::InjectedFailure("header"); !s.ok()) {
+  if (absl::Status s = InjectedFailure("header"); !s.ok()) {
     return fail(FromStatus(s, kExitError));
   }
 
@@ -111,13 +176,13 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     return fail(FromStatus(dek.status(),
                            ExitCodeFor(dek.status(), CommandFamily::kKey)));
   }
-  if (absl::Status s = io::InjectedFailure("key"); !s.ok()) {
+  if (absl::Status s = InjectedFailure("key"); !s.ok()) {
     return fail(FromStatus(s, kExitError));
   }
 
-  // The registry's record says which state the image must be at; the
-  // session's start is committed before the first write, its close after
-  // the engine closes.
+  // The registry's record says which state the image must be at and which
+  // format it holds; the data path checks both, commits the session's start
+  // before the first write and its close after the engine closes.
   auto volume_record = (*provider)->GetVolume(volume_id);
   if (!volume_record.ok()) {
     dek->Wipe();
@@ -129,71 +194,52 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     dek->Wipe();
     return fail(FromStatus(expected.status(), kExitError));
   }
-  kms::KeyProvider& registry = **provider;
-  auto commit = [&registry, volume_id](const io::VolumeState& state,
-                                       bool accept_rollback) {
-    return registry
-        .CommitState(volume_id, {.state = csi::ToCommittedState(state),
-                                 .node = "sealvol-open",
-                                 .unix_time = std::time(nullptr),
-                                 .accept_rollback = accept_rollback})
-        .status();
-  };
-  io::OpenOptions open_options;
-  open_options.path = flags.image;
-  open_options.expected_state = *expected;
-  if (volume_record->state.has_value()) {
-    open_options.min_epoch = volume_record->state->epoch;
-  }
-  const bool accept = volume_record->rollback_pending;
-  open_options.commit_open = [&commit, accept](const io::VolumeState& state) {
-    return commit(state, accept);
-  };
-  auto volume = io::SealedVolume::Open(open_options, *dek);
+  csi::AttachOptions attach =
+      RegistryAttachOptions(**provider, *volume_record, *expected);
+  attach.image_path = flags.image;
+  attach.work_dir = absl::StrCat(flags.keys.state_dir, "/fuse/", volume_id);
+  attach.transport = *io::ParseFuseTransport(flags.transport);
+  csi::FuseDataPath data_path;
+  auto device = data_path.Attach(attach, *dek);
   dek->Wipe();
-  if (!volume.ok()) {
-    return fail(FromStatus(volume.status(), ExitCodeFor(volume.status(),
+  if (!device.ok()) {
+    return fail(FromStatus(device.status(), ExitCodeFor(device.status(),
                                                         CommandFamily::kVolume)));
   }
-  if (absl::Status s = io::InjectedFailure("engine"); !s.ok()) {
-    (void)(*volume)->Close();
-    return fail(FromStatus(s, kExitError));
-  }
-
-  auto transport = io::ParseFuseTransport(flags.transport);
-  io::AttachOptions attach;
-  attach.fuse_dir = absl::StrCat(flags.keys.state_dir, "/fuse/", volume_id);
-  attach.mountpoint = flags.mountpoint;
-  attach.fs = flags.fs;
-  attach.block = flags.block;
-  attach.server.transport = *transport;
-  io::SealedVolume* engine = volume->get();
-  attach.server.grow = [engine](uint64_t size) { return engine->Grow(size); };
-  auto attachment = io::VolumeAttachment::Attach(engine, attach);
-  if (!attachment.ok()) {
-    (void)(*volume)->Close();
-    return fail(FromStatus(attachment.status(), kExitError));
+  // From here on a failure undoes: our mount, the data path, the record.
+  bool mounted = false;
+  auto undo = [&](const Failure& f) {
+    if (mounted) (void)csi::UnmountIfMounted(flags.mountpoint);
+    (void)data_path.Detach(volume_id);
+    (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);
+    return fail(f);
+  };
+  if (!flags.block) {
+    absl::Status s = PrepareFilesystem(*device, flags);
+    if (s.ok()) {
+      s = csi::MountFilesystem(*device, flags.mountpoint, flags.fs, {},
+                               /*read_only=*/false);
+      mounted = s.ok();
+    }
+    if (s.ok()) s = InjectedFailure("mount");
+    if (!s.ok()) return undo(FromStatus(s, kExitError));
   }
 
   io::RuntimeRecord record;
   record.pid = ::getpid();
   record.volume_id = volume_id;
   record.image = flags.image;
-  record.loop_device = (*attachment)->loop_device();
+  record.loop_device = *device;
   record.mountpoint = flags.block ? "" : flags.mountpoint;
-  record.fuse_dir = attach.fuse_dir;
-  record.transport = io::FuseTransportName((*attachment)->server().transport());
+  record.fuse_dir = attach.work_dir;
+  record.transport = io::FuseTransportName(
+      data_path.Transport(volume_id).value_or(io::FuseTransport::kDev));
   record.fs = flags.block ? "" : flags.fs;
   record.block = flags.block;
   record.started_unix = std::time(nullptr);
   absl::Status written = io::WriteRuntimeRecord(flags.keys.state_dir, record);
-  if (written.ok()) written = io::InjectedFailure("record");
-  if (!written.ok()) {
-    (void)(*attachment)->Detach();
-    (void)(*volume)->Close();
-    (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);
-    return fail(FromStatus(written, kExitError));
-  }
+  if (written.ok()) written = InjectedFailure("record");
+  if (!written.ok()) return undo(FromStatus(written, kExitError));
   spdlog::info("open {}: {} ready on {} (transport {})", flags.image,
                volume_id, record.loop_device, record.transport);
   Report(ready_fd, absl::StrCat("OK ", record.loop_device, " ",
@@ -205,23 +251,26 @@ int Serve(const OpenFlags& flags, int ready_fd) {
     timespec timeout{0, 200 * 1000 * 1000};
     const int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGTERM || sig == SIGINT) break;
-    if ((*attachment)->server().disconnected()) {
+    if (absl::IsUnavailable(data_path.Health(volume_id))) {
       spdlog::error("open {}: FUSE connection ended under us", flags.image);
       break;
     }
   }
   int code = kExitOk;
-  if (absl::Status s = (*attachment)->Detach(); !s.ok()) {
+  if (!flags.block) {
+    // umount flushes the file system; the flush reaches the engine through
+    // loop (REQ_FLUSH -> fsync on the file) and FUSE (FSYNC).
+    if (absl::Status s = csi::UnmountIfMounted(flags.mountpoint); !s.ok()) {
+      spdlog::error("close {}: {}", flags.image, s.ToString());
+      code = kExitError;
+    }
+    InjectedCrash("unmount");
+  }
+  // Ends the export, closes the engine and commits its closed state (a
+  // commit that fails is logged: the next open accepts the open session).
+  if (absl::Status s = data_path.Detach(volume_id); !s.ok()) {
     spdlog::error("close {}: {}", flags.image, s.ToString());
     code = kExitError;
-  }
-  if (absl::Status s = (*volume)->Close(); !s.ok()) {
-    spdlog::error("close {}: engine: {}", flags.image, s.ToString());
-    code = kExitError;
-  } else if (absl::Status c = commit((*volume)->state(), false); !c.ok()) {
-    // The registry keeps the session open; the next open accepts it.
-    spdlog::warn("close {}: state not committed to the registry: {}",
-                 flags.image, c.ToString());
   }
   if (code == kExitOk) {
     (void)io::RemoveRuntimeRecord(flags.keys.state_dir, volume_id);

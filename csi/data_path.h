@@ -1,9 +1,10 @@
 // DataPath brings a sealed volume to the kernel as a block device and takes
-// it away again: engine, FUSE export and loop device. The node service owns
-// mounts above the device; the data path owns everything below. It is a seam
-// between the CSI logic and the OS (tests of the node logic may run the real
-// one or a substitute). Implementations are thread-safe; calls for one
-// volume are serialized by the caller.
+// it away again: engine, FUSE export and loop device. The node service and
+// `sealvol open` own the file system and the mounts above the device
+// (csi/filesystem.h); the data path owns everything below. It is a seam
+// between the CSI logic and the OS: FuseDataPath is the real one, tests of
+// the node logic may run tests/fakes/fake_data_path.h. Implementations are
+// thread-safe; calls for one volume are serialized by the caller.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
+#include "io/frontend/fuse_server.h"
 #include "io/volume_state.h"
 
 namespace sealvol::csi {
@@ -25,6 +27,8 @@ struct AttachOptions {
   std::string work_dir;    // Private directory for the FUSE mount.
   uint64_t size_bytes = 0;  // Size for a new image, or to grow an old one to.
   bool read_only = false;
+  // kAuto: FUSE over io_uring when the kernel offers it, else /dev/fuse.
+  io::FuseTransport transport = io::FuseTransport::kAuto;
   // The format id the registry holds for the volume's image (32 lowercase
   // hex digits), "" when it was never formatted.
   std::string registry_format_id;
@@ -102,6 +106,21 @@ class DataPath {
   // keeps the session open, which the next open accepts (docs/csi.md). The
   // device must no longer be mounted. OK when not attached.
   virtual absl::Status Detach(const std::string& volume_id) = 0;
+
+  // What a data path that died with an earlier process (kill -9 of the
+  // node) may have left in its work directory: the FUSE mount, and loop
+  // devices serving the file in it. True when its FUSE mount is still there.
+  virtual absl::StatusOr<bool> StaleAt(const std::string& work_dir) = 0;
+
+  // Aborts such a data path's FUSE connection, so that nothing waits on the
+  // dead server; done first, before the mounts above its device go. OK when
+  // nothing is mounted at `work_dir`.
+  virtual absl::Status AbortStale(const std::string& work_dir) = 0;
+
+  // Then, once the mounts above the device are gone: detaches its loop
+  // devices, unmounts the FUSE mount and removes `work_dir`. Safe on a
+  // partly cleaned state; OK when nothing is left.
+  virtual absl::Status ClearStale(const std::string& work_dir) = 0;
 };
 
 }  // namespace sealvol::csi

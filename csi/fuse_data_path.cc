@@ -11,6 +11,7 @@
 
 #include "base/durable_file.h"
 #include "base/error_kind.h"
+#include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "csi/mounter.h"
@@ -203,7 +204,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
       return closed;
     }
   }
-  io::InjectedCrash("format");
+  InjectedCrash("format");
   if (!options.claim_format) {
     RemoveDurably(temp).IgnoreError();
     return absl::InternalError("data path: no way to claim a format");
@@ -220,7 +221,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
   // Any other failure may have reached the registry (a lost answer): the
   // temp file stays, and the retry renames it if the claim was recorded.
   RETURN_IF_ERROR(claimed);
-  io::InjectedCrash("claim");
+  InjectedCrash("claim");
   RETURN_IF_ERROR(RenameDurably(temp, options.image_path));
   spdlog::info("data path {}: formatted {} ({} bytes, format id {}, epoch {})",
                options.volume_id, options.image_path, options.size_bytes,
@@ -321,7 +322,7 @@ struct FuseDataPath::Served {
       if (first.ok()) first = closed;
       const io::VolumeState state = volume->state();
       volume.reset();
-      io::InjectedCrash("engine-close");
+      InjectedCrash("engine-close");
       if (closed.ok() && commit_state) {
         // Not a failure of the teardown: the registry then still says the
         // session is open, and the next open accepts the image at its
@@ -370,12 +371,15 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
   ASSIGN_OR_RETURN(served->volume, OpenOrFormat(options, dek));
   if (!options.read_only) served->commit_state = options.commit_state;
 
-  io::InjectedCrash("engine");
+  if (absl::Status injected = InjectedFailure("engine"); !injected.ok()) {
+    served->TearDown().IgnoreError();
+    return injected;
+  }
 
   io::AttachOptions attach;
   attach.fuse_dir = options.work_dir;
-  attach.block = true;  // The node makes and mounts the filesystem itself.
   attach.server.file_name = kExportName;
+  attach.server.transport = options.transport;
   io::SealedVolume* volume = served->volume.get();
   attach.server.grow = [volume](uint64_t size) { return volume->Grow(size); };
   auto attachment = io::VolumeAttachment::Attach(volume, attach);
@@ -464,6 +468,18 @@ absl::Status FuseDataPath::Detach(const std::string& volume_id) {
   spdlog::info("data path {}: detached{}", volume_id,
                status.ok() ? "" : ": " + std::string(status.message()));
   return status;
+}
+
+absl::StatusOr<bool> FuseDataPath::StaleAt(const std::string& work_dir) {
+  return IsMountPoint(work_dir);
+}
+
+absl::Status FuseDataPath::AbortStale(const std::string& work_dir) {
+  return io::AbortFuseConnection(work_dir);
+}
+
+absl::Status FuseDataPath::ClearStale(const std::string& work_dir) {
+  return io::ClearStaleAttachment(work_dir);
 }
 
 }  // namespace sealvol::csi

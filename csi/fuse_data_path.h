@@ -31,10 +31,13 @@ class FuseDataPath final : public DataPath {
                     uint64_t new_size_bytes) override;
   absl::Status Health(const std::string& volume_id) override;
   absl::Status Detach(const std::string& volume_id) override;
+  absl::StatusOr<bool> StaleAt(const std::string& work_dir) override;
+  absl::Status AbortStale(const std::string& work_dir) override;
+  absl::Status ClearStale(const std::string& work_dir) override;
 
   // The FUSE transport serving an attached volume (kUring or kDev); NotFound
-  // when it is not attached. The same as `sealvol open` picks: see
-  // io::ServingOptions().
+  // when it is not attached. AttachOptions::transport asks for one; kAuto
+  // is decided by io::ServingOptions().
   absl::StatusOr<io::FuseTransport> Transport(const std::string& volume_id);
 
  private:

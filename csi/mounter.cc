@@ -7,7 +7,6 @@
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,7 +19,6 @@
 
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
-#include "io/frontend/volume_attach.h"
 
 namespace sealvol::csi {
 
@@ -78,19 +76,6 @@ std::string Canonical(const std::string& path) {
 }
 
 }  // namespace
-
-absl::Status MakeFilesystem(const std::string& device,
-                            const std::string& fs_type) {
-  if (fs_type == "ext4") {
-    // No discard: the engine reads unwritten blocks as zeros already (P5).
-    return io::RunProgram({"mkfs.ext4", "-q", "-F", "-E", "nodiscard", device});
-  }
-  if (fs_type == "xfs") {
-    return io::RunProgram({"mkfs.xfs", "-q", "-f", "-K", device});
-  }
-  return absl::InvalidArgumentError("mkfs " + device + ": unsupported fs_type " +
-                                    fs_type);
-}
 
 absl::StatusOr<MountOptions> ParseMountFlags(
     const std::vector<std::string>& mount_flags) {
@@ -244,37 +229,6 @@ absl::StatusOr<std::string> MountSource(const std::string& path) {
   return source;
 }
 
-bool HasCapability(int capability) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("CapEff:", 0) == 0) {
-      const uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
-      return (caps >> capability) & 1;
-    }
-  }
-  return false;
-}
-
-absl::Status GrowFilesystem(const std::string& device,
-                            const std::string& mount_point,
-                            const std::string& fs_type) {
-  if (fs_type == "ext4") {
-    // The kernel refuses online ext4 resizing (EXT4_IOC_RESIZE_FS) without
-    // CAP_SYS_RESOURCE; say so instead of resize2fs's "Permission denied".
-    constexpr int kCapSysResource = 24;
-    if (!HasCapability(kCapSysResource)) {
-      return absl::FailedPreconditionError(
-          "grow ext4 on " + device +
-          ": online resize needs CAP_SYS_RESOURCE, which this process lacks");
-    }
-    return io::RunProgram({"resize2fs", device});
-  }
-  if (fs_type == "xfs") return io::RunProgram({"xfs_growfs", mount_point});
-  return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
-                                    fs_type);
-}
-
 absl::Status RefreshLoopCapacity(const std::string& loop_device) {
   UniqueFd fd(open(loop_device.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open", loop_device);
@@ -292,19 +246,6 @@ absl::StatusOr<uint64_t> BlockDeviceSize(const std::string& device) {
     return ErrnoStatus(errno, "BLKGETSIZE64", device);
   }
   return size;
-}
-
-absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path) {
-  struct statvfs st {};
-  if (statvfs(path.c_str(), &st) != 0) return ErrnoStatus(errno, "statvfs", path);
-  FilesystemUsage usage;
-  usage.total_bytes = uint64_t{st.f_blocks} * st.f_frsize;
-  usage.available_bytes = uint64_t{st.f_bavail} * st.f_frsize;
-  usage.used_bytes = (uint64_t{st.f_blocks} - st.f_bfree) * st.f_frsize;
-  usage.total_inodes = st.f_files;
-  usage.free_inodes = st.f_ffree;
-  usage.used_inodes = st.f_files - st.f_ffree;
-  return usage;
 }
 
 }  // namespace sealvol::csi

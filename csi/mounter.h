@@ -1,9 +1,7 @@
-// Mount, filesystem and block-device operations the node service needs:
-// mkfs, mount, bind mounts, unmount, mount-table queries, filesystem growth
-// and usage. Uses mount(2)/umount2(2) directly; mkfs, resize2fs and
-// xfs_growfs run as child processes through the front-end's
-// io::RunProgram, and io::ProbeFilesystem (blkid) finds what a device holds.
-// Stateless, thread-safe.
+// Mount and block-device operations of the node and `sealvol open`: mount,
+// bind mounts, unmount, mount-table queries, loop capacity and device size.
+// Uses mount(2)/umount2(2) directly; what lies on the device (mkfs, growth,
+// usage) is csi/filesystem.h. Stateless, thread-safe.
 //
 // Errors name the operation and the path: "mount /dev/loop3 on /x: ...".
 #pragma once
@@ -16,10 +14,6 @@
 #include "absl/status/statusor.h"
 
 namespace sealvol::csi {
-
-// mkfs.ext4 / mkfs.xfs on `device`, quietly, without discarding.
-absl::Status MakeFilesystem(const std::string& device,
-                            const std::string& fs_type);
 
 // Mount flags split into mount(2) flags and filesystem data. Only flags on
 // sealvol's list are accepted (docs/csi.md): VFS flags (ro, rw, noatime,
@@ -75,30 +69,10 @@ absl::StatusOr<std::string> MountSource(const std::string& path);
 absl::StatusOr<std::vector<std::string>> MountPointsOfType(
     const std::string& fs_type);
 
-// True when the process has `capability` (a CAP_* number) in its effective
-// set.
-bool HasCapability(int capability);
-
-// resize2fs (ext4, by device) or xfs_growfs (xfs, by mount point), online.
-// FailedPrecondition for ext4 without CAP_SYS_RESOURCE.
-absl::Status GrowFilesystem(const std::string& device,
-                            const std::string& mount_point,
-                            const std::string& fs_type);
-
 // Re-reads a loop device's backing file size (LOOP_SET_CAPACITY).
 absl::Status RefreshLoopCapacity(const std::string& loop_device);
 
 // The size of a block device in bytes (BLKGETSIZE64).
 absl::StatusOr<uint64_t> BlockDeviceSize(const std::string& device);
-
-struct FilesystemUsage {
-  uint64_t total_bytes = 0;
-  uint64_t available_bytes = 0;
-  uint64_t used_bytes = 0;
-  uint64_t total_inodes = 0;
-  uint64_t free_inodes = 0;
-  uint64_t used_inodes = 0;
-};
-absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path);
 
 }  // namespace sealvol::csi

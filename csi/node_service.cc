@@ -12,15 +12,16 @@
 #include <vector>
 
 #include "base/durable_file.h"
+#include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
+#include "csi/filesystem.h"
 #include "csi/grpc_status.h"
 #include "csi/mounter.h"
 #include "csi/request_limits.h"
 #include "csi/volume_id.h"
-#include "io/frontend/volume_attach.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -225,10 +226,10 @@ absl::StatusOr<int> NodeService::Recover() {
       // Not staged: an image kept for later. A process killed in the middle
       // of an unstage may still have left its FUSE mount.
       if (data_path_->Device(id).ok()) continue;
-      ASSIGN_OR_RETURN(bool fuse_mounted, IsMountPoint(fuse_dir));
-      if (fuse_mounted) {
+      ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(fuse_dir));
+      if (stale) {
         spdlog::warn("recover: volume {}: clearing a dead FUSE mount", id);
-        RETURN_IF_ERROR(io::ClearStaleAttachment(fuse_dir));
+        RETURN_IF_ERROR(data_path_->ClearStale(fuse_dir));
       }
       continue;
     }
@@ -243,14 +244,14 @@ absl::StatusOr<int> NodeService::Recover() {
     // detach the mounts, the loop device and the FUSE mount so nothing leaks;
     // the next publish re-attests and brings the volume back. Targets are
     // recorded before they are mounted, so every one is known here.
-    RETURN_IF_ERROR(io::AbortFuseConnection(fuse_dir));
+    RETURN_IF_ERROR(data_path_->AbortStale(fuse_dir));
     for (const auto& [target, ro] : record->targets) {
       (void)ro;
       RETURN_IF_ERROR(DetachMountIfMounted(target));
     }
     if (!record->block) RETURN_IF_ERROR(DetachMountIfMounted(record->staging_path));
     RETURN_IF_ERROR(data_path_->Detach(id));
-    RETURN_IF_ERROR(io::ClearStaleAttachment(fuse_dir));
+    RETURN_IF_ERROR(data_path_->ClearStale(fuse_dir));
     record->targets.clear();
     record->device.clear();
     RETURN_IF_ERROR(SaveRecord(*record));
@@ -306,8 +307,8 @@ absl::Status NodeService::RemoveDeletedVolume(const std::string& id) {
     return absl::FailedPreconditionError("volume " + id +
                                          " is attached to the data path; kept");
   }
-  ASSIGN_OR_RETURN(bool fuse_mounted, IsMountPoint(dir + "/fuse"));
-  if (fuse_mounted) {
+  ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(dir + "/fuse"));
+  if (stale) {
     return absl::FailedPreconditionError("volume " + id + " still has " + dir +
                                          "/fuse mounted; kept");
   }
@@ -443,12 +444,13 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     // A mount left by a data path that died (node plugin restart) must go
     // before the volume is served again.
     if (!record.block) RETURN_IF_ERROR(DetachMountIfMounted(record.staging_path));
-    ASSIGN_OR_RETURN(bool stale_fuse, IsMountPoint(VolumeDir(id) + "/fuse"));
-    if (stale_fuse) RETURN_IF_ERROR(io::ClearStaleAttachment(VolumeDir(id) + "/fuse"));
+    const std::string work_dir = VolumeDir(id) + "/fuse";
+    ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(work_dir));
+    if (stale) RETURN_IF_ERROR(data_path_->ClearStale(work_dir));
     AttachOptions attach;
     attach.volume_id = id;
     attach.image_path = ImagePath(id);
-    attach.work_dir = VolumeDir(id) + "/fuse";
+    attach.work_dir = work_dir;
     attach.size_bytes = record.size_bytes;
     attach.registry_format_id = key.format_id;
     attach.claim_format = [this, id](
@@ -490,14 +492,14 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
                                          " already has " + source +
                                          " mounted on it");
   }
-  ASSIGN_OR_RETURN(std::string found, io::ProbeFilesystem(record.device));
-  if (found.empty()) {
-    RETURN_IF_ERROR(MakeFilesystem(record.device, record.fs_type));
+  auto formatted = EnsureFilesystem(record.device, record.fs_type);
+  if (!formatted.ok()) {
+    return absl::Status(formatted.status().code(),
+                        "volume " + id + ": " +
+                            std::string(formatted.status().message()));
+  }
+  if (*formatted) {
     spdlog::info("volume {}: created {} on {}", id, record.fs_type, record.device);
-    io::InjectedCrash("mkfs");
-  } else if (found != record.fs_type) {
-    return absl::FailedPreconditionError("volume " + id + " holds " + found +
-                                         ", not " + record.fs_type);
   }
   // Mounted on the directory as resolved (no link followed), not on
   // whatever the path names by the time mount(2) looks it up.
@@ -511,7 +513,7 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     return absl::Status(mounted.code(), "mount on " + record.staging_path +
                                             ": " + std::string(mounted.message()));
   }
-  io::InjectedCrash("mount");
+  InjectedCrash("mount");
   return absl::OkStatus();
 }
 
@@ -601,7 +603,7 @@ absl::Status NodeService::Publish(
     ASSIGN_OR_RETURN(broker::ReleasedVolumeKey key,
                      keys_->ReleaseKey(id, options_.node_id, attestation.token,
                                        attestation.pod));
-    io::InjectedCrash("key");
+    InjectedCrash("key");
     absl::Status attached = EnsureAttached(*record, key);
     key.dek.Wipe();
     RETURN_IF_ERROR(attached);
@@ -635,7 +637,7 @@ absl::Status NodeService::Publish(
     SaveRecord(*record).IgnoreError();  // A stale entry is harmless.
     return bound;
   }
-  io::InjectedCrash("bind");
+  InjectedCrash("bind");
   spdlog::info("NodePublishVolume {}: published at {}{} for pod {}/{}", id,
                target, read_only ? " (read-only)" : "",
                attestation.pod.namespace_name, attestation.pod.name);
@@ -671,7 +673,7 @@ absl::Status NodeService::Unpublish(
   }
   if (!record.ok()) return record.status();
   RETURN_IF_ERROR(UnmountIfMounted(target));
-  io::InjectedCrash("target-unmount");
+  InjectedCrash("target-unmount");
   RETURN_IF_ERROR(kubelet_.Remove(target, "NodeUnpublishVolume: target_path"));
   record->targets.erase(target);
   RETURN_IF_ERROR(SaveRecord(*record));
@@ -713,7 +715,7 @@ absl::Status NodeService::Unstage(
     }
   }
   if (!record->block) RETURN_IF_ERROR(UnmountIfMounted(record->staging_path));
-  io::InjectedCrash("staging-unmount");
+  InjectedCrash("staging-unmount");
   // Closing the engine flushes, marks the image clean and zeroizes the key.
   RETURN_IF_ERROR(data_path_->Detach(id));
   if (unlink(RecordPath(id).c_str()) != 0 && errno != ENOENT) {

@@ -1,19 +1,18 @@
-// VolumeAttachment exposes a VolumeIo to the kernel as a block device and,
-// unless in block mode, a mounted file system: FUSE mount -> FUSE server ->
-// loop device (direct I/O) -> mkfs on first use -> mount. Each step has its
-// undo; a failure at any step undoes the steps before it, so nothing is left
-// behind. Thread-compatible: one control thread.
+// VolumeAttachment exposes a VolumeIo to the kernel as a block device: FUSE
+// mount -> FUSE server -> loop device (direct I/O). What goes on the device
+// (a file system and its mount) is the caller's: csi/filesystem.h. Each step
+// has its undo; a failure at any step undoes the steps before it, so nothing
+// is left behind. Thread-compatible: one control thread.
 //
-// Failure injection for tests: with SEALVOL_FAIL_AFTER_STEP=<step> in the
-// environment, Attach fails right after that step ("fuse-mount",
-// "fuse-serve", "loop", "mkfs", "mount"); see InjectedFailure(). Crash
-// injection: SEALVOL_KILL_AFTER_STEP=<step> kills the process (SIGKILL) right
-// after that step, of an attach or of a detach ("unmount", "loop-detach",
-// "fuse-unmount", "server-stop"); see InjectedCrash().
+// Failure injection for tests (base/injected_fault.h): with
+// SEALVOL_FAIL_AFTER_STEP=<step> in the environment, Attach fails right
+// after that step ("fuse-mount", "fuse-serve", "loop");
+// SEALVOL_KILL_AFTER_STEP=<step> kills the process (SIGKILL) right after
+// that step, of an attach or of a detach ("loop-detach", "fuse-unmount",
+// "server-stop").
 #pragma once
 
 #include <memory>
-#include <vector>
 #include <string>
 
 #include "absl/status/status.h"
@@ -26,23 +25,9 @@
 namespace sealvol::io {
 
 struct AttachOptions {
-  std::string fuse_dir;      // Private directory for the FUSE mount.
-  std::string mountpoint;    // Where the file system goes (not in block mode).
-  std::string fs = "ext4";   // "ext4" or "xfs".
-  bool block = false;        // No file system: hand out the loop device.
+  std::string fuse_dir;  // Private directory for the FUSE mount.
   FuseServerOptions server;
 };
-
-// Returns an Internal error naming `step` when SEALVOL_FAIL_AFTER_STEP names
-// it, OK otherwise. Used between the steps of an attach (here and in the
-// CLI's own steps around it).
-absl::Status InjectedFailure(const std::string& step);
-
-// TEST HOOK. Raises SIGKILL in this process when SEALVOL_KILL_AFTER_STEP
-// names `step`: a kill -9 that lands at an exact point of an attach or a
-// detach, for the crash-recovery tests (tests/csi/node_crash_test.sh).
-// InjectedFailure() calls it first. Does nothing when the variable is unset.
-void InjectedCrash(const std::string& step);
 
 // The transport and INIT settings every attachment serves with (the CLI's
 // `sealvol open` and the node's publish alike; Attach() calls it): unless
@@ -62,15 +47,14 @@ class VolumeAttachment {
 
   ~VolumeAttachment();  // Detach(), errors logged.
 
-  // Unmounts the file system, detaches the loop device, unmounts the FUSE
-  // directory and stops the server, in that order. Idempotent. The first
-  // error is returned; later steps still run.
+  // Detaches the loop device, unmounts the FUSE directory and stops the
+  // server, in that order; whatever was mounted on the device must be gone.
+  // Idempotent. The first error is returned; later steps still run.
   absl::Status Detach();
 
   const std::string& loop_device() const { return loop_.path(); }
   const std::string& backing_file() const { return file_; }
   FuseServer& server() { return *server_; }
-  bool formatted() const { return formatted_; }  // mkfs ran in this attach.
 
  private:
   VolumeAttachment() = default;
@@ -81,9 +65,7 @@ class VolumeAttachment {
   std::unique_ptr<FuseServer> server_;
   std::string file_;
   LoopDevice loop_;
-  bool fs_mounted_ = false;
   bool server_stopped_ = false;
-  bool formatted_ = false;
 };
 
 // Clean-up of an attachment whose serving process died (kill -9), given its
@@ -98,12 +80,5 @@ absl::Status AbortFuseConnection(const std::string& fuse_dir);
 // busy) and removes it. Safe on a partly cleaned state; OK when nothing is
 // left.
 absl::Status ClearStaleAttachment(const std::string& fuse_dir);
-
-// Runs a program with arguments and waits; OK on exit status 0, otherwise
-// an error with its exit status and the last line it wrote to stderr.
-absl::Status RunProgram(const std::vector<std::string>& argv);
-
-// The file system type blkid finds on `device`, or "" when it finds none.
-absl::StatusOr<std::string> ProbeFilesystem(const std::string& device);
 
 }  // namespace sealvol::io

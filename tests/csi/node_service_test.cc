@@ -25,6 +25,7 @@
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
+#include "csi/filesystem.h"
 #include "csi/mounter.h"
 #include "csi/volume_id.h"
 #include "gtest/gtest.h"

@@ -1,0 +1,99 @@
+#include "csi/filesystem.h"
+
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/injected_fault.h"
+#include "base/status_macros.h"
+#include "csi/run_program.h"
+
+namespace sealvol::csi {
+
+absl::StatusOr<std::string> ProbeFilesystem(const std::string& device) {
+  // -p probes the device itself, not blkid's cache; exit 2 = nothing found.
+  const ProgramResult r = RunProgramFor(
+      {"blkid", "-p", "-o", "value", "-s", "TYPE", device}, /*capture_out=*/true);
+  if (r.exit_status == 2) return std::string();
+  if (r.exit_status != 0) {
+    return absl::InternalError(absl::StrCat("blkid -p ", device,
+                                            ": exit status ", r.exit_status,
+                                            ": ", LastLine(r.err)));
+  }
+  return LastLine(r.out);
+}
+
+absl::Status MakeFilesystem(const std::string& device,
+                            const std::string& fs_type) {
+  if (fs_type == "ext4") {
+    return RunProgram({"mkfs.ext4", "-F", "-q", "-E",
+                       "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+                       device});
+  }
+  if (fs_type == "xfs") return RunProgram({"mkfs.xfs", "-f", "-q", "-K", device});
+  return absl::InvalidArgumentError("mkfs " + device + ": unsupported fs_type " +
+                                    fs_type);
+}
+
+absl::StatusOr<bool> EnsureFilesystem(const std::string& device,
+                                      const std::string& fs_type) {
+  ASSIGN_OR_RETURN(const std::string found, ProbeFilesystem(device));
+  if (!found.empty()) {
+    if (found != fs_type) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(device, " holds ", found, ", not ", fs_type));
+    }
+    return false;
+  }
+  RETURN_IF_ERROR(MakeFilesystem(device, fs_type));
+  RETURN_IF_ERROR(InjectedFailure("mkfs"));
+  return true;
+}
+
+bool HasCapability(int capability) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      const uint64_t caps = std::stoull(line.substr(7), nullptr, 16);
+      return (caps >> capability) & 1;
+    }
+  }
+  return false;
+}
+
+absl::Status GrowFilesystem(const std::string& device,
+                            const std::string& mount_point,
+                            const std::string& fs_type) {
+  if (fs_type == "ext4") {
+    // The kernel refuses online ext4 resizing (EXT4_IOC_RESIZE_FS) without
+    // CAP_SYS_RESOURCE; say so instead of resize2fs's "Permission denied".
+    constexpr int kCapSysResource = 24;
+    if (!HasCapability(kCapSysResource)) {
+      return absl::FailedPreconditionError(
+          "grow ext4 on " + device +
+          ": online resize needs CAP_SYS_RESOURCE, which this process lacks");
+    }
+    return RunProgram({"resize2fs", device});
+  }
+  if (fs_type == "xfs") return RunProgram({"xfs_growfs", mount_point});
+  return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
+                                    fs_type);
+}
+
+absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path) {
+  struct statvfs st {};
+  if (statvfs(path.c_str(), &st) != 0) return ErrnoStatus(errno, "statvfs", path);
+  FilesystemUsage usage;
+  usage.total_bytes = uint64_t{st.f_blocks} * st.f_frsize;
+  usage.available_bytes = uint64_t{st.f_bavail} * st.f_frsize;
+  usage.used_bytes = (uint64_t{st.f_blocks} - st.f_bfree) * st.f_frsize;
+  usage.total_inodes = st.f_files;
+  usage.free_inodes = st.f_ffree;
+  usage.used_inodes = st.f_files - st.f_ffree;
+  return usage;
+}
+
+}  // namespace sealvol::csi
