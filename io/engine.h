@@ -62,6 +62,15 @@ class Engine : public SealedVolume {
   static absl::StatusOr<std::unique_ptr<Engine>> OpenOn(
       std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
       const EngineOptions& engine);
+  // FormatOn and OpenOn over the image file or block device at a path
+  // (OpenFileStore: created by FormatFile, opened read-only when
+  // engine.read_only). FormatFile checks the size before creating anything.
+  static absl::StatusOr<std::unique_ptr<Engine>> FormatFile(
+      const FormatOptions& options, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
+  static absl::StatusOr<std::unique_ptr<Engine>> OpenFile(
+      const std::string& path, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
 
   // Manual mode: runs every queued request to completion.
   virtual void RunPending() = 0;

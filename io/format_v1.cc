@@ -23,6 +23,7 @@
 #include "io/engine.h"
 #include "io/layout.h"
 #include "io/little_endian.h"
+#include "io/superblock.h"
 #include "io/upgrade.h"
 
 namespace sealvol::io {
@@ -52,11 +53,7 @@ absl::StatusOr<V1Copy> DecodeV1(const uint8_t* p) {
   c.header.size_bytes = LoadLe64(p + 32);
   c.generation = LoadLe64(p + 40);
   c.header.clean = (LoadLe32(p + 56) & 1) != 0;
-  c.layout.data_blocks_per_group = LoadLe32(p + 60);
-  c.layout.tag_blocks_per_group = LoadLe32(p + 64);
-  c.layout.bitmap_start = LoadLe64(p + 72);
-  c.layout.bitmap_blocks = LoadLe64(p + 80);
-  c.layout.groups_start = LoadLe64(p + 88);
+  LoadLayoutFields(p, 60, 72, c.layout);
   std::memcpy(c.key_check.data(), p + 96, c.key_check.size());
   if (!c.layout.Valid() || c.header.size_bytes % kBlockSize != 0 ||
       c.header.size_bytes / kBlockSize > c.layout.max_blocks()) {

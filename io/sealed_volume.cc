@@ -692,31 +692,31 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenOn(
 
 SealedVolume::~SealedVolume() = default;
 
+absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenFile(
+    const std::string& path, const crypto::SecretBytes& dek,
+    const EngineOptions& engine) {
+  FileStoreOptions fo;
+  fo.path = path;
+  fo.read_only = engine.read_only;
+  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
+  return OpenOn(std::move(store), dek, engine);
+}
+
 absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Format(
     const FormatOptions& options, const crypto::SecretBytes& dek) {
-  RETURN_IF_ERROR(CheckSize(options.size_bytes, Layout::Default()));
-  FileStoreOptions fo;
-  fo.path = options.path;
-  fo.create = true;
-  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
-  ASSIGN_OR_RETURN(auto v, Engine::FormatOn(std::move(store), options, dek,
-                                            EngineOptions{}));
+  ASSIGN_OR_RETURN(auto v, Engine::FormatFile(options, dek, EngineOptions{}));
   return std::unique_ptr<SealedVolume>(std::move(v));
 }
 
 absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Open(
     const OpenOptions& options, const crypto::SecretBytes& dek) {
-  FileStoreOptions fo;
-  fo.path = options.path;
-  fo.read_only = options.read_only;
-  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
   EngineOptions eo;
   eo.read_only = options.read_only;
   if (options.worker_threads > 0) eo.worker_threads = options.worker_threads;
   eo.expected_state = options.expected_state;
   eo.commit_open = options.commit_open;
   eo.min_epoch = options.min_epoch;
-  ASSIGN_OR_RETURN(auto v, Engine::OpenOn(std::move(store), dek, eo));
+  ASSIGN_OR_RETURN(auto v, Engine::OpenFile(options.path, dek, eo));
   return std::unique_ptr<SealedVolume>(std::move(v));
 }
 

@@ -55,6 +55,15 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
   return out;
 }
 
+void LoadLayoutFields(const uint8_t* p, size_t counts_at, size_t regions_at,
+                      Layout& layout) {
+  layout.data_blocks_per_group = LoadLe32(p + counts_at);
+  layout.tag_blocks_per_group = LoadLe32(p + counts_at + 4);
+  layout.bitmap_start = LoadLe64(p + regions_at);
+  layout.bitmap_blocks = LoadLe64(p + regions_at + 8);
+  layout.groups_start = LoadLe64(p + regions_at + 16);
+}
+
 absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
   if (block.size() < 4096 || std::memcmp(block.data(), kMagic, 8) != 0) {
     return SetErrorKind(absl::InvalidArgumentError("not a sealvol image"),
@@ -100,11 +109,7 @@ absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block) {
             absl::Hex(sb.incompat_features), "): upgrade sealvol")),
         ErrorKind::kBadVersion);
   }
-  sb.layout.data_blocks_per_group = LoadLe32(p + 72);
-  sb.layout.tag_blocks_per_group = LoadLe32(p + 76);
-  sb.layout.bitmap_start = LoadLe64(p + 80);
-  sb.layout.bitmap_blocks = LoadLe64(p + 88);
-  sb.layout.groups_start = LoadLe64(p + 96);
+  LoadLayoutFields(p, 72, 80, sb.layout);
   std::memcpy(sb.key_check.data(), p + 104, sb.key_check.size());
   if ((sb.incompat_features & kIncompatStateRoot) != 0) {
     sb.layout.digest_start = LoadLe64(p + 120);

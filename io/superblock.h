@@ -54,6 +54,12 @@ absl::StatusOr<SuperblockBytes> EncodeSuperblock(
 // (digest mismatch: torn or corrupted copy, or a bad layout).
 absl::StatusOr<Superblock> DecodeSuperblock(std::span<const uint8_t> block);
 
+// The layout fields as every format stores them (little-endian): the two
+// per-group counts (32-bit) at `counts_at`, then bitmap_start, bitmap_blocks
+// and groups_start (64-bit) at `regions_at`. Also read by format_v1.cc.
+void LoadLayoutFields(const uint8_t* p, size_t counts_at, size_t regions_at,
+                      Layout& layout);
+
 // True when the copy's HMAC verifies under `header_mac_key`.
 bool SuperblockMacValid(std::span<const uint8_t> block,
                         const crypto::SecretBytes& header_mac_key);

@@ -39,16 +39,12 @@ absl::StatusOr<FormatId> ReplaceImageByCopy(
   absl::Cleanup remove_temp = [&] {
     if (!renamed) unlink(temp.c_str());
   };
-  FileStoreOptions fo;
-  fo.path = temp;
-  fo.create = true;
-  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
   FormatOptions format;
   format.path = temp;
   format.size_bytes = size_bytes;
   format.volume_id = volume_id;
-  ASSIGN_OR_RETURN(auto engine, Engine::FormatOn(std::move(store), format, dek,
-                                                 EngineOptions{}));
+  ASSIGN_OR_RETURN(auto engine,
+                   Engine::FormatFile(format, dek, EngineOptions{}));
   const FormatId format_id = engine->format_id();
   RETURN_IF_ERROR(fill(*engine, temp));
   RETURN_IF_ERROR(engine->Close());
@@ -73,14 +69,10 @@ absl::StatusOr<UpgradeResult> UpgradePreStateRootImage(
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": already has a state root"));
   }
-  FileStoreOptions fo;
-  fo.path = path;
-  fo.read_only = true;
-  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
   EngineOptions eo;
   eo.read_only = true;
   eo.allow_pre_state_root = true;
-  ASSIGN_OR_RETURN(auto old, Engine::OpenOn(std::move(store), dek, eo));
+  ASSIGN_OR_RETURN(auto old, Engine::OpenFile(path, dek, eo));
   UpgradeResult result;
   result.volume_id = header.volume_id;
   auto fill = [&](Engine& engine, const std::string& temp) -> absl::Status {

@@ -106,4 +106,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
   return OpenOn(std::move(store), dek, engine);
 }
 
+absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatFile(
+    const FormatOptions& options, const crypto::SecretBytes& dek,
+    const EngineOptions& engine) {
+  RETURN_IF_ERROR(CheckSize(options.size_bytes, engine.format_layout));
+  FileStoreOptions fo;
+  fo.path = options.path;
+  fo.create = true;
+  ASSIGN_OR_RETURN(auto store, OpenFileStore(fo));
+  return FormatOn(std::move(store), options, dek, engine);
+}
+
 }  // namespace sealvol::io
