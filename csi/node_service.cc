@@ -1,17 +1,14 @@
 #include "csi/node_service.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
-#include <sstream>
 #include <utility>
 #include <vector>
 
-#include "base/durable_file.h"
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
@@ -22,206 +19,25 @@
 #include "csi/mounter.h"
 #include "csi/request_limits.h"
 #include "csi/volume_id.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::csi {
-
-namespace {
-
-constexpr char kStageRecordName[] = "stage.json";
-constexpr size_t kMaxStageRecordSize = 1 << 20;
-
-std::string Lookup(const google::protobuf::Map<std::string, std::string>& a,
-                   const google::protobuf::Map<std::string, std::string>& b,
-                   const std::string& key) {
-  if (auto it = a.find(key); it != a.end() && !it->second.empty()) {
-    return it->second;
-  }
-  if (auto it = b.find(key); it != b.end()) return it->second;
-  return "";
-}
-
-absl::Status MakeDirs(const std::string& path, mode_t mode) {
-  std::string partial;
-  std::stringstream parts(path);
-  std::string part;
-  if (!path.empty() && path[0] == '/') partial = "";
-  while (std::getline(parts, part, '/')) {
-    if (part.empty()) continue;
-    partial += "/" + part;
-    if (mkdir(partial.c_str(), mode) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, "mkdir", partial);
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-// What the node remembers about a staged volume (stage.json).
-struct NodeService::StageRecord {
-  std::string volume_id;
-  std::string staging_path;
-  bool block = false;
-  std::string fs_type;
-  std::vector<std::string> mount_flags;
-  uint64_t size_bytes = 0;
-  std::map<std::string, bool> targets;  // Published target -> read-only.
-  std::string device;                   // Last device it was served on.
-};
-
-absl::StatusOr<PodAttestation> PodAttestationFrom(
-    const google::protobuf::Map<std::string, std::string>& volume_context,
-    const google::protobuf::Map<std::string, std::string>& secrets,
-    TokenRule rule) {
-  PodAttestation out;
-  out.pod.name = Lookup(volume_context, secrets, kPodName);
-  out.pod.namespace_name = Lookup(volume_context, secrets, kPodNamespace);
-  out.pod.uid = Lookup(volume_context, secrets, kPodUid);
-  out.pod.service_account = Lookup(volume_context, secrets, kPodServiceAccount);
-  if (out.pod.name.empty() || out.pod.namespace_name.empty()) {
-    return absl::PermissionDeniedError(
-        "no_pod_identity: the publish request names no pod (set "
-        "podInfoOnMount: true on the CSIDriver)");
-  }
-  const std::string tokens = Lookup(volume_context, secrets, kPodTokens);
-  if (tokens.empty() && rule == TokenRule::kAbsentForBlock) {
-    if (out.pod.uid.empty() || out.pod.service_account.empty()) {
-      return absl::PermissionDeniedError(
-          "no_pod_identity: a block publish without a token must name the "
-          "pod's uid and service account (set podInfoOnMount: true on the "
-          "CSIDriver)");
-    }
-    return out;  // The broker confirms the pod through the API server.
-  }
-  if (tokens.empty()) {
-    return absl::PermissionDeniedError(
-        "no_token: the publish request carries no service-account token "
-        "(set tokenRequests: [{audience: sealvol}] on the CSIDriver)");
-  }
-  const auto json = nlohmann::json::parse(tokens, nullptr, false);
-  if (json.is_discarded() || !json.is_object() || !json.contains(kTokenAudience) ||
-      !json[kTokenAudience].is_object() ||
-      !json[kTokenAudience].contains("token") ||
-      !json[kTokenAudience]["token"].is_string()) {
-    return absl::PermissionDeniedError(
-        std::string("no_token: ") + kPodTokens +
-        " holds no token for audience \"" + kTokenAudience + "\"");
-  }
-  out.token = json[kTokenAudience]["token"].get<std::string>();
-  return out;
-}
 
 NodeService::NodeService(NodeOptions options, VolumeKeySource* keys,
                          DataPath* data_path)
     : options_(std::move(options)),
       kubelet_(options_.kubelet_dir),
+      stages_(options_.state_dir),
       keys_(keys),
       data_path_(data_path) {}
 
-std::string NodeService::VolumeDir(const std::string& volume_id) const {
-  return options_.state_dir + "/volumes/" + volume_id;
-}
-std::string NodeService::ImagePath(const std::string& volume_id) const {
-  return VolumeDir(volume_id) + "/image";
-}
-std::string NodeService::RecordPath(const std::string& volume_id) const {
-  return VolumeDir(volume_id) + "/" + kStageRecordName;
-}
-
-absl::StatusOr<NodeService::StageRecord> NodeService::LoadRecord(
-    const std::string& volume_id) const {
-  const std::string path = RecordPath(volume_id);
-  auto text = ReadSmallFile(path, kMaxStageRecordSize);
-  if (absl::IsNotFound(text.status())) {
-    return absl::NotFoundError("volume " + volume_id + " is not staged");
-  }
-  if (!text.ok()) return text.status();
-  const auto json = nlohmann::json::parse(*text, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) {
-    return absl::DataLossError("parse " + path + ": not a stage record");
-  }
-  StageRecord record;
-  record.volume_id = json.value("volume_id", "");
-  record.staging_path = json.value("staging_path", "");
-  record.block = json.value("block", false);
-  record.fs_type = json.value("fs_type", "");
-  record.mount_flags = json.value("mount_flags", std::vector<std::string>{});
-  record.size_bytes = json.value("size_bytes", uint64_t{0});
-  record.targets = json.value("targets", std::map<std::string, bool>{});
-  record.device = json.value("device", "");
-  if (record.volume_id != volume_id) {
-    return absl::DataLossError("read " + path + ": record names volume " +
-                               record.volume_id);
-  }
-  return record;
-}
-
-absl::Status NodeService::SaveRecord(const StageRecord& record) const {
-  nlohmann::json json = {
-      {"volume_id", record.volume_id}, {"staging_path", record.staging_path},
-      {"block", record.block},         {"fs_type", record.fs_type},
-      {"mount_flags", record.mount_flags}, {"size_bytes", record.size_bytes},
-      {"targets", record.targets},     {"device", record.device}};
-  // Durably replaced (fsync of the file and the directory): after a crash
-  // the record is the old or the new one, never empty or lost.
-  return WriteFileAtomically(VolumeDir(record.volume_id), kStageRecordName,
-                             json.dump(2) + "\n", 0600);
-}
-
-absl::Status NodeService::TryLockVolume(const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
-  if (busy_[volume_id]) {
-    return absl::AbortedError("an operation on volume " + volume_id +
-                              " is already in progress");
-  }
-  busy_[volume_id] = true;
-  return absl::OkStatus();
-}
-
-void NodeService::UnlockVolume(const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
-  busy_.erase(volume_id);
-}
-
-// Holds a volume's operation slot for one call.
-class NodeService::VolumeLock {
- public:
-  VolumeLock(NodeService* node, std::string volume_id)
-      : node_(node), volume_id_(std::move(volume_id)) {
-    status_ = node_->TryLockVolume(volume_id_);
-  }
-  ~VolumeLock() {
-    if (status_.ok()) node_->UnlockVolume(volume_id_);
-  }
-  const absl::Status& status() const { return status_; }
-
- private:
-  NodeService* node_;
-  std::string volume_id_;
-  absl::Status status_;
-};
-
-absl::StatusOr<std::vector<std::string>> NodeService::VolumeIdsOnDisk() const {
-  const std::string dir = options_.state_dir + "/volumes";
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, "open", dir);
-  std::vector<std::string> ids;
-  while (dirent* entry = readdir(d)) {
-    if (IsWellFormedVolumeId(entry->d_name)) ids.push_back(entry->d_name);
-  }
-  closedir(d);
-  return ids;
-}
-
 absl::StatusOr<int> NodeService::Recover() {
-  RETURN_IF_ERROR(MakeDirs(options_.state_dir + "/volumes", 0700));
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, VolumeIdsOnDisk());
+  RETURN_IF_ERROR(stages_.CreateRoot());
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, stages_.VolumeIds());
   int staged = 0;
   for (const auto& id : ids) {
-    const std::string fuse_dir = VolumeDir(id) + "/fuse";
-    auto record = LoadRecord(id);
+    const std::string fuse_dir = stages_.WorkDir(id);
+    auto record = stages_.Load(id);
     if (!record.ok()) {
       // Not staged: an image kept for later. A process killed in the middle
       // of an unstage may still have left its FUSE mount.
@@ -254,7 +70,7 @@ absl::StatusOr<int> NodeService::Recover() {
     RETURN_IF_ERROR(data_path_->ClearStale(fuse_dir));
     record->targets.clear();
     record->device.clear();
-    RETURN_IF_ERROR(SaveRecord(*record));
+    RETURN_IF_ERROR(stages_.Save(*record));
     absl::MutexLock lock(&mutex_);
     lost_[id] =
         "data path lost when the node plugin restarted; the next publish "
@@ -265,10 +81,10 @@ absl::StatusOr<int> NodeService::Recover() {
 }
 
 absl::StatusOr<int> NodeService::ReapDeletedVolumes() {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, VolumeIdsOnDisk());
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, stages_.VolumeIds());
   std::vector<std::string> unstaged;
   for (const std::string& id : ids) {
-    if (absl::IsNotFound(LoadRecord(id).status())) unstaged.push_back(id);
+    if (absl::IsNotFound(stages_.Load(id).status())) unstaged.push_back(id);
   }
   if (unstaged.empty()) return 0;
   auto exists = keys_->VolumesExist(unstaged, options_.node_id);
@@ -284,7 +100,7 @@ absl::StatusOr<int> NodeService::ReapDeletedVolumes() {
     // Deleted at the controller. Volume ids are never reused, so that answer
     // cannot become stale; what can change is this node's own state, which
     // is decided again under the volume's lock.
-    VolumeLock lock(this, id);
+    VolumeLock lock(&locks_, id);
     if (!lock.status().ok()) continue;  // A CSI call is running: next pass.
     absl::Status status = RemoveDeletedVolume(id);
     if (!status.ok()) {
@@ -297,8 +113,7 @@ absl::StatusOr<int> NodeService::ReapDeletedVolumes() {
 }
 
 absl::Status NodeService::RemoveDeletedVolume(const std::string& id) {
-  const std::string dir = VolumeDir(id);
-  auto record = LoadRecord(id);
+  auto record = stages_.Load(id);
   if (!absl::IsNotFound(record.status())) {
     return absl::FailedPreconditionError(
         "volume " + id + " is staged (or its stage record is unreadable); kept");
@@ -307,46 +122,16 @@ absl::Status NodeService::RemoveDeletedVolume(const std::string& id) {
     return absl::FailedPreconditionError("volume " + id +
                                          " is attached to the data path; kept");
   }
-  ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(dir + "/fuse"));
+  const std::string work_dir = stages_.WorkDir(id);
+  ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(work_dir));
   if (stale) {
-    return absl::FailedPreconditionError("volume " + id + " still has " + dir +
-                                         "/fuse mounted; kept");
+    return absl::FailedPreconditionError("volume " + id + " still has " +
+                                         work_dir + " mounted; kept");
   }
-  struct stat st {};
-  const std::string image = ImagePath(id);
-  const bool had_image = lstat(image.c_str(), &st) == 0;
-  // The image holds only ciphertext whose key is gone: unlinking returns the
-  // space; nothing needs overwriting.
-  if (unlink(image.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, "remove", image);
-  }
-  // Whatever else the volume left: the (unmounted, empty) FUSE work
-  // directory and a stage record's temporary file. Subdirectories are only
-  // rmdir'ed, never descended into.
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return ErrnoStatus(errno, "open", dir);
-  absl::Status status;
-  while (dirent* entry = readdir(d)) {
-    const std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    const std::string path = dir + "/" + name;
-    struct stat est {};
-    if (lstat(path.c_str(), &est) != 0) continue;
-    const int rc = S_ISDIR(est.st_mode) ? rmdir(path.c_str()) : unlink(path.c_str());
-    if (rc != 0 && errno != ENOENT) {
-      status = ErrnoStatus(errno, "remove", path);
-      break;
-    }
-  }
-  closedir(d);
-  RETURN_IF_ERROR(status);
-  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, "remove", dir);
-  }
+  ASSIGN_OR_RETURN(int64_t freed, stages_.RemoveVolume(id));
   spdlog::info("reap: volume {} was deleted at the controller; removed its "
                "{}directory ({} bytes freed)",
-               id, had_image ? "image and " : "",
-               had_image ? static_cast<uint64_t>(st.st_blocks) * 512 : 0);
+               id, freed >= 0 ? "image and " : "", freed >= 0 ? freed : 0);
   return absl::OkStatus();
 }
 
@@ -370,11 +155,11 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
   }
   RETURN_IF_ERROR(kubelet_.Check(request.staging_target_path(),
                                  "NodeStageVolume: staging_target_path"));
-  VolumeLock lock(this, id);
+  VolumeLock lock(&locks_, id);
   RETURN_IF_ERROR(lock.status());
 
   const bool block = request.volume_capability().has_block();
-  auto existing = LoadRecord(id);
+  auto existing = stages_.Load(id);
   if (existing.ok()) {
     if (existing->staging_path != request.staging_target_path() ||
         existing->block != block) {
@@ -421,8 +206,8 @@ absl::Status NodeService::Stage(const csipb::NodeStageVolumeRequest& request) {
         "NodeStageVolume " + id + ": volume context lacks a valid " +
         kContextCapacity + " (was the volume created by sealvol?)");
   }
-  RETURN_IF_ERROR(MakeDirs(VolumeDir(id), 0700));
-  RETURN_IF_ERROR(SaveRecord(record));
+  RETURN_IF_ERROR(stages_.CreateVolumeDir(id));
+  RETURN_IF_ERROR(stages_.Save(record));
   spdlog::info("NodeStageVolume {}: staged at {} ({}, {} bytes)", id,
                record.staging_path, block ? "block" : record.fs_type,
                record.size_bytes);
@@ -444,12 +229,12 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     // A mount left by a data path that died (node plugin restart) must go
     // before the volume is served again.
     if (!record.block) RETURN_IF_ERROR(DetachMountIfMounted(record.staging_path));
-    const std::string work_dir = VolumeDir(id) + "/fuse";
+    const std::string work_dir = stages_.WorkDir(id);
     ASSIGN_OR_RETURN(bool stale, data_path_->StaleAt(work_dir));
     if (stale) RETURN_IF_ERROR(data_path_->ClearStale(work_dir));
     AttachOptions attach;
     attach.volume_id = id;
-    attach.image_path = ImagePath(id);
+    attach.image_path = stages_.ImagePath(id);
     attach.work_dir = work_dir;
     attach.size_bytes = record.size_bytes;
     attach.registry_format_id = key.format_id;
@@ -567,10 +352,10 @@ absl::Status NodeService::Publish(
           " and staging_target_path " + staging + " overlap");
     }
   }
-  VolumeLock lock(this, id);
+  VolumeLock lock(&locks_, id);
   RETURN_IF_ERROR(lock.status());
 
-  auto record = LoadRecord(id);
+  auto record = stages_.Load(id);
   if (absl::IsNotFound(record.status())) {
     return absl::FailedPreconditionError("volume " + id + " is not staged");
   }
@@ -616,7 +401,7 @@ absl::Status NodeService::Publish(
   if (mounted) {
     auto it = record->targets.find(target);
     if (it != record->targets.end() && it->second == read_only) {
-      return SaveRecord(*record);  // Already published the same way.
+      return stages_.Save(*record);  // Already published the same way.
     }
     return absl::AlreadyExistsError("target " + target +
                                     " is already mounted differently");
@@ -630,11 +415,11 @@ absl::Status NodeService::Publish(
   // Recorded before it is mounted: a node killed between the two finds the
   // target in the record on restart and clears it (Recover).
   record->targets[target] = read_only;
-  RETURN_IF_ERROR(SaveRecord(*record));
+  RETURN_IF_ERROR(stages_.Save(*record));
   if (absl::Status bound = BindMountAt(source, target_fd->get(), target, read_only);
       !bound.ok()) {
     record->targets.erase(target);
-    SaveRecord(*record).IgnoreError();  // A stale entry is harmless.
+    stages_.Save(*record).IgnoreError();  // A stale entry is harmless.
     return bound;
   }
   InjectedCrash("bind");
@@ -660,11 +445,11 @@ absl::Status NodeService::Unpublish(
     return absl::NotFoundError("volume " + id + " is not a sealvol volume");
   }
   RETURN_IF_ERROR(kubelet_.Check(target, "NodeUnpublishVolume: target_path"));
-  VolumeLock lock(this, id);
+  VolumeLock lock(&locks_, id);
   RETURN_IF_ERROR(lock.status());
   // Only what this node published for this volume at this path is undone;
   // a path the record does not hold is not ours to unmount or delete.
-  auto record = LoadRecord(id);
+  auto record = stages_.Load(id);
   if (absl::IsNotFound(record.status()) ||
       (record.ok() && record->targets.count(target) == 0)) {
     spdlog::info("NodeUnpublishVolume {}: not published at {}; nothing to do",
@@ -676,7 +461,7 @@ absl::Status NodeService::Unpublish(
   InjectedCrash("target-unmount");
   RETURN_IF_ERROR(kubelet_.Remove(target, "NodeUnpublishVolume: target_path"));
   record->targets.erase(target);
-  RETURN_IF_ERROR(SaveRecord(*record));
+  RETURN_IF_ERROR(stages_.Save(*record));
   spdlog::info("NodeUnpublishVolume {}: {} unpublished", id, target);
   return absl::OkStatus();
 }
@@ -695,9 +480,9 @@ absl::Status NodeService::Unstage(
   if (!IsWellFormedVolumeId(id)) return absl::OkStatus();
   RETURN_IF_ERROR(kubelet_.Check(request.staging_target_path(),
                                  "NodeUnstageVolume: staging_target_path"));
-  VolumeLock lock(this, id);
+  VolumeLock lock(&locks_, id);
   RETURN_IF_ERROR(lock.status());
-  auto record = LoadRecord(id);
+  auto record = stages_.Load(id);
   if (absl::IsNotFound(record.status())) return absl::OkStatus();
   if (!record.ok()) return record.status();
   if (record->staging_path != request.staging_target_path()) {
@@ -718,9 +503,7 @@ absl::Status NodeService::Unstage(
   InjectedCrash("staging-unmount");
   // Closing the engine flushes, marks the image clean and zeroizes the key.
   RETURN_IF_ERROR(data_path_->Detach(id));
-  if (unlink(RecordPath(id).c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, "remove", RecordPath(id));
-  }
+  RETURN_IF_ERROR(stages_.Remove(id));
   {
     absl::MutexLock l(&mutex_);
     lost_.erase(id);
@@ -744,7 +527,7 @@ absl::Status NodeService::Stats(const csipb::NodeGetVolumeStatsRequest& request,
   if (!IsWellFormedVolumeId(id)) {
     return absl::NotFoundError("volume " + id + " is not a sealvol volume");
   }
-  ASSIGN_OR_RETURN(StageRecord record, LoadRecord(id));
+  ASSIGN_OR_RETURN(StageRecord record, stages_.Load(id));
   const bool known_path = path == record.staging_path || record.targets.count(path);
   if (!known_path) {
     return absl::NotFoundError("volume " + id + " is not published at " + path);
@@ -808,9 +591,9 @@ absl::Status NodeService::Expand(const csipb::NodeExpandVolumeRequest& request,
   if (!IsWellFormedVolumeId(id)) {
     return absl::NotFoundError("volume " + id + " is not a sealvol volume");
   }
-  VolumeLock lock(this, id);
+  VolumeLock lock(&locks_, id);
   RETURN_IF_ERROR(lock.status());
-  ASSIGN_OR_RETURN(StageRecord record, LoadRecord(id));
+  ASSIGN_OR_RETURN(StageRecord record, stages_.Load(id));
   if (path != record.staging_path && !record.targets.count(path)) {
     return absl::NotFoundError("volume " + id + " is not published at " + path);
   }
@@ -827,7 +610,7 @@ absl::Status NodeService::Expand(const csipb::NodeExpandVolumeRequest& request,
   }
   if (wanted > record.size_bytes) {
     record.size_bytes = wanted;
-    RETURN_IF_ERROR(SaveRecord(record));
+    RETURN_IF_ERROR(stages_.Save(record));
   }
   if (attached && !record.block) {
     RETURN_IF_ERROR(GrowFilesystem(record.device, record.staging_path, record.fs_type));

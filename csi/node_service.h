@@ -6,8 +6,9 @@
 // mode: the device node onto a file). Unstage closes the volume, which
 // zeroizes its key.
 //
-// State of staged volumes lives in STATE_DIR/volumes/ID/stage.json, written
-// atomically, so a restarted node plugin finds what was staged: Recover()
+// State of staged volumes lives in STATE_DIR/volumes/ID/stage.json
+// (StageStore), written durably, so a restarted node plugin finds what was
+// staged: Recover()
 // clears mounts whose data path died with the old process and reports those
 // volumes abnormal until the next publish re-attests and reattaches them.
 //
@@ -21,53 +22,20 @@
 #pragma once
 
 #include <map>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "csi/data_path.h"
 #include "csi/kubelet_paths.h"
+#include "csi/pod_attestation.h"
+#include "csi/stage_store.h"
 #include "csi/volume_key_source.h"
-#include "google/protobuf/map.h"
+#include "csi/volume_locks.h"
 #include "proto/csi.grpc.pb.h"
 
 namespace sealvol::csi {
-
-// Keys of the volume context (or the secrets) that carry the pod identity
-// and its tokens (CSIDriver podInfoOnMount and tokenRequests).
-inline constexpr char kPodName[] = "csi.storage.k8s.io/pod.name";
-inline constexpr char kPodNamespace[] = "csi.storage.k8s.io/pod.namespace";
-inline constexpr char kPodUid[] = "csi.storage.k8s.io/pod.uid";
-inline constexpr char kPodServiceAccount[] =
-    "csi.storage.k8s.io/serviceAccount.name";
-inline constexpr char kPodTokens[] = "csi.storage.k8s.io/serviceAccount.tokens";
-inline constexpr char kTokenAudience[] = "sealvol";
-
-struct PodAttestation {
-  PodIdentity pod;
-  std::string token;
-};
-
-// Whether a publish may come without a token: the kubelet sends none with
-// a block volume's NodePublishVolume (pkg/volume/csi/csi_block.go), and the
-// broker then confirms the pod through the API server, if its operator
-// allows that. A file system publish always needs one.
-enum class TokenRule { kRequired, kAbsentForBlock };
-
-// Reads the pod identity and the "sealvol" audience token: each key from the
-// volume context first, then from the secrets (serviceAccountTokenInSecrets
-// puts the tokens there). PermissionDenied naming what is missing. With
-// kAbsentForBlock, a request without the tokens key yields an empty token
-// but must name the pod's uid and service account (the broker compares
-// them with the API server's); a tokens key without a sealvol token is
-// still refused.
-absl::StatusOr<PodAttestation> PodAttestationFrom(
-    const google::protobuf::Map<std::string, std::string>& volume_context,
-    const google::protobuf::Map<std::string, std::string>& secrets,
-    TokenRule rule = TokenRule::kRequired);
 
 struct NodeOptions {
   std::string node_id;
@@ -127,12 +95,11 @@ class NodeService final : public ::csi::v1::Node::Service {
   absl::StatusOr<int> ReapDeletedVolumes();
 
   // Where a volume's backing image lives.
-  std::string ImagePath(const std::string& volume_id) const;
+  std::string ImagePath(const std::string& volume_id) const {
+    return stages_.ImagePath(volume_id);
+  }
 
  private:
-  class VolumeLock;
-  struct StageRecord;
-
   absl::Status Stage(const ::csi::v1::NodeStageVolumeRequest& request);
   absl::Status Unstage(const ::csi::v1::NodeUnstageVolumeRequest& request);
   absl::Status Publish(const ::csi::v1::NodePublishVolumeRequest& request);
@@ -149,26 +116,17 @@ class NodeService final : public ::csi::v1::Node::Service {
   absl::Status EnsureAttached(StageRecord& record,
                               const broker::ReleasedVolumeKey& key);
 
-  std::string VolumeDir(const std::string& volume_id) const;
-  std::string RecordPath(const std::string& volume_id) const;
-  absl::StatusOr<StageRecord> LoadRecord(const std::string& volume_id) const;
-  absl::Status SaveRecord(const StageRecord& record) const;
-
   // Removes one deleted volume's files; the caller holds its lock.
   absl::Status RemoveDeletedVolume(const std::string& volume_id);
-  // The well-formed volume ids under STATE_DIR/volumes/.
-  absl::StatusOr<std::vector<std::string>> VolumeIdsOnDisk() const;
-
-  absl::Status TryLockVolume(const std::string& volume_id);
-  void UnlockVolume(const std::string& volume_id);
 
   const NodeOptions options_;
   const KubeletPaths kubelet_;
+  const StageStore stages_;
   VolumeKeySource* const keys_;
   DataPath* const data_path_;
+  VolumeLocks locks_;
 
   absl::Mutex mutex_;
-  std::map<std::string, bool> busy_ ABSL_GUARDED_BY(mutex_);
   // Volumes whose data path was lost (node plugin restart) or failed, with
   // the reason; cleared when a publish reattaches them.
   std::map<std::string, std::string> lost_ ABSL_GUARDED_BY(mutex_);
