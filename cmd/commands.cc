@@ -2,6 +2,7 @@
 
 #include "cmd/audit_commands.h"
 #include "cmd/csi_commands.h"
+#include "cmd/import_command.h"
 #include "cmd/key_commands.h"
 #include "cmd/mount_commands.h"
 #include "cmd/token_commands.h"
@@ -15,6 +16,7 @@ void RegisterAllCommands(CLI::App& app, int& exit_code) {
   RegisterTokenCommands(app, exit_code);
   RegisterAuditCommands(app, exit_code);
   RegisterVolumeCommands(app, exit_code);
+  RegisterImportCommand(app, exit_code);
   RegisterKeyCommands(app, exit_code);
 }
 

@@ -18,6 +18,7 @@
 #include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
+#include "cmd/image_session.h"
 #include "cmd/kms_flags.h"
 #include "csi/committed_state.h"
 #include "io/engine.h"
@@ -36,138 +37,6 @@ int Fail(const char* command, const absl::Status& s) {
   return cmd::Fail(command, s, CommandFamily::kVolume);
 }
 
-// "10G", "512MiB", "4096": binary multiples.
-absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
-  size_t pos = 0;
-  uint64_t n = 0;
-  while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
-    const uint64_t d = static_cast<uint64_t>(text[pos] - '0');
-    if (n > (UINT64_MAX - d) / 10) {
-      return absl::InvalidArgumentError(absl::StrCat("size \"", text, "\" is too large"));
-    }
-    n = n * 10 + d;
-    ++pos;
-  }
-  std::string unit = text.substr(pos);
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB") mult = uint64_t{1} << 10;
-  else if (unit == "M" || unit == "MiB") mult = uint64_t{1} << 20;
-  else if (unit == "G" || unit == "GiB") mult = uint64_t{1} << 30;
-  else if (unit == "T" || unit == "TiB") mult = uint64_t{1} << 40;
-  else pos = 0;
-  if (pos == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "size \"", text, "\" is not a number with an optional K/M/G/T suffix"));
-  }
-  if (n > UINT64_MAX / mult) {
-    return absl::InvalidArgumentError(absl::StrCat("size \"", text, "\" is too large"));
-  }
-  return n * mult;
-}
-
-// This machine's name, recorded as the node of a format claim.
-std::string HostName() {
-  char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') {
-    return "sealvol-cli";
-  }
-  return name;
-}
-
-// An image opened under its registry record, with the provider that
-// commits its state.
-struct OpenedImage {
-  std::unique_ptr<kms::KeyProvider> provider;
-  std::string volume_id;
-  bool read_only = true;
-  std::unique_ptr<io::SealedVolume> volume;
-};
-
-// Opens the image with the DEK of its volume (NotFound: crypto-shredded)
-// against the state its registry record expects (FailedPrecondition, kind
-// kRolledBack: exit 13). A writable open commits the session's start
-// before the first write (consuming a pending rollback acceptance). For a
-// write, the image must also be the format the registry recorded (an image
-// of another format is a lost or replaced one: never written under the
-// same key); an image the registry has no format for is adopted.
-absl::StatusOr<OpenedImage> OpenImage(const std::string& image,
-                                      const KmsFlags& keys, bool read_only) {
-  ASSIGN_OR_RETURN(io::VolumeHeaderInfo info, io::ReadHeader(image));
-  OpenedImage opened;
-  opened.volume_id = io::VolumeIdString(info.volume_id);
-  opened.read_only = read_only;
-  const std::string& volume_id = opened.volume_id;
-  ASSIGN_OR_RETURN(opened.provider, keys.OpenProvider());
-  kms::KeyProvider& provider = *opened.provider;
-  auto dek = provider.UnwrapVolumeKey(volume_id);
-  if (absl::IsNotFound(dek.status())) {
-    return SetErrorKind(
-        absl::NotFoundError(absl::StrCat("key for volume ", volume_id,
-                                         " has been destroyed (crypto-shredded)")),
-        ErrorKind::kKeyDestroyed);
-  }
-  if (!dek.ok()) return dek.status();
-  ASSIGN_OR_RETURN(kms::VolumeRecord record, provider.GetVolume(volume_id));
-  if (!read_only) {
-    const std::string found = io::FormatIdString(info.format_id);
-    ASSIGN_OR_RETURN(record, provider.ClaimFormat(
-                                 volume_id, {.format_id = found,
-                                             .node = HostName(),
-                                             .unix_time = std::time(nullptr)}));
-    if (record.format_id != found) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "volume ", volume_id, ": ", image, " holds format id ", found,
-          ", but the registry recorded format id ", record.format_id,
-          " (formatted by ", record.formatted_node,
-          "): this is not the volume's image and is not written under its "
-          "key; restore the image from a backup or delete the volume; see "
-          "docs/operations.md"));
-    }
-  }
-  io::OpenOptions o;
-  o.path = image;
-  o.read_only = read_only;
-  o.worker_threads = 1;
-  ASSIGN_OR_RETURN(o.expected_state, csi::ExpectedState(record));
-  if (record.state.has_value()) o.min_epoch = record.state->epoch;
-  if (!read_only) {
-    const bool accept = record.rollback_pending;
-    o.commit_open = [&provider, volume_id, accept](const io::VolumeState& state) {
-      return provider
-          .CommitState(volume_id, {.state = csi::ToCommittedState(state),
-                                   .node = HostName(),
-                                   .unix_time = std::time(nullptr),
-                                   .accept_rollback = accept})
-          .status();
-    };
-  }
-  ASSIGN_OR_RETURN(opened.volume, io::SealedVolume::Open(o, *dek));
-  return opened;
-}
-
-// Closes the volume and, for a writable open, commits the state it closed
-// with. A failed commit is reported on stderr but does not fail the command:
-// the registry then still says the session is open, which the next open
-// accepts (docs/security.md, "Rollback").
-absl::Status CloseAndCommit(const char* command, OpenedImage& opened) {
-  RETURN_IF_ERROR(opened.volume->Close());
-  if (opened.read_only) return absl::OkStatus();
-  const io::VolumeState state = opened.volume->state();
-  auto committed = opened.provider->CommitState(
-      opened.volume_id, {.state = csi::ToCommittedState(state),
-                         .node = HostName(),
-                         .unix_time = std::time(nullptr)});
-  if (!committed.ok()) {
-    std::fprintf(stderr,
-                 "sealvol %s: warning: closed, but the state (epoch %llu) was "
-                 "not committed to the registry: %s\n",
-                 command, static_cast<unsigned long long>(state.epoch),
-                 std::string(committed.status().message()).c_str());
-  }
-  return absl::OkStatus();
-}
-
 io::Engine& AsEngine(io::SealedVolume& v) { return static_cast<io::Engine&>(v); }
 
 int RunFormat(const std::string& image, const std::string& size_text,
@@ -184,60 +53,16 @@ int RunFormat(const std::string& image, const std::string& size_text,
                  static_cast<unsigned long long>(*size));
     return kExitBadSize;
   }
-  io::FormatOptions f;
-  f.path = image;
-  f.size_bytes = *size;
-  if (RAND_bytes(f.volume_id.data(), static_cast<int>(f.volume_id.size())) != 1) {
-    return Fail("format", absl::InternalError("RAND_bytes failed"));
-  }
-  const std::string id = io::VolumeIdString(f.volume_id);
-  auto provider = keys.OpenProvider();
-  if (!provider.ok()) return Fail("format", provider.status());
-  kms::CreateVolumeKeyRequest req;
-  req.volume_id = id;
-  req.name = name;
-  req.tenant = tenant;
-  req.capacity_bytes = *size;
-  auto record = (*provider)->CreateVolumeKey(req);
-  if (!record.ok()) return Fail("format", record.status());
-  auto dek = (*provider)->UnwrapVolumeKey(id);
-  absl::Status status = dek.status();
-  std::string format_id;
-  io::VolumeState first_state;
-  if (status.ok()) {
-    auto v = io::SealedVolume::Format(f, *dek);
-    if (v.ok()) format_id = io::FormatIdString((*v)->format_id());
-    status = v.ok() ? (*v)->Close() : v.status();
-    if (status.ok()) first_state = (*v)->state();
-  }
-  if (status.ok()) {
-    // The registry records the format and the new image's first state, as a
-    // node's first format does.
-    auto claimed = (*provider)->ClaimFormat(
-        id, {.format_id = format_id,
-             .node = HostName(),
-             .unix_time = std::time(nullptr),
-             .state = csi::ToCommittedState(first_state)});
-    status = claimed.status();
-    if (status.ok() && claimed->format_id != format_id) {
-      status = absl::FailedPreconditionError(absl::StrCat(
-          "volume ", id, " was formatted already (format id ",
-          claimed->format_id, ")"));
-    }
-  }
-  if (!status.ok()) {
-    // The volume never came to be: its key must not outlive it.
-    (void)(*provider)->DestroyVolumeKey(id);
-    return Fail("format", status);
-  }
-  nlohmann::json out = {{"volume_id", id},
+  auto made = FormatNewImage(image, *size, keys, tenant, name);
+  if (!made.ok()) return Fail("format", made.status());
+  nlohmann::json out = {{"volume_id", made->volume_id},
                         {"image", image},
                         {"size_bytes", *size},
                         {"tenant", tenant},
-                        {"key_name", record->key_name},
-                        {"format_id", format_id},
-                        {"state_epoch", first_state.epoch},
-                        {"kms", (*provider)->Describe()}};
+                        {"key_name", made->key_name},
+                        {"format_id", made->format_id},
+                        {"state_epoch", made->first_state.epoch},
+                        {"kms", made->kms}};
   std::cout << out.dump() << "\n";
   return kExitOk;
 }
