@@ -30,12 +30,12 @@ MetadataWriter::MetadataWriter(std::unique_ptr<StoreQueue> queue,
 }
 
 uint64_t MetadataWriter::dirty_groups() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return dirty_count_;
 }
 
 Superblock MetadataWriter::superblock() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return sb_;
 }
 
@@ -57,12 +57,12 @@ absl::Status MetadataWriter::WriteSuperblockLocked(const Superblock& edited) {
 }
 
 bool MetadataWriter::bit(uint64_t group) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return (memory_[group / 8] >> (group % 8)) & 1;
 }
 
 absl::Status MetadataWriter::MarkDirty(std::span<const uint64_t> groups) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   bool need_write = false;
   for (uint64_t g : groups) {
     if (((memory_[g / 8] >> (g % 8)) & 1) == 0) ++dirty_count_;
@@ -74,7 +74,7 @@ absl::Status MetadataWriter::MarkDirty(std::span<const uint64_t> groups) {
 }
 
 absl::Status MetadataWriter::ClearAll() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::fill(memory_.begin(), memory_.end(), 0);
   dirty_count_ = 0;
   return WriteBitmapBlocksLocked(/*only_changed=*/true, /*sync=*/true);
@@ -82,7 +82,7 @@ absl::Status MetadataWriter::ClearAll() {
 
 absl::Status MetadataWriter::WriteDigestTable(
     int copy, std::span<const uint8_t> table) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (table.empty()) return absl::OkStatus();
   AlignedBuffer buf(table.size());
   std::memcpy(buf.data(), table.data(), table.size());
@@ -101,6 +101,7 @@ absl::Status MetadataWriter::WriteBitmapBlocksLocked(bool only_changed,
   size_t n = 0;
   const uint64_t blocks = sb_.layout.bitmap_blocks;
   auto flush_ops = [&]() -> absl::Status {
+    mu_.AssertHeld();  // Called only below, under the caller's lock.
     queue_->Execute({ops, n});
     for (size_t i = 0; i < n; ++i) {
       RETURN_IF_ERROR(OpStatus(ops[i], "write bitmap"));

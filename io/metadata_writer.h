@@ -5,12 +5,12 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "base/mutex.h"
 #include "crypto/secret_bytes.h"
 #include "io/backing_store.h"
 #include "io/superblock.h"
@@ -28,7 +28,7 @@ class MetadataWriter {
   // changes the fields; generation is advanced here.
   template <typename Edit>
   absl::Status UpdateSuperblock(Edit edit) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     Superblock next = sb_;
     edit(next);
     return WriteSuperblockLocked(next);
@@ -56,7 +56,7 @@ class MetadataWriter {
   absl::Status WriteBitmapBlocksLocked(bool only_changed, bool sync)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::unique_ptr<StoreQueue> queue_ ABSL_GUARDED_BY(mu_);
   Superblock sb_ ABSL_GUARDED_BY(mu_);
   crypto::SecretBytes header_mac_key_;

@@ -5,9 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <utility>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/error_kind.h"
+#include "base/mutex.h"
 #include "base/status_macros.h"
 #include "crypto/key_schedule.h"
 #include "io/engine.h"
@@ -33,25 +32,25 @@ constexpr size_t kTrackers = 4096;
 // A request whose submitter waits for it (Io, and the final flush of Close).
 struct BlockingRequest {
   IoRequest req;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;  // Guarded by mu.
-  int result = 0;     // Guarded by mu.
+  Mutex mu;
+  CondVar cv;
+  bool done ABSL_GUARDED_BY(mu) = false;
+  int result ABSL_GUARDED_BY(mu) = 0;
 
   BlockingRequest() {
     req.context = this;
     req.done = [](IoRequest* r, int result) {
       auto* self = static_cast<BlockingRequest*>(r->context);
-      std::lock_guard<std::mutex> l(self->mu);
+      MutexLock l(&self->mu);
       self->result = result;
       self->done = true;
-      self->cv.notify_all();
+      self->cv.SignalAll();
     };
   }
   // Returns 0 or a negative errno.
   int Wait() {
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return done; });
+    MutexLock l(&mu);
+    while (!done) cv.Wait(&mu);
     return result;
   }
 };
@@ -82,7 +81,7 @@ class SealedVolumeImpl : public Engine {
   const VolumeId& volume_id() const override { return ctx_.volume_id; }
   const FormatId& format_id() const override { return format_id_; }
   VolumeState state() const override {
-    std::lock_guard<std::mutex> l(close_mu_state_);
+    MutexLock l(&close_mu_state_);
     return state_;
   }
 
@@ -108,7 +107,7 @@ class SealedVolumeImpl : public Engine {
   absl::Status CheckpointNow() override;
   uint64_t checkpoints() const override { return checkpoints_.load(); }
   std::vector<uint64_t> mismatched_groups() const override {
-    std::lock_guard<std::mutex> l(mismatch_mu_);
+    MutexLock l(&mismatch_mu_);
     return {mismatched_.begin(), mismatched_.end()};
   }
 
@@ -145,6 +144,10 @@ class SealedVolumeImpl : public Engine {
     Enqueue(part, worker);
   }
   static void Finish(IoRequest* r, int result) { r->done(r, result); }
+  void SetState(const VolumeState& state) {
+    MutexLock l(&close_mu_state_);
+    state_ = state;
+  }
 
   std::unique_ptr<BackingStore> store_;
   EngineOptions options_;
@@ -159,24 +162,24 @@ class SealedVolumeImpl : public Engine {
   std::atomic<int> active_submits_{0};
   RecoveryStats recovery_;
   std::unique_ptr<DigestTable> digests_;
-  mutable std::mutex mismatch_mu_;
-  std::set<uint64_t> mismatched_;  // Guarded by mismatch_mu_.
+  mutable Mutex mismatch_mu_;
+  std::set<uint64_t> mismatched_ ABSL_GUARDED_BY(mismatch_mu_);
   uint64_t sessions_started_at_close_ = 0;
   std::atomic<uint64_t> checkpoints_{0};
-  std::mutex checkpoint_mu_;  // One checkpoint at a time; Close takes it.
-  std::mutex checkpoint_thread_mu_;
-  std::condition_variable checkpoint_cv_;
-  bool checkpoint_stop_ = false;  // Guarded by checkpoint_thread_mu_.
+  Mutex checkpoint_mu_;  // One checkpoint at a time; Close takes it.
+  Mutex checkpoint_thread_mu_;
+  CondVar checkpoint_cv_;
+  bool checkpoint_stop_ ABSL_GUARDED_BY(checkpoint_thread_mu_) = false;
   std::thread checkpoint_thread_;
-  std::mutex grow_mu_;
-  std::mutex close_mu_;
-  mutable std::mutex close_mu_state_;
-  VolumeState state_;  // Guarded by close_mu_state_.
+  Mutex grow_mu_;
+  Mutex close_mu_;
+  mutable Mutex close_mu_state_;
+  VolumeState state_ ABSL_GUARDED_BY(close_mu_state_);
 
-  std::mutex tracker_mu_;
-  std::condition_variable tracker_cv_;
+  Mutex tracker_mu_;
+  CondVar tracker_cv_;
   std::vector<RequestTracker> trackers_;
-  RequestTracker* free_trackers_ = nullptr;  // Guarded by tracker_mu_.
+  RequestTracker* free_trackers_ ABSL_GUARDED_BY(tracker_mu_) = nullptr;
 };
 
 // Opening, step by step: the newest authentic superblock, the checks on
@@ -203,7 +206,7 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(auto header_key, keys_.header_mac_key.Clone());
   metadata_ = std::make_unique<MetadataWriter>(std::move(queue), sb,
                                                std::move(header_key), bitmap);
-  state_ = VolumeState{sb.state_epoch, sb.state_root, !sb.clean()};
+  SetState(VolumeState{sb.state_epoch, sb.state_root, !sb.clean()});
   if (!options_.read_only) RETURN_IF_ERROR(StartEpoch(sb));
   ctx_.metadata = metadata_.get();
   return StartWorkers();
@@ -299,7 +302,7 @@ void SealedVolumeImpl::SetUpContext(const Superblock& sb,
   ctx_.complete = [this](Part& p, int r) { CompletePart(p, r); };
   ctx_.digests = digests_.get();
   ctx_.on_digest_mismatch = [this](uint64_t g) {
-    std::lock_guard<std::mutex> l(mismatch_mu_);
+    MutexLock l(&mismatch_mu_);
     if (mismatched_.size() < 4096) mismatched_.insert(g);
   };
   if (options_.read_only) ctx_.accept_as_found = dirty;
@@ -341,9 +344,10 @@ absl::Status SealedVolumeImpl::StartEpoch(const Superblock& sb) {
     s.flags &= ~kSuperblockFlagClean;
     s.state_epoch = epoch;
   }));
-  state_ = VolumeState{epoch, sb.state_root, true};
+  const VolumeState started{epoch, sb.state_root, true};
+  SetState(started);
   if (!options_.commit_open) return absl::OkStatus();
-  absl::Status committed = options_.commit_open(state_);
+  absl::Status committed = options_.commit_open(started);
   if (committed.ok()) return absl::OkStatus();
   return absl::Status(
       committed.code(),
@@ -369,10 +373,15 @@ absl::Status SealedVolumeImpl::StartWorkers() {
 void SealedVolumeImpl::CheckpointLoop() {
   using Clock = std::chrono::steady_clock;
   Clock::time_point last = Clock::now();
-  std::unique_lock<std::mutex> l(checkpoint_thread_mu_);
-  while (!checkpoint_stop_) {
-    checkpoint_cv_.wait_for(l, std::chrono::milliseconds(200));
-    if (checkpoint_stop_) break;
+  for (;;) {
+    {
+      MutexLock l(&checkpoint_thread_mu_);
+      if (!checkpoint_stop_) {
+        checkpoint_cv_.WaitFor(&checkpoint_thread_mu_,
+                               std::chrono::milliseconds(200));
+      }
+      if (checkpoint_stop_) return;
+    }
     const uint64_t dirty = metadata_->dirty_groups();
     const bool many = options_.checkpoint_dirty_groups > 0 &&
                       dirty >= options_.checkpoint_dirty_groups;
@@ -380,26 +389,24 @@ void SealedVolumeImpl::CheckpointLoop() {
                      Clock::now() - last >=
                          std::chrono::seconds(options_.checkpoint_seconds);
     if (!many && !due) continue;
-    l.unlock();
     // A failure marks the volume failed (read-only); Close reports it.
     (void)CheckpointNow();
     last = Clock::now();
-    l.lock();
   }
 }
 
 void SealedVolumeImpl::StopCheckpointThread() {
   {
-    std::lock_guard<std::mutex> l(checkpoint_thread_mu_);
+    MutexLock l(&checkpoint_thread_mu_);
     checkpoint_stop_ = true;
   }
-  checkpoint_cv_.notify_all();
+  checkpoint_cv_.SignalAll();
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
 }
 
 absl::Status SealedVolumeImpl::CheckpointNow() {
-  std::lock_guard<std::mutex> c(checkpoint_mu_);
-  std::lock_guard<std::mutex> g(grow_mu_);
+  MutexLock c(&checkpoint_mu_);
+  MutexLock g(&grow_mu_);
   if (closed_.load() || options_.read_only || !digests_) {
     return absl::FailedPreconditionError(absl::StrCat(
         store_ ? store_->name() : "volume",
@@ -478,34 +485,34 @@ absl::Status SealedVolumeImpl::Checkpoint(bool clean) {
     RETURN_IF_ERROR(metadata_->UpdateSuperblock(
         [](Superblock& s) { s.flags |= kSuperblockFlagClean; }));
   }
-  std::lock_guard<std::mutex> l(close_mu_state_);
-  state_ = VolumeState{sb.state_epoch, root, !clean};
+  SetState(VolumeState{sb.state_epoch, root, !clean});
   return absl::OkStatus();
 }
 
 RequestTracker* SealedVolumeImpl::AcquireTracker() {
-  std::unique_lock<std::mutex> l(tracker_mu_);
-  while (free_trackers_ == nullptr) {
-    if (options_.manual) {
-      l.unlock();
-      RunPending();
-      l.lock();
-      continue;
+  for (;;) {
+    {
+      MutexLock l(&tracker_mu_);
+      if (!options_.manual) {
+        while (free_trackers_ == nullptr) tracker_cv_.Wait(&tracker_mu_);
+      }
+      if (RequestTracker* t = free_trackers_; t != nullptr) {
+        free_trackers_ = t->next_free;
+        return t;
+      }
     }
-    tracker_cv_.wait(l);
+    // Manual mode: running the queued requests releases their trackers.
+    RunPending();
   }
-  RequestTracker* t = free_trackers_;
-  free_trackers_ = t->next_free;
-  return t;
 }
 
 void SealedVolumeImpl::ReleaseTracker(RequestTracker* t) {
   {
-    std::lock_guard<std::mutex> l(tracker_mu_);
+    MutexLock l(&tracker_mu_);
     t->next_free = free_trackers_;
     free_trackers_ = t;
   }
-  tracker_cv_.notify_one();
+  tracker_cv_.Signal();
 }
 
 void SealedVolumeImpl::CompletePart(Part& part, int result) {
@@ -604,7 +611,7 @@ int SealedVolumeImpl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
 }
 
 absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
-  std::lock_guard<std::mutex> l(grow_mu_);
+  MutexLock l(&grow_mu_);
   if (closed_.load() || options_.read_only) {
     return absl::FailedPreconditionError(
         absl::StrCat(store_->name(), ": grow: volume is closed or read-only"));
@@ -630,9 +637,9 @@ absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
 }
 
 absl::Status SealedVolumeImpl::Close() {
-  std::lock_guard<std::mutex> l(close_mu_);
+  MutexLock l(&close_mu_);
   StopCheckpointThread();
-  std::lock_guard<std::mutex> c(checkpoint_mu_);
+  MutexLock c(&checkpoint_mu_);
   if (closed_.exchange(true)) return absl::OkStatus();
   while (active_submits_.load() != 0) std::this_thread::yield();
   absl::Status status;

@@ -62,15 +62,16 @@ Worker::Worker(const EngineContext* ctx, std::unique_ptr<StoreQueue> queue,
 Worker::~Worker() { Stop(); }
 
 bool Worker::Enqueue(const Part& part, bool may_block) {
-  std::unique_lock<std::mutex> l(mu_);
-  while (count_ == ring_.size()) {
-    if (!may_block) return false;
-    not_full_.wait(l);
+  {
+    MutexLock l(&mu_);
+    while (count_ == ring_.size()) {
+      if (!may_block) return false;
+      not_full_.Wait(&mu_);
+    }
+    ring_[(head_ + count_) % ring_.size()] = part;
+    ++count_;
   }
-  ring_[(head_ + count_) % ring_.size()] = part;
-  ++count_;
-  l.unlock();
-  not_empty_.notify_one();
+  not_empty_.Signal();
   return true;
 }
 
@@ -78,10 +79,10 @@ void Worker::Start() { thread_ = std::thread([this] { Loop(); }); }
 
 void Worker::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  not_empty_.notify_all();
+  not_empty_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -89,8 +90,8 @@ void Worker::Loop() {
   for (;;) {
     size_t n = 0;
     {
-      std::unique_lock<std::mutex> l(mu_);
-      not_empty_.wait(l, [&] { return !driving_ && (count_ > 0 || stop_); });
+      MutexLock l(&mu_);
+      while (driving_ || (count_ == 0 && !stop_)) not_empty_.Wait(&mu_);
       if (count_ == 0) return;
       n = std::min(count_, kMaxBatch);
       for (size_t i = 0; i < n; ++i) batch_[i] = ring_[(head_ + i) % ring_.size()];
@@ -98,19 +99,19 @@ void Worker::Loop() {
       count_ -= n;
       driving_ = true;
     }
-    not_full_.notify_all();
+    not_full_.SignalAll();
     ProcessBatch({batch_.data(), n});
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       driving_ = false;
     }
-    quiesce_cv_.notify_all();
+    quiesce_cv_.SignalAll();
   }
 }
 
 bool Worker::TryRunInline(const Part& part) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (driving_ || count_ > 0 || stop_) return false;
     driving_ = true;
   }
@@ -118,18 +119,18 @@ bool Worker::TryRunInline(const Part& part) {
   ProcessBatch({&inline_part_, 1});
   bool queued;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     driving_ = false;
     queued = count_ > 0 || stop_;
   }
-  quiesce_cv_.notify_all();
+  quiesce_cv_.SignalAll();
   // Parts queued meanwhile waited for this batch: hand them to the thread.
-  if (queued) not_empty_.notify_all();
+  if (queued) not_empty_.SignalAll();
   return true;
 }
 
 bool Worker::HasPending() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return count_ > 0;
 }
 
@@ -137,14 +138,14 @@ void Worker::RunPending() {
   for (;;) {
     size_t n = 0;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (count_ == 0) return;
       n = std::min(count_, kMaxBatch);
       for (size_t i = 0; i < n; ++i) batch_[i] = ring_[(head_ + i) % ring_.size()];
       head_ = (head_ + n) % ring_.size();
       count_ -= n;
     }
-    not_full_.notify_all();
+    not_full_.SignalAll();
     ProcessBatch({batch_.data(), n});
   }
 }
@@ -280,8 +281,8 @@ void Worker::SettleDigest(GroupEntry& e) {
 }
 
 void Worker::Quiesce() {
-  std::unique_lock<std::mutex> l(mu_);
-  quiesce_cv_.wait(l, [&] { return !driving_; });
+  MutexLock l(&mu_);
+  while (driving_) quiesce_cv_.Wait(&mu_);
   driving_ = true;
 }
 
@@ -294,10 +295,10 @@ bool Worker::SyncAndSettle() {
 
 void Worker::Resume() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     driving_ = false;
   }
-  not_empty_.notify_all();
+  not_empty_.SignalAll();
 }
 
 void Worker::SettleDigests() {

@@ -6,17 +6,16 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "crypto/secret_bytes.h"
 #include "io/backing_store.h"
 #include "io/layout.h"
@@ -163,9 +162,9 @@ class Worker {
   std::unique_ptr<SlotCodec> slots_;
 
   // Request queue: a fixed ring.
-  std::mutex mu_;
-  std::condition_variable not_empty_;
-  std::condition_variable not_full_;
+  Mutex mu_;
+  CondVar not_empty_;
+  CondVar not_full_;
   std::vector<Part> ring_ ABSL_GUARDED_BY(mu_);
   size_t head_ ABSL_GUARDED_BY(mu_) = 0;
   size_t count_ ABSL_GUARDED_BY(mu_) = 0;
@@ -173,7 +172,7 @@ class Worker {
   // A thread (the worker's, or an inline caller) is running a batch: the
   // batch state below and the store queue are its alone until it clears it.
   bool driving_ ABSL_GUARDED_BY(mu_) = false;
-  std::condition_variable quiesce_cv_;  // driving_ became false.
+  CondVar quiesce_cv_;  // driving_ became false.
   Part inline_part_;  // The driving inline caller's part.
   std::thread thread_;
 

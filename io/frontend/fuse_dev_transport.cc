@@ -60,7 +60,7 @@ void DevTransport::Stop() {
   if (stop_fd_) {
     uint64_t one = 1;
     (void)!::write(stop_fd_.get(), &one, sizeof(one));
-    slots_cv_.notify_all();
+    slots_cv_.SignalAll();
   }
   for (auto& t : threads_) t.join();
   threads_.clear();
@@ -103,8 +103,8 @@ ssize_t DevTransport::WriteReply(int fd, const iovec* iov, int count) {
 }
 
 Slot* DevTransport::Acquire() {
-  std::unique_lock lock(slots_mu_);
-  slots_cv_.wait(lock, [&] { return !free_.empty() || server_->stopping(); });
+  MutexLock lock(&slots_mu_);
+  while (free_.empty() && !server_->stopping()) slots_cv_.Wait(&slots_mu_);
   if (free_.empty()) return nullptr;
   Slot* slot = &slots_[free_.back()];
   free_.pop_back();
@@ -113,9 +113,9 @@ Slot* DevTransport::Acquire() {
 
 void DevTransport::Release(Slot* slot) {
   slot->bounce.reset();
-  std::lock_guard lock(slots_mu_);
+  MutexLock lock(&slots_mu_);
   free_.push_back(slot->index);
-  slots_cv_.notify_one();
+  slots_cv_.Signal();
 }
 
 void DevTransport::ReaderLoop(int fd) {

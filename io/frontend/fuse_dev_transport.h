@@ -8,12 +8,12 @@
 
 #include <sys/uio.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "io/frontend/fuse_request.h"
 
@@ -47,9 +47,9 @@ class DevTransport final : public Channel {
   std::vector<std::thread> threads_;
   std::vector<Slot> slots_;
   std::vector<AlignedBuffer> buffers_;
-  std::mutex slots_mu_;
-  std::condition_variable slots_cv_;
-  std::vector<int> free_;  // GUARDED_BY(slots_mu_)
+  Mutex slots_mu_;
+  CondVar slots_cv_;
+  std::vector<int> free_ ABSL_GUARDED_BY(slots_mu_);
 };
 
 }  // namespace sealvol::io::fuse

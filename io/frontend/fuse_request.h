@@ -5,18 +5,18 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/check.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "io/frontend/fuse_abi.h"
 #include "io/frontend/fuse_server.h"
@@ -153,13 +153,13 @@ class FuseServer::Impl {
   std::unique_ptr<fuse::UringTransport> uring_;
 
   // Serializes read-modify-write of partial blocks (unaligned requests).
-  std::mutex rmw_mu_;
+  Mutex rmw_mu_;
   std::atomic<int64_t> in_flight_{0};
 
-  mutable std::mutex state_mu_;
-  std::condition_variable state_cv_;
-  bool disconnected_ = false;  // GUARDED_BY(state_mu_)
-  bool stopping_ = false;      // GUARDED_BY(state_mu_)
+  mutable Mutex state_mu_;
+  CondVar state_cv_;
+  bool disconnected_ ABSL_GUARDED_BY(state_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(state_mu_) = false;
   std::atomic<bool> stopping_flag_{false};
   bool stopped_ = false;  // Control thread only.
 };

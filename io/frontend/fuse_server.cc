@@ -97,20 +97,20 @@ FuseServer::Impl::Impl(UniqueFd fd, VolumeIo* volume,
 FuseServer::Impl::~Impl() { Stop(); }
 
 void FuseServer::Impl::Wait() {
-  std::unique_lock lock(state_mu_);
-  state_cv_.wait(lock, [&] { return disconnected_ || stopping_; });
+  MutexLock lock(&state_mu_);
+  while (!disconnected_ && !stopping_) state_cv_.Wait(&state_mu_);
 }
 
 void FuseServer::Impl::MarkDisconnected() {
   // No logging here: this runs on transport threads, and the owner
   // reports the end of the connection (see disconnected()).
-  std::lock_guard lock(state_mu_);
+  MutexLock lock(&state_mu_);
   disconnected_ = true;
-  state_cv_.notify_all();
+  state_cv_.SignalAll();
 }
 
 bool FuseServer::Impl::disconnected() const {
-  std::lock_guard lock(state_mu_);
+  MutexLock lock(&state_mu_);
   return disconnected_;
 }
 
@@ -231,9 +231,9 @@ void FuseServer::Impl::Stop() {
   if (stopped_) return;
   stopped_ = true;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     stopping_ = true;
-    state_cv_.notify_all();
+    state_cv_.SignalAll();
   }
   stopping_flag_.store(true);
   // Engine completions still need their slots: wait for them first.
@@ -467,7 +467,7 @@ void FuseServer::Impl::OpWrite(Slot* s) {
   }
   // Read-modify-write of the partial edge blocks, under rmw_mu_ so that two
   // unaligned writes into one block do not undo each other.
-  std::lock_guard lock(rmw_mu_);
+  MutexLock lock(&rmw_mu_);
   const uint64_t start = AlignDown(in.offset);
   const uint64_t end = AlignUp(in.offset + in.size);
   s->bounce = AllocateAligned(end - start);
@@ -528,7 +528,7 @@ void FuseServer::Impl::OpFallocate(Slot* s) {
   {
     // Partial blocks at the edges are zeroed in place; whole blocks are
     // discarded (they read as zeros and release their space).
-    std::lock_guard lock(rmw_mu_);
+    MutexLock lock(&rmw_mu_);
     if (inner_start > inner_end) {  // Inside one block.
       const int rc = ZeroPartialBlock(AlignDown(from), from, to);
       if (rc < 0) return ReplyError(s, rc);

@@ -99,7 +99,7 @@ void RingQueue::Reply(Slot* slot, int error, size_t out_bytes) {
   }
   bool wake;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     wake = ready_.empty();
     ready_.push_back(slot->index);
   }
@@ -223,7 +223,7 @@ void RingQueue::Loop() {
       if (tag == kEventTag) {
         std::vector<uint32_t> ready;
         {
-          std::lock_guard lock(mu_);
+          MutexLock lock(&mu_);
           ready.swap(ready_);
         }
         for (uint32_t index : ready) PrepCommit(index);

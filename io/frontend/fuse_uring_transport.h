@@ -11,11 +11,12 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "io/frontend/fuse_request.h"
 #include "io/uring_ring.h"
@@ -67,8 +68,8 @@ class RingQueue final : public Channel {
   uint64_t event_value_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;
-  std::mutex mu_;
-  std::vector<uint32_t> ready_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<uint32_t> ready_ ABSL_GUARDED_BY(mu_);
 };
 
 // Every queue of one connection.

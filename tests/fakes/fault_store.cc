@@ -21,29 +21,29 @@ absl::StatusOr<std::unique_ptr<StoreQueue>> FaultStore::CreateQueue() {
 }
 
 uint64_t FaultStore::size_bytes() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return size_;
 }
 
 absl::Status FaultStore::Resize(uint64_t bytes) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (bytes > size_) size_ = bytes;
   return absl::OkStatus();
 }
 
 void FaultStore::ArmCrash(uint64_t ops) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   crash_armed_ = true;
   crash_countdown_ = ops;
 }
 
 bool FaultStore::crashed() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return crashed_;
 }
 
 void FaultStore::Run(std::span<StoreOp> ops) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   // A sync covers only writes issued by earlier Execute calls: writes in the
   // same call are concurrent with it, as on a real ring.
   const uint64_t epoch = ++epoch_;
@@ -110,8 +110,9 @@ void FaultStore::Run(std::span<StoreOp> ops) {
 }
 
 std::unique_ptr<FaultStore> FaultStore::CrashImage(std::mt19937_64& rng) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto out = std::make_unique<FaultStore>(size_);
+  MutexLock lo(&out->mu_);  // Not shared yet; for the analysis.
   out->durable_ = durable_;
   for (const Pending& p : pending_) {
     if ((rng() & 1) == 0) continue;
@@ -123,41 +124,42 @@ std::unique_ptr<FaultStore> FaultStore::CrashImage(std::mt19937_64& rng) const {
 }
 
 std::unique_ptr<FaultStore> FaultStore::Snapshot() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto out = std::make_unique<FaultStore>(size_);
+  MutexLock lo(&out->mu_);  // Not shared yet; for the analysis.
   out->durable_ = current_;
   out->current_ = current_;
   return out;
 }
 
 std::vector<uint64_t> FaultStore::read_blocks() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return read_log_;
 }
 
 void FaultStore::ClearReadLog() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   read_log_.clear();
 }
 
 uint64_t FaultStore::syncs() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return syncs_;
 }
 
 uint64_t FaultStore::unflushed_writes() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return pending_.size();
 }
 
 void FaultStore::PokeBlock(uint64_t block, const Block& data) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   durable_[block] = data;
   current_[block] = data;
 }
 
 FaultStore::Block FaultStore::PeekBlock(uint64_t block) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = current_.find(block);
   if (it == current_.end()) return Block{};
   return it->second;

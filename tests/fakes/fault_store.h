@@ -8,12 +8,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "base/mutex.h"
 #include "io/backing_store.h"
 
 namespace sealvol::io {
@@ -63,7 +63,7 @@ class FaultStore : public BackingStore {
   void Run(std::span<StoreOp> ops);
 
   const std::string name_ = "memory";
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   uint64_t size_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Block> durable_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Block> current_ ABSL_GUARDED_BY(mu_);
