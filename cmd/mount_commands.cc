@@ -89,7 +89,7 @@ Failure FromStatus(const absl::Status& s, int code) {
 csi::AttachOptions RegistryAttachOptions(
     kms::KeyProvider& registry, const kms::VolumeRecord& record,
     const std::optional<io::VolumeState>& expected) {
-  constexpr char kNode[] = "sealvol-open";
+  static constexpr char kNode[] = "sealvol-open";
   const std::string volume_id = record.volume_id;
   csi::AttachOptions attach;
   attach.volume_id = volume_id;
