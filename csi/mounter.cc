@@ -17,57 +17,13 @@
 #include <set>
 #include <sstream>
 
+#include "base/mount_table.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 
 namespace sealvol::csi {
 
 namespace {
-
-// Mount points in /proc/self/mountinfo escape space, tab, newline and
-// backslash as octal.
-std::string UnescapeMountPath(const std::string& field) {
-  std::string out;
-  for (size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      const std::string oct = field.substr(i + 1, 3);
-      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
-        out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(field[i]);
-  }
-  return out;
-}
-
-struct MountEntry {
-  std::string mount_point;
-  std::string fs_type;
-  std::string source;
-};
-
-absl::StatusOr<std::vector<MountEntry>> ReadMountTable() {
-  std::ifstream in("/proc/self/mountinfo");
-  if (!in) return ErrnoStatus(errno, "read", "/proc/self/mountinfo");
-  std::vector<MountEntry> entries;
-  std::string line;
-  while (std::getline(in, line)) {
-    // id parent major:minor root mount_point options [optional...] - fstype
-    // source super_options
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mount_point, token;
-    fields >> id >> parent >> devno >> root >> mount_point;
-    while (fields >> token && token != "-") {
-    }
-    std::string fstype, source;
-    fields >> fstype >> source;
-    entries.push_back({UnescapeMountPath(mount_point), fstype,
-                       UnescapeMountPath(source)});
-  }
-  return entries;
-}
 
 std::string Canonical(const std::string& path) {
   char resolved[PATH_MAX];

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/injected_fault.h"
+#include "base/mount_table.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "spdlog/spdlog.h"
@@ -19,38 +20,18 @@ namespace sealvol::io {
 
 namespace {
 
-// /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
-std::string EscapeMountPath(const std::string& path) {
-  std::string out;
-  for (char c : path) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
-      out += absl::StrCat("\\", (c >> 6) & 7, (c >> 3) & 7, c & 7);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
 // The FUSE connection number (the minor of the mount's anonymous device,
 // /sys/fs/fuse/connections/N) of our FUSE mount at `dir`, or -1.
 int FuseConnectionAt(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  const std::string want = EscapeMountPath(dir);
+  auto table = ReadMountTable();
+  if (!table.ok()) return -1;
   int found = -1;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mount_point, token;
-    fields >> id >> parent >> devno >> root >> mount_point;
-    while (fields >> token && token != "-") {
+  for (const MountEntry& entry : *table) {
+    if (entry.mount_point != dir || entry.fs_type != kFuseFsType ||
+        entry.major != 0) {
+      continue;
     }
-    std::string fstype;
-    fields >> fstype;
-    if (mount_point != want || fstype != kFuseFsType) continue;
-    const size_t colon = devno.find(':');
-    if (colon == std::string::npos || devno.substr(0, colon) != "0") continue;
-    found = std::atoi(devno.c_str() + colon + 1);  // The top one wins.
+    found = static_cast<int>(entry.minor);  // The top one wins.
   }
   return found;
 }
