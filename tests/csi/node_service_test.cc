@@ -33,111 +33,15 @@
 #include "kms/broker/refusal.h"
 #include "tests/csi/grpc_test_server.h"
 #include "tests/fakes/durable_step_log.h"
+#include "tests/fakes/fixed_key_source.h"
 
 namespace sealvol::csi {
 namespace {
 
+using testing::FixedKeySource;
+
 using Mode = csipb::VolumeCapability::AccessMode;
 constexpr uint64_t kSize = 64ull << 20;
-
-// Releases one fixed key for every volume, or refuses; counts the calls.
-// Keeps format claims as the registry does (first id wins) and counts the
-// refused ones, as the broker's audit log would show them.
-class FixedKeySource final : public VolumeKeySource {
- public:
-  absl::StatusOr<broker::ReleasedVolumeKey> ReleaseKey(
-      const std::string& volume_id, const std::string& node_id,
-      const std::string& pod_token, const PodIdentity& pod) override {
-    ++calls;
-    last_token = pod_token;
-    last_pod = pod;
-    last_node = node_id;
-    if (!refusal.ok()) return refusal;
-    auto key = crypto::SecretBytes::Allocate(32);
-    if (!key.ok()) return key.status();
-    for (size_t i = 0; i < key->size(); ++i) key->data()[i] = static_cast<uint8_t>(i * 7 + 1);
-    std::lock_guard lock(mu);
-    broker::ReleasedVolumeKey released{*std::move(key), formats[volume_id]};
-    if (auto it = states.find(volume_id); it != states.end()) {
-      released.expected_state = it->second;
-    }
-    return released;
-  }
-  absl::Status ClaimFormat(
-      const std::string& volume_id, const std::string& node_id,
-      const std::string& format_id,
-      const std::optional<kms::CommittedState>& first_state) override {
-    (void)node_id;
-    std::lock_guard lock(mu);
-    if (!claim_error.ok()) return claim_error;
-    std::string& stored = formats[volume_id];
-    if (stored.empty()) {
-      stored = format_id;
-      if (first_state.has_value()) states[volume_id] = *first_state;
-    }
-    if (stored != format_id) {
-      ++refused_claims;
-      return broker::RefusalStatus(broker::Reason::kAlreadyFormatted,
-                                   "volume " + volume_id + " was formatted as " + stored);
-    }
-    return absl::OkStatus();
-  }
-  // Keeps the registry's rule: the epoch never goes back.
-  absl::Status CommitState(const std::string& volume_id,
-                           const std::string& node_id,
-                           const kms::CommittedState& state,
-                           bool accept_rollback) override {
-    (void)node_id;
-    (void)accept_rollback;
-    std::lock_guard lock(mu);
-    if (!commit_error.ok()) return commit_error;
-    auto it = states.find(volume_id);
-    if (it != states.end() && state.epoch < it->second.epoch) {
-      return broker::RefusalStatus(broker::Reason::kStateRegression,
-                                   "epoch goes back");
-    }
-    states[volume_id] = state;
-    ++commits;
-    return absl::OkStatus();
-  }
-  absl::Status ReportRollback(const std::string& volume_id,
-                              const std::string& node_id,
-                              const std::string& detail) override {
-    (void)node_id;
-    std::lock_guard lock(mu);
-    rollback_reports.push_back(volume_id + ": " + detail);
-    return absl::OkStatus();
-  }
-  std::string Format(const std::string& volume_id) {
-    std::lock_guard lock(mu);
-    return formats[volume_id];
-  }
-  // Every volume exists unless listed in `deleted`.
-  absl::StatusOr<std::map<std::string, bool>> VolumesExist(
-      const std::vector<std::string>& volume_ids,
-      const std::string& node_id) override {
-    (void)node_id;
-    if (!status_error.ok()) return status_error;
-    std::map<std::string, bool> out;
-    for (const auto& id : volume_ids) out[id] = !deleted.count(id);
-    return out;
-  }
-  std::set<std::string> deleted;
-  absl::Status status_error;  // Broker unreachable when set.
-  std::mutex mu;
-  std::map<std::string, std::string> formats;  // Volume -> registry format id.
-  std::map<std::string, kms::CommittedState> states;  // Volume -> committed.
-  std::vector<std::string> rollback_reports;
-  std::atomic<int> commits{0};
-  absl::Status commit_error;  // CommitState fails so when set.
-  int refused_claims = 0;
-  absl::Status claim_error;  // ClaimFormat fails so when set.
-  std::atomic<int> calls{0};
-  std::string last_token;
-  PodIdentity last_pod;
-  std::string last_node;
-  absl::Status refusal;
-};
 
 csipb::VolumeCapability Cap(bool block, const std::string& fs = "ext4") {
   csipb::VolumeCapability cap;
@@ -329,60 +233,6 @@ class NodeServiceTest : public ::testing::Test {
   std::unique_ptr<GrpcTestServer> server_;
   std::unique_ptr<csipb::Node::Stub> stub_;
 };
-
-TEST_F(NodeServiceTest, PodAttestationReadsContextThenSecrets) {
-  google::protobuf::Map<std::string, std::string> context, secrets;
-  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
-  secrets[kPodName] = "p";
-  secrets[kPodNamespace] = "team-a";
-  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
-  secrets[kPodTokens] = R"({"other":{"token":"x"}})";
-  EXPECT_TRUE(absl::IsPermissionDenied(PodAttestationFrom(context, secrets).status()));
-  secrets[kPodTokens] = R"({"sealvol":{"token":"t-secret"}})";
-  context[kPodName] = "from-context";
-  auto attestation = PodAttestationFrom(context, secrets);
-  ASSERT_TRUE(attestation.ok()) << attestation.status();
-  EXPECT_EQ(attestation->pod.name, "from-context");
-  EXPECT_EQ(attestation->pod.namespace_name, "team-a");
-  EXPECT_EQ(attestation->token, "t-secret");
-}
-
-// The kubelet sends no token with a block volume's publish: the node then
-// forwards the pod's identity alone (the broker asks the API server), but
-// only for block volumes and only with the uid and service account named.
-TEST_F(NodeServiceTest, OnlyABlockPublishMayComeWithoutAToken) {
-  google::protobuf::Map<std::string, std::string> context, secrets;
-  context[kPodName] = "raw-0";
-  context[kPodNamespace] = "team-a";
-  context[kPodUid] = "uid-raw-0";
-  context[kPodServiceAccount] = "trainer";
-  auto file_system = PodAttestationFrom(context, secrets, TokenRule::kRequired);
-  EXPECT_TRUE(absl::IsPermissionDenied(file_system.status()));
-  EXPECT_TRUE(absl::StartsWith(file_system.status().message(), "no_token"))
-      << file_system.status();
-  auto block = PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock);
-  ASSERT_TRUE(block.ok()) << block.status();
-  EXPECT_EQ(block->token, "");
-  EXPECT_EQ(block->pod.uid, "uid-raw-0");
-  EXPECT_EQ(block->pod.service_account, "trainer");
-  // Without the uid or the service account the broker could not compare.
-  context.erase(kPodUid);
-  EXPECT_TRUE(absl::StartsWith(
-      PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock)
-          .status()
-          .message(),
-      "no_pod_identity"));
-  context[kPodUid] = "uid-raw-0";
-  // A tokens key without a sealvol token is refused for block volumes too.
-  context[kPodTokens] = R"({"other":{"token":"x"}})";
-  EXPECT_TRUE(absl::IsPermissionDenied(
-      PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock).status()));
-  // A token that is there is used.
-  context[kPodTokens] = R"({"sealvol":{"token":"t"}})";
-  auto with_token = PodAttestationFrom(context, secrets, TokenRule::kAbsentForBlock);
-  ASSERT_TRUE(with_token.ok()) << with_token.status();
-  EXPECT_EQ(with_token->token, "t");
-}
 
 TEST_F(NodeServiceTest, PublishBeforeStageIsFailedPrecondition) {
   const std::string id = NewVolumeId();
