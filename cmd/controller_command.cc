@@ -30,10 +30,6 @@ namespace sealvol::cmd {
 
 namespace {
 
-int Fail(const std::string& what, const absl::Status& status) {
-  return FailService(what, status);
-}
-
 struct ControllerFlags {
   std::string endpoint;
   std::string kms;
@@ -63,12 +59,12 @@ struct ControllerFlags {
 };
 
 int RunController(const ControllerFlags& f) {
-  if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("controller", s);
+  if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return FailService("controller", s);
   EscapeLogMessages();
   BlockSignals();
 
   auto provider = kms::OpenKeyProvider(f.kms);
-  if (!provider.ok()) return Fail("controller: --kms", provider.status());
+  if (!provider.ok()) return FailService("controller: --kms", provider.status());
 
   // The KeyBroker runs in the controller: it is the only holder of KMS
   // credentials.
@@ -85,7 +81,7 @@ int RunController(const ControllerFlags& f) {
     const int sources = !f.jwks_file.empty() + !f.jwks_url.empty() +
                         !f.oidc_issuer_url.empty();
     if (sources != 1 || f.issuer.empty() || f.audit_log.empty()) {
-      return Fail("controller", absl::InvalidArgumentError(
+      return FailService("controller", absl::InvalidArgumentError(
                                     "--broker-listen needs exactly one of "
                                     "--jwks-file, --jwks-url, --oidc-issuer-url, "
                                     "and --issuer and --audit-log"));
@@ -96,12 +92,12 @@ int RunController(const ControllerFlags& f) {
          .oidc_issuer_url = f.oidc_issuer_url,
          .ca_file = f.jwks_ca_file,
          .bearer_token_file = f.jwks_bearer_token_file});
-    if (!cache.ok()) return Fail("controller: JWKS", cache.status());
+    if (!cache.ok()) return FailService("controller: JWKS", cache.status());
     jwks = std::move(*cache);
     absl::Duration max_lifetime;
     if (!absl::ParseDuration(f.max_token_lifetime, &max_lifetime) ||
         max_lifetime <= absl::ZeroDuration()) {
-      return Fail("controller", absl::InvalidArgumentError(
+      return FailService("controller", absl::InvalidArgumentError(
                                     "--max-token-lifetime " + f.max_token_lifetime +
                                     ": expected a positive duration such as 24h"));
     }
@@ -111,7 +107,7 @@ int RunController(const ControllerFlags& f) {
                                      .max_lifetime = max_lifetime},
         *jwks);
     auto log = broker::AuditLog::Open({.path = f.audit_log});
-    if (!log.ok()) return Fail("controller: --audit-log", log.status());
+    if (!log.ok()) return FailService("controller: --audit-log", log.status());
     audit = std::move(*log);
     broker::KeyBrokerOptions options;
     options.policy.node_service_account = f.node_service_account;
@@ -125,7 +121,7 @@ int RunController(const ControllerFlags& f) {
     if (f.token_review || f.attest_block_pods_via_api_server) {
       if (!absl::StartsWith(f.token_review_url, "https://") &&
           !absl::StartsWith(f.token_review_url, "http://")) {
-        return Fail("controller", absl::InvalidArgumentError(absl::StrCat(
+        return FailService("controller", absl::InvalidArgumentError(absl::StrCat(
                                       "--token-review-url: not an http(s) URL: '",
                                       f.token_review_url, "'")));
       }
@@ -137,11 +133,11 @@ int RunController(const ControllerFlags& f) {
       };
       if (!f.token_review_ca_file.empty() &&
           access(f.token_review_ca_file.c_str(), R_OK) != 0) {
-        return Fail("controller",
+        return FailService("controller",
                     unreadable("--token-review-ca-file", f.token_review_ca_file));
       }
       if (access(f.token_review_token_file.c_str(), R_OK) != 0) {
-        return Fail("controller", unreadable("--token-review-token-file",
+        return FailService("controller", unreadable("--token-review-token-file",
                                              f.token_review_token_file));
       }
     }
@@ -171,7 +167,7 @@ int RunController(const ControllerFlags& f) {
                                               .tls_key_file = f.broker_tls_key,
                                               .client_ca_file = f.broker_client_ca},
                                              *broker_service);
-    if (!started.ok()) return Fail("controller: --broker-listen", started.status());
+    if (!started.ok()) return FailService("controller: --broker-listen", started.status());
     broker_server = std::move(*started);
     spdlog::info("key broker listening on {}", f.broker_listen);
   }
@@ -190,7 +186,7 @@ int RunController(const ControllerFlags& f) {
   if (!f.metrics_listen.empty()) {
     auto started =
         broker::MetricsServer::Start(f.metrics_listen, metrics, readiness);
-    if (!started.ok()) return Fail("controller: --metrics-listen", started.status());
+    if (!started.ok()) return FailService("controller: --metrics-listen", started.status());
     metrics_server = std::move(*started);
     spdlog::info("metrics and readiness (/metrics, /readyz) on port {}",
                  metrics_server->port());
@@ -199,7 +195,7 @@ int RunController(const ControllerFlags& f) {
   csi::IdentityService identity(kServiceVersion, readiness);
   csi::ControllerService controller(keys);
   auto server = StartCsiServer(f.endpoint, {&identity, &controller});
-  if (!server.ok()) return Fail("controller: --endpoint", server.status());
+  if (!server.ok()) return FailService("controller: --endpoint", server.status());
   spdlog::info("controller serving CSI on {} (kms {})", f.endpoint,
                keys->Describe());
 

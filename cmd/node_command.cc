@@ -4,16 +4,16 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "cmd/exit_codes.h"
 #include "cmd/log_format.h"
 #include "cmd/service_process.h"
@@ -29,10 +29,6 @@
 namespace sealvol::cmd {
 
 namespace {
-
-int Fail(const std::string& what, const absl::Status& status) {
-  return FailService(what, status);
-}
 
 struct NodeFlags {
   std::string endpoint;
@@ -56,36 +52,41 @@ class NodeReaper {
       : node_(node), interval_(interval), thread_([this] { Run(); }) {}
   ~NodeReaper() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       stop_ = true;
     }
-    wake_.notify_all();
+    wake_.SignalAll();
     thread_.join();
   }
 
  private:
   void Run() {
-    std::unique_lock lock(mu_);
-    while (!stop_) {
-      lock.unlock();
+    for (;;) {
+      {
+        MutexLock lock(&mu_);
+        if (stop_) return;
+      }
       auto removed = node_->ReapDeletedVolumes();
       if (!removed.ok()) {
-        spdlog::warn("{}; next try in {}", std::string(removed.status().message()),
+        spdlog::warn("{}; next try in {}",
+                     std::string(removed.status().message()),
                      absl::FormatDuration(interval_));
       } else if (*removed > 0) {
         spdlog::info("reap: removed {} deleted volume(s)", *removed);
       }
-      lock.lock();
-      wake_.wait_for(lock, absl::ToChronoNanoseconds(interval_),
-                     [this] { return stop_; });
+      const auto deadline = std::chrono::steady_clock::now() +
+                            absl::ToChronoNanoseconds(interval_);
+      MutexLock lock(&mu_);
+      while (!stop_ && wake_.WaitUntil(&mu_, deadline)) {
+      }
     }
   }
 
   csi::NodeService* const node_;
   const absl::Duration interval_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stop_ = false;  // Guarded by mu_.
+  Mutex mu_;
+  CondVar wake_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // Last: starts after the members above exist.
 };
 
@@ -127,11 +128,11 @@ class NodeMetricsServer {
 };
 
 int RunNode(const NodeFlags& f) {
-  if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return Fail("node", s);
+  if (absl::Status s = SetLogLevel(f.log_level); !s.ok()) return FailService("node", s);
   EscapeLogMessages();
   BlockSignals();
   if (mkdir(f.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail("node", absl::FailedPreconditionError("create --state-dir " +
+    return FailService("node", absl::FailedPreconditionError("create --state-dir " +
                                                       f.state_dir + ": " +
                                                       std::strerror(errno)));
   }
@@ -142,7 +143,7 @@ int RunNode(const NodeFlags& f) {
        .client_key_file = f.broker_client_key,
        .tls_server_name = f.broker_server_name,
        .node_token_file = f.node_token_file});
-  if (!client.ok()) return Fail("node: --broker", client.status());
+  if (!client.ok()) return FailService("node: --broker", client.status());
   csi::BrokerKeySource keys(std::move(*client));
   csi::FuseDataPath data_path;
   csi::NodeService node({.node_id = f.node_id,
@@ -150,13 +151,13 @@ int RunNode(const NodeFlags& f) {
                          .kubelet_dir = f.kubelet_dir},
                         &keys, &data_path);
   auto recovered = node.Recover();
-  if (!recovered.ok()) return Fail("node: recover", recovered.status());
+  if (!recovered.ok()) return FailService("node: recover", recovered.status());
   spdlog::info("node {}: {} staged volume(s) found in {}", f.node_id,
                *recovered, f.state_dir);
   absl::Duration reap_interval;
   if (!absl::ParseDuration(f.reap_interval, &reap_interval) ||
       reap_interval < absl::ZeroDuration()) {
-    return Fail("node", absl::InvalidArgumentError(
+    return FailService("node", absl::InvalidArgumentError(
                             "--reap-interval " + f.reap_interval +
                             ": expected a duration such as 10m, 90s or 0"));
   }
@@ -172,7 +173,7 @@ int RunNode(const NodeFlags& f) {
     return absl::OkStatus();
   });
   auto server = StartCsiServer(f.endpoint, {&identity, &node});
-  if (!server.ok()) return Fail("node: --endpoint", server.status());
+  if (!server.ok()) return FailService("node: --endpoint", server.status());
 
   std::unique_ptr<NodeMetricsServer> metrics;
   if (!f.metrics_listen.empty()) {
@@ -188,7 +189,7 @@ int RunNode(const NodeFlags& f) {
              "# TYPE sealvol_node_staged_volumes gauge\n"
              "sealvol_node_staged_volumes " + std::to_string(staged) + "\n";
     });
-    if (!started.ok()) return Fail("node: --metrics-listen", started.status());
+    if (!started.ok()) return FailService("node: --metrics-listen", started.status());
     metrics = std::move(*started);
   }
   spdlog::info("node {} serving CSI on {} (broker {})", f.node_id, f.endpoint,

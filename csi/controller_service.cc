@@ -188,7 +188,7 @@ absl::Status ControllerService::DoCreateVolume(
   RETURN_IF_ERROR(CheckRequestSize(request));
   ASSIGN_OR_RETURN(VolumeSpec spec, ParseCreateRequest(request, options_));
 
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   ASSIGN_OR_RETURN(std::vector<kms::VolumeRecord> records,
                    keys_->ListVolumes(""));
   for (const auto& record : records) {
@@ -236,7 +236,7 @@ absl::Status ControllerService::DoDeleteVolume(
   }
   // An id of another form never named a sealvol volume: already gone.
   if (!IsWellFormedVolumeId(request.volume_id())) return absl::OkStatus();
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   absl::Status status = keys_->DestroyVolumeKey(request.volume_id());
   if (absl::IsNotFound(status)) return absl::OkStatus();
   RETURN_IF_ERROR(status);
@@ -342,7 +342,7 @@ absl::Status ControllerService::DoExpand(
     return absl::NotFoundError("volume " + request.volume_id() +
                                " does not exist");
   }
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   ASSIGN_OR_RETURN(kms::VolumeRecord record,
                    keys_->GetVolume(request.volume_id()));
   ASSIGN_OR_RETURN(uint64_t wanted,

@@ -13,7 +13,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "kms/key_provider.h"
 #include "proto/csi.grpc.pb.h"
 
@@ -82,7 +82,7 @@ class ControllerService final : public ::csi::v1::Controller::Service {
 
   kms::KeyProvider* const keys_;
   const ControllerOptions options_;
-  absl::Mutex mutex_;  // Serializes create/delete/expand of records.
+  Mutex mutex_;  // Serializes create/delete/expand of records.
 };
 
 // The capacity a range asks for, rounded up to 4 KiB: OutOfRange when no

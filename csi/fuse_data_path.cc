@@ -347,7 +347,7 @@ FuseDataPath::FuseDataPath() = default;
 FuseDataPath::~FuseDataPath() {
   std::map<std::string, std::shared_ptr<Served>> served;
   {
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     served.swap(served_);
   }
   for (auto& [id, s] : served) {
@@ -361,7 +361,7 @@ FuseDataPath::~FuseDataPath() {
 absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
                                                  const crypto::SecretBytes& dek) {
   {
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     if (auto it = served_.find(options.volume_id); it != served_.end()) {
       return it->second->attachment->loop_device();
     }
@@ -392,41 +392,35 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
   const std::string device = served->attachment->loop_device();
   spdlog::info("data path {}: served on {} ({} transport)", options.volume_id,
                device, io::FuseTransportName(served->attachment->server().transport()));
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   served_[options.volume_id] = std::move(served);
   return device;
 }
 
-absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
+absl::StatusOr<std::shared_ptr<FuseDataPath::Served>> FuseDataPath::Find(
+    const std::string& volume_id) {
+  MutexLock lock(&mutex_);
   auto it = served_.find(volume_id);
   if (it == served_.end()) {
     return absl::NotFoundError("volume " + volume_id + " is not attached");
   }
-  return it->second->attachment->loop_device();
+  return it->second;
+}
+
+absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
+  return served->attachment->loop_device();
 }
 
 absl::StatusOr<io::FuseTransport> FuseDataPath::Transport(
     const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
-  auto it = served_.find(volume_id);
-  if (it == served_.end()) {
-    return absl::NotFoundError("volume " + volume_id + " is not attached");
-  }
-  return it->second->attachment->server().transport();
+  ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
+  return served->attachment->server().transport();
 }
 
 absl::Status FuseDataPath::Grow(const std::string& volume_id,
                                 uint64_t new_size_bytes) {
-  std::shared_ptr<Served> served;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = served_.find(volume_id);
-    if (it == served_.end()) {
-      return absl::NotFoundError("volume " + volume_id + " is not attached");
-    }
-    served = it->second;
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
   // Growing through the exported file keeps the kernel's view of its size
   // in step: SETATTR reaches the server, which grows the engine.
   const std::string& file = served->attachment->backing_file();
@@ -437,15 +431,7 @@ absl::Status FuseDataPath::Grow(const std::string& volume_id,
 }
 
 absl::Status FuseDataPath::Health(const std::string& volume_id) {
-  std::shared_ptr<Served> served;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = served_.find(volume_id);
-    if (it == served_.end()) {
-      return absl::NotFoundError("volume " + volume_id + " is not attached");
-    }
-    served = it->second;
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
   if (served->volume->failed()) {
     return absl::DataLossError("the backing store failed; the volume is read-only");
   }
@@ -458,7 +444,7 @@ absl::Status FuseDataPath::Health(const std::string& volume_id) {
 absl::Status FuseDataPath::Detach(const std::string& volume_id) {
   std::shared_ptr<Served> served;
   {
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     auto it = served_.find(volume_id);
     if (it == served_.end()) return absl::OkStatus();
     served = std::move(it->second);

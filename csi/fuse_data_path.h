@@ -13,7 +13,7 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "csi/data_path.h"
 #include "io/frontend/fuse_server.h"
 
@@ -43,7 +43,10 @@ class FuseDataPath final : public DataPath {
  private:
   struct Served;
 
-  absl::Mutex mutex_;
+  // The served volume; NotFound "volume ID is not attached".
+  absl::StatusOr<std::shared_ptr<Served>> Find(const std::string& volume_id);
+
+  Mutex mutex_;
   std::map<std::string, std::shared_ptr<Served>> served_
       ABSL_GUARDED_BY(mutex_);
 };

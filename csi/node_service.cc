@@ -71,7 +71,7 @@ absl::StatusOr<int> NodeService::Recover() {
     record->targets.clear();
     record->device.clear();
     RETURN_IF_ERROR(stages_.Save(*record));
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     lost_[id] =
         "data path lost when the node plugin restarted; the next publish "
         "re-attests and reattaches it";
@@ -264,7 +264,7 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
     };
     device = data_path_->Attach(attach, key.dek);
     if (!device.ok()) return device.status();
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     lost_.erase(id);
   }
   record.device = *device;
@@ -505,7 +505,7 @@ absl::Status NodeService::Unstage(
   RETURN_IF_ERROR(data_path_->Detach(id));
   RETURN_IF_ERROR(stages_.Remove(id));
   {
-    absl::MutexLock l(&mutex_);
+    MutexLock l(&mutex_);
     lost_.erase(id);
   }
   spdlog::info("NodeUnstageVolume {}: closed, key wiped", id);
@@ -535,7 +535,7 @@ absl::Status NodeService::Stats(const csipb::NodeGetVolumeStatsRequest& request,
 
   std::string problem;
   {
-    absl::MutexLock lock(&mutex_);
+    MutexLock lock(&mutex_);
     if (auto it = lost_.find(id); it != lost_.end()) problem = it->second;
   }
   if (problem.empty()) {

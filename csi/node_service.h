@@ -26,7 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "csi/data_path.h"
 #include "csi/kubelet_paths.h"
 #include "csi/pod_attestation.h"
@@ -126,7 +126,7 @@ class NodeService final : public ::csi::v1::Node::Service {
   DataPath* const data_path_;
   VolumeLocks locks_;
 
-  absl::Mutex mutex_;
+  Mutex mutex_;
   // Volumes whose data path was lost (node plugin restart) or failed, with
   // the reason; cleared when a publish reattaches them.
   std::map<std::string, std::string> lost_ ABSL_GUARDED_BY(mutex_);

@@ -5,7 +5,7 @@
 namespace sealvol::csi {
 
 absl::Status VolumeLocks::TryLock(const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   if (!busy_.insert(volume_id).second) {
     return absl::AbortedError("an operation on volume " + volume_id +
                               " is already in progress");
@@ -14,7 +14,7 @@ absl::Status VolumeLocks::TryLock(const std::string& volume_id) {
 }
 
 void VolumeLocks::Unlock(const std::string& volume_id) {
-  absl::MutexLock lock(&mutex_);
+  MutexLock lock(&mutex_);
   busy_.erase(volume_id);
 }
 

@@ -8,7 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 
 namespace sealvol::csi {
 
@@ -19,7 +19,7 @@ class VolumeLocks {
   void Unlock(const std::string& volume_id);
 
  private:
-  absl::Mutex mutex_;
+  Mutex mutex_;
   std::set<std::string> busy_ ABSL_GUARDED_BY(mutex_);
 };
 
