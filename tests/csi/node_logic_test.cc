@@ -28,6 +28,17 @@ using Mode = csipb::VolumeCapability::AccessMode;
 constexpr uint64_t kSize = 64ull << 20;
 constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
 
+csipb::VolumeCapability Capability(bool block) {
+  csipb::VolumeCapability capability;
+  if (block) {
+    capability.mutable_block();
+  } else {
+    capability.mutable_mount()->set_fs_type("xfs");
+  }
+  capability.mutable_access_mode()->set_mode(Mode::SINGLE_NODE_WRITER);
+  return capability;
+}
+
 class NodeLogicTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -58,13 +69,7 @@ class NodeLogicTest : public ::testing::Test {
     csipb::NodeStageVolumeRequest req;
     req.set_volume_id(kVolume);
     req.set_staging_target_path(Staging());
-    if (block) {
-      req.mutable_volume_capability()->mutable_block();
-    } else {
-      req.mutable_volume_capability()->mutable_mount()->set_fs_type("xfs");
-    }
-    req.mutable_volume_capability()->mutable_access_mode()->set_mode(
-        Mode::SINGLE_NODE_WRITER);
+    *req.mutable_volume_capability() = Capability(block);
     (*req.mutable_volume_context())[kContextCapacity] = std::to_string(kSize);
     csipb::NodeStageVolumeResponse res;
     return node_->NodeStageVolume(nullptr, &req, &res);
@@ -75,13 +80,7 @@ class NodeLogicTest : public ::testing::Test {
     req.set_volume_id(kVolume);
     req.set_staging_target_path(Staging());
     req.set_target_path(dir_ + "/pod/target");
-    if (block) {
-      req.mutable_volume_capability()->mutable_block();
-    } else {
-      req.mutable_volume_capability()->mutable_mount()->set_fs_type("xfs");
-    }
-    req.mutable_volume_capability()->mutable_access_mode()->set_mode(
-        Mode::SINGLE_NODE_WRITER);
+    *req.mutable_volume_capability() = Capability(block);
     auto& ctx = *req.mutable_volume_context();
     ctx[kPodName] = "trainer-0";
     ctx[kPodNamespace] = "team-a";
