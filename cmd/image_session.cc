@@ -1,6 +1,5 @@
 #include "cmd/image_session.h"
 
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -124,14 +123,6 @@ absl::Status CloseAndCommit(const char* command, OpenedImage& opened) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> NewVolumeId() {
-  io::VolumeId id{};
-  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) {
-    return absl::InternalError("RAND_bytes failed drawing a volume id");
-  }
-  return io::VolumeIdString(id);
-}
-
 absl::StatusOr<NewImage> FormatNewImage(const std::string& image,
                                         uint64_t size_bytes,
                                         const KmsFlags& keys,
@@ -139,7 +130,7 @@ absl::StatusOr<NewImage> FormatNewImage(const std::string& image,
                                         const std::string& name,
                                         std::string volume_id) {
   if (volume_id.empty()) {
-    ASSIGN_OR_RETURN(volume_id, NewVolumeId());
+    volume_id = NewVolumeId();
   }
   io::FormatOptions f;
   f.path = image;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/volume_id.h"
 #include "cmd/kms_flags.h"
 #include "io/sealed_volume.h"
 #include "io/volume_state.h"
@@ -70,7 +71,5 @@ absl::StatusOr<NewImage> FormatNewImage(const std::string& image,
                                         const std::string& name,
                                         std::string volume_id = "");
 
-// A new random volume id (sv-…).
-absl::StatusOr<std::string> NewVolumeId();
 
 }  // namespace sealvol::cmd

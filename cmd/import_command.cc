@@ -336,7 +336,7 @@ absl::StatusOr<Progress> Begin(const ImportArgs& a, const Source& source,
           "image or into an existing sealed one; it overwrites nothing else"));
     }
     RETURN_IF_ERROR(NewImageSize(a, source.identity.size).status());
-    ASSIGN_OR_RETURN(p.volume_id, NewVolumeId());
+    p.volume_id = NewVolumeId();
     p.phase = Progress::Phase::kFormatting;
     p.created = true;
   }
@@ -360,7 +360,7 @@ absl::Status Format(const ImportArgs& a, const Paths& paths, Progress& p) {
   }
   ASSIGN_OR_RETURN(const uint64_t size, NewImageSize(a, p.identity.size));
   // A new id for each attempt: a destroyed key's id is never reused.
-  ASSIGN_OR_RETURN(p.volume_id, NewVolumeId());
+  p.volume_id = NewVolumeId();
   RETURN_IF_ERROR(SaveProgress(paths, p));
   ASSIGN_OR_RETURN(NewImage made,
                    FormatNewImage(a.image, size, a.keys, a.tenant, a.name, p.volume_id));

@@ -1,6 +1,5 @@
 #include "cmd/volume_commands.h"
 
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,8 +22,8 @@
 #include "csi/committed_state.h"
 #include "io/engine.h"
 #include "io/format_v1.h"
-#include "io/upgrade.h"
 #include "io/sealed_volume.h"
+#include "io/upgrade.h"
 #include "kms/key_provider.h"
 #include "nlohmann/json.hpp"
 

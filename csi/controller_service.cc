@@ -8,10 +8,10 @@
 
 #include "absl/strings/match.h"
 #include "base/status_macros.h"
+#include "base/volume_id.h"
 #include "csi/capabilities.h"
 #include "csi/grpc_status.h"
 #include "csi/request_limits.h"
-#include "csi/volume_id.h"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::csi {

@@ -12,13 +12,13 @@
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
+#include "base/volume_id.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/filesystem.h"
 #include "csi/grpc_status.h"
 #include "csi/mounter.h"
 #include "csi/request_limits.h"
-#include "csi/volume_id.h"
 #include "spdlog/spdlog.h"
 
 namespace sealvol::csi {

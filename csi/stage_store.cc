@@ -10,7 +10,7 @@
 
 #include "base/durable_file.h"
 #include "base/status_macros.h"
-#include "csi/volume_id.h"
+#include "base/volume_id.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::csi {

@@ -16,22 +16,23 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/volume_id.h"
 #include "crypto/secret_bytes.h"
 #include "io/volume_io.h"
 #include "io/volume_state.h"
 
 namespace sealvol::io {
 
-using VolumeId = std::array<uint8_t, 16>;
+// The volume id and its one text rule live in base/volume_id.h.
+using ::sealvol::ParseVolumeId;
+using ::sealvol::VolumeId;
+using ::sealvol::VolumeIdString;
 // Drawn at random by every format and stored in the header (not secret): it
 // salts the subkeys, so two formats of one volume never share a key, and the
 // registry records it, so an image that was lost and re-created, or
 // replaced, is recognised as not the one the volume was formatted with.
 using FormatId = std::array<uint8_t, 16>;
 
-// "sv-" followed by 32 lowercase hex digits; the registry and CSI volume id.
-std::string VolumeIdString(const VolumeId& id);
-absl::StatusOr<VolumeId> ParseVolumeId(std::string_view text);
 // 32 lowercase hex digits.
 std::string FormatIdString(const FormatId& id);
 absl::StatusOr<FormatId> ParseFormatId(std::string_view text);

@@ -1,4 +1,4 @@
-// Key-less header access (ReadHeader) and volume id text form.
+// Key-less header access (ReadHeader) and format id text form.
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -16,41 +16,6 @@
 #include "io/superblock.h"
 
 namespace sealvol::io {
-
-std::string VolumeIdString(const VolumeId& id) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "sv-";
-  for (uint8_t b : id) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
-}
-
-absl::StatusOr<VolumeId> ParseVolumeId(std::string_view text) {
-  if (text.size() != 35 || text.substr(0, 3) != "sv-") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad volume id \"", std::string(text),
-                     "\": want sv- and 32 hex digits"));
-  }
-  VolumeId id{};
-  for (size_t i = 0; i < 16; ++i) {
-    int v = 0;
-    for (size_t j = 0; j < 2; ++j) {
-      const char c = text[3 + 2 * i + j];
-      int d = c >= '0' && c <= '9'   ? c - '0'
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                     : -1;
-      if (d < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "bad volume id \"", std::string(text), "\": not lowercase hex"));
-      }
-      v = v * 16 + d;
-    }
-    id[i] = static_cast<uint8_t>(v);
-  }
-  return id;
-}
 
 std::string FormatIdString(const FormatId& id) {
   static constexpr char kHex[] = "0123456789abcdef";

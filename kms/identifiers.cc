@@ -33,10 +33,6 @@ absl::Status ValidateName(std::string_view what, std::string_view name) {
 
 }  // namespace
 
-absl::Status ValidateVolumeId(std::string_view volume_id) {
-  return ValidateName("volume id", volume_id);
-}
-
 absl::Status ValidateFormatId(std::string_view format_id) {
   bool ok = format_id.size() == 32;
   for (char c : format_id) {

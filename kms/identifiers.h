@@ -8,13 +8,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/volume_id.h"
 
 namespace sealvol::kms {
 
 inline constexpr char kDefaultKeyNameTemplate[] = "sealvol-${namespace}";
 
-// A volume id: 1..128 of [A-Za-z0-9._-], not starting with '.' or '-'.
-absl::Status ValidateVolumeId(std::string_view volume_id);
+// Volume ids are checked by base/volume_id.h's ValidateVolumeId (the one
+// rule for io, kms and csi); it is visible here for the KMS's callers.
+using ::sealvol::ValidateVolumeId;
 
 // A format id as the registry stores it: 32 lowercase hex digits (the text
 // form of the engine's 16-byte io::FormatId).

@@ -22,12 +22,12 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "base/volume_id.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
 #include "csi/filesystem.h"
 #include "csi/mounter.h"
-#include "csi/volume_id.h"
 #include "gtest/gtest.h"
 #include "io/sealed_volume.h"
 #include "kms/broker/refusal.h"

@@ -13,10 +13,10 @@
 #include <string>
 
 #include "base/check.h"
+#include "base/volume_id.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/node_service.h"
-#include "csi/volume_id.h"
 #include "kms/local_key_provider.h"
 #include "tests/fuzz/fuzz_targets.h"
 
@@ -74,7 +74,7 @@ void FuzzController(Controller& c, uint8_t kind, const uint8_t* data, size_t siz
       const grpc::Status s = c.service->CreateVolume(nullptr, &request, &response);
       CheckControllerStatus(s);
       if (s.ok()) {
-        CHECK(csi::IsWellFormedVolumeId(response.volume().volume_id()));
+        CHECK(IsWellFormedVolumeId(response.volume().volume_id()));
         CHECK_EQ(response.volume().capacity_bytes() % 4096, 0);
         // Keep the registry small: every created volume is destroyed.
         csipb::DeleteVolumeRequest remove;
@@ -130,7 +130,7 @@ void FuzzNode(uint8_t kind, const uint8_t* data, size_t size) {
             attestation.status().code() == absl::StatusCode::kInvalidArgument);
     }
     (void)csi::CheckVolumeCapability(request.volume_capability());
-    (void)csi::IsWellFormedVolumeId(request.volume_id());
+    (void)IsWellFormedVolumeId(request.volume_id());
     return;
   }
   csipb::NodeStageVolumeRequest request;
@@ -140,7 +140,7 @@ void FuzzNode(uint8_t kind, const uint8_t* data, size_t size) {
     (void)csi::IsSupportedFsType(
         csi::FsTypeOf(request.volume_capability(), csi::kDefaultFsType));
   }
-  (void)csi::IsWellFormedVolumeId(request.volume_id());
+  (void)IsWellFormedVolumeId(request.volume_id());
 }
 
 }  // namespace

@@ -26,12 +26,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/volume_id.h"
 #include "crypto/secret_bytes.h"
 #include "csi/controller_service.h"
 #include "csi/fuse_data_path.h"
 #include "csi/mounter.h"
 #include "csi/node_service.h"
-#include "csi/volume_id.h"
 #include "csi/volume_key_source.h"
 #include "gtest/gtest.h"
 #include "kms/broker/key_broker_client.h"
@@ -302,7 +302,7 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
   auto provider = kms::OpenKeyProvider("local:" + (dir_ / "kms").string());
   ASSERT_TRUE(provider.ok()) << provider.status();
   for (int i = 0; i < kPods; ++i) {
-    const std::string id = csi::NewVolumeId();
+    const std::string id = NewVolumeId();
     ASSERT_TRUE((*provider)
                     ->CreateVolumeKey({.volume_id = id, .name = id, .tenant = kTenant,
                                        .capacity_bytes = kSize, .node = kNode,

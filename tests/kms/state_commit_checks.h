@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kms/key_provider.h"
+#include "tests/support/volume_ids.h"
 
 namespace sealvol::kms {
 
@@ -94,8 +95,8 @@ inline void ExpectStateCommitRules(KeyProvider& p, const std::string& volume_id)
   update.capacity_bytes = 8ull << 30;
   ASSERT_TRUE(p.UpdateVolume(update).ok());
   EXPECT_EQ(*p.GetVolume(volume_id)->state, restore.state);
-  EXPECT_EQ(p.CommitState("sv-none-such", {CommittedState{1, RootOf('1'), true},
-                                           "node-1", 1})
+  EXPECT_EQ(p.CommitState(::sealvol::testing::TestVolumeId("none-such"),
+                          {CommittedState{1, RootOf('1'), true}, "node-1", 1})
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);

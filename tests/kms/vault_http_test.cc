@@ -108,12 +108,14 @@ class ScriptedServer {
 };
 
 constexpr char kToken[] = "hvs.test-token-d0n0tl0g";
-constexpr char kRecordPath[] = "/v1/secret/data/sealvol/volumes/sv-1";
+constexpr char kVolumeId[] = "sv-00112233445566778899aabbccddeeff";
+constexpr char kRecordPath[] =
+    "/v1/secret/data/sealvol/volumes/sv-00112233445566778899aabbccddeeff";
 
 json RecordBody(const std::string& wrapped = "vault:v1:abcd") {
   return {{"data",
            {{"data",
-             {{"volume_id", "sv-1"},
+             {{"volume_id", kVolumeId},
               {"name", "pvc-1"},
               {"tenant", "team-a"},
               {"key_name", "sealvol-team-a"},
@@ -204,7 +206,7 @@ TEST_F(VaultHttpTest, TruncatedJsonIsAClearError) {
   server_.On("GET " + std::string(kRecordPath),
              Reply{200, RecordBody().dump().substr(0, 40)});
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("malformed KMS response"));
   EXPECT_THAT(r.status().message(), HasSubstr("not valid JSON"));
@@ -215,32 +217,32 @@ TEST_F(VaultHttpTest, WrongTypesAndMissingFieldsAreNamed) {
   json wrong = RecordBody();
   wrong["data"]["metadata"]["version"] = "one";
   server_.On("GET " + std::string(kRecordPath), Reply{200, wrong.dump()});
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("\"version\" is not an integer"));
 
   json missing = RecordBody();
   missing["data"]["data"].erase("wrapped_dek");
   server_.On("GET " + std::string(kRecordPath), Reply{200, missing.dump()});
-  r = p->GetVolume("sv-1");
+  r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(r.status().message(), HasSubstr("\"wrapped_dek\" is missing"));
 
   server_.On("GET " + std::string(kRecordPath), Reply{200, "[1,2,3]"});
-  EXPECT_EQ(p->GetVolume("sv-1").status().code(),
+  EXPECT_EQ(p->GetVolume(kVolumeId).status().code(),
             absl::StatusCode::kUnavailable);
 
   // decrypt answers a number where the plaintext should be.
   server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
   server_.On("POST /v1/transit/decrypt/sealvol-team-a",
              Reply{200, R"({"data":{"plaintext":42}})"});
-  auto dek = p->UnwrapVolumeKey("sv-1");
+  auto dek = p->UnwrapVolumeKey(kVolumeId);
   EXPECT_EQ(dek.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(dek.status().message(), HasSubstr("plaintext"));
   // ... or a plaintext that is not a 256-bit key.
   server_.On("POST /v1/transit/decrypt/sealvol-team-a",
              Reply{200, R"({"data":{"plaintext":"AAAA"}})"});
-  EXPECT_EQ(p->UnwrapVolumeKey("sv-1").status().code(),
+  EXPECT_EQ(p->UnwrapVolumeKey(kVolumeId).status().code(),
             absl::StatusCode::kDataLoss);
 }
 
@@ -252,7 +254,7 @@ TEST_F(VaultHttpTest, DatakeyWithoutCiphertextStoresNothing) {
              Reply{200, R"({"data":{"key_version":1}})"});
   auto p = Open();
   CreateVolumeKeyRequest req;
-  req.volume_id = "sv-1";
+  req.volume_id = kVolumeId;
   req.tenant = "team-a";
   auto r = p->CreateVolumeKey(req);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
@@ -265,7 +267,7 @@ TEST_F(VaultHttpTest, RefusesANonDerivedTransitKey) {
              Reply{200, R"({"data":{"type":"aes256-gcm96","derived":false}})"});
   auto p = Open();
   CreateVolumeKeyRequest req;
-  req.volume_id = "sv-1";
+  req.volume_id = kVolumeId;
   req.tenant = "team-a";
   auto r = p->CreateVolumeKey(req);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -276,7 +278,7 @@ TEST_F(VaultHttpTest, HugeBodyIsCappedNotBuffered) {
   std::string huge(5 << 20, 'x');
   server_.On("GET " + std::string(kRecordPath), Reply{200, huge});
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(r.status().message(), HasSubstr("larger than"));
   EXPECT_EQ(server_.Hits("GET " + std::string(kRecordPath)), 1);
@@ -288,13 +290,13 @@ TEST_F(VaultHttpTest, HtmlErrorPageIsRecognised) {
       "</html>";
   server_.On("GET " + std::string(kRecordPath), Reply{502, html, "text/html"});
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("HTML page"));
   EXPECT_THAT(r.status().message(), HasSubstr("after 3 attempts"));
   // The same page with a 200 status.
   server_.On("GET " + std::string(kRecordPath), Reply{200, html, "text/html"});
-  r = p->GetVolume("sv-1");
+  r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("HTML page"));
 }
@@ -308,7 +310,7 @@ TEST_F(VaultHttpTest, RetriesServerErrorsAndRateLimitsThenSucceeds) {
     return Reply{200, RecordBody().dump()};
   });
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->tenant, "team-a");
   EXPECT_EQ(calls.load(), 3);
@@ -318,13 +320,13 @@ TEST_F(VaultHttpTest, NeverRetriesOtherClientErrors) {
   server_.On("GET " + std::string(kRecordPath),
              Reply{400, R"({"errors":["bad request"]})"});
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("bad request"));
   EXPECT_EQ(server_.Hits("GET " + std::string(kRecordPath)), 1);
   // 404 maps to NotFound, once.
   server_.On("GET " + std::string(kRecordPath), Reply{404, R"({"errors":[]})"});
-  EXPECT_EQ(p->GetVolume("sv-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(p->GetVolume(kVolumeId).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(server_.Hits("GET " + std::string(kRecordPath)), 2);
 }
 
@@ -332,7 +334,7 @@ TEST_F(VaultHttpTest, PermissionDeniedTriesOneFreshLoginThenGivesUp) {
   server_.On("GET " + std::string(kRecordPath),
              Reply{403, R"({"errors":["permission denied"]})"});
   auto p = Open();
-  auto r = p->GetVolume("sv-1");
+  auto r = p->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(r.status().message(), HasSubstr("permission denied"));
   EXPECT_EQ(server_.Hits("GET " + std::string(kRecordPath)), 2);
@@ -359,7 +361,7 @@ TEST_F(VaultHttpTest, ConnectionRefusedIsUnavailableAndNamesTheAddress) {
   ASSERT_TRUE(c.ok());
   auto p = VaultKeyProvider::Open(*c);
   ASSERT_TRUE(p.ok());
-  auto r = (*p)->GetVolume("sv-1");
+  auto r = (*p)->GetVolume(kVolumeId);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("127.0.0.1:" + std::to_string(port)));
   EXPECT_EQ((*p)->Ping().code(), absl::StatusCode::kUnavailable);
@@ -375,7 +377,7 @@ TEST_F(VaultHttpTest, SlowServerTimesOut) {
   auto p = VaultKeyProvider::Open(*c);
   ASSERT_TRUE(p.ok());
   const auto start = std::chrono::steady_clock::now();
-  auto r = (*p)->GetVolume("sv-1");
+  auto r = (*p)->GetVolume(kVolumeId);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_LT(elapsed, std::chrono::milliseconds(1400));
@@ -384,7 +386,7 @@ TEST_F(VaultHttpTest, SlowServerTimesOut) {
 TEST_F(VaultHttpTest, SendsNamespaceAndTokenHeaders) {
   server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
   auto p = Open("&namespace=team-ns");
-  ASSERT_TRUE(p->GetVolume("sv-1").ok());
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.LastHeader("X-Vault-Namespace"), "team-ns");
   EXPECT_EQ(server_.LastHeader("X-Vault-Token"), kToken);
 }
@@ -396,10 +398,10 @@ TEST_F(VaultHttpTest, RenewsTheTokenBeforeItExpires) {
              Reply{200, R"({"auth":{"lease_duration":3,"renewable":true}})"});
   server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
   auto p = Open();
-  ASSERT_TRUE(p->GetVolume("sv-1").ok());
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
-  ASSERT_TRUE(p->GetVolume("sv-1").ok());
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 1);
   EXPECT_EQ(server_.Hits("GET /v1/auth/token/lookup-self"), 1);
 }
@@ -424,10 +426,10 @@ TEST_F(VaultHttpTest, LogsInAgainWhenRenewalFails) {
              Reply{403, R"({"errors":["permission denied"]})"});
   server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
   auto p = Open("&auth=jwt&role=team-a&jwt_file=" + dir_ + "/jwt");
-  ASSERT_TRUE(p->GetVolume("sv-1").ok());
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.LastHeader("X-Vault-Token"), "hvs.login-1");
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
-  ASSERT_TRUE(p->GetVolume("sv-1").ok());
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 1);
   EXPECT_EQ(logins.load(), 2);
   EXPECT_EQ(server_.LastHeader("X-Vault-Token"), "hvs.login-2");
@@ -449,13 +451,13 @@ TEST_F(VaultHttpTest, DebugLogsHoldNoTokenOrKey) {
              Reply{200, json{{"data", {{"plaintext", dek_b64}}}}.dump()});
   {
     auto p = Open();
-    auto dek = p->UnwrapVolumeKey("sv-1");
+    auto dek = p->UnwrapVolumeKey(kVolumeId);
     ASSERT_TRUE(dek.ok()) << dek.status();
     EXPECT_EQ(std::memcmp(dek->data(), raw, 32), 0);
     // Errors too: a refused request's message.
     server_.On("GET " + std::string(kRecordPath),
                Reply{403, R"({"errors":["permission denied"]})"});
-    EXPECT_FALSE(p->GetVolume("sv-1").ok());
+    EXPECT_FALSE(p->GetVolume(kVolumeId).ok());
   }
   spdlog::set_default_logger(previous);
   const std::string text = log.str();
@@ -498,14 +500,14 @@ TEST_F(VaultHttpTest, TlsAcceptsTheRightCaAndRefusesOthers) {
     return std::move(*VaultKeyProvider::Open(*c));
   };
   auto good = open("&ca_file=" + d + "/ca.pem");
-  auto r = good->GetVolume("sv-1");
+  auto r = good->GetVolume(kVolumeId);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(good->Ping().ok());
 
   for (const std::string& param : {"&ca_file=" + d + "/other.pem",
                                    std::string("")}) {
     auto bad = open(param);
-    auto refused = bad->GetVolume("sv-1");
+    auto refused = bad->GetVolume(kVolumeId);
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
         << param << ": " << refused.status();
     EXPECT_THAT(refused.status().message(), HasSubstr("TLS verification failed"));

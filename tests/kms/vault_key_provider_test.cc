@@ -29,6 +29,7 @@
 namespace sealvol::kms {
 namespace {
 
+using ::sealvol::testing::TestVolumeId;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
@@ -159,7 +160,7 @@ class VaultKeyProviderTest : public ::testing::Test {
 TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
   auto p = OpenRoot();
   ASSERT_TRUE(p);
-  const std::string v1 = "sv-1-" + suffix_, v2 = "sv-2-" + suffix_;
+  const std::string v1 = TestVolumeId("1"), v2 = TestVolumeId("2");
   auto r1 = p->CreateVolumeKey(Request(v1, tenant_a_));
   ASSERT_TRUE(r1.ok()) << r1.status();
   ASSERT_TRUE(p->CreateVolumeKey(Request(v2, tenant_a_)).ok());
@@ -241,7 +242,7 @@ TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
 TEST_F(VaultKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
   auto p = OpenRoot();
   ASSERT_TRUE(p);
-  const std::string v = "sv-s-" + suffix_;
+  const std::string v = TestVolumeId("s");
   ASSERT_TRUE(p->CreateVolumeKey(Request(v, tenant_a_)).ok());
   ExpectStateCommitRules(*p, v);
   // A rotation rewrites the record and keeps the state.
@@ -272,7 +273,7 @@ TEST_F(VaultKeyProviderTest, TenantPolicyRefusesAnotherTenantsKey) {
   auto root = OpenRoot();
   auto a = Open(Uri(WriteFile("token-a", token_a)));
   ASSERT_TRUE(root && a);
-  const std::string va = "sv-a-" + suffix_, vb = "sv-b-" + suffix_;
+  const std::string va = TestVolumeId("a"), vb = TestVolumeId("b");
   // Tenant A's keys are created by the controller (root here) on first use.
   ASSERT_TRUE(root->CreateVolumeKey(Request(va, tenant_a_)).ok());
   ASSERT_TRUE(root->CreateVolumeKey(Request(vb, tenant_b_)).ok());
@@ -289,7 +290,7 @@ TEST_F(VaultKeyProviderTest, VaultDownGivesAClearErrorAndNoPartialEntry) {
                    "&token_file=" + WriteFile("t", root_token_) +
                    "&max_attempts=2&connect_timeout_ms=500");
   ASSERT_TRUE(down);
-  const std::string id = "sv-down-" + suffix_;
+  const std::string id = TestVolumeId("down");
   auto r = down->CreateVolumeKey(Request(id, tenant_a_));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("127.0.0.1:9"));
@@ -300,7 +301,7 @@ TEST_F(VaultKeyProviderTest, VaultDownGivesAClearErrorAndNoPartialEntry) {
 TEST_F(VaultKeyProviderTest, RenewsAShortLivedTokenAndReadsANewOneWhenItEnds) {
   WriteTenantPolicy(tenant_a_);
   auto root = OpenRoot();
-  const std::string id = "sv-ttl-" + suffix_;
+  const std::string id = TestVolumeId("ttl");
   ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
   const std::string token_file =
       WriteFile("short", CreateToken("sealvol-" + tenant_a_, "6s", true));
@@ -418,7 +419,7 @@ TEST_F(VaultKeyProviderTest, DebugLogsHoldNoDekOrToken) {
     auto p = OpenRoot();
     auto t = Open(Uri(WriteFile("tenant", tenant_token)));
     for (int i = 0; i < 3; ++i) {
-      const std::string id = "sv-log-" + std::to_string(i) + "-" + suffix_;
+      const std::string id = TestVolumeId("log-" + std::to_string(i));
       ASSERT_TRUE(p->CreateVolumeKey(Request(id, tenant_a_)).ok());
       auto dek = t->UnwrapVolumeKey(id);
       ASSERT_TRUE(dek.ok()) << dek.status();
@@ -434,7 +435,7 @@ TEST_F(VaultKeyProviderTest, DebugLogsHoldNoDekOrToken) {
           std::string(reinterpret_cast<const char*>(dek->data()), dek->size()));
     }
     ASSERT_TRUE(p->RotateTenantKey(tenant_a_).ok());
-    EXPECT_FALSE(t->UnwrapVolumeKey("sv-missing-" + suffix_).ok());
+    EXPECT_FALSE(t->UnwrapVolumeKey(TestVolumeId("missing")).ok());
   }
   spdlog::set_default_logger(previous);
   const std::string text = log.str();
