@@ -84,15 +84,36 @@ absl::Status SyncDirectory(const std::string& dir) {
   return absl::OkStatus();
 }
 
+std::string ParentDirectory(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+absl::Status SyncFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open", path);
+  if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", path);
+  Report(DurableStep::Kind::kSyncFile, path);
+  return absl::OkStatus();
+}
+
+absl::Status ReplaceFileDurably(const std::string& from,
+                                const std::string& to) {
+  RETURN_IF_ERROR(SyncFile(from));
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", from, " to"), to);
+  }
+  Report(DurableStep::Kind::kRename, from, to);
+  return SyncDirectory(ParentDirectory(to));
+}
+
 absl::Status MakeDirectoryDurably(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) == 0) {
     if (::chmod(path.c_str(), mode) != 0) {
       return ErrnoStatus(errno, "chmod", path);
     }
-    const size_t slash = path.find_last_of('/');
-    const std::string parent =
-        slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    return SyncDirectory(parent);
+    return SyncDirectory(ParentDirectory(path));
   }
   if (errno != EEXIST) return ErrnoStatus(errno, "mkdir", path);
   struct stat st;

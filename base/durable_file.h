@@ -29,6 +29,19 @@ absl::Status MakeDirectoryDurably(const std::string& path, mode_t mode);
 // fsyncs a directory so that renames and unlinks in it survive power loss.
 absl::Status SyncDirectory(const std::string& dir);
 
+// The directory that holds `path`: "." for a bare name, "/" for "/name".
+std::string ParentDirectory(const std::string& path);
+
+// fsyncs the file at `path` (written by another layer, the engine for one).
+absl::Status SyncFile(const std::string& path);
+
+// Puts the complete file `from` in place of `to`, durably: fsync of `from`,
+// rename(2) (same file system; replaces `to`), fsync of `to`'s directory.
+// For large files written in place (a copied image); small contents go
+// through WriteFileAtomically.
+absl::Status ReplaceFileDurably(const std::string& from,
+                                const std::string& to);
+
 // Writes `content` to dir/name atomically with `mode`.
 absl::Status WriteFileAtomically(const std::string& dir,
                                  const std::string& name,

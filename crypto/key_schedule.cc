@@ -11,26 +11,16 @@
 #include <vector>
 
 #include "base/status_macros.h"
+#include "crypto/ssl_unique_ptr.h"
 
 namespace sealvol::crypto {
-namespace {
-
-struct KdfFree {
-  void operator()(EVP_KDF* k) const { EVP_KDF_free(k); }
-};
-struct KdfCtxFree {
-  void operator()(EVP_KDF_CTX* c) const { EVP_KDF_CTX_free(c); }
-};
-
-}  // namespace
-
 absl::StatusOr<SecretBytes> HkdfSha256(const SecretBytes& ikm,
                                        std::span<const uint8_t> salt,
                                        std::string_view info,
                                        size_t out_size) {
-  std::unique_ptr<EVP_KDF, KdfFree> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+  SslUniquePtr<EVP_KDF> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
   if (!kdf) return absl::InternalError("OpenSSL: HKDF is not available");
-  std::unique_ptr<EVP_KDF_CTX, KdfCtxFree> ctx(EVP_KDF_CTX_new(kdf.get()));
+  SslUniquePtr<EVP_KDF_CTX> ctx(EVP_KDF_CTX_new(kdf.get()));
   if (!ctx) return absl::ResourceExhaustedError("EVP_KDF_CTX_new");
   char digest[] = "SHA256";
   // An empty salt is left out: HKDF then uses HashLen zero bytes (RFC 5869).

@@ -7,10 +7,6 @@
 namespace sealvol::crypto {
 namespace {
 
-struct CipherFree {
-  void operator()(EVP_CIPHER* c) const { EVP_CIPHER_free(c); }
-};
-
 // Fetched once per process: implicit fetches on every init are slow in
 // OpenSSL 3.
 const EVP_CIPHER* Aes256Gcm() {

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
+#include "crypto/ssl_unique_ptr.h"
 
 namespace sealvol::crypto {
 
@@ -55,10 +56,7 @@ class SectorCodec {
                     std::span<uint8_t> plaintext);
 
  private:
-  struct CtxFree {
-    void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
-  };
-  using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxFree>;
+  using CtxPtr = SslUniquePtr<EVP_CIPHER_CTX>;
 
   SectorCodec(CtxPtr enc, CtxPtr dec)
       : enc_(std::move(enc)), dec_(std::move(dec)) {}

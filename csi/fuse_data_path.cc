@@ -13,7 +13,6 @@
 #include "base/error_kind.h"
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
-#include "base/unique_fd.h"
 #include "csi/mounter.h"
 #include "io/frontend/volume_attach.h"
 #include "io/sealed_volume.h"
@@ -25,36 +24,14 @@ namespace sealvol::csi {
 namespace {
 constexpr char kExportName[] = "volume";
 
-std::string ParentDir(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 std::string BaseName(const std::string& path) {
   return path.substr(path.find_last_of('/') + 1);
 }
 
-absl::Status FsyncFile(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus(errno, "open", path);
-  if (fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", path);
-  return absl::OkStatus();
-}
-
 // Unlinks `path` durably; missing is fine.
 absl::Status RemoveDurably(const std::string& path) {
-  absl::Status removed = RemoveFileDurably(ParentDir(path), BaseName(path));
+  absl::Status removed = RemoveFileDurably(ParentDirectory(path), BaseName(path));
   return absl::IsNotFound(removed) ? absl::OkStatus() : removed;
-}
-
-// Puts the synced file `from` in place of `to`, durably.
-absl::Status RenameDurably(const std::string& from, const std::string& to) {
-  RETURN_IF_ERROR(FsyncFile(from));
-  if (rename(from.c_str(), to.c_str()) != 0) {
-    return ErrnoStatus(errno, "rename " + from + " to", to);
-  }
-  return SyncDirectory(ParentDir(to));
 }
 
 // What lies at a path that should hold a sealvol image.
@@ -198,7 +175,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
     // The closed new image's state: recorded with the claim, so that the
     // image is checked from its very first open.
     first_state = (*volume)->state();
-    if (closed.ok()) closed = FsyncFile(temp);
+    if (closed.ok()) closed = SyncFile(temp);
     if (!closed.ok()) {
       RemoveDurably(temp).IgnoreError();
       return closed;
@@ -222,7 +199,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> FormatFirst(
   // temp file stays, and the retry renames it if the claim was recorded.
   RETURN_IF_ERROR(claimed);
   InjectedCrash("claim");
-  RETURN_IF_ERROR(RenameDurably(temp, options.image_path));
+  RETURN_IF_ERROR(ReplaceFileDurably(temp, options.image_path));
   spdlog::info("data path {}: formatted {} ({} bytes, format id {}, epoch {})",
                options.volume_id, options.image_path, options.size_bytes,
                format_id, first_state.epoch);
@@ -249,7 +226,7 @@ absl::StatusOr<std::unique_ptr<io::SealedVolume>> OpenOrFormat(
       spdlog::info("data path {}: completing the first format of {} (claimed "
                    "as {} before an interruption)", options.volume_id, image,
                    registry);
-      RETURN_IF_ERROR(RenameDurably(temp, image));
+      RETURN_IF_ERROR(ReplaceFileDurably(temp, image));
       return OpenImage(options, dek, options.expected_state);
     }
     RETURN_IF_ERROR(RemoveDurably(temp));

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "crypto/ssl_unique_ptr.h"
 #include "io/little_endian.h"
 
 namespace sealvol::io {
@@ -33,21 +34,19 @@ bool AllZero(std::span<const uint8_t> bytes) {
 class Sha256 {
  public:
   Sha256() : ctx_(EVP_MD_CTX_new()) {
-    CHECK(ctx_ != nullptr && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1);
+    CHECK(ctx_ != nullptr &&
+          EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) == 1);
   }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
   void Update(const void* p, size_t n) {
-    CHECK(EVP_DigestUpdate(ctx_, p, n) == 1);
+    CHECK(EVP_DigestUpdate(ctx_.get(), p, n) == 1);
   }
   void Final(uint8_t out[32]) {
     unsigned int len = 0;
-    CHECK(EVP_DigestFinal_ex(ctx_, out, &len) == 1 && len == 32);
+    CHECK(EVP_DigestFinal_ex(ctx_.get(), out, &len) == 1 && len == 32);
   }
 
  private:
-  EVP_MD_CTX* ctx_;
+  crypto::SslUniquePtr<EVP_MD_CTX> ctx_;
 };
 
 }  // namespace

@@ -9,19 +9,13 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "base/durable_file.h"
 #include "base/status_macros.h"
-#include "base/unique_fd.h"
 
 namespace sealvol::io {
 namespace {
 
 constexpr uint64_t kChunk = 1 << 20;
-
-absl::Status FsyncPath(const std::string& path, int flags) {
-  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
-  if (!fd || fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync", path);
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -50,15 +44,9 @@ absl::StatusOr<FormatId> ReplaceImageByCopy(
   RETURN_IF_ERROR(engine->Close());
   *state = engine->state();
   engine.reset();
-  RETURN_IF_ERROR(FsyncPath(temp, O_RDONLY));
-  if (rename(temp.c_str(), path.c_str()) != 0) {
-    return ErrnoStatus(errno, "rename over", path);
-  }
+  // After a failure past the rename the cleanup's unlink finds no temp.
+  RETURN_IF_ERROR(ReplaceFileDurably(temp, path));
   renamed = true;
-  const size_t slash = path.rfind('/');
-  const std::string dir =
-      slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
-  RETURN_IF_ERROR(FsyncPath(dir, O_RDONLY | O_DIRECTORY));
   return format_id;
 }
 

@@ -70,11 +70,6 @@ absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status SyncDirectoryOf(const std::string& path) {
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  return SyncDirectory(dir.empty() ? std::string(".") : dir);
-}
-
 std::string RotatedName(const std::string& path, int64_t last_seq) {
   return absl::StrFormat("%s.%020d", path, last_seq);
 }
@@ -186,7 +181,7 @@ absl::StatusOr<ChainTail> OpenChainTail(const std::string& path) {
     ASSIGN_OR_RETURN(tail.last_seq, SeqOf(last_line, source));
     tail.last_hash = Sha256Hex(last_line);
   }
-  RETURN_IF_ERROR(SyncDirectoryOf(path));
+  RETURN_IF_ERROR(SyncDirectory(ParentDirectory(path)));
   tail.fd = std::move(fd);
   tail.file_bytes = static_cast<uint64_t>(st.st_size);
   return tail;
@@ -348,7 +343,7 @@ absl::Status AuditLog::RotateLocked(std::unique_lock<std::mutex>& lock) {
   }
   fd_ = std::move(fd);
   file_bytes_ = 0;
-  return SyncDirectoryOf(options_.path);
+  return SyncDirectory(ParentDirectory(options_.path));
 }
 
 absl::StatusOr<AuditVerifyResult> VerifyAuditFiles(

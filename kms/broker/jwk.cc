@@ -31,16 +31,16 @@ absl::StatusOr<std::string> DecodeMember(const json& jwk, const char* name,
   return decoded;
 }
 
-BignumPtr BignumFromBytes(const std::string& bytes) {
-  return BignumPtr(BN_bin2bn(reinterpret_cast<const uint8_t*>(bytes.data()),
+crypto::SslUniquePtr<BIGNUM> BignumFromBytes(const std::string& bytes) {
+  return crypto::SslUniquePtr<BIGNUM>(BN_bin2bn(reinterpret_cast<const uint8_t*>(bytes.data()),
                              static_cast<int>(bytes.size()), nullptr));
 }
 
-absl::StatusOr<EvpPkeyPtr> PkeyFromParams(const char* type,
+absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> PkeyFromParams(const char* type,
                                           OSSL_PARAM_BLD* builder,
                                           const std::string& kid) {
-  OsslParamPtr params(OSSL_PARAM_BLD_to_param(builder));
-  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
+  crypto::SslUniquePtr<OSSL_PARAM> params(OSSL_PARAM_BLD_to_param(builder));
+  crypto::SslUniquePtr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
   EVP_PKEY* raw = nullptr;
   if (params == nullptr || ctx == nullptr ||
       EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
@@ -49,8 +49,8 @@ absl::StatusOr<EvpPkeyPtr> PkeyFromParams(const char* type,
     return absl::InvalidArgumentError(
         absl::StrCat("JWK ", kid, ": OpenSSL rejected the ", type, " key"));
   }
-  EvpPkeyPtr pkey(raw);
-  EvpPkeyCtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
+  crypto::SslUniquePtr<EVP_PKEY> pkey(raw);
+  crypto::SslUniquePtr<EVP_PKEY_CTX> check(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
   if (check == nullptr || EVP_PKEY_public_check(check.get()) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("JWK ", kid, ": public key fails validation"));
@@ -58,13 +58,13 @@ absl::StatusOr<EvpPkeyPtr> PkeyFromParams(const char* type,
   return pkey;
 }
 
-absl::StatusOr<EvpPkeyPtr> RsaFromJwk(const json& jwk, const std::string& kid) {
+absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> RsaFromJwk(const json& jwk, const std::string& kid) {
   auto n = DecodeMember(jwk, "n", kid);
   if (!n.ok()) return n.status();
   auto e = DecodeMember(jwk, "e", kid);
   if (!e.ok()) return e.status();
-  BignumPtr bn_n = BignumFromBytes(*n);
-  BignumPtr bn_e = BignumFromBytes(*e);
+  crypto::SslUniquePtr<BIGNUM> bn_n = BignumFromBytes(*n);
+  crypto::SslUniquePtr<BIGNUM> bn_e = BignumFromBytes(*e);
   if (bn_n == nullptr || bn_e == nullptr) {
     return absl::ResourceExhaustedError("JWK: BN_bin2bn failed");
   }
@@ -72,7 +72,7 @@ absl::StatusOr<EvpPkeyPtr> RsaFromJwk(const json& jwk, const std::string& kid) {
     return absl::InvalidArgumentError(
         absl::StrCat("JWK ", kid, ": RSA modulus under ", kMinRsaBits, " bits"));
   }
-  OsslParamBldPtr builder(OSSL_PARAM_BLD_new());
+  crypto::SslUniquePtr<OSSL_PARAM_BLD> builder(OSSL_PARAM_BLD_new());
   if (builder == nullptr ||
       OSSL_PARAM_BLD_push_BN(builder.get(), OSSL_PKEY_PARAM_RSA_N,
                              bn_n.get()) != 1 ||
@@ -83,7 +83,7 @@ absl::StatusOr<EvpPkeyPtr> RsaFromJwk(const json& jwk, const std::string& kid) {
   return PkeyFromParams("RSA", builder.get(), kid);
 }
 
-absl::StatusOr<EvpPkeyPtr> EcFromJwk(const json& jwk, const std::string& kid) {
+absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> EcFromJwk(const json& jwk, const std::string& kid) {
   auto crv = jwk.find("crv");
   if (crv == jwk.end() || !crv->is_string() || *crv != "P-256") {
     return absl::InvalidArgumentError(
@@ -98,7 +98,7 @@ absl::StatusOr<EvpPkeyPtr> EcFromJwk(const json& jwk, const std::string& kid) {
         absl::StrCat("JWK ", kid, ": P-256 coordinates must be 32 bytes"));
   }
   std::string point = absl::StrCat(std::string(1, '\x04'), *x, *y);
-  OsslParamBldPtr builder(OSSL_PARAM_BLD_new());
+  crypto::SslUniquePtr<OSSL_PARAM_BLD> builder(OSSL_PARAM_BLD_new());
   if (builder == nullptr ||
       OSSL_PARAM_BLD_push_utf8_string(builder.get(),
                                       OSSL_PKEY_PARAM_GROUP_NAME,
@@ -206,9 +206,9 @@ absl::StatusOr<std::string> EcdsaRawToDer(std::string_view raw) {
     return absl::InvalidArgumentError("ES256 signature must be 64 bytes");
   }
   const auto* p = reinterpret_cast<const uint8_t*>(raw.data());
-  BignumPtr r(BN_bin2bn(p, kP256CoordinateSize, nullptr));
-  BignumPtr s(BN_bin2bn(p + kP256CoordinateSize, kP256CoordinateSize, nullptr));
-  EcdsaSigPtr sig(ECDSA_SIG_new());
+  crypto::SslUniquePtr<BIGNUM> r(BN_bin2bn(p, kP256CoordinateSize, nullptr));
+  crypto::SslUniquePtr<BIGNUM> s(BN_bin2bn(p + kP256CoordinateSize, kP256CoordinateSize, nullptr));
+  crypto::SslUniquePtr<ECDSA_SIG> sig(ECDSA_SIG_new());
   if (r == nullptr || s == nullptr || sig == nullptr ||
       ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
     return absl::ResourceExhaustedError("ECDSA_SIG allocation failed");
@@ -225,7 +225,7 @@ absl::StatusOr<std::string> EcdsaRawToDer(std::string_view raw) {
 
 absl::StatusOr<std::string> EcdsaDerToRaw(std::string_view der) {
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
-  EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+  crypto::SslUniquePtr<ECDSA_SIG> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
   if (sig == nullptr) return absl::InvalidArgumentError("bad DER ECDSA sig");
   std::string out(2 * kP256CoordinateSize, '\0');
   auto* o = reinterpret_cast<uint8_t*>(out.data());
@@ -247,7 +247,7 @@ absl::Status VerifyJwsSignature(const PublicKey& key,
     der = std::move(*converted);
     signature = der;
   }
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  crypto::SslUniquePtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
   if (ctx == nullptr ||
       EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
                            key.pkey.get()) != 1) {

@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kms/broker/openssl_handles.h"
+#include "crypto/ssl_unique_ptr.h"
 
 namespace sealvol::broker {
 
@@ -22,7 +22,7 @@ std::string_view JwsAlgorithmName(JwsAlgorithm alg);
 struct PublicKey {
   std::string kid;
   JwsAlgorithm algorithm;  // The only algorithm this key may verify.
-  EvpPkeyPtr pkey;
+  crypto::SslUniquePtr<EVP_PKEY> pkey;
 };
 
 class KeySet {

@@ -3,14 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
-
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/durable_file.h"
 #include "base/status_macros.h"
 #include "kms/broker/refusal.h"
 #include "kms/identifiers.h"
@@ -20,6 +18,8 @@ namespace {
 
 constexpr char kUnixPrefix[] = "unix://";
 constexpr char kReasonTrailer[] = "sealvol-refusal-reason";
+// Certificates, keys and CA bundles.
+constexpr size_t kMaxPemFileSize = 1 << 20;
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
@@ -64,14 +64,6 @@ absl::Status CheckReleaseRequestSize(const ReleaseRequest& r,
   RETURN_IF_ERROR(CheckFieldSize(r.pod.service_account, "pod.service_account",
                                  kMaxKubernetesNameBytes));
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadPem(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("open ", path, ": failed"));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
 }
 
 }  // namespace
@@ -691,13 +683,13 @@ BrokerServerCredentials(const BrokerServerOptions& options) {
         ": a TCP listener needs --broker-tls-cert and --broker-tls-key"));
   }
   grpc::SslServerCredentialsOptions ssl;
-  auto cert = ReadPem(options.tls_cert_file);
+  auto cert = ReadSmallFile(options.tls_cert_file, kMaxPemFileSize);
   if (!cert.ok()) return cert.status();
-  auto key = ReadPem(options.tls_key_file);
+  auto key = ReadSmallFile(options.tls_key_file, kMaxPemFileSize);
   if (!key.ok()) return key.status();
   ssl.pem_key_cert_pairs.push_back({*key, *cert});
   if (!options.client_ca_file.empty()) {
-    auto ca = ReadPem(options.client_ca_file);
+    auto ca = ReadSmallFile(options.client_ca_file, kMaxPemFileSize);
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
     ssl.client_certificate_request =

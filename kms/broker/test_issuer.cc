@@ -18,15 +18,10 @@ namespace {
 
 using nlohmann::json;
 
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-
 std::string BignumParam(EVP_PKEY* key, const char* name, int pad) {
   BIGNUM* raw = nullptr;
   if (EVP_PKEY_get_bn_param(key, name, &raw) != 1) return "";
-  BignumPtr bn(raw);
+  crypto::SslUniquePtr<BIGNUM> bn(raw);
   const int size = pad > 0 ? pad : BN_num_bytes(bn.get());
   std::string out(static_cast<size_t>(size), '\0');
   BN_bn2binpad(bn.get(), reinterpret_cast<uint8_t*>(out.data()), size);
@@ -46,7 +41,7 @@ std::string RandomUuid() {
       b[12], b[13], b[14], b[15]);
 }
 
-TestIssuer::TestIssuer(JwsAlgorithm algorithm, EvpPkeyPtr key)
+TestIssuer::TestIssuer(JwsAlgorithm algorithm, crypto::SslUniquePtr<EVP_PKEY> key)
     : algorithm_(algorithm), key_(std::move(key)) {
   // RFC 7638: members in lexicographic order, no whitespace.
   if (algorithm_ == JwsAlgorithm::kRs256) {
@@ -74,12 +69,12 @@ absl::StatusOr<TestIssuer> TestIssuer::Generate(JwsAlgorithm algorithm) {
     ERR_clear_error();
     return absl::InternalError("test issuer: key generation failed");
   }
-  return TestIssuer(algorithm, EvpPkeyPtr(raw));
+  return TestIssuer(algorithm, crypto::SslUniquePtr<EVP_PKEY>(raw));
 }
 
 absl::StatusOr<TestIssuer> TestIssuer::FromPem(std::string_view pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  EvpPkeyPtr key(
+  crypto::SslUniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  crypto::SslUniquePtr<EVP_PKEY> key(
       bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr)
           : nullptr);
   ERR_clear_error();
@@ -103,7 +98,7 @@ absl::StatusOr<TestIssuer> TestIssuer::FromPem(std::string_view pem) {
 }
 
 absl::StatusOr<std::string> TestIssuer::PrivateKeyPem() const {
-  BioPtr bio(BIO_new(BIO_s_mem()));
+  crypto::SslUniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
   if (bio == nullptr || PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr,
                                                  nullptr, 0, nullptr,
                                                  nullptr) != 1) {
@@ -133,7 +128,7 @@ absl::StatusOr<std::string> TestIssuer::SignRaw(
   const std::string signing_input = absl::StrCat(
       Base64UrlEncode(std::string(header_json)), ".",
       Base64UrlEncode(std::string(payload_json)));
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  crypto::SslUniquePtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
   size_t len = 0;
   if (ctx == nullptr ||
       EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr,

@@ -54,10 +54,10 @@ class TestIssuer {
                                       std::string_view payload_json) const;
 
  private:
-  TestIssuer(JwsAlgorithm algorithm, EvpPkeyPtr key);
+  TestIssuer(JwsAlgorithm algorithm, crypto::SslUniquePtr<EVP_PKEY> key);
 
   JwsAlgorithm algorithm_;
-  EvpPkeyPtr key_;
+  crypto::SslUniquePtr<EVP_PKEY> key_;
   std::string kid_;
   std::string jwk_members_;  // Canonical public members, for jwk and kid.
 };

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -104,6 +105,32 @@ TEST_F(DurableFileTest, ModelCatchesMissingFsyncs) {
   no_dir_sync.Observe({DurableStep::Kind::kRename, tmp, path});
   EXPECT_EQ(no_dir_sync.AfterCrash(path, 3),
             (std::set<Outcome>{Outcome::kOld, Outcome::kNew}));
+}
+
+// A large file written in place by another layer (an image copy), then put
+// in place of the old one.
+TEST_F(DurableFileTest, ReplaceFileIsOldOrNewAtEveryCrashPoint) {
+  ASSERT_TRUE(WriteFileAtomically(dir_, "img", std::string_view("old"), 0600).ok());
+  const std::string temp = dir_ + "/img.upgrade", path = dir_ + "/img";
+  std::ofstream(temp) << "new";
+  DurableStepLog log;
+  // The writer's unsynced write, as the model must see it.
+  log.Observe({DurableStep::Kind::kWrite, temp, ""});
+  ASSERT_TRUE(ReplaceFileDurably(temp, path).ok());
+  ExpectCrashSafe(log, path, {Outcome::kOld, Outcome::kNew}, Outcome::kNew);
+  auto text = ReadSmallFile(path, 16);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "new");
+  EXPECT_FALSE(std::filesystem::exists(temp));
+  const absl::Status missing = ReplaceFileDurably(temp, path);
+  EXPECT_TRUE(absl::IsNotFound(missing)) << missing;
+}
+
+TEST(ParentDirectoryTest, NamesTheDirectoryOfAPath) {
+  EXPECT_EQ(ParentDirectory("/var/lib/sealvol/v1.img"), "/var/lib/sealvol");
+  EXPECT_EQ(ParentDirectory("/v1.img"), "/");
+  EXPECT_EQ(ParentDirectory("v1.img"), ".");
+  EXPECT_EQ(ParentDirectory("state/v1.img"), "state");
 }
 
 TEST_F(DurableFileTest, ReadSmallFileRefusesLargerFiles) {
