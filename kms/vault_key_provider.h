@@ -6,61 +6,38 @@
 // never sees a DEK at creation. The registry is kv-v2: one secret per volume
 // at KV/data/PREFIX/VOLUME_ID. Thread-safe.
 //
-// Authentication: a token (file or VAULT_TOKEN), or a login with a JWT
-// (auth method jwt or kubernetes, with a role). The token is renewed when
-// two thirds of its TTL have passed; if renewal fails, or a request is
-// refused with 403, the provider logs in again once. Tokens and keys are
-// never logged.
+// Configuration: kms/vault_config.h. Authentication and token renewal:
+// kms/vault_session.h. Tokens and keys are never logged.
 #pragma once
 
-#include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "kms/http_client.h"
 #include "kms/key_provider.h"
+#include "kms/vault_config.h"
+#include "kms/vault_session.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::kms {
 
-struct VaultConfig {
-  std::string address;  // "https://host:port" (scheme without "vault+").
-  std::string transit_mount = "transit";
-  std::string key_name_template;  // Empty = "sealvol-${namespace}".
-  std::string kv_mount = "secret";
-  std::string kv_prefix = "sealvol/volumes";
-  std::string auth_method = "token";  // token | jwt | kubernetes.
-  std::string auth_mount;             // Default: the method's name.
-  std::string role;
-  std::string token_file;  // token auth; empty = $VAULT_TOKEN.
-  std::string jwt_file;    // jwt/kubernetes auth.
-  std::string ca_file;
-  std::string vault_namespace;  // Sent as X-Vault-Namespace when set.
-  std::chrono::milliseconds timeout{10000};
-  std::chrono::milliseconds connect_timeout{3000};
-  int max_attempts = 4;
-
-  // Parses "vault+https://HOST:PORT?param=value&..." (values may be
-  // percent-encoded). InvalidArgument names the offending parameter.
-  static absl::StatusOr<VaultConfig> FromUri(std::string_view uri);
-};
-
 class VaultKeyProvider final : public KeyProvider {
  public:
   // Connects lazily: Open fails only on bad configuration; the first call
-  // logs in.
+  // logs in. `now` is the session's clock (null: the steady clock; tests of
+  // token renewal inject one).
   static absl::StatusOr<std::unique_ptr<VaultKeyProvider>> Open(
-      VaultConfig config);
+      VaultConfig config, SteadyClock now = nullptr);
   // As Open, with every request sent through `transport` instead of an
   // HttpClient built from the config (fuzzers answer in-process).
   static std::unique_ptr<VaultKeyProvider> OpenWithTransport(
-      VaultConfig config, std::unique_ptr<HttpTransport> transport);
+      VaultConfig config, std::unique_ptr<HttpTransport> transport,
+      SteadyClock now = nullptr);
   ~VaultKeyProvider() override;
 
   absl::StatusOr<VolumeRecord> CreateVolumeKey(
@@ -100,22 +77,8 @@ class VaultKeyProvider final : public KeyProvider {
     int64_t kv_version = 0;  // For check-and-set writes.
   };
 
-  VaultKeyProvider(VaultConfig config, std::unique_ptr<HttpTransport> http);
-
-  // One request with the current token; re-logs in and retries once on 403.
-  // A 2xx response's JSON body (null for 204) or a mapped error status.
-  absl::StatusOr<nlohmann::json> Call(const std::string& method,
-                                      const std::string& path,
-                                      const nlohmann::json* body);
-  absl::StatusOr<nlohmann::json> CallWithToken(const std::string& method,
-                                               const std::string& path,
-                                               const nlohmann::json* body,
-                                               const std::string& token);
-  absl::StatusOr<std::string> CurrentToken();
-  absl::Status LoginLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(auth_mu_);
-  absl::Status RenewLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(auth_mu_);
-  void SetTokenLocked(std::string token, int64_t ttl_seconds, bool renewable)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(auth_mu_);
+  VaultKeyProvider(VaultConfig config, std::unique_ptr<HttpTransport> http,
+                   SteadyClock now);
 
   std::string RecordPath(std::string_view kind, std::string_view volume_id) const;
   absl::StatusOr<StoredRecord> ReadRecord(std::string_view volume_id);
@@ -130,18 +93,10 @@ class VaultKeyProvider final : public KeyProvider {
   absl::StatusOr<int64_t> LatestKeyVersion(const std::string& key_name);
 
   const VaultConfig config_;
-  const std::unique_ptr<HttpTransport> http_;
+  // Refers to config_: declared after it.
+  const std::unique_ptr<VaultSession> session_;
 
-  std::mutex auth_mu_;
-  std::string token_ ABSL_GUARDED_BY(auth_mu_);
-  bool token_renewable_ ABSL_GUARDED_BY(auth_mu_) = false;
-  // Zero time_point = never expires (root or period-less token).
-  std::chrono::steady_clock::time_point token_refresh_at_
-      ABSL_GUARDED_BY(auth_mu_);
-  std::chrono::steady_clock::time_point token_expires_at_
-      ABSL_GUARDED_BY(auth_mu_);
-
-  std::mutex keys_mu_;
+  Mutex keys_mu_;
   std::set<std::string> known_keys_ ABSL_GUARDED_BY(keys_mu_);
 };
 

@@ -145,16 +145,23 @@ class VaultHttpTest : public ::testing::Test {
            "?token_file=" + dir_ + "/token&timeout_ms=2000&max_attempts=3" +
            extra;
   }
+  // The provider's session runs on the test's clock (Advance), so token
+  // renewal is tested without sleeping.
   std::unique_ptr<VaultKeyProvider> Open(const std::string& extra = "") {
     auto config = VaultConfig::FromUri(Uri(extra));
     EXPECT_TRUE(config.ok()) << config.status();
-    auto p = VaultKeyProvider::Open(*config);
+    auto p = VaultKeyProvider::Open(*config, [this] {
+      return std::chrono::steady_clock::time_point(
+          std::chrono::milliseconds(now_ms_.load()));
+    });
     EXPECT_TRUE(p.ok()) << p.status();
     return std::move(*p);
   }
+  void Advance(std::chrono::milliseconds by) { now_ms_ += by.count(); }
 
   ScriptedServer server_;
   std::string dir_;
+  std::atomic<int64_t> now_ms_{3600 * 1000};
 };
 
 TEST(VaultConfigTest, ParsesEveryParameterAndDefaults) {
@@ -400,10 +407,36 @@ TEST_F(VaultHttpTest, RenewsTheTokenBeforeItExpires) {
   auto p = Open();
   ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  // Renewal is due at two thirds of the 3 s TTL (2 s), not before.
+  Advance(std::chrono::milliseconds(1990));
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
+  EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 0);
+  Advance(std::chrono::milliseconds(20));
   ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 1);
   EXPECT_EQ(server_.Hits("GET /v1/auth/token/lookup-self"), 1);
+  // The renewed token is good for another 2 s from the renewal.
+  Advance(std::chrono::milliseconds(1990));
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
+  EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 1);
+  Advance(std::chrono::milliseconds(20));
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
+  EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 2);
+}
+
+TEST_F(VaultHttpTest, ReadsTheTokenAgainWhenItExpiredUnrenewed) {
+  server_.On("GET /v1/auth/token/lookup-self",
+             Reply{200, R"({"data":{"ttl":3,"renewable":true}})"});
+  server_.On("POST /v1/auth/token/renew-self",
+             Reply{200, R"({"auth":{"lease_duration":3,"renewable":true}})"});
+  server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
+  auto p = Open();
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
+  // Idle past the TTL: too late to renew; the token file is read again.
+  Advance(std::chrono::seconds(4));
+  ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
+  EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 0);
+  EXPECT_EQ(server_.Hits("GET /v1/auth/token/lookup-self"), 2);
 }
 
 TEST_F(VaultHttpTest, LogsInAgainWhenRenewalFails) {
@@ -428,7 +461,7 @@ TEST_F(VaultHttpTest, LogsInAgainWhenRenewalFails) {
   auto p = Open("&auth=jwt&role=team-a&jwt_file=" + dir_ + "/jwt");
   ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.LastHeader("X-Vault-Token"), "hvs.login-1");
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  Advance(std::chrono::milliseconds(2100));
   ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.Hits("POST /v1/auth/token/renew-self"), 1);
   EXPECT_EQ(logins.load(), 2);
