@@ -15,7 +15,7 @@
 #include "gtest/gtest.h"
 #include "kms/local_key_provider.h"
 #include "tests/csi/grpc_test_server.h"
-#include "tests/csi/memory_key_provider.h"
+#include "tests/fakes/fake_key_provider.h"
 
 namespace sealvol::csi {
 namespace {
@@ -79,7 +79,7 @@ class ControllerServiceTest : public ::testing::Test {
     return stub_->ListVolumes(&context, request, response);
   }
 
-  MemoryKeyProvider keys_;
+  ::sealvol::testing::FakeKeyProvider keys_;
   ControllerService controller_;
   IdentityService identity_;
   GrpcTestServer server_;

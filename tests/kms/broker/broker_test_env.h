@@ -1,14 +1,11 @@
-// Shared fixtures for the broker tests: an in-memory KeyProvider, a test
+// Shared fixtures for the broker tests: the KeyProvider fake, a test
 // issuer with its JWKS, a verifier on a controllable clock, and token
 // minting for pods and nodes.
 #pragma once
 
 #include <atomic>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +15,7 @@
 #include "kms/broker/test_issuer.h"
 #include "kms/broker/token_verifier.h"
 #include "kms/key_provider.h"
+#include "tests/fakes/fake_key_provider.h"
 
 namespace sealvol::broker::testing {
 
@@ -25,158 +23,8 @@ inline constexpr char kIssuer[] = "https://issuer.test";
 inline constexpr char kTenant[] = "team-a";
 inline constexpr char kNode[] = "node-1";
 
-// KeyProvider fake: volumes, and plaintext DEKs by wrapped key, in maps.
-// Only the calls the broker makes do anything; the rest say Unimplemented.
-class FakeKeyProvider final : public kms::KeyProvider {
- public:
-  // Stores `record` with a DEK of bytes `dek_fill`; a record without a
-  // wrapped key gets one named after its id and key version.
-  void AddVolume(kms::VolumeRecord record, uint8_t dek_fill) {
-    std::lock_guard lock(mu_);
-    if (record.wrapped_dek.empty()) {
-      record.wrapped_dek = absl::StrCat("fake:", record.volume_id, ":v",
-                                        record.key_version);
-    }
-    deks_[record.wrapped_dek] = dek_fill;
-    volumes_[record.volume_id] = std::move(record);
-  }
-  // The next GetVolume returns the stored record, then `record` (DEK of
-  // `dek_fill`) replaces it: a rotation landing between two registry reads.
-  void ReplaceAfterNextRead(kms::VolumeRecord record, uint8_t dek_fill) {
-    std::lock_guard lock(mu_);
-    replacement_ = std::make_pair(std::move(record), dek_fill);
-  }
-  void FailUnwrap(bool fail) { fail_unwrap_ = fail; }
-  int unwrap_calls() const { return unwrap_calls_; }
-  int read_calls() const { return read_calls_; }
-
-  absl::StatusOr<kms::VolumeRecord> CreateVolumeKey(
-      const kms::CreateVolumeKeyRequest&) override {
-    return absl::UnimplementedError("fake");
-  }
-  absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
-      std::string_view volume_id) override {
-    auto record = GetVolume(volume_id);
-    if (!record.ok()) return record.status();
-    return UnwrapRecordKey(*record);
-  }
-  absl::StatusOr<crypto::SecretBytes> UnwrapRecordKey(
-      const kms::VolumeRecord& record) override {
-    ++unwrap_calls_;
-    if (fail_unwrap_) return absl::UnavailableError("fake KMS down");
-    std::lock_guard lock(mu_);
-    auto it = deks_.find(record.wrapped_dek);
-    if (it == deks_.end()) return absl::DataLossError("unknown wrapped key");
-    auto dek = crypto::SecretBytes::Allocate(32);
-    if (!dek.ok()) return dek.status();
-    std::fill(dek->data(), dek->data() + 32, it->second);
-    return dek;
-  }
-  absl::StatusOr<kms::VolumeRecord> GetVolume(
-      std::string_view volume_id) override {
-    kms::VolumeRecord out;
-    {
-      std::lock_guard lock(mu_);
-      ++read_calls_;
-      auto it = volumes_.find(std::string(volume_id));
-      if (it == volumes_.end()) {
-        return absl::NotFoundError(
-            absl::StrCat("volume ", std::string(volume_id)));
-      }
-      out = it->second;
-    }
-    if (std::optional<std::pair<kms::VolumeRecord, uint8_t>> next =
-            TakeReplacement()) {
-      AddVolume(std::move(next->first), next->second);
-    }
-    return out;
-  }
-  absl::Status UpdateVolume(const kms::VolumeRecord& record) override {
-    std::lock_guard lock(mu_);
-    auto it = volumes_.find(record.volume_id);
-    if (it == volumes_.end()) return absl::NotFoundError("no volume");
-    it->second.capacity_bytes = record.capacity_bytes;
-    it->second.node = record.node;
-    it->second.parameters = record.parameters;
-    ++updates_;
-    return absl::OkStatus();
-  }
-  absl::StatusOr<kms::VolumeRecord> ClaimFormat(
-      std::string_view volume_id, const kms::FormatClaim& claim) override {
-    if (fail_claims_) return absl::UnavailableError("fake KMS down");
-    std::lock_guard lock(mu_);
-    auto it = volumes_.find(std::string(volume_id));
-    if (it == volumes_.end()) {
-      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
-    }
-    if (it->second.format_id.empty()) {
-      it->second.format_id = claim.format_id;
-      it->second.formatted_node = claim.node;
-      it->second.formatted_unix = claim.unix_time;
-      if (claim.state.has_value() && !it->second.state.has_value()) {
-        it->second.state = claim.state;
-        it->second.state_node = claim.node;
-      }
-    }
-    return it->second;
-  }
-  absl::StatusOr<kms::VolumeRecord> CommitState(
-      std::string_view volume_id, const kms::StateCommit& commit) override {
-    if (fail_claims_) return absl::UnavailableError("fake KMS down");
-    std::lock_guard lock(mu_);
-    auto it = volumes_.find(std::string(volume_id));
-    if (it == volumes_.end()) {
-      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
-    }
-    kms::VolumeRecord changed = it->second;
-    if (absl::Status s = kms::ApplyStateCommit(changed, commit); !s.ok()) return s;
-    it->second = changed;
-    return changed;
-  }
-  absl::StatusOr<kms::VolumeRecord> AcceptRollback(std::string_view volume_id,
-                                                   std::string_view by,
-                                                   int64_t unix_time) override {
-    std::lock_guard lock(mu_);
-    auto it = volumes_.find(std::string(volume_id));
-    if (it == volumes_.end()) {
-      return absl::NotFoundError(absl::StrCat("volume ", std::string(volume_id)));
-    }
-    it->second.rollback_pending = true;
-    it->second.rollback_accepted_by = std::string(by);
-    it->second.rollback_accepted_unix = unix_time;
-    return it->second;
-  }
-  void FailClaims(bool fail) { fail_claims_ = fail; }
-  int updates() const { return updates_; }
-  absl::StatusOr<std::vector<kms::VolumeRecord>> ListVolumes(
-      std::string_view) override {
-    return absl::UnimplementedError("fake");
-  }
-  absl::Status DestroyVolumeKey(std::string_view) override {
-    return absl::UnimplementedError("fake");
-  }
-  absl::StatusOr<kms::RotationResult> RotateTenantKey(std::string_view) override {
-    return absl::UnimplementedError("fake");
-  }
-  absl::Status Ping() override { return absl::OkStatus(); }
-  std::string Describe() const override { return "fake"; }
-
- private:
-  std::optional<std::pair<kms::VolumeRecord, uint8_t>> TakeReplacement() {
-    std::lock_guard lock(mu_);
-    return std::exchange(replacement_, std::nullopt);
-  }
-
-  std::mutex mu_;
-  std::map<std::string, kms::VolumeRecord> volumes_;
-  std::map<std::string, uint8_t> deks_;  // By wrapped key.
-  std::optional<std::pair<kms::VolumeRecord, uint8_t>> replacement_;
-  std::atomic<bool> fail_unwrap_{false};
-  std::atomic<bool> fail_claims_{false};
-  std::atomic<int> unwrap_calls_{0};
-  std::atomic<int> read_calls_{0};
-  std::atomic<int> updates_{0};
-};
+// The one KeyProvider fake (tests/fakes/fake_key_provider.h).
+using ::sealvol::testing::FakeKeyProvider;
 
 inline kms::VolumeRecord MakeVolume(const std::string& id,
                                     const std::string& tenant) {
