@@ -11,12 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/durable_file.h"
+#include "base/grpc_status.h"
 #include "base/status_macros.h"
 #include "cmd/exit_codes.h"
 #include "cmd/service_process.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
-#include "csi/grpc_status.h"
 #include "csi/node_service.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
@@ -133,12 +133,12 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
   if (verb == "info") {
     csipb::GetPluginInfoResponse info;
     if (auto s = identity->GetPluginInfo(&ctx, {}, &info); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     grpc::ClientContext probe_ctx;
     csipb::ProbeResponse probe;
     if (auto s = identity->Probe(&probe_ctx, {}, &probe); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     std::printf("%s %s ready=%s\n", info.name().c_str(),
                 info.vendor_version().c_str(),
@@ -162,7 +162,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     }
     csipb::CreateVolumeResponse res;
     if (auto s = controller->CreateVolume(&ctx, req, &res); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     std::printf("%s\t%lld\n", res.volume().volume_id().c_str(),
                 static_cast<long long>(res.volume().capacity_bytes()));
@@ -172,14 +172,14 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     csipb::DeleteVolumeRequest req;
     req.set_volume_id(f.volume_id);
     csipb::DeleteVolumeResponse res;
-    return csi::FromGrpcStatus(controller->DeleteVolume(&ctx, req, &res));
+    return FromGrpcStatus(controller->DeleteVolume(&ctx, req, &res));
   }
   if (verb == "list") {
     csipb::ListVolumesRequest req;
     req.set_max_entries(f.max_entries);
     csipb::ListVolumesResponse res;
     if (auto s = controller->ListVolumes(&ctx, req, &res); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     for (const auto& entry : res.entries()) {
       const auto& v = entry.volume();
@@ -198,7 +198,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     *req.mutable_volume_capability() = Capability(f);
     if (auto s = FillNodeContext(f, req.mutable_volume_context()); !s.ok()) return s;
     csipb::NodeStageVolumeResponse res;
-    return csi::FromGrpcStatus(node->NodeStageVolume(&ctx, req, &res));
+    return FromGrpcStatus(node->NodeStageVolume(&ctx, req, &res));
   }
   if (verb == "publish") {
     csipb::NodePublishVolumeRequest req;
@@ -224,21 +224,21 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     vctx[csi::kPodTokens] =
         nlohmann::json{{csi::kTokenAudience, {{"token", *token}}}}.dump();
     csipb::NodePublishVolumeResponse res;
-    return csi::FromGrpcStatus(node->NodePublishVolume(&ctx, req, &res));
+    return FromGrpcStatus(node->NodePublishVolume(&ctx, req, &res));
   }
   if (verb == "unpublish") {
     csipb::NodeUnpublishVolumeRequest req;
     req.set_volume_id(f.volume_id);
     req.set_target_path(f.target);
     csipb::NodeUnpublishVolumeResponse res;
-    return csi::FromGrpcStatus(node->NodeUnpublishVolume(&ctx, req, &res));
+    return FromGrpcStatus(node->NodeUnpublishVolume(&ctx, req, &res));
   }
   if (verb == "unstage") {
     csipb::NodeUnstageVolumeRequest req;
     req.set_volume_id(f.volume_id);
     req.set_staging_target_path(f.staging_path);
     csipb::NodeUnstageVolumeResponse res;
-    return csi::FromGrpcStatus(node->NodeUnstageVolume(&ctx, req, &res));
+    return FromGrpcStatus(node->NodeUnstageVolume(&ctx, req, &res));
   }
   if (verb == "stats") {
     csipb::NodeGetVolumeStatsRequest req;
@@ -246,7 +246,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     req.set_volume_path(f.path);
     csipb::NodeGetVolumeStatsResponse res;
     if (auto s = node->NodeGetVolumeStats(&ctx, req, &res); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     for (const auto& usage : res.usage()) {
       std::printf("%s\ttotal=%lld\tused=%lld\tavailable=%lld\n",
@@ -269,7 +269,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
       req.mutable_capacity_range()->set_required_bytes(static_cast<int64_t>(*size));
       csipb::ControllerExpandVolumeResponse res;
       if (auto s = controller->ControllerExpandVolume(&ctx, req, &res); !s.ok()) {
-        return csi::FromGrpcStatus(s);
+        return FromGrpcStatus(s);
       }
       std::printf("%lld\tnode_expansion_required=%s\n",
                   static_cast<long long>(res.capacity_bytes()),
@@ -283,7 +283,7 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
     *req.mutable_volume_capability() = Capability(f);
     csipb::NodeExpandVolumeResponse res;
     if (auto s = node->NodeExpandVolume(&ctx, req, &res); !s.ok()) {
-      return csi::FromGrpcStatus(s);
+      return FromGrpcStatus(s);
     }
     std::printf("%lld\n", static_cast<long long>(res.capacity_bytes()));
     return absl::OkStatus();

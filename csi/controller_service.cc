@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "base/grpc_status.h"
 #include "base/status_macros.h"
 #include "base/volume_id.h"
 #include "csi/capabilities.h"
-#include "csi/grpc_status.h"
 #include "csi/request_limits.h"
 #include "spdlog/spdlog.h"
 

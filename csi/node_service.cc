@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/grpc_status.h"
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
@@ -16,7 +17,6 @@
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "csi/filesystem.h"
-#include "csi/grpc_status.h"
 #include "csi/mounter.h"
 #include "csi/request_limits.h"
 #include "spdlog/spdlog.h"

@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/map.h"
-#include "kms/broker/attestation_policy.h"
+#include "kms/broker/key_broker_wire.h"
 
 namespace sealvol::csi {
 

@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
 #include "csi/committed_state.h"
-#include "kms/broker/attestation_policy.h"
 #include "kms/broker/key_broker_client.h"
+#include "kms/broker/key_broker_wire.h"
 
 namespace sealvol::csi {
 

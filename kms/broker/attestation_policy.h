@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "kms/broker/key_broker_wire.h"
 #include "kms/broker/pod_lookup.h"
 #include "kms/broker/token_verifier.h"
 #include "kms/key_provider.h"
@@ -23,15 +24,6 @@ namespace sealvol::broker {
 // "*". Absent or empty: any service account of the tenant namespace.
 inline constexpr char kAllowedServiceAccountsParameter[] =
     "allowedServiceAccounts";
-
-// Pod identity as the kubelet wrote it into the volume context and the
-// node forwarded it.
-struct PodIdentity {
-  std::string name;
-  std::string namespace_name;
-  std::string uid;
-  std::string service_account;
-};
 
 struct AttestationPolicyOptions {
   // "NAMESPACE:NAME" of the service account node plugins run as.

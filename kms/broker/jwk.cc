@@ -5,6 +5,7 @@
 #include <openssl/rsa.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kms/broker/base64url.h"
 #include "nlohmann/json.hpp"
 
@@ -59,12 +60,10 @@ absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> PkeyFromParams(const char* type,
 }
 
 absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> RsaFromJwk(const json& jwk, const std::string& kid) {
-  auto n = DecodeMember(jwk, "n", kid);
-  if (!n.ok()) return n.status();
-  auto e = DecodeMember(jwk, "e", kid);
-  if (!e.ok()) return e.status();
-  crypto::SslUniquePtr<BIGNUM> bn_n = BignumFromBytes(*n);
-  crypto::SslUniquePtr<BIGNUM> bn_e = BignumFromBytes(*e);
+  ASSIGN_OR_RETURN(auto n, DecodeMember(jwk, "n", kid));
+  ASSIGN_OR_RETURN(auto e, DecodeMember(jwk, "e", kid));
+  crypto::SslUniquePtr<BIGNUM> bn_n = BignumFromBytes(n);
+  crypto::SslUniquePtr<BIGNUM> bn_e = BignumFromBytes(e);
   if (bn_n == nullptr || bn_e == nullptr) {
     return absl::ResourceExhaustedError("JWK: BN_bin2bn failed");
   }
@@ -89,15 +88,13 @@ absl::StatusOr<crypto::SslUniquePtr<EVP_PKEY>> EcFromJwk(const json& jwk, const 
     return absl::InvalidArgumentError(
         absl::StrCat("JWK ", kid, ": only EC curve P-256 is supported"));
   }
-  auto x = DecodeMember(jwk, "x", kid);
-  if (!x.ok()) return x.status();
-  auto y = DecodeMember(jwk, "y", kid);
-  if (!y.ok()) return y.status();
-  if (x->size() != kP256CoordinateSize || y->size() != kP256CoordinateSize) {
+  ASSIGN_OR_RETURN(auto x, DecodeMember(jwk, "x", kid));
+  ASSIGN_OR_RETURN(auto y, DecodeMember(jwk, "y", kid));
+  if (x.size() != kP256CoordinateSize || y.size() != kP256CoordinateSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("JWK ", kid, ": P-256 coordinates must be 32 bytes"));
   }
-  std::string point = absl::StrCat(std::string(1, '\x04'), *x, *y);
+  std::string point = absl::StrCat(std::string(1, '\x04'), x, y);
   crypto::SslUniquePtr<OSSL_PARAM_BLD> builder(OSSL_PARAM_BLD_new());
   if (builder == nullptr ||
       OSSL_PARAM_BLD_push_utf8_string(builder.get(),
@@ -139,10 +136,9 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> KeyFromJson(const json& jwk) {
     key->pkey = std::move(*pkey);
   } else if (kty == "EC") {
     if (!alg.empty() && alg != "ES256") return std::shared_ptr<const PublicKey>();
-    auto pkey = EcFromJwk(jwk, kid);
-    if (!pkey.ok()) return pkey.status();
+    ASSIGN_OR_RETURN(auto pkey, EcFromJwk(jwk, kid));
     key->algorithm = JwsAlgorithm::kEs256;
-    key->pkey = std::move(*pkey);
+    key->pkey = std::move(pkey);
   } else {
     return std::shared_ptr<const PublicKey>();
   }
@@ -167,12 +163,11 @@ absl::StatusOr<KeySet> KeySet::Parse(std::string_view jwks_json) {
   }
   KeySet set;
   for (const json& jwk : *keys) {
-    auto key = KeyFromJson(jwk);
-    if (!key.ok()) return key.status();
-    if (*key == nullptr) continue;
-    if (!set.keys_.emplace((*key)->kid, *key).second) {
+    ASSIGN_OR_RETURN(auto key, KeyFromJson(jwk));
+    if (key == nullptr) continue;
+    if (!set.keys_.emplace(key->kid, key).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat("JWKS: duplicate kid ", (*key)->kid));
+          absl::StrCat("JWKS: duplicate kid ", key->kid));
     }
   }
   return set;
@@ -193,9 +188,8 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> PublicKeyFromJwk(
     std::string_view jwk_json) {
   json jwk = json::parse(jwk_json.begin(), jwk_json.end(), nullptr, false);
   if (jwk.is_discarded()) return absl::InvalidArgumentError("JWK: not JSON");
-  auto key = KeyFromJson(jwk);
-  if (!key.ok()) return key.status();
-  if (*key == nullptr) {
+  ASSIGN_OR_RETURN(auto key, KeyFromJson(jwk));
+  if (key == nullptr) {
     return absl::InvalidArgumentError("JWK: unsupported key type or no kid");
   }
   return key;
@@ -242,9 +236,8 @@ absl::Status VerifyJwsSignature(const PublicKey& key,
                                 std::string_view signature) {
   std::string der;
   if (key.algorithm == JwsAlgorithm::kEs256) {
-    auto converted = EcdsaRawToDer(signature);
-    if (!converted.ok()) return converted.status();
-    der = std::move(*converted);
+    ASSIGN_OR_RETURN(auto converted, EcdsaRawToDer(signature));
+    der = std::move(converted);
     signature = der;
   }
   crypto::SslUniquePtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/durable_file.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace sealvol::broker {
@@ -43,15 +44,14 @@ absl::StatusOr<std::unique_ptr<JwksCache>> JwksCache::Create(
         "JWKS source: give exactly one of a file, a URL or an OIDC issuer");
   }
   std::unique_ptr<JwksCache> cache(new JwksCache(options, KeySet(), true));
-  auto keys = cache->Load();
-  if (!keys.ok()) return keys.status();
-  if (keys->size() == 0) {
+  ASSIGN_OR_RETURN(auto keys, cache->Load());
+  if (keys.size() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(cache->Describe(), ": no usable RS256/ES256 keys"));
   }
   {
     std::lock_guard lock(cache->mu_);
-    cache->keys_ = std::make_shared<const KeySet>(std::move(*keys));
+    cache->keys_ = std::make_shared<const KeySet>(std::move(keys));
   }
   return cache;
 }
@@ -71,19 +71,18 @@ absl::StatusOr<std::string> JwksCache::Get(const std::string& url) const {
   request.headers.emplace_back("Accept",
                                "application/jwk-set+json, application/json");
   if (!options_.bearer_token_file.empty()) {
-    auto token = ReadSmallFile(options_.bearer_token_file, kMaxFileSize);
-    if (!token.ok()) return token.status();
+    ASSIGN_OR_RETURN(auto token,
+                     ReadSmallFile(options_.bearer_token_file, kMaxFileSize));
     request.headers.emplace_back(
         "Authorization",
-        absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+        absl::StrCat("Bearer ", absl::StripAsciiWhitespace(token)));
   }
-  auto response = http_.Send(request);
-  if (!response.ok()) return response.status();
-  if (response->status != 200) {
+  ASSIGN_OR_RETURN(auto response, http_.Send(request));
+  if (response.status != 200) {
     return absl::UnavailableError(
-        absl::StrCat("GET ", url, ": HTTP ", response->status));
+        absl::StrCat("GET ", url, ": HTTP ", response.status));
   }
-  return std::move(response->body);
+  return std::move(response.body);
 }
 
 std::string JwksCache::Describe() const {
@@ -98,18 +97,16 @@ std::string JwksCache::Describe() const {
 absl::StatusOr<KeySet> JwksCache::Load() const {
   std::string text;
   if (!options_.file.empty()) {
-    auto content = ReadSmallFile(options_.file, kMaxFileSize);
-    if (!content.ok()) return content.status();
-    text = std::move(*content);
+    ASSIGN_OR_RETURN(auto content, ReadSmallFile(options_.file, kMaxFileSize));
+    text = std::move(content);
   } else {
     std::string url = options_.url;
     if (!options_.oidc_issuer_url.empty()) {
       std::string issuer(absl::StripSuffix(options_.oidc_issuer_url, "/"));
       const std::string discovery_url =
           absl::StrCat(issuer, "/.well-known/openid-configuration");
-      auto discovery = Get(discovery_url);
-      if (!discovery.ok()) return discovery.status();
-      auto doc = nlohmann::json::parse(*discovery, nullptr, false);
+      ASSIGN_OR_RETURN(auto discovery, Get(discovery_url));
+      auto doc = nlohmann::json::parse(discovery, nullptr, false);
       if (doc.is_discarded() || !doc.is_object() || !doc.contains("jwks_uri") ||
           !doc["jwks_uri"].is_string()) {
         return absl::InvalidArgumentError(
@@ -124,9 +121,8 @@ absl::StatusOr<KeySet> JwksCache::Load() const {
       }
       url = doc["jwks_uri"].get<std::string>();
     }
-    auto body = Get(url);
-    if (!body.ok()) return body.status();
-    text = std::move(*body);
+    ASSIGN_OR_RETURN(auto body, Get(url));
+    text = std::move(body);
   }
   auto keys = KeySet::Parse(text);
   if (!keys.ok()) {
@@ -140,10 +136,9 @@ absl::Status JwksCache::Refresh() {
   if (!refreshable_) return absl::OkStatus();
   std::lock_guard fetch_lock(refresh_mu_);
   last_attempt_ = absl::Now();
-  auto keys = Load();
-  if (!keys.ok()) return keys.status();
+  ASSIGN_OR_RETURN(auto keys, Load());
   std::lock_guard lock(mu_);
-  keys_ = std::make_shared<const KeySet>(std::move(*keys));
+  keys_ = std::make_shared<const KeySet>(std::move(keys));
   loaded_at_ = absl::Now();
   return absl::OkStatus();
 }
@@ -154,10 +149,9 @@ absl::Status JwksCache::RefreshIfAllowed(absl::Time now) {
     return absl::OkStatus();  // Someone refreshed just now; use their keys.
   }
   last_attempt_ = now;
-  auto keys = Load();
-  if (!keys.ok()) return keys.status();
+  ASSIGN_OR_RETURN(auto keys, Load());
   std::lock_guard lock(mu_);
-  keys_ = std::make_shared<const KeySet>(std::move(*keys));
+  keys_ = std::make_shared<const KeySet>(std::move(keys));
   loaded_at_ = now;
   return absl::OkStatus();
 }

@@ -11,7 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/durable_file.h"
-#include "kms/broker/key_broker_service.h"
+#include "base/grpc_status.h"
+#include "base/status_macros.h"
 #include "kms/broker/refusal.h"
 #include "kms/identifiers.h"
 
@@ -24,9 +25,10 @@ constexpr size_t kDekSize = 32;
 constexpr size_t kMaxFileSize = 1 << 20;
 
 // Rebuilds the broker's refusal as a Status with the same reason payload.
-absl::Status FromGrpc(const grpc::Status& status) {
-  const std::string message = status.error_message();
-  const auto code = static_cast<absl::StatusCode>(status.error_code());
+absl::Status FromGrpc(const grpc::Status& grpc_status) {
+  const absl::Status status = FromGrpcStatus(grpc_status);
+  const std::string message(status.message());
+  const absl::StatusCode code = status.code();
   if (code == absl::StatusCode::kPermissionDenied ||
       code == absl::StatusCode::kResourceExhausted ||
       code == absl::StatusCode::kUnavailable ||
@@ -68,16 +70,15 @@ absl::StatusOr<std::unique_ptr<KeyBrokerClient>> KeyBrokerClient::Create(
           "key broker ", options.target, ": TCP needs TLS (a CA file)"));
     }
     grpc::SslCredentialsOptions ssl;
-    auto ca = ReadSmallFile(options.ca_file, kMaxFileSize);
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    ASSIGN_OR_RETURN(auto ca, ReadSmallFile(options.ca_file, kMaxFileSize));
+    ssl.pem_root_certs = ca;
     if (!options.client_cert_file.empty()) {
-      auto cert = ReadSmallFile(options.client_cert_file, kMaxFileSize);
-      if (!cert.ok()) return cert.status();
-      auto key = ReadSmallFile(options.client_key_file, kMaxFileSize);
-      if (!key.ok()) return key.status();
-      ssl.pem_cert_chain = *cert;
-      ssl.pem_private_key = *key;
+      ASSIGN_OR_RETURN(auto cert,
+                       ReadSmallFile(options.client_cert_file, kMaxFileSize));
+      ASSIGN_OR_RETURN(auto key,
+                       ReadSmallFile(options.client_key_file, kMaxFileSize));
+      ssl.pem_cert_chain = cert;
+      ssl.pem_private_key = key;
     }
     credentials = grpc::SslCredentials(ssl);
     if (!options.tls_server_name.empty()) {
@@ -164,10 +165,9 @@ absl::StatusOr<std::map<std::string, bool>> KeyBrokerClient::VolumesExist(
 }
 
 absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
-    const ReleaseKeyParams& params) {
-  auto released = ReleaseVolumeKey(params);
-  if (!released.ok()) return released.status();
-  return std::move(released->dek);
+    const ReleaseRequest& params) {
+  ASSIGN_OR_RETURN(auto released, ReleaseVolumeKey(params));
+  return std::move(released.dek);
 }
 
 namespace {
@@ -234,15 +234,8 @@ absl::Status KeyBrokerClient::ReportRollback(const std::string& volume_id,
 }
 
 absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
-    const ReleaseKeyParams& params) {
-  v1::ReleaseKeyRequest request;
-  request.set_volume_id(params.volume_id);
-  request.set_node_id(params.node_id);
-  request.set_pod_token(params.pod_token);
-  request.mutable_pod()->set_name(params.pod.name);
-  request.mutable_pod()->set_namespace_(params.pod.namespace_name);
-  request.mutable_pod()->set_uid(params.pod.uid);
-  request.mutable_pod()->set_service_account(params.pod.service_account);
+    const ReleaseRequest& params) {
+  const v1::ReleaseKeyRequest request = ReleaseRequestToProto(params);
 
   grpc::ClientContext context;
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;

@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crypto/secret_bytes.h"
-#include "kms/broker/attestation_policy.h"
+#include "kms/broker/key_broker_wire.h"
 #include "kms/key_provider.h"
 #include "proto/sealvol/keybroker.grpc.pb.h"
 
@@ -38,13 +38,6 @@ struct KeyBrokerClientOptions {
   absl::Duration timeout = absl::Seconds(15);
 };
 
-struct ReleaseKeyParams {
-  std::string volume_id;
-  std::string node_id;
-  std::string pod_token;
-  PodIdentity pod;
-};
-
 // A released key and what the registry says of the volume's image.
 struct ReleasedVolumeKey {
   crypto::SecretBytes dek;
@@ -61,11 +54,11 @@ class KeyBrokerClient {
       const KeyBrokerClientOptions& options);
 
   // The volume's 32-byte DEK. The protobuf's copy is wiped before return.
-  absl::StatusOr<crypto::SecretBytes> ReleaseKey(const ReleaseKeyParams& params);
+  absl::StatusOr<crypto::SecretBytes> ReleaseKey(const ReleaseRequest& params);
   // The DEK and the registry's format id of the volume's image. DataLoss if
   // the broker sends a format id that is not 32 lowercase hex digits.
   absl::StatusOr<ReleasedVolumeKey> ReleaseVolumeKey(
-      const ReleaseKeyParams& params);
+      const ReleaseRequest& params);
 
   // Reports that this node formatted the volume's image with `format_id`
   // (KeyBroker.ClaimFormat). OK when the registry now holds that id;

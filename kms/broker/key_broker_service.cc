@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/durable_file.h"
+#include "base/grpc_status.h"
 #include "base/status_macros.h"
 #include "kms/broker/refusal.h"
 #include "kms/identifiers.h"
@@ -21,10 +22,12 @@ constexpr char kReasonTrailer[] = "sealvol-refusal-reason";
 // Certificates, keys and CA bundles.
 constexpr size_t kMaxPemFileSize = 1 << 20;
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+// A failed call's gRPC status, its refusal reason also in a trailer.
+grpc::Status RefusalToGrpc(grpc::ServerContext* context,
+                           const absl::Status& status) {
+  const std::string reason = RefusalReason(status);
+  if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+  return ToGrpcStatus(status);
 }
 
 // The caller's node token from `authorization: Bearer <JWT>`, or "".
@@ -102,24 +105,53 @@ absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
   return absl::OkStatus();
 }
 
+absl::Status KeyBrokerService::Audit(const AuditRecord& record) {
+  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("audit log: ", std::string(logged.message())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KeyBrokerService::AuditRefusal(AuditRecord& record,
+                                            std::string_view what,
+                                            absl::Status status,
+                                            std::string reason) {
+  if (reason.empty()) reason = RefusalReason(status);
+  if (reason.empty()) reason = "internal";
+  record.decision = kDecisionRefuse;
+  record.reason = reason;
+  record.message = what.empty() ? std::string(status.message())
+                                : absl::StrCat(std::string(what), ": ",
+                                               std::string(status.message()));
+  if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
+  RETURN_IF_ERROR(Audit(record));
+  return status;
+}
+
+absl::Status KeyBrokerService::RegistryRefusal(std::string_view what,
+                                               const absl::Status& status,
+                                               std::string_view volume_id) {
+  if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
+    return RefusalStatus(
+        Reason::kVolumeNotFound,
+        absl::StrCat("no volume ", std::string(volume_id.substr(0, 128))));
+  }
+  if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
+  return RefusalStatus(Reason::kKmsError,
+                       absl::StrCat(std::string(what), ": ",
+                                    std::string(status.message())));
+}
+
 absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
     const std::string& node_id, const std::vector<std::string>& volume_ids,
     std::string_view node_token) {
   absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
   if (s.ok()) s = AuthenticateNode(node_token, node_id);
   if (!s.ok()) {
-    const std::string reason = RefusalReason(s);
-    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
     AuditRecord record;
-    record.decision = kDecisionRefuse;
-    record.reason = reason;
     record.node = node_id;
-    record.message = absl::StrCat("volume status: ", std::string(s.message()));
-    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
-    }
-    return s;
+    return AuditRefusal(record, "volume status", s);
   }
   if (volume_ids.size() > kMaxVolumeStatusIds) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -161,19 +193,9 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   record.volume = volume_id;
   record.node = node_id;
   // `reason` overrides the status's refusal reason (for errors without one).
-  auto refuse = [&](absl::Status status,
-                    std::string reason = "") -> absl::Status {
-    if (reason.empty()) reason = RefusalReason(status);
-    if (reason.empty()) reason = "internal";
-    record.decision = kDecisionRefuse;
-    record.reason = reason;
-    record.message = absl::StrCat("format claim: ", std::string(status.message()));
-    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
-    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
-    }
-    return status;
+  auto refuse = [&](absl::Status status, std::string reason = "") {
+    return AuditRefusal(record, "format claim", std::move(status),
+                        std::move(reason));
   };
 
   absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
@@ -187,19 +209,11 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
       return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
     }
   }
-  auto kms_refusal = [&](std::string_view what, const absl::Status& status) {
-    if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
-      return refuse(RefusalStatus(
-          Reason::kVolumeNotFound, absl::StrCat("no volume ", volume_id.substr(0, 128))));
-    }
-    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
-    return refuse(RefusalStatus(
-        Reason::kKmsError,
-        absl::StrCat(std::string(what), ": ", std::string(status.message()))));
-  };
   // Read first so that the audit tells a new claim from a repeated one.
   auto before = keys_.GetVolume(volume_id);
-  if (!before.ok()) return kms_refusal("registry lookup", before.status());
+  if (!before.ok()) {
+    return refuse(RegistryRefusal("registry lookup", before.status(), volume_id));
+  }
   record.tenant = before->tenant;
   // Only the node the volume is placed on formats its image.
   if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
@@ -212,7 +226,10 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
                     .node = node_id,
                     .unix_time = absl::ToUnixSeconds(absl::Now()),
                     .state = state});
-    if (!claimed.ok()) return kms_refusal("registry update", claimed.status());
+    if (!claimed.ok()) {
+      return refuse(
+          RegistryRefusal("registry update", claimed.status(), volume_id));
+    }
     after = *std::move(claimed);
   }
   if (after.format_id != format_id) {
@@ -235,10 +252,7 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
       recorded && after.state.has_value()
           ? absl::StrCat(", first state ", kms::DescribeState(*after.state))
           : "");
-  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("audit log: ", std::string(logged.message())));
-  }
+  RETURN_IF_ERROR(Audit(record));
   return FormatClaimResult{format_id, recorded};
 }
 
@@ -249,19 +263,10 @@ absl::Status KeyBrokerService::CommitVolumeState(
   AuditRecord record;
   record.volume = volume_id;
   record.node = node_id;
-  auto refuse = [&](absl::Status status) -> absl::Status {
-    std::string reason = RefusalReason(status);
-    if (reason.empty()) reason = "internal";
-    record.decision = kDecisionRefuse;
-    record.reason = reason;
-    record.message = absl::StrCat("commit state (", kms::DescribeState(state),
-                                  "): ", std::string(status.message()));
-    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
-    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
-    }
-    return status;
+  auto refuse = [&](absl::Status status) {
+    return AuditRefusal(
+        record, absl::StrCat("commit state (", kms::DescribeState(state), ")"),
+        std::move(status));
   };
   absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
   if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
@@ -270,19 +275,10 @@ absl::Status KeyBrokerService::CommitVolumeState(
   if (absl::Status s = kms::ValidateStateRoot(state.root); !s.ok()) {
     return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
   }
-  auto registry_error = [&](std::string_view what, const absl::Status& status) {
-    if (absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
-      return refuse(RefusalStatus(
-          Reason::kVolumeNotFound,
-          absl::StrCat("no volume ", volume_id.substr(0, 128))));
-    }
-    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
-    return refuse(RefusalStatus(
-        Reason::kKmsError,
-        absl::StrCat(std::string(what), ": ", std::string(status.message()))));
-  };
   auto before = keys_.GetVolume(volume_id);
-  if (!before.ok()) return registry_error("registry lookup", before.status());
+  if (!before.ok()) {
+    return refuse(RegistryRefusal("registry lookup", before.status(), volume_id));
+  }
   record.tenant = before->tenant;
   // Only the node the volume is placed on has its image.
   if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
@@ -297,7 +293,9 @@ absl::Status KeyBrokerService::CommitVolumeState(
     return refuse(RefusalStatus(Reason::kStateRegression,
                                 std::string(after.status().message())));
   }
-  if (!after.ok()) return registry_error("registry update", after.status());
+  if (!after.ok()) {
+    return refuse(RegistryRefusal("registry update", after.status(), volume_id));
+  }
   record.decision = kDecisionGrant;
   if (accept_rollback) {
     record.reason = "rollback_consumed";
@@ -320,11 +318,7 @@ absl::Status KeyBrokerService::CommitVolumeState(
                       ") was never closed: its image was accepted as found");
     }
   }
-  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("audit log: ", std::string(logged.message())));
-  }
-  return absl::OkStatus();
+  return Audit(record);
 }
 
 absl::Status KeyBrokerService::ReportVolumeRollback(
@@ -333,21 +327,8 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
   AuditRecord record;
   record.volume = volume_id;
   record.node = node_id;
-  auto log = [&](absl::Status status) -> absl::Status {
-    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
-    }
-    return status;
-  };
-  auto refuse = [&](absl::Status status) -> absl::Status {
-    std::string reason = RefusalReason(status);
-    if (reason.empty()) reason = "internal";
-    record.decision = kDecisionRefuse;
-    record.reason = reason;
-    record.message = absl::StrCat("rollback report: ", std::string(status.message()));
-    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
-    return log(status);
+  auto refuse = [&](absl::Status status) {
+    return AuditRefusal(record, "rollback report", std::move(status));
   };
   // The detail is the engine's message: two states and a path.
   constexpr size_t kMaxDetailBytes = 1024;
@@ -358,16 +339,7 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
   if (!s.ok()) return refuse(s);
   auto volume = keys_.GetVolume(volume_id);
   if (!volume.ok()) {
-    if (absl::IsNotFound(volume.status()) ||
-        absl::IsInvalidArgument(volume.status())) {
-      return refuse(RefusalStatus(
-          Reason::kVolumeNotFound,
-          absl::StrCat("no volume ", volume_id.substr(0, 128))));
-    }
-    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
-    return refuse(RefusalStatus(
-        Reason::kKmsError,
-        absl::StrCat("registry lookup: ", std::string(volume.status().message()))));
+    return refuse(RegistryRefusal("registry lookup", volume.status(), volume_id));
   }
   record.tenant = volume->tenant;
   if (absl::Status s = policy_.CheckPlacement(*volume, node_id); !s.ok()) {
@@ -383,7 +355,7 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
   if (options_.metrics != nullptr) {
     options_.metrics->RecordRefusal(record.reason);
   }
-  return log(absl::OkStatus());
+  return Audit(record);
 }
 
 absl::Status KeyBrokerService::PlaceVolume(const std::string& volume_id,
@@ -410,13 +382,12 @@ absl::Status KeyBrokerService::AttestPod(const ReleaseRequest& request,
                                          const kms::VolumeRecord& volume,
                                          AuditRecord& record) {
   if (!request.pod_token.empty()) {
-    auto pod = verifier_.Verify(request.pod_token);
-    if (!pod.ok()) return pod.status();
-    record.token_id = TokenId(request.pod_token, pod->jti);
+    ASSIGN_OR_RETURN(auto pod, verifier_.Verify(request.pod_token));
+    record.token_id = TokenId(request.pod_token, pod.jti);
     RETURN_IF_ERROR(
-        policy_.CheckPod(*pod, request.pod, request.node_id, volume));
+        policy_.CheckPod(pod, request.pod, request.node_id, volume));
     if (options_.token_reviewer != nullptr) {
-      RETURN_IF_ERROR(options_.token_reviewer->Review(request.pod_token, *pod));
+      RETURN_IF_ERROR(options_.token_reviewer->Review(request.pod_token, pod));
     }
     return absl::OkStatus();
   }
@@ -430,9 +401,9 @@ absl::Status KeyBrokerService::AttestPod(const ReleaseRequest& request,
         "confirmed through the API server only with "
         "--attest-block-pods-via-api-server");
   }
-  auto observed = options_.pod_lookup->Observe(request.pod, request.volume_id);
-  if (!observed.ok()) return observed.status();
-  return policy_.CheckObservedPod(*observed, request.pod, request.node_id,
+  ASSIGN_OR_RETURN(auto observed,
+                   options_.pod_lookup->Observe(request.pod, request.volume_id));
+  return policy_.CheckObservedPod(observed, request.pod, request.node_id,
                                   volume);
 }
 
@@ -451,18 +422,8 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
                        : options_.pod_lookup != nullptr ? kAttestationApiServer
                                                         : kAttestationNone;
 
-  auto refuse = [&](absl::Status status) -> absl::Status {
-    std::string reason = RefusalReason(status);
-    if (reason.empty()) reason = "internal";
-    record.decision = kDecisionRefuse;
-    record.reason = reason;
-    record.message = std::string(status.message());
-    if (options_.metrics != nullptr) options_.metrics->RecordRefusal(reason);
-    if (absl::Status logged = audit_.Append(record); !logged.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
-    }
-    return status;
+  auto refuse = [&](absl::Status status) {
+    return AuditRefusal(record, "", std::move(status));
   };
 
   // 0. Every field within its bound, before anything else is done with it.
@@ -480,16 +441,8 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
   // 2. Which volume, and whose.
   auto volume = keys_.GetVolume(request.volume_id);
   if (!volume.ok()) {
-    if (absl::IsNotFound(volume.status()) ||
-        absl::IsInvalidArgument(volume.status())) {
-      return refuse(RefusalStatus(
-          Reason::kVolumeNotFound,
-          absl::StrCat("no volume ", request.volume_id.substr(0, 128))));
-    }
-    if (options_.metrics != nullptr) options_.metrics->RecordKmsError();
-    return refuse(RefusalStatus(
-        Reason::kKmsError,
-        absl::StrCat("registry lookup: ", std::string(volume.status().message()))));
+    return refuse(RegistryRefusal("registry lookup", volume.status(),
+                                  request.volume_id));
   }
   record.tenant = volume->tenant;
   // Keys follow placement: only the node the volume lives on gets its key.
@@ -538,10 +491,9 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
         volume->rollback_accepted_unix, "; the registry held ",
         volume->state.has_value() ? kms::DescribeState(*volume->state)
                                   : std::string("no state"));
-    if (absl::Status logged = audit_.Append(accepted); !logged.ok()) {
+    if (absl::Status logged = Audit(accepted); !logged.ok()) {
       dek->Wipe();
-      return absl::UnavailableError(
-          absl::StrCat("audit log: ", std::string(logged.message())));
+      return logged;
     }
   }
   record.decision = kDecisionGrant;
@@ -551,10 +503,9 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
                        ? "key released (no pod token: block volume, pod "
                          "confirmed by the API server)"
                        : "key released";
-  if (absl::Status logged = audit_.Append(record); !logged.ok()) {
+  if (absl::Status logged = Audit(record); !logged.ok()) {
     dek->Wipe();
-    return absl::UnavailableError(
-        absl::StrCat("audit log: ", std::string(logged.message())));
+    return logged;
   }
   if (options_.metrics != nullptr) options_.metrics->RecordGrant();
   ReleasedKey released{std::move(*dek), volume->key_version, volume->format_id};
@@ -572,9 +523,7 @@ grpc::Status KeyBrokerService::VolumeStatus(
                                request->volume_ids().end());
   auto states = VolumeStates(request->node_id(), ids, BearerToken(*context));
   if (!states.ok()) {
-    const std::string reason = RefusalReason(states.status());
-    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
-    return ToGrpcStatus(states.status());
+    return RefusalToGrpc(context, states.status());
   }
   for (const VolumeExistence& state : *states) {
     v1::VolumeState* out = response->add_volumes();
@@ -597,9 +546,7 @@ grpc::Status KeyBrokerService::ClaimFormat(
                                    request->format_id(), BearerToken(*context),
                                    state);
   if (!claimed.ok()) {
-    const std::string reason = RefusalReason(claimed.status());
-    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
-    return ToGrpcStatus(claimed.status());
+    return RefusalToGrpc(context, claimed.status());
   }
   response->set_format_id(claimed->format_id);
   response->set_recorded(claimed->recorded);
@@ -610,19 +557,10 @@ grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
                                           const v1::ReleaseKeyRequest* request,
                                           v1::ReleaseKeyResponse* response) {
   const std::string node_token = BearerToken(*context);
-  ReleaseRequest release;
-  release.volume_id = request->volume_id();
-  release.node_id = request->node_id();
-  release.pod_token = request->pod_token();
-  release.pod.name = request->pod().name();
-  release.pod.namespace_name = request->pod().namespace_();
-  release.pod.uid = request->pod().uid();
-  release.pod.service_account = request->pod().service_account();
+  const ReleaseRequest release = ReleaseRequestFromProto(*request);
   auto released = Release(release, node_token);
   if (!released.ok()) {
-    const std::string reason = RefusalReason(released.status());
-    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
-    return ToGrpcStatus(released.status());
+    return RefusalToGrpc(context, released.status());
   }
   // This copy lives in gRPC's heap until it is serialized and freed; see
   // docs/attestation.md ("Where the DEK travels").
@@ -650,9 +588,7 @@ grpc::Status KeyBrokerService::CommitState(grpc::ServerContext* context,
       CommitVolumeState(request->volume_id(), request->node_id(), state,
                         request->accept_rollback(), BearerToken(*context));
   if (!committed.ok()) {
-    const std::string reason = RefusalReason(committed);
-    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
-    return ToGrpcStatus(committed);
+    return RefusalToGrpc(context, committed);
   }
   return grpc::Status::OK;
 }
@@ -665,9 +601,7 @@ grpc::Status KeyBrokerService::ReportRollback(
       ReportVolumeRollback(request->volume_id(), request->node_id(),
                            request->detail(), BearerToken(*context));
   if (!reported.ok()) {
-    const std::string reason = RefusalReason(reported);
-    if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
-    return ToGrpcStatus(reported);
+    return RefusalToGrpc(context, reported);
   }
   return grpc::Status::OK;
 }
@@ -683,15 +617,15 @@ BrokerServerCredentials(const BrokerServerOptions& options) {
         ": a TCP listener needs --broker-tls-cert and --broker-tls-key"));
   }
   grpc::SslServerCredentialsOptions ssl;
-  auto cert = ReadSmallFile(options.tls_cert_file, kMaxPemFileSize);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadSmallFile(options.tls_key_file, kMaxPemFileSize);
-  if (!key.ok()) return key.status();
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  ASSIGN_OR_RETURN(auto cert,
+                   ReadSmallFile(options.tls_cert_file, kMaxPemFileSize));
+  ASSIGN_OR_RETURN(auto key,
+                   ReadSmallFile(options.tls_key_file, kMaxPemFileSize));
+  ssl.pem_key_cert_pairs.push_back({key, cert});
   if (!options.client_ca_file.empty()) {
-    auto ca = ReadSmallFile(options.client_ca_file, kMaxPemFileSize);
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    ASSIGN_OR_RETURN(auto ca,
+                     ReadSmallFile(options.client_ca_file, kMaxPemFileSize));
+    ssl.pem_root_certs = ca;
     ssl.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
@@ -700,8 +634,7 @@ BrokerServerCredentials(const BrokerServerOptions& options) {
 
 absl::StatusOr<BrokerServer> StartBrokerServer(
     const BrokerServerOptions& options, KeyBrokerService& service) {
-  auto credentials = BrokerServerCredentials(options);
-  if (!credentials.ok()) return credentials.status();
+  ASSIGN_OR_RETURN(auto credentials, BrokerServerCredentials(options));
   std::string socket_path;
   if (absl::StartsWith(options.listen, kUnixPrefix)) {
     socket_path = options.listen.substr(sizeof(kUnixPrefix) - 1);
@@ -712,7 +645,7 @@ absl::StatusOr<BrokerServer> StartBrokerServer(
   }
   BrokerServer result;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, *credentials, &result.port);
+  builder.AddListeningPort(options.listen, credentials, &result.port);
   builder.RegisterService(&service);
   result.server = builder.BuildAndStart();
   if (result.server == nullptr) {

@@ -36,6 +36,7 @@
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/audit_log.h"
 #include "kms/broker/broker_metrics.h"
+#include "kms/broker/key_broker_wire.h"
 #include "kms/broker/pod_lookup.h"
 #include "kms/broker/rate_limiter.h"
 #include "kms/broker/token_review.h"
@@ -57,22 +58,12 @@ struct KeyBrokerOptions {
   const PodLookup* pod_lookup = nullptr;
 };
 
-// One key-release request, independent of gRPC.
-struct ReleaseRequest {
-  std::string volume_id;
-  std::string node_id;
-  std::string pod_token;
-  PodIdentity pod;
-};
-
 // Existence of one volume in the registry (VolumeStatus).
 struct VolumeExistence {
   std::string volume_id;
   bool exists = false;
 };
 
-// Most volume ids one VolumeStatus call may ask about.
-inline constexpr size_t kMaxVolumeStatusIds = 256;
 
 struct ReleasedKey {
   crypto::SecretBytes dek;
@@ -197,6 +188,20 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // server. Fills the record's token id.
   absl::Status AttestPod(const ReleaseRequest& request,
                          const kms::VolumeRecord& volume, AuditRecord& record);
+
+  // Appends `record` to the audit log: Unavailable naming the log if that
+  // fails (nothing may be granted or refused unaudited).
+  absl::Status Audit(const AuditRecord& record);
+  // Completes `record` as a refusal (reason: `reason`, else the status's
+  // refusal reason, else "internal"; message: `what` and the status's),
+  // counts it and audits it. Returns `status`, or the audit failure.
+  absl::Status AuditRefusal(AuditRecord& record, std::string_view what,
+                            absl::Status status, std::string reason = "");
+  // The refusal for a failed registry call during `what`: volume_not_found
+  // for an absent or malformed volume id, kms_error (counted) otherwise.
+  absl::Status RegistryRefusal(std::string_view what,
+                               const absl::Status& status,
+                               std::string_view volume_id);
 
   kms::KeyProvider& keys_;
   const TokenVerifier& verifier_;

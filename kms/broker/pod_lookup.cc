@@ -1,6 +1,7 @@
 #include "kms/broker/pod_lookup.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/refusal.h"
 
@@ -108,11 +109,10 @@ absl::StatusOr<ObservedPod> PodLookup::Observe(
       claim = absl::StrCat(pod.name, "-", Member(volume, "name").get<std::string>());
     }
     if (claim.empty()) continue;
-    auto pv_name = BoundVolumeOf(pod.namespace_name, claim);
-    if (!pv_name.ok()) return pv_name.status();
-    if (pv_name->empty() || !IsKubernetesName(*pv_name)) continue;
+    ASSIGN_OR_RETURN(auto pv_name, BoundVolumeOf(pod.namespace_name, claim));
+    if (pv_name.empty() || !IsKubernetesName(pv_name)) continue;
     const std::string pv_path =
-        absl::StrCat("/api/v1/persistentvolumes/", *pv_name);
+        absl::StrCat("/api/v1/persistentvolumes/", pv_name);
     auto pv = api_server_.Get(pv_path);
     if (!pv.ok()) {
       return RefusalStatus(Reason::kApiServerFailed, std::string(pv.status().message()));

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "kms/broker/base64url.h"
 #include "nlohmann/json.hpp"
 
@@ -148,9 +149,8 @@ absl::StatusOr<std::string> TestIssuer::SignRaw(
   }
   sig.resize(len);
   if (algorithm_ == JwsAlgorithm::kEs256) {
-    auto raw = EcdsaDerToRaw(sig);
-    if (!raw.ok()) return raw.status();
-    sig = std::move(*raw);
+    ASSIGN_OR_RETURN(auto raw, EcdsaDerToRaw(sig));
+    sig = std::move(raw);
   }
   return absl::StrCat(signing_input, ".", Base64UrlEncode(sig));
 }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "kms/broker/base64url.h"
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
@@ -87,12 +88,10 @@ absl::StatusOr<NameUid> NameUidClaim(const json& k8s, const char* key) {
     return Malformed(absl::StrCat("kubernetes.io.", key, " is not an object"));
   }
   NameUid out;
-  auto name = OptionalString(*it, "name", key);
-  if (!name.ok()) return name.status();
-  auto uid = OptionalString(*it, "uid", key);
-  if (!uid.ok()) return uid.status();
-  out.name = std::move(*name);
-  out.uid = std::move(*uid);
+  ASSIGN_OR_RETURN(auto name, OptionalString(*it, "name", key));
+  ASSIGN_OR_RETURN(auto uid, OptionalString(*it, "uid", key));
+  out.name = std::move(name);
+  out.uid = std::move(uid);
   return out;
 }
 
@@ -133,10 +132,10 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
   }
   if (parts[0].empty()) return Malformed("empty header");
 
-  auto header = DecodeJsonPart({parts[0].data(), parts[0].size()}, "header");
-  if (!header.ok()) return header.status();
-  auto alg_it = header->find("alg");
-  if (alg_it == header->end() || !alg_it->is_string()) {
+  ASSIGN_OR_RETURN(auto header,
+                   DecodeJsonPart({parts[0].data(), parts[0].size()}, "header"));
+  auto alg_it = header.find("alg");
+  if (alg_it == header.end() || !alg_it->is_string()) {
     return Malformed("header has no alg");
   }
   const std::string alg = alg_it->get<std::string>();
@@ -145,12 +144,12 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
                          absl::StrCat("alg ", alg.substr(0, 16),
                                       " is not allowed (RS256, ES256 only)"));
   }
-  if (header->contains("crit")) {
+  if (header.contains("crit")) {
     return RefusalStatus(Reason::kUnsupportedHeader,
                          "crit header: no JWS extension is supported");
   }
-  auto kid_it = header->find("kid");
-  if (kid_it == header->end() || !kid_it->is_string() ||
+  auto kid_it = header.find("kid");
+  if (kid_it == header.end() || !kid_it->is_string() ||
       kid_it->get_ref<const std::string&>().empty()) {
     return RefusalStatus(Reason::kUnknownKid, "token header has no kid");
   }
@@ -184,27 +183,26 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
   }
 
   // Only now, with the signature checked, do the claims mean anything.
-  auto claims = DecodeJsonPart({parts[1].data(), parts[1].size()}, "payload");
-  if (!claims.ok()) return claims.status();
+  ASSIGN_OR_RETURN(auto claims,
+                   DecodeJsonPart({parts[1].data(), parts[1].size()}, "payload"));
   VerifiedToken out;
-  auto iss = OptionalString(*claims, "iss", "claims");
-  if (!iss.ok()) return iss.status();
-  if (*iss != options_.issuer) {
+  ASSIGN_OR_RETURN(auto iss, OptionalString(claims, "iss", "claims"));
+  if (iss != options_.issuer) {
     return RefusalStatus(Reason::kWrongIssuer,
-                         absl::StrCat("issuer '", iss->substr(0, 128),
+                         absl::StrCat("issuer '", iss.substr(0, 128),
                                       "' is not '", options_.issuer, "'"));
   }
-  out.issuer = std::move(*iss);
+  out.issuer = std::move(iss);
 
-  auto aud = claims->find("aud");
-  if (aud != claims->end() && aud->is_string()) {
+  auto aud = claims.find("aud");
+  if (aud != claims.end() && aud->is_string()) {
     out.audiences.push_back(aud->get<std::string>());
-  } else if (aud != claims->end() && aud->is_array()) {
+  } else if (aud != claims.end() && aud->is_array()) {
     for (const json& a : *aud) {
       if (!a.is_string()) return Malformed("aud has a non-string member");
       out.audiences.push_back(a.get<std::string>());
     }
-  } else if (aud != claims->end()) {
+  } else if (aud != claims.end()) {
     return Malformed("aud is neither a string nor an array");
   }
   if (std::find(out.audiences.begin(), out.audiences.end(),
@@ -215,29 +213,26 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
   }
 
   const absl::Time now = options_.now();
-  auto exp = NumericDate(*claims, "exp");
-  if (!exp.ok()) return exp.status();
-  if (!exp->has_value()) return Malformed("token has no exp");
-  out.expires_at = **exp;
+  ASSIGN_OR_RETURN(auto exp, NumericDate(claims, "exp"));
+  if (!exp.has_value()) return Malformed("token has no exp");
+  out.expires_at = *exp;
   if (now > out.expires_at + options_.clock_skew) {
     return RefusalStatus(Reason::kTokenExpired,
                          absl::StrCat("token expired at ",
                                       absl::FormatTime(out.expires_at)));
   }
-  auto nbf = NumericDate(*claims, "nbf");
-  if (!nbf.ok()) return nbf.status();
-  if (nbf->has_value()) {
-    out.not_before = **nbf;
+  ASSIGN_OR_RETURN(auto nbf, NumericDate(claims, "nbf"));
+  if (nbf.has_value()) {
+    out.not_before = *nbf;
     if (now + options_.clock_skew < out.not_before) {
       return RefusalStatus(Reason::kTokenNotYetValid,
                            absl::StrCat("token not valid before ",
                                         absl::FormatTime(out.not_before)));
     }
   }
-  auto iat = NumericDate(*claims, "iat");
-  if (!iat.ok()) return iat.status();
-  if (iat->has_value()) {
-    out.issued_at = **iat;
+  ASSIGN_OR_RETURN(auto iat, NumericDate(claims, "iat"));
+  if (iat.has_value()) {
+    out.issued_at = *iat;
     if (now + options_.clock_skew < out.issued_at) {
       return RefusalStatus(Reason::kTokenNotYetValid,
                            "token issued in the future");
@@ -260,35 +255,29 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(
       }
     }
   }
-  auto jti = OptionalString(*claims, "jti", "claims");
-  if (!jti.ok()) return jti.status();
-  out.jti = std::move(*jti);
-  auto sub = OptionalString(*claims, "sub", "claims");
-  if (!sub.ok()) return sub.status();
-  out.subject = std::move(*sub);
+  ASSIGN_OR_RETURN(auto jti, OptionalString(claims, "jti", "claims"));
+  out.jti = std::move(jti);
+  ASSIGN_OR_RETURN(auto sub, OptionalString(claims, "sub", "claims"));
+  out.subject = std::move(sub);
 
-  auto k8s = claims->find("kubernetes.io");
-  if (k8s == claims->end() || !k8s->is_object()) {
+  auto k8s = claims.find("kubernetes.io");
+  if (k8s == claims.end() || !k8s->is_object()) {
     return Malformed("token has no kubernetes.io claims");
   }
-  auto ns = OptionalString(*k8s, "namespace", "kubernetes.io");
-  if (!ns.ok()) return ns.status();
-  out.namespace_name = std::move(*ns);
-  auto sa = NameUidClaim(*k8s, "serviceaccount");
-  if (!sa.ok()) return sa.status();
-  auto pod = NameUidClaim(*k8s, "pod");
-  if (!pod.ok()) return pod.status();
-  auto node = NameUidClaim(*k8s, "node");
-  if (!node.ok()) return node.status();
-  if (out.namespace_name.empty() || sa->name.empty()) {
+  ASSIGN_OR_RETURN(auto ns, OptionalString(*k8s, "namespace", "kubernetes.io"));
+  out.namespace_name = std::move(ns);
+  ASSIGN_OR_RETURN(auto sa, NameUidClaim(*k8s, "serviceaccount"));
+  ASSIGN_OR_RETURN(auto pod, NameUidClaim(*k8s, "pod"));
+  ASSIGN_OR_RETURN(auto node, NameUidClaim(*k8s, "node"));
+  if (out.namespace_name.empty() || sa.name.empty()) {
     return Malformed("kubernetes.io claims lack namespace or service account");
   }
-  out.service_account = std::move(sa->name);
-  out.service_account_uid = std::move(sa->uid);
-  out.pod_name = std::move(pod->name);
-  out.pod_uid = std::move(pod->uid);
-  out.node_name = std::move(node->name);
-  out.node_uid = std::move(node->uid);
+  out.service_account = std::move(sa.name);
+  out.service_account_uid = std::move(sa.uid);
+  out.pod_name = std::move(pod.name);
+  out.pod_uid = std::move(pod.uid);
+  out.node_name = std::move(node.name);
+  out.node_uid = std::move(node.uid);
   // The API server sets sub to the service account; a token whose sub
   // disagrees with its own kubernetes.io claims was not minted by it.
   const std::string expected_sub = absl::StrCat(

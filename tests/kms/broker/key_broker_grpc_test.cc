@@ -69,7 +69,7 @@ class KeyBrokerGrpcTest : public ::testing::Test {
     server_ = std::move(*server);
   }
 
-  ReleaseKeyParams Params(const std::string& pod, const std::string& volume = kVolume) {
+  ReleaseRequest Params(const std::string& pod, const std::string& volume = kVolume) {
     auto mint = env_.PodMint(pod);
     return {.volume_id = volume,
             .node_id = kNode,
@@ -223,7 +223,7 @@ TEST_F(KeyBrokerGrpcTest, AThousandParallelCallsAreAnsweredAndAudited) {
   constexpr int kCallsPerThread = 20;
   constexpr int kCalls = kThreads * kCallsPerThread;
   // Every fifth call asks for the other tenant's volume and must be refused.
-  std::vector<ReleaseKeyParams> params;
+  std::vector<ReleaseRequest> params;
   for (int i = 0; i < kCalls; ++i) {
     params.push_back(Params(absl::StrCat("pod-", i),
                             i % 5 == 4 ? kOtherVolume : kVolume));

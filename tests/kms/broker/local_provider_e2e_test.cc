@@ -55,7 +55,7 @@ TEST(LocalProviderEndToEndTest, ReleasesTheKmsKeyOnlyToTheAttestedPod) {
   ASSERT_TRUE(client.ok());
 
   auto mint = env.PodMint("trainer-0");
-  const ReleaseKeyParams params{
+  const ReleaseRequest params{
       .volume_id = kVolume,
       .node_id = kNode,
       .pod_token = env.Mint(mint),

@@ -1,8 +1,8 @@
-#include "csi/grpc_status.h"
+#include "base/grpc_status.h"
 
 #include <string>
 
-namespace sealvol::csi {
+namespace sealvol {
 
 static_assert(static_cast<int>(absl::StatusCode::kAborted) ==
               static_cast<int>(grpc::StatusCode::ABORTED));
@@ -21,4 +21,4 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-}  // namespace sealvol::csi
+}  // namespace sealvol
