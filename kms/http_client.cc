@@ -91,7 +91,7 @@ HttpClient::~HttpClient() = default;
 
 std::unique_ptr<HttpClient::Handle> HttpClient::TakeHandle() const {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!idle_.empty()) {
       auto h = std::move(idle_.back());
       idle_.pop_back();
@@ -104,7 +104,7 @@ std::unique_ptr<HttpClient::Handle> HttpClient::TakeHandle() const {
 }
 
 void HttpClient::ReturnHandle(std::unique_ptr<Handle> handle) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(handle));
 }
 

@@ -19,13 +19,13 @@
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 
 namespace sealvol::kms {
 
@@ -89,7 +89,7 @@ class HttpClient final : public HttpTransport {
 
   const HttpClientOptions options_;
   // The pool is a cache of connections, not state: Send is const.
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   mutable std::vector<std::unique_ptr<Handle>> idle_ ABSL_GUARDED_BY(mu_);
 };
 

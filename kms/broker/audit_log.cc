@@ -199,8 +199,12 @@ AuditLog::AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
       durable_seq_(last_seq) {}
 
 AuditLog::~AuditLog() {
-  std::unique_lock lock(mu_);
-  synced_.wait(lock, [this] { return !sync_in_progress_; });
+  MutexLock lock(&mu_);
+  WaitForSyncLocked();
+}
+
+void AuditLog::WaitForSyncLocked() {
+  while (sync_in_progress_) synced_.Wait(&mu_);
 }
 
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
@@ -211,13 +215,13 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
                    std::move(tail.last_hash), tail.file_bytes));
 }
 
-absl::Status AuditLog::RecoverLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status AuditLog::RecoverLocked() {
   if (broken_.ok()) return absl::OkStatus();
   const auto now = std::chrono::steady_clock::now();
   if (now - last_recovery_ < kRecoveryInterval) return broken_;
   last_recovery_ = now;
   // The syncing thread uses fd_ without the lock: let it finish first.
-  synced_.wait(lock, [this] { return !sync_in_progress_; });
+  WaitForSyncLocked();
   // Reopen and resume from what the file holds: a torn line the failed
   // write left is cut off; a record whose sync failed was never
   // acknowledged, so whether it is still there does not matter, but every
@@ -261,18 +265,18 @@ absl::Status AuditLog::RecoverLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 absl::Status AuditLog::Health() {
-  std::unique_lock lock(mu_);
-  return RecoverLocked(lock);
+  MutexLock lock(&mu_);
+  return RecoverLocked();
 }
 
 int64_t AuditLog::last_seq() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return last_seq_;
 }
 
 absl::Status AuditLog::Append(const AuditRecord& record) {
-  std::unique_lock lock(mu_);
-  RETURN_IF_ERROR(RecoverLocked(lock));
+  MutexLock lock(&mu_);
+  RETURN_IF_ERROR(RecoverLocked());
   const int64_t seq = last_seq_ + 1;
   std::string line = FormatLine(record, options_.now(), seq, last_hash_);
   const std::string hash = Sha256Hex(line);
@@ -288,28 +292,28 @@ absl::Status AuditLog::Append(const AuditRecord& record) {
   while (durable_seq_ < seq) {
     if (!broken_.ok()) return broken_;
     if (sync_in_progress_) {
-      synced_.wait(lock);
+      synced_.Wait(&mu_);
       continue;
     }
     // Group commit: one fdatasync covers every record written so far.
     sync_in_progress_ = true;
     const int64_t target = last_seq_;
     const int fd = fd_.get();
-    lock.unlock();
+    mu_.Unlock();
     const int rc = ::fdatasync(fd);
     const int err = errno;
-    lock.lock();
+    mu_.Lock();
     sync_in_progress_ = false;
     if (rc != 0) {
       broken_ = ErrnoStatus(err, "fdatasync", options_.path);
     } else {
       durable_seq_ = std::max(durable_seq_, target);
     }
-    synced_.notify_all();
+    synced_.SignalAll();
   }
   if (options_.max_file_bytes > 0 && file_bytes_ >= options_.max_file_bytes) {
     // The record is durable; a failed rotation only means a bigger file.
-    if (absl::Status s = RotateLocked(lock); !s.ok()) {
+    if (absl::Status s = RotateLocked(); !s.ok()) {
       spdlog::warn("audit log rotation failed: {}", std::string(s.message()));
     }
   }
@@ -317,14 +321,14 @@ absl::Status AuditLog::Append(const AuditRecord& record) {
 }
 
 absl::Status AuditLog::Rotate() {
-  std::unique_lock lock(mu_);
-  RETURN_IF_ERROR(RecoverLocked(lock));
-  return RotateLocked(lock);
+  MutexLock lock(&mu_);
+  RETURN_IF_ERROR(RecoverLocked());
+  return RotateLocked();
 }
 
-absl::Status AuditLog::RotateLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status AuditLog::RotateLocked() {
   // The syncing thread uses fd_ without the lock: let it finish first.
-  synced_.wait(lock, [this] { return !sync_in_progress_; });
+  WaitForSyncLocked();
   if (file_bytes_ == 0) return absl::OkStatus();
   if (::fdatasync(fd_.get()) != 0) {
     broken_ = ErrnoStatus(errno, "fdatasync", options_.path);

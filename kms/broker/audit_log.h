@@ -18,18 +18,17 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/time/clock.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 
 namespace sealvol::broker {
@@ -95,15 +94,15 @@ class AuditLog {
  private:
   AuditLog(AuditLogOptions options, UniqueFd fd, int64_t last_seq,
            std::string last_hash, uint64_t file_bytes);
-  // Both need `lock` held on mu_; they may release it while waiting.
-  absl::Status RotateLocked(std::unique_lock<std::mutex>& lock);
-  absl::Status RecoverLocked(std::unique_lock<std::mutex>& lock);
+  // Both may release mu_ while waiting for a sync in progress.
+  absl::Status RotateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecoverLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until no fdatasync runs without the lock.
+  void WaitForSyncLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const AuditLogOptions options_;
-  // std::mutex rather than absl::Mutex: Debian's abseil is not built with
-  // ThreadSanitizer, which then cannot see absl::Mutex synchronization.
-  mutable std::mutex mu_;
-  std::condition_variable synced_;
+  mutable Mutex mu_;
+  CondVar synced_;  // Signalled when a sync ends.
   UniqueFd fd_ ABSL_GUARDED_BY(mu_);
   int64_t last_seq_ ABSL_GUARDED_BY(mu_);
   std::string last_hash_ ABSL_GUARDED_BY(mu_);

@@ -8,18 +8,18 @@
 namespace sealvol::broker {
 
 void BrokerMetrics::RecordGrant() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   ++grants_;
 }
 
 void BrokerMetrics::RecordRefusal(const std::string& reason) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   ++refusals_[reason];
 }
 
 void BrokerMetrics::RecordKmsLatency(absl::Duration latency) {
   const double seconds = absl::ToDoubleSeconds(latency);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < kLatencyBuckets.size(); ++i) {
     if (seconds <= kLatencyBuckets[i]) ++bucket_counts_[i];
   }
@@ -28,28 +28,28 @@ void BrokerMetrics::RecordKmsLatency(absl::Duration latency) {
 }
 
 void BrokerMetrics::RecordKmsError() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   ++kms_errors_;
 }
 
 int64_t BrokerMetrics::grants() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return grants_;
 }
 
 int64_t BrokerMetrics::refusals(const std::string& reason) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = refusals_.find(reason);
   return it == refusals_.end() ? 0 : it->second;
 }
 
 int64_t BrokerMetrics::kms_errors() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return kms_errors_;
 }
 
 std::string BrokerMetrics::RenderPrometheus() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::string out;
   absl::StrAppend(&out,
                   "# HELP sealvol_broker_grants_total Keys released.\n"

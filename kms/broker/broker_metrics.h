@@ -14,13 +14,13 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 
 namespace httplib {
 class Server;
@@ -47,7 +47,7 @@ class BrokerMetrics {
   std::string RenderPrometheus() const;
 
  private:
-  mutable std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
+  mutable Mutex mu_;
   int64_t grants_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int64_t> refusals_ ABSL_GUARDED_BY(mu_);
   std::array<int64_t, kLatencyBuckets.size()> bucket_counts_

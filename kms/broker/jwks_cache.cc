@@ -50,7 +50,7 @@ absl::StatusOr<std::unique_ptr<JwksCache>> JwksCache::Create(
         absl::StrCat(cache->Describe(), ": no usable RS256/ES256 keys"));
   }
   {
-    std::lock_guard lock(cache->mu_);
+    MutexLock lock(&cache->mu_);
     cache->keys_ = std::make_shared<const KeySet>(std::move(keys));
   }
   return cache;
@@ -134,23 +134,23 @@ absl::StatusOr<KeySet> JwksCache::Load() const {
 
 absl::Status JwksCache::Refresh() {
   if (!refreshable_) return absl::OkStatus();
-  std::lock_guard fetch_lock(refresh_mu_);
+  MutexLock fetch_lock(&refresh_mu_);
   last_attempt_ = absl::Now();
   ASSIGN_OR_RETURN(auto keys, Load());
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   keys_ = std::make_shared<const KeySet>(std::move(keys));
   loaded_at_ = absl::Now();
   return absl::OkStatus();
 }
 
 absl::Status JwksCache::RefreshIfAllowed(absl::Time now) {
-  std::lock_guard fetch_lock(refresh_mu_);
+  MutexLock fetch_lock(&refresh_mu_);
   if (now - last_attempt_ < options_.min_refresh_interval) {
     return absl::OkStatus();  // Someone refreshed just now; use their keys.
   }
   last_attempt_ = now;
   ASSIGN_OR_RETURN(auto keys, Load());
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   keys_ = std::make_shared<const KeySet>(std::move(keys));
   loaded_at_ = now;
   return absl::OkStatus();
@@ -162,7 +162,7 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> JwksCache::Find(
   bool stale;
   const absl::Time now = absl::Now();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     keys = keys_;
     stale = now - loaded_at_ > options_.max_age;
   }
@@ -171,7 +171,7 @@ absl::StatusOr<std::shared_ptr<const PublicKey>> JwksCache::Find(
   if (refreshable_) {
     // A failed refresh keeps the previous keys; the miss stays a miss.
     (void)RefreshIfAllowed(now);
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     key = keys_->Find(kid);
   }
   if (key == nullptr) {

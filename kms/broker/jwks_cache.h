@@ -6,13 +6,13 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/time/clock.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "kms/broker/jwk.h"
 #include "kms/http_client.h"
 
@@ -59,10 +59,11 @@ class JwksCache {
   const JwksSourceOptions options_;
   const bool refreshable_;
   const kms::HttpClient http_;
-  mutable std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
+  mutable Mutex mu_;
   std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);
   absl::Time loaded_at_ ABSL_GUARDED_BY(mu_);
-  std::mutex refresh_mu_;  // Serializes fetches; never taken while mu_ is held.
+  // Serializes fetches; never taken while mu_ is held.
+  Mutex refresh_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::Time last_attempt_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
 };
 

@@ -360,7 +360,7 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
 
 absl::Status KeyBrokerService::PlaceVolume(const std::string& volume_id,
                                            const std::string& node_id) {
-  std::lock_guard lock(place_mu_);
+  MutexLock lock(&place_mu_);
   auto fresh = keys_.GetVolume(volume_id);
   if (!fresh.ok()) {
     return RefusalStatus(Reason::kKmsError,

@@ -22,7 +22,6 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +31,7 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "crypto/secret_bytes.h"
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/audit_log.h"
@@ -210,7 +210,7 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   const AttestationPolicy policy_;
   RateLimiter rate_limiter_;
   // Serializes first placements (read, check, write of one record).
-  std::mutex place_mu_;
+  Mutex place_mu_;
 };
 
 // Where and how the broker listens.

@@ -9,7 +9,7 @@ RateLimiter::RateLimiter(RateLimiterOptions options)
 
 bool RateLimiter::Allow(const std::string& key) {
   const absl::Time now = options_.now();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (buckets_.size() >= options_.max_callers && !buckets_.contains(key)) {
     // A full bucket is as good as no bucket: drop those.
     std::erase_if(buckets_, [&](const auto& entry) {

@@ -3,13 +3,13 @@
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 
 namespace sealvol::broker {
 
@@ -33,7 +33,7 @@ class RateLimiter {
     absl::Time updated;
   };
   const RateLimiterOptions options_;
-  std::mutex mu_;  // Not absl::Mutex: see audit_log.h.
+  Mutex mu_;
   std::unordered_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -9,12 +9,12 @@
 
 #include <cstddef>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "base/durable_file.h"
+#include "base/mutex.h"
 
 namespace sealvol::testing {
 
@@ -34,19 +34,19 @@ class DurableStepLog final : public DurableStepObserver {
   DurableStepLog& operator=(const DurableStepLog&) = delete;
 
   void Observe(const DurableStep& step) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     steps_.push_back(step);
   }
 
   size_t size() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return steps_.size();
   }
 
   // The outcomes `path` may show after a crash that let only the first
   // `n` steps happen.
   std::set<Outcome> AfterCrash(const std::string& path, size_t n) const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     const std::string dir = path.substr(0, path.find_last_of('/'));
     constexpr int kOldInode = -1, kGoneInode = -2;
     std::map<std::string, int> inode_of;  // Names written during the log.
@@ -102,7 +102,7 @@ class DurableStepLog final : public DurableStepObserver {
   }
 
  private:
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::vector<DurableStep> steps_;
   DurableStepObserver* previous_ = nullptr;
 };
