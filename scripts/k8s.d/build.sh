@@ -4,7 +4,7 @@
 #   $SEALVOL_K8S_CACHE (default /var/cache/sealvol-k8s)/bin, one stamp per stage.
 # A stage whose stamp matches its pinned version is skipped, so a second run is
 # a no-op. Builds are niced and limited to two parallel compiles.
-#   usage: build.sh [all|core|sidecars|coredns|test-sidecar]...
+#   usage: build.sh [all|core|sidecars|snapshotter|coredns|test-sidecar]...
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
@@ -71,6 +71,35 @@ build_sidecars() {
   done_stage sidecars "$key" $((SECONDS - t))
 }
 
+# csi-snapshotter (the controller pod's sidecar) and snapshot-controller (the
+# cluster's VolumeSnapshot controller, a pod in kube-system), and the
+# VolumeSnapshot CRDs, which ship in the nested client module.
+build_snapshotter() {
+  local key="snapshotter=$EXTERNAL_SNAPSHOTTER_VERSION crds=snapshot,groupsnapshot" t=$SECONDS
+  need snapshotter "$key" || return 0
+  export CGO_ENABLED=0
+  local dir cdir p=$src/external-snapshotter-$EXTERNAL_SNAPSHOTTER_VERSION
+  local client=${EXTERNAL_SNAPSHOTTER_MODULE%/v*}/client/${EXTERNAL_SNAPSHOTTER_VERSION%%.*}
+  dir=$(go mod download -json "$EXTERNAL_SNAPSHOTTER_MODULE@$EXTERNAL_SNAPSHOTTER_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cdir=$(go mod download -json "$client@$EXTERNAL_SNAPSHOTTER_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$p"; cp -r "$dir" "$p"; chmod -R u+w "$p"; rm -rf "$p/vendor"
+  # The module zip leaves out the nested client module that go.mod replaces
+  # with ./client: point the replace at the published module instead.
+  sed -i -E "s#^replace $client => \./client\$#replace $client => $client $EXTERNAL_SNAPSHOTTER_VERSION#" "$p/go.mod"
+  (cd "$p" && gobuild -mod=mod -ldflags="-s -w -X main.version=$EXTERNAL_SNAPSHOTTER_VERSION" \
+    -o "$bin/static/" ./cmd/csi-snapshotter ./cmd/snapshot-controller)
+  # The group snapshot CRDs too: snapshot-controller waits for them while its
+  # (GA, default on) VolumeGroupSnapshot feature is on.
+  rm -rf "$cache/snapshot"; mkdir -p "$cache/snapshot"
+  cp "$cdir"/config/crd/*snapshot.storage.k8s.io_*.yaml "$cache/snapshot/"
+  cp "$p"/deploy/kubernetes/snapshot-controller/{rbac,setup}-snapshot-controller.yaml "$cache/snapshot/"
+  chmod u+w "$cache"/snapshot/*
+  unset CGO_ENABLED
+  done_stage snapshotter "$key" $((SECONDS - t))
+}
+
 build_coredns() {
   local key="coredns=$COREDNS_VERSION" t=$SECONDS
   need coredns "$key" || return 0
@@ -95,11 +124,12 @@ build_test_sidecar() {
 stages=("${@:-all}")
 for s in "${stages[@]}"; do
   case $s in
-    all) build_core; build_test_sidecar; build_sidecars; build_coredns ;;
+    all) build_core; build_test_sidecar; build_sidecars; build_snapshotter; build_coredns ;;
     core) build_core ;;
     sidecars) build_sidecars ;;
+    snapshotter) build_snapshotter ;;
     coredns) build_coredns ;;
     test-sidecar) build_test_sidecar ;;
-    *) echo "build.sh: unknown stage '$s' (all, core, sidecars, coredns, test-sidecar)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown stage '$s' (all, core, sidecars, snapshotter, coredns, test-sidecar)" >&2; exit 2 ;;
   esac
 done

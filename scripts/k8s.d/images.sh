@@ -2,7 +2,8 @@
 # Builds the test cluster's images as OCI archives in $cache/images (imported
 # into the cluster's containerd by scripts/k8s; pods use them without a
 # registry):
-#   base     pause (the pod sandbox), csi-provisioner, csi-resizer and the test
+#   base     pause (the pod sandbox), csi-provisioner, csi-resizer,
+#            csi-snapshotter, snapshot-controller and the test
 #            sidecar (registrar + livenessprobe): one static binary each
 #   sealvol  the sealvol image, from the same recipe as deploy/Dockerfile:
 #            Debian 12 with deploy/image/packages.txt and the packages that
@@ -48,6 +49,10 @@ build_base() {
     "$bin/static/csi-provisioner" /csi-provisioner
   one_binary_image "sealvol.test/csi-resizer:$EXTERNAL_RESIZER_VERSION" \
     "$bin/static/csi-resizer" /csi-resizer
+  one_binary_image "sealvol.test/csi-snapshotter:$EXTERNAL_SNAPSHOTTER_VERSION" \
+    "$bin/static/csi-snapshotter" /csi-snapshotter
+  one_binary_image "sealvol.test/snapshot-controller:$EXTERNAL_SNAPSHOTTER_VERSION" \
+    "$bin/static/snapshot-controller" /snapshot-controller
   one_binary_image sealvol.test/node-driver-registrar:test \
     "$bin/static/sealvol-test-sidecar" /sealvol-test-sidecar registrar
   one_binary_image sealvol.test/livenessprobe:test \
