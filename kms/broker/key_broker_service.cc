@@ -55,18 +55,16 @@ absl::Status CheckFieldSize(std::string_view value, const char* field,
                                     " bytes, at most ", max, " allowed"));
 }
 
-absl::Status CheckReleaseRequestSize(const ReleaseRequest& r,
-                                     size_t max_token_bytes) {
-  RETURN_IF_ERROR(CheckFieldSize(r.volume_id, "volume_id", kMaxVolumeIdBytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.node_id, "node_id", kMaxNodeIdBytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.pod_token, "pod_token", max_token_bytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.pod.name, "pod.name", kMaxKubernetesNameBytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.pod.namespace_name, "pod.namespace",
-                                 kMaxKubernetesNameBytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.pod.uid, "pod.uid", kMaxUidBytes));
-  RETURN_IF_ERROR(CheckFieldSize(r.pod.service_account, "pod.service_account",
-                                 kMaxKubernetesNameBytes));
-  return absl::OkStatus();
+// The pod fields of a key release, with their bounds (the ids are checked
+// by the preamble of every node call).
+std::vector<KeyBrokerService::FieldBound> PodFieldBounds(
+    const ReleaseRequest& r, size_t max_token_bytes) {
+  return {{r.pod_token, "pod_token", max_token_bytes},
+          {r.pod.name, "pod.name", kMaxKubernetesNameBytes},
+          {r.pod.namespace_name, "pod.namespace", kMaxKubernetesNameBytes},
+          {r.pod.uid, "pod.uid", kMaxUidBytes},
+          {r.pod.service_account, "pod.service_account",
+           kMaxKubernetesNameBytes}};
 }
 
 }  // namespace
@@ -105,6 +103,35 @@ absl::Status KeyBrokerService::AuthenticateNode(std::string_view node_token,
   return absl::OkStatus();
 }
 
+absl::Status KeyBrokerService::AuthenticateCall(
+    const std::string& node_id, const std::vector<FieldBound>& fields,
+    std::string_view node_token, Budget budget) {
+  RETURN_IF_ERROR(CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes));
+  for (const FieldBound& field : fields) {
+    RETURN_IF_ERROR(CheckFieldSize(field.value, field.name, field.max));
+  }
+  return AuthenticateNode(node_token, node_id, budget);
+}
+
+absl::StatusOr<kms::VolumeRecord> KeyBrokerService::BeginVolumeCall(
+    const NodeVolumeCall& call, std::string_view node_token,
+    AuditRecord& record) {
+  RETURN_IF_ERROR(
+      CheckFieldSize(call.volume_id, "volume_id", kMaxVolumeIdBytes));
+  RETURN_IF_ERROR(
+      AuthenticateCall(call.node_id, call.fields, node_token, call.budget));
+  RETURN_IF_ERROR(call.input);
+  auto volume = keys_.GetVolume(call.volume_id);
+  if (!volume.ok()) {
+    return RegistryRefusal("registry lookup", volume.status(), call.volume_id);
+  }
+  record.tenant = volume->tenant;
+  // Keys, claims and commits follow placement: only the node the volume
+  // lives on gets them.
+  RETURN_IF_ERROR(policy_.CheckPlacement(*volume, call.node_id));
+  return volume;
+}
+
 absl::Status KeyBrokerService::Audit(const AuditRecord& record) {
   if (absl::Status logged = audit_.Append(record); !logged.ok()) {
     return absl::UnavailableError(
@@ -115,9 +142,8 @@ absl::Status KeyBrokerService::Audit(const AuditRecord& record) {
 
 absl::Status KeyBrokerService::AuditRefusal(AuditRecord& record,
                                             std::string_view what,
-                                            absl::Status status,
-                                            std::string reason) {
-  if (reason.empty()) reason = RefusalReason(status);
+                                            absl::Status status) {
+  std::string reason = RefusalReason(status);
   if (reason.empty()) reason = "internal";
   record.decision = kDecisionRefuse;
   record.reason = reason;
@@ -146,9 +172,9 @@ absl::Status KeyBrokerService::RegistryRefusal(std::string_view what,
 absl::StatusOr<std::vector<VolumeExistence>> KeyBrokerService::VolumeStates(
     const std::string& node_id, const std::vector<std::string>& volume_ids,
     std::string_view node_token) {
-  absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id);
-  if (!s.ok()) {
+  if (absl::Status s =
+          AuthenticateCall(node_id, {}, node_token, Budget::kRequests);
+      !s.ok()) {
     AuditRecord record;
     record.node = node_id;
     return AuditRefusal(record, "volume status", s);
@@ -192,33 +218,23 @@ absl::StatusOr<FormatClaimResult> KeyBrokerService::ClaimVolumeFormat(
   AuditRecord record;
   record.volume = volume_id;
   record.node = node_id;
-  // `reason` overrides the status's refusal reason (for errors without one).
-  auto refuse = [&](absl::Status status, std::string reason = "") {
-    return AuditRefusal(record, "format claim", std::move(status),
-                        std::move(reason));
+  auto refuse = [&](absl::Status status) {
+    return AuditRefusal(record, "format claim", std::move(status));
   };
-
-  absl::Status s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id);
-  if (!s.ok()) return refuse(s);
-  if (absl::Status s = kms::ValidateFormatId(format_id); !s.ok()) {
-    return refuse(s, "invalid_format_id");
-  }
-  if (state.has_value()) {
+  absl::Status input = kms::ValidateFormatId(format_id);
+  if (!input.ok()) {
+    input = RefusalStatus(Reason::kInvalidFormatId,
+                          std::string(input.message()));
+  } else if (state.has_value()) {
     if (absl::Status s = kms::ValidateStateRoot(state->root); !s.ok()) {
-      return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
+      input = RefusalStatus(Reason::kInvalidState, std::string(s.message()));
     }
   }
   // Read first so that the audit tells a new claim from a repeated one.
-  auto before = keys_.GetVolume(volume_id);
-  if (!before.ok()) {
-    return refuse(RegistryRefusal("registry lookup", before.status(), volume_id));
-  }
-  record.tenant = before->tenant;
-  // Only the node the volume is placed on formats its image.
-  if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
-    return refuse(s);
-  }
+  auto before = BeginVolumeCall(
+      {.volume_id = volume_id, .node_id = node_id, .input = std::move(input)},
+      node_token, record);
+  if (!before.ok()) return refuse(before.status());
   kms::VolumeRecord after = *before;
   if (before->format_id.empty()) {
     auto claimed = keys_.ClaimFormat(
@@ -268,22 +284,17 @@ absl::Status KeyBrokerService::CommitVolumeState(
         record, absl::StrCat("commit state (", kms::DescribeState(state), ")"),
         std::move(status));
   };
-  absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
-  if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id, Budget::kStateCommits);
-  if (!s.ok()) return refuse(s);
-  if (absl::Status s = kms::ValidateStateRoot(state.root); !s.ok()) {
-    return refuse(RefusalStatus(Reason::kInvalidState, std::string(s.message())));
+  absl::Status input = kms::ValidateStateRoot(state.root);
+  if (!input.ok()) {
+    input = RefusalStatus(Reason::kInvalidState, std::string(input.message()));
   }
-  auto before = keys_.GetVolume(volume_id);
-  if (!before.ok()) {
-    return refuse(RegistryRefusal("registry lookup", before.status(), volume_id));
-  }
-  record.tenant = before->tenant;
   // Only the node the volume is placed on has its image.
-  if (absl::Status s = policy_.CheckPlacement(*before, node_id); !s.ok()) {
-    return refuse(s);
-  }
+  auto before = BeginVolumeCall({.volume_id = volume_id,
+                                 .node_id = node_id,
+                                 .budget = Budget::kStateCommits,
+                                 .input = std::move(input)},
+                                node_token, record);
+  if (!before.ok()) return refuse(before.status());
   auto after = keys_.CommitState(
       volume_id, {.state = state,
                   .node = node_id,
@@ -332,19 +343,13 @@ absl::Status KeyBrokerService::ReportVolumeRollback(
   };
   // The detail is the engine's message: two states and a path.
   constexpr size_t kMaxDetailBytes = 1024;
-  absl::Status s = CheckFieldSize(volume_id, "volume_id", kMaxVolumeIdBytes);
-  if (s.ok()) s = CheckFieldSize(node_id, "node_id", kMaxNodeIdBytes);
-  if (s.ok()) s = CheckFieldSize(detail, "detail", kMaxDetailBytes);
-  if (s.ok()) s = AuthenticateNode(node_token, node_id, Budget::kStateCommits);
-  if (!s.ok()) return refuse(s);
-  auto volume = keys_.GetVolume(volume_id);
-  if (!volume.ok()) {
-    return refuse(RegistryRefusal("registry lookup", volume.status(), volume_id));
-  }
-  record.tenant = volume->tenant;
-  if (absl::Status s = policy_.CheckPlacement(*volume, node_id); !s.ok()) {
-    return refuse(s);
-  }
+  auto volume = BeginVolumeCall(
+      {.volume_id = volume_id,
+       .node_id = node_id,
+       .budget = Budget::kStateCommits,
+       .fields = {{detail, "detail", kMaxDetailBytes}}},
+      node_token, record);
+  if (!volume.ok()) return refuse(volume.status());
   record.decision = kDecisionRefuse;
   record.reason = std::string(ReasonName(Reason::kRolledBack));
   record.message = absl::StrCat(
@@ -426,29 +431,15 @@ absl::StatusOr<ReleasedKey> KeyBrokerService::Release(
     return AuditRefusal(record, "", std::move(status));
   };
 
-  // 0. Every field within its bound, before anything else is done with it.
-  if (absl::Status s = CheckReleaseRequestSize(
-          request, verifier_.options().max_token_bytes);
-      !s.ok()) {
-    return refuse(s);
-  }
-
-  // 1. Who asks: the node plugin, by its own token.
-  if (absl::Status s = AuthenticateNode(node_token, request.node_id); !s.ok()) {
-    return refuse(s);
-  }
-
-  // 2. Which volume, and whose.
-  auto volume = keys_.GetVolume(request.volume_id);
-  if (!volume.ok()) {
-    return refuse(RegistryRefusal("registry lookup", volume.status(),
-                                  request.volume_id));
-  }
-  record.tenant = volume->tenant;
-  // Keys follow placement: only the node the volume lives on gets its key.
-  if (absl::Status s = policy_.CheckPlacement(*volume, request.node_id); !s.ok()) {
-    return refuse(s);
-  }
+  // 0-2. Every field within its bound, before anything else is done with
+  // it; who asks: the node plugin, by its own token; which volume, whose,
+  // and placed on that node (keys follow placement).
+  auto volume = BeginVolumeCall(
+      {.volume_id = request.volume_id,
+       .node_id = request.node_id,
+       .fields = PodFieldBounds(request, verifier_.options().max_token_bytes)},
+      node_token, record);
+  if (!volume.ok()) return refuse(volume.status());
 
   // 3. For whom: the pod, by its token (or, without one, by the API
   // server's word), against the volume's policy.

@@ -170,13 +170,50 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   absl::StatusOr<ReleasedKey> Release(const ReleaseRequest& request,
                                       std::string_view node_token);
 
+  // A request field and its size limit (invalid_request beyond it).
+  struct FieldBound {
+    std::string_view value;
+    const char* name;
+    size_t max;
+  };
+
  private:
-  // Verifies the caller's node token against `node_id` and charges its rate
-  // budget. A refusal status (refusal.h) otherwise.
   // Which per-node rate bucket a call spends: key releases, format claims
   // and status queries share one; state commits and rollback reports have
   // their own.
   enum class Budget { kRequests, kStateCommits };
+  // Where the volume of a node call must be placed.
+  enum class Placement {
+    kHereOrUnplaced,  // On the caller, or on no node yet (CheckPlacement).
+  };
+  // What a node-authenticated call about one volume checks before its own
+  // work, in this order: every field within its bound (the two ids always),
+  // the caller's node token and rate budget, the request's own values
+  // (`input`: its refusal, computed by the caller; checked only once the
+  // caller is known), the volume's registry record, and its placement.
+  struct NodeVolumeCall {
+    const std::string& volume_id;
+    const std::string& node_id;
+    Budget budget = Budget::kRequests;
+    std::vector<FieldBound> fields = {};
+    absl::Status input = absl::OkStatus();
+    Placement placement = Placement::kHereOrUnplaced;
+  };
+  // The one preamble of ReleaseKey, ClaimFormat, CommitState and
+  // ReportRollback: the checks of `call`. Returns the volume's record (its
+  // tenant also put in `record`), or the refusal, not yet audited: the
+  // caller audits it in its own words.
+  absl::StatusOr<kms::VolumeRecord> BeginVolumeCall(const NodeVolumeCall& call,
+                                                    std::string_view node_token,
+                                                    AuditRecord& record);
+  // The first two of those checks, for calls about no single volume
+  // (VolumeStatus): `node_id` and `fields` within their bounds, the node
+  // token and the rate budget.
+  absl::Status AuthenticateCall(const std::string& node_id,
+                                const std::vector<FieldBound>& fields,
+                                std::string_view node_token, Budget budget);
+  // Verifies the caller's node token against `node_id` and charges its rate
+  // budget. A refusal status (refusal.h) otherwise.
   absl::Status AuthenticateNode(std::string_view node_token,
                                 const std::string& node_id,
                                 Budget budget = Budget::kRequests);
@@ -192,11 +229,11 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // Appends `record` to the audit log: Unavailable naming the log if that
   // fails (nothing may be granted or refused unaudited).
   absl::Status Audit(const AuditRecord& record);
-  // Completes `record` as a refusal (reason: `reason`, else the status's
-  // refusal reason, else "internal"; message: `what` and the status's),
-  // counts it and audits it. Returns `status`, or the audit failure.
+  // Completes `record` as a refusal (reason: the status's refusal reason,
+  // else "internal"; message: `what` and the status's), counts it and
+  // audits it. Returns `status`, or the audit failure.
   absl::Status AuditRefusal(AuditRecord& record, std::string_view what,
-                            absl::Status status, std::string reason = "");
+                            absl::Status status);
   // The refusal for a failed registry call during `what`: volume_not_found
   // for an absent or malformed volume id, kms_error (counted) otherwise.
   absl::Status RegistryRefusal(std::string_view what,

@@ -42,6 +42,7 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kPodNotActive: return "pod_not_active";
     case Reason::kVolumeNotInPod: return "volume_not_in_pod";
     case Reason::kApiServerFailed: return "api_server_failed";
+    case Reason::kInvalidFormatId: return "invalid_format_id";
   }
   return "unknown";
 }
@@ -66,6 +67,7 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
       break;
     case Reason::kInvalidRequest:
     case Reason::kInvalidState:
+    case Reason::kInvalidFormatId:
       status = absl::InvalidArgumentError(text);
       break;
     default:

@@ -52,18 +52,21 @@ enum class Reason {
   kVolumeNotInPod,        // The pod has no claim bound to the volume as a
                           // block volume.
   kApiServerFailed,       // The API server could not be asked (fail closed).
+  kInvalidFormatId,       // ClaimFormat: a format id that is not
+                          // 32 lowercase hex digits (InvalidArgument).
 };
 
 // The last reason, for code that maps every name back (the client).
-inline constexpr Reason kLastReason = Reason::kApiServerFailed;
+inline constexpr Reason kLastReason = Reason::kInvalidFormatId;
 
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
 // kKmsError, kTokenReviewFailed and kApiServerFailed, FailedPrecondition for
-// kAlreadyFormatted, kStateRegression and kRolledBack, InvalidArgument for
-// kInvalidRequest and kInvalidState) with message "<reason>: <message>" and
+// kAlreadyFormatted, kStateRegression and kRolledBack,
+// InvalidArgument for kInvalidRequest, kInvalidState and kInvalidFormatId)
+// with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
 

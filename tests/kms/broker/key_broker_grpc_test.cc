@@ -199,6 +199,8 @@ TEST_F(KeyBrokerGrpcTest, ReasonsAddedLaterReachTheNodeToo) {
   params.node_id = std::string(300, 'n');  // Over its bound.
   dek = client->ReleaseKey(params);
   EXPECT_EQ(RefusalReason(dek.status()), "invalid_request") << dek.status();
+  absl::Status claim = client->ClaimFormat(kVolume, kNode, "0123");
+  EXPECT_EQ(RefusalReason(claim), "invalid_format_id") << claim;
 }
 
 TEST_F(KeyBrokerGrpcTest, KmsOutageReachesTheNodeAsUnavailable) {

@@ -275,6 +275,43 @@ TEST_F(KeyBrokerServiceTest, OversizedFieldsAreInvalidArgumentAndAudited) {
   EXPECT_EQ(states.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Issue 18: one preamble for every node call on a volume. Each call bounds
+// the two ids and its own fields before the caller's token is looked at,
+// and checks its own values only once the caller is known.
+TEST_F(KeyBrokerServiceTest, EveryNodeCallBoundsItsFieldsFirst) {
+  const std::string long_id(200, 'v');
+  const std::string long_node(300, 'n');
+  const kms::CommittedState state{1, std::string(64, 'a'), true};
+  auto expect_invalid = [&](const absl::Status& status, const char* field) {
+    EXPECT_EQ(RefusalReason(status), "invalid_request") << status;
+    EXPECT_NE(status.message().find(field), std::string::npos) << status;
+    EXPECT_EQ(AuditRecords().back()["reason"], "invalid_request");
+  };
+  expect_invalid(
+      service_->ClaimVolumeFormat(long_id, kNode, "0123", "").status(),
+      "volume_id");
+  expect_invalid(
+      service_->ClaimVolumeFormat(kVolume, long_node, "0123", "").status(),
+      "node_id");
+  expect_invalid(
+      service_->CommitVolumeState(long_id, kNode, state, false, NodeToken()),
+      "volume_id");
+  expect_invalid(service_->ReportVolumeRollback(kVolume, kNode,
+                                                std::string(2000, 'd'),
+                                                NodeToken()),
+                 "detail");
+  // A malformed value from an unknown caller is refused as the caller.
+  auto unknown = service_->ClaimVolumeFormat(kVolume, kNode, "0123", "");
+  EXPECT_EQ(RefusalReason(unknown.status()), "node_identity_invalid")
+      << unknown.status();
+  // From the node, it is refused as the value, with its own reason.
+  auto bad = service_->ClaimVolumeFormat(kVolume, kNode, "0123", NodeToken());
+  EXPECT_EQ(RefusalReason(bad.status()), "invalid_format_id") << bad.status();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_.read_calls(), 0) << "the registry was read for a refusal "
+                                      "decided by the request alone";
+}
+
 TEST_F(KeyBrokerServiceTest, EveryPodAttestsOnItsOwn) {
   EXPECT_TRUE(service_->Release(Request(env_->PodMint("web-0")), NodeToken()).ok());
   EXPECT_TRUE(service_->Release(Request(env_->PodMint("web-1")), NodeToken()).ok());
