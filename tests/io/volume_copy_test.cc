@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -434,6 +435,43 @@ TEST_F(VolumeCopyTest, CutIsSparseAndByteEqual) {
   // Holes stay holes (a reflink shares the extents instead).
   EXPECT_LE(testing::AllocatedBytes(cut_),
             testing::AllocatedBytes(source_) + 4 * kMiB);
+}
+
+// The FICLONE branch, on a file system that shares extents (xfs with
+// reflink, loop-mounted in the test's directory). Needs root and mkfs.xfs.
+TEST_F(VolumeCopyTest, CutSharesExtentsWhereTheFileSystemCan) {
+  if (::geteuid() != 0 || ::access("/usr/sbin/mkfs.xfs", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and mkfs.xfs for a reflink file system";
+  }
+  const std::string fs = dir_.file("xfs.img"), mnt = dir_.file("mnt");
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0700), 0);
+  ASSERT_EQ(std::system(("truncate -s 512M '" + fs + "' && mkfs.xfs -q -m reflink=1 '" +
+                         fs + "' && mount -o loop '" + fs + "' '" + mnt + "'")
+                            .c_str()),
+            0);
+  struct Unmount {
+    std::string mnt;
+    ~Unmount() { (void)std::system(("umount '" + mnt + "'").c_str()); }
+  } unmount{mnt};
+  const std::string image = mnt + "/source.img", cut = mnt + "/cut.img";
+  FormatOptions f = FormatOf(8 * kMiB, 1);
+  f.path = image;
+  auto v = Engine::FormatFile(f, source_dek_, Threaded());
+  ASSERT_TRUE(v.ok()) << v.status();
+  std::vector<uint8_t> d = Pattern(5, 4 * kMiB);
+  ASSERT_EQ((*v)->Io(IoOp::kWrite, 0, d), 0);
+  ASSERT_TRUE((*v)->Close().ok());
+  EXPECT_TRUE(CutSharesExtents(image, mnt));
+  ::sync();
+  struct statvfs before {}, after {};
+  ASSERT_EQ(::statvfs(mnt.c_str(), &before), 0);
+  ASSERT_TRUE(CutImage(image, cut).ok());
+  ::sync();
+  ASSERT_EQ(::statvfs(mnt.c_str(), &after), 0);
+  EXPECT_EQ(ReadFile(cut), ReadFile(image));
+  // A reflink allocates no data blocks (a copy would take the 4 MiB again).
+  const uint64_t used = (before.f_bfree - after.f_bfree) * before.f_frsize;
+  EXPECT_LT(used, 1 * kMiB) << "the cut copied the data instead of sharing it";
 }
 
 TEST_F(VolumeCopyTest, CutRefusesAnExistingCutAndAMissingSource) {
