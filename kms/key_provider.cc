@@ -1,5 +1,7 @@
 #include "kms/key_provider.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kms/identifiers.h"
@@ -12,6 +14,175 @@ std::string DescribeState(const CommittedState& state) {
   return absl::StrCat("epoch ", state.epoch, ", root ",
                       state.root.empty() ? "(none)" : state.root, ", ",
                       state.open ? "open" : "closed");
+}
+
+const char* RecordKindName(RecordKind kind) {
+  switch (kind) {
+    case RecordKind::kVolume:
+      return "volume";
+    case RecordKind::kSnapshot:
+      return "snapshot";
+  }
+  return "unknown";
+}
+
+const char* CopyStateName(CopyState state) {
+  switch (state) {
+    case CopyState::kNone:
+      return "none";
+    case CopyState::kPending:
+      return "pending";
+    case CopyState::kCut:
+      return "cut";
+    case CopyState::kReady:
+      return "ready";
+    case CopyState::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<RecordKind> ParseRecordKind(std::string_view name) {
+  for (RecordKind kind : {RecordKind::kVolume, RecordKind::kSnapshot}) {
+    if (RecordKindName(kind) == name) return kind;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "record kind \"", std::string(name.substr(0, 64)), "\" is not volume or snapshot"));
+}
+
+absl::StatusOr<CopyState> ParseCopyState(std::string_view name) {
+  for (CopyState state : {CopyState::kNone, CopyState::kPending, CopyState::kCut,
+                          CopyState::kReady, CopyState::kFailed}) {
+    if (CopyStateName(state) == name) return state;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("copy state \"", std::string(name.substr(0, 64)),
+                   "\" is not none, pending, cut, ready or failed"));
+}
+
+std::string DescribeCopy(const CopyJob& copy) {
+  if (copy.state == CopyState::kFailed) {
+    return absl::StrCat("failed: ", copy.error);
+  }
+  std::string out(CopyStateName(copy.state));
+  if (copy.bytes_total > 0) {
+    absl::StrAppend(&out, ", ", copy.bytes_done, " of ", copy.bytes_total,
+                    " bytes (", copy.bytes_done * 100 / copy.bytes_total, "%)");
+  } else if (copy.bytes_done > 0) {
+    absl::StrAppend(&out, ", ", copy.bytes_done, " bytes");
+  }
+  return out;
+}
+
+namespace {
+
+// The position of a state on the one way forward; kFailed ends it from any
+// state before kReady.
+int Rank(CopyState state) {
+  switch (state) {
+    case CopyState::kNone:
+      return 0;
+    case CopyState::kPending:
+      return 1;
+    case CopyState::kCut:
+      return 2;
+    case CopyState::kReady:
+    case CopyState::kFailed:
+      return 3;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::Status ApplyCopyUpdate(VolumeRecord& record, const CopyUpdate& update) {
+  const std::string what = absl::StrCat("copy job of ", RecordKindName(record.kind),
+                                        " ", record.volume_id);
+  const CopyState held = record.copy.state;
+  if (update.state == CopyState::kNone) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": copy state none cannot be reported"));
+  }
+  if (update.state == CopyState::kFailed && update.error.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": a failed copy needs an error"));
+  }
+  const bool ended = held == CopyState::kReady || held == CopyState::kFailed;
+  if (ended && update.state == held) {
+    return absl::OkStatus();  // A repeated final report: nothing changes.
+  }
+  if (held == CopyState::kNone || ended ||
+      Rank(update.state) < Rank(held)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": copy state ", CopyStateName(update.state), " reported, but the "
+        "registry's copy state is ", CopyStateName(held),
+        held == CopyState::kNone ? " (not a copy in progress)"
+                                 : " (copy states only move forward)"));
+  }
+  const uint64_t total =
+      update.bytes_total > 0 ? update.bytes_total : record.copy.bytes_total;
+  if (total > 0 && update.bytes_done > total) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": bytes_done ", update.bytes_done,
+                     " is beyond bytes_total ", total));
+  }
+  record.copy.state = update.state;
+  record.copy.bytes_total = total;
+  record.copy.bytes_done = std::max(record.copy.bytes_done, update.bytes_done);
+  record.copy.updated_unix = update.unix_time;
+  if (update.state == CopyState::kFailed) {
+    record.copy.error = update.error.substr(0, kMaxCopyErrorBytes);
+  }
+  if ((update.state == CopyState::kCut || update.state == CopyState::kReady) &&
+      record.copy.cut_unix == 0) {
+    record.copy.cut_unix = update.unix_time;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCopyRequest(const CreateVolumeKeyRequest& request) {
+  const std::string what = absl::StrCat("create key for ",
+                                        RecordKindName(request.kind), " ",
+                                        request.volume_id);
+  if (!request.source_volume_id.empty()) {
+    if (absl::Status s = ValidateVolumeId(request.source_volume_id); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": source_volume_id: ", s.message()));
+    }
+    if (request.source_volume_id == request.volume_id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": source_volume_id names the record itself"));
+    }
+  }
+  switch (request.initial_copy_state) {
+    case CopyState::kNone:
+      if (!request.source_volume_id.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": initial_copy_state none with a source_volume_id (a copy "
+                  "starts pending, or ready when there is nothing to copy)"));
+      }
+      break;
+    case CopyState::kPending:
+    case CopyState::kReady:
+      if (request.source_volume_id.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": initial_copy_state ",
+            CopyStateName(request.initial_copy_state),
+            " needs a source_volume_id"));
+      }
+      break;
+    case CopyState::kCut:
+    case CopyState::kFailed:
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": initial_copy_state ",
+          CopyStateName(request.initial_copy_state),
+          " (a copy starts pending or ready)"));
+  }
+  if (request.kind == RecordKind::kSnapshot && request.source_volume_id.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": a snapshot needs a source_volume_id"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ApplyStateCommit(VolumeRecord& record, const StateCommit& commit) {

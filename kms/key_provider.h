@@ -37,7 +37,51 @@ struct CommittedState {
 // "epoch E, root R, open|closed", for messages and audit records.
 std::string DescribeState(const CommittedState& state);
 
-// What the registry keeps about a volume. Holds no plaintext key.
+// What a record is (JSON "kind"): a volume, or a snapshot of one. Both
+// have their own DEK; a snapshot is never published to a pod.
+enum class RecordKind { kVolume, kSnapshot };
+
+// Where a copy (a snapshot, or a volume restored or cloned from a source)
+// stands (docs/kms.md, "Snapshots and copies"). States only move forward:
+// kPending -> kCut -> kReady, kPending|kCut -> kFailed (kPending -> kReady
+// skips the cut of a source that needs none).
+enum class CopyState {
+  kNone,     // Not a copy, or a copy with no work (an empty source).
+  kPending,  // The node that holds the source has not cut it yet.
+  kCut,      // The point in time is fixed (the source's image was cut).
+  kReady,    // The copy's image is complete.
+  kFailed,   // The copy failed; `CopyJob::error` says why.
+};
+
+// "volume"|"snapshot" and "none"|"pending"|"cut"|"ready"|"failed": the JSON
+// and message forms.
+const char* RecordKindName(RecordKind kind);
+const char* CopyStateName(CopyState state);
+// InvalidArgument naming the value for an unknown name.
+absl::StatusOr<RecordKind> ParseRecordKind(std::string_view name);
+absl::StatusOr<CopyState> ParseCopyState(std::string_view name);
+
+// The copy job of a record whose image is made from another's.
+struct CopyJob {
+  CopyState state = CopyState::kNone;
+  uint64_t bytes_done = 0;   // Never goes back.
+  uint64_t bytes_total = 0;  // 0 = not known yet.
+  std::string error;         // Why it failed (kFailed only).
+  int64_t updated_unix = 0;  // Last change (Unix seconds).
+  // When the source was cut (the copy's point in time; Unix seconds, the
+  // reporter's clock): set once, by the first update to kCut or kReady.
+  // 0 = not cut (yet).
+  int64_t cut_unix = 0;
+
+  bool operator==(const CopyJob&) const = default;
+};
+
+// A copy job in words, for messages and audit records: "pending, 1048576 of
+// 4194304 bytes (25%)" or "failed: <error>".
+std::string DescribeCopy(const CopyJob& copy);
+
+// What the registry keeps about a volume or a snapshot. Holds no plaintext
+// key.
 struct VolumeRecord {
   std::string volume_id;    // "sv-" + 32 hex digits of the 16-byte volume id.
   std::string name;         // CSI volume name (idempotency key); may be empty.
@@ -68,7 +112,26 @@ struct VolumeRecord {
   bool rollback_pending = false;
   std::string rollback_accepted_by;
   int64_t rollback_accepted_unix = 0;
+  // A snapshot, or a volume; a copy (a snapshot, a restore or a clone)
+  // names its source, a volume or a snapshot id ("" = none), and carries
+  // its copy job. Records written before these fields read as a volume
+  // with no source and copy state kNone.
+  RecordKind kind = RecordKind::kVolume;
+  std::string source_volume_id;
+  CopyJob copy;
 };
+
+// A node's report on a copy job (KeyProvider::UpdateCopy).
+struct CopyUpdate {
+  CopyState state = CopyState::kPending;
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;  // 0 = keep the record's.
+  std::string error;         // Required for kFailed; at most kMaxCopyErrorBytes
+                             // are kept.
+  int64_t unix_time = 0;
+};
+
+inline constexpr size_t kMaxCopyErrorBytes = 1024;
 
 // One commitment of a volume's state (KeyProvider::CommitState).
 struct StateCommit {
@@ -98,6 +161,14 @@ struct CreateVolumeKeyRequest {
   uint64_t capacity_bytes = 0;
   std::string node;
   std::map<std::string, std::string> parameters;
+  // A snapshot or a copy: its kind, its source (a volume or snapshot id,
+  // required for a snapshot and for kPending) and the copy state it starts
+  // in: kNone (not a copy), kPending (a node must copy the source) or kReady
+  // (nothing to copy: the source was never formatted). A copy gets a fresh
+  // DEK like any other record, never its source's.
+  RecordKind kind = RecordKind::kVolume;
+  std::string source_volume_id;
+  CopyState initial_copy_state = CopyState::kNone;
 };
 
 struct RotationResult {
@@ -134,7 +205,8 @@ class KeyProvider {
       std::string_view volume_id) = 0;
 
   // Replaces a record's mutable fields (capacity, node, parameters); the
-  // wrapped key, tenant and format fields are not changed by this call.
+  // wrapped key, tenant, format, state, kind, source and copy fields are not
+  // changed by this call.
   virtual absl::Status UpdateVolume(const VolumeRecord& record) = 0;
 
   // Compare-and-set of the format fields, atomic against concurrent calls:
@@ -164,8 +236,16 @@ class KeyProvider {
   virtual absl::StatusOr<VolumeRecord> AcceptRollback(
       std::string_view volume_id, std::string_view by, int64_t unix_time) = 0;
 
-  // All records, or those of one tenant when `tenant` is non-empty, ordered
-  // by volume id.
+  // Records the progress or the end of a copy job, durably and atomically
+  // against concurrent calls (like CommitState), by the rules of
+  // ApplyCopyUpdate. Returns the record as stored. NotFound if there is no
+  // such record; FailedPrecondition naming both states for a move that is
+  // not forward; InvalidArgument for a malformed update.
+  virtual absl::StatusOr<VolumeRecord> UpdateCopy(
+      std::string_view volume_id, const CopyUpdate& update) = 0;
+
+  // All records (volumes and snapshots: callers filter by kind), or those
+  // of one tenant when `tenant` is non-empty, ordered by volume id.
   virtual absl::StatusOr<std::vector<VolumeRecord>> ListVolumes(
       std::string_view tenant) = 0;
 
@@ -190,6 +270,26 @@ class KeyProvider {
 // the root, refuses an epoch that goes back (see CommitState), consumes a
 // pending rollback acceptance. Sets state, state_node and state_unix.
 absl::Status ApplyStateCommit(VolumeRecord& record, const StateCommit& commit);
+
+// The registry's rules for a copy update, applied to `record` in memory by
+// every provider under its own atomicity:
+// * the record must be a copy in progress (kPending or kCut), except that a
+//   report of the state it already ended in (kReady, kFailed) is accepted
+//   and changes nothing (a node retrying a report whose answer it lost);
+// * the state only moves forward (see CopyState); FailedPrecondition naming
+//   the stored and the reported state otherwise; kNone is never reported
+//   (InvalidArgument);
+// * kFailed needs an error (InvalidArgument); it is cut to
+//   kMaxCopyErrorBytes;
+// * bytes_done never goes back: a lower figure (a node resuming from its
+//   last saved progress) keeps the stored one; bytes_done above a known
+//   bytes_total is InvalidArgument;
+// * the first move to kCut or kReady sets cut_unix.
+absl::Status ApplyCopyUpdate(VolumeRecord& record, const CopyUpdate& update);
+
+// The checks of CreateVolumeKeyRequest's copy fields that every provider
+// makes before creating anything: InvalidArgument naming the field.
+absl::Status ValidateCopyRequest(const CreateVolumeKeyRequest& request);
 
 // Opens a provider from a URI: "local:DIR" or "vault+https://HOST:PORT?...".
 absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(

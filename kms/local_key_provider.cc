@@ -294,6 +294,7 @@ absl::Status LocalKeyProvider::WriteRecord(const VolumeRecord& record,
 absl::StatusOr<VolumeRecord> LocalKeyProvider::CreateVolumeKey(
     const CreateVolumeKeyRequest& request) {
   RETURN_IF_ERROR(ValidateVolumeId(request.volume_id));
+  RETURN_IF_ERROR(ValidateCopyRequest(request));
   ASSIGN_OR_RETURN(
       const std::string key_name,
       ExpandKeyNameTemplate(request.key_name_template.empty()
@@ -323,6 +324,14 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::CreateVolumeKey(
   record.node = request.node;
   record.parameters = request.parameters;
   record.created_unix = static_cast<int64_t>(std::time(nullptr));
+  record.kind = request.kind;
+  record.source_volume_id = request.source_volume_id;
+  record.copy.state = request.initial_copy_state;
+  if (record.copy.state != CopyState::kNone) {
+    record.copy.updated_unix = record.created_unix;
+  }
+  // A fresh DEK for every record, copies included: nothing of a source's
+  // key is ever reused.
   ASSIGN_OR_RETURN(crypto::SecretBytes kek,
                    ReadKek(key_name, record.key_version));
   ASSIGN_OR_RETURN(crypto::SecretBytes dek,
@@ -386,6 +395,18 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::CommitState(
   ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
   ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(volume_id));
   RETURN_IF_ERROR(ApplyStateCommit(record, commit));
+  RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
+  return record;
+}
+
+absl::StatusOr<VolumeRecord> LocalKeyProvider::UpdateCopy(
+    std::string_view volume_id, const CopyUpdate& update) {
+  // Exclusive: the forward-only check and the write are one step.
+  ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
+  ASSIGN_OR_RETURN(VolumeRecord record, ReadRecord(volume_id));
+  const VolumeRecord before = record;
+  RETURN_IF_ERROR(ApplyCopyUpdate(record, update));
+  if (record.copy == before.copy) return record;  // A repeated final report.
   RETURN_IF_ERROR(WriteRecord(record, /*create=*/false));
   return record;
 }

@@ -43,6 +43,8 @@ class LocalKeyProvider final : public KeyProvider {
                                            const FormatClaim& claim) override;
   absl::StatusOr<VolumeRecord> CommitState(std::string_view volume_id,
                                            const StateCommit& commit) override;
+  absl::StatusOr<VolumeRecord> UpdateCopy(std::string_view volume_id,
+                                          const CopyUpdate& update) override;
   absl::StatusOr<VolumeRecord> AcceptRollback(std::string_view volume_id,
                                               std::string_view by,
                                               int64_t unix_time) override;

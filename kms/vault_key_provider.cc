@@ -185,6 +185,7 @@ absl::StatusOr<int64_t> VaultKeyProvider::LatestKeyVersion(
 absl::StatusOr<VolumeRecord> VaultKeyProvider::CreateVolumeKey(
     const CreateVolumeKeyRequest& request) {
   RETURN_IF_ERROR(ValidateVolumeId(request.volume_id));
+  RETURN_IF_ERROR(ValidateCopyRequest(request));
   ASSIGN_OR_RETURN(
       const std::string key_name,
       ExpandKeyNameTemplate(request.key_name_template.empty()
@@ -227,11 +228,18 @@ absl::StatusOr<VolumeRecord> VaultKeyProvider::CreateVolumeKey(
   record.node = request.node;
   record.parameters = request.parameters;
   record.created_unix = static_cast<int64_t>(std::time(nullptr));
+  record.kind = request.kind;
+  record.source_volume_id = request.source_volume_id;
+  record.copy.state = request.initial_copy_state;
+  if (record.copy.state != CopyState::kNone) {
+    record.copy.updated_unix = record.created_unix;
+  }
   // cas=0: only if no record exists, so two creators cannot both win. If
   // this write fails, nothing was stored: the wrapped key is just dropped.
   RETURN_IF_ERROR(WriteRecord(record, /*cas=*/0));
-  spdlog::info("kms: created key for volume {} (tenant {}, key {} v{})",
-               record.volume_id, record.tenant, key_name, record.key_version);
+  spdlog::info("kms: created key for {} {} (tenant {}, key {} v{})",
+               RecordKindName(record.kind), record.volume_id, record.tenant,
+               key_name, record.key_version);
   return record;
 }
 
@@ -330,6 +338,13 @@ absl::StatusOr<VolumeRecord> VaultKeyProvider::CommitState(
     std::string_view volume_id, const StateCommit& commit) {
   return UpdateRecord(volume_id, [&](VolumeRecord& record) {
     return ApplyStateCommit(record, commit);
+  });
+}
+
+absl::StatusOr<VolumeRecord> VaultKeyProvider::UpdateCopy(
+    std::string_view volume_id, const CopyUpdate& update) {
+  return UpdateRecord(volume_id, [&](VolumeRecord& record) {
+    return ApplyCopyUpdate(record, update);
   });
 }
 

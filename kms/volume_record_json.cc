@@ -108,6 +108,17 @@ nlohmann::json VolumeRecordToJson(const VolumeRecord& r) {
     out["rollback_accepted_by"] = r.rollback_accepted_by;
     out["rollback_accepted_unix"] = r.rollback_accepted_unix;
   }
+  out["kind"] = std::string(RecordKindName(r.kind));
+  if (!r.source_volume_id.empty()) out["source_volume_id"] = r.source_volume_id;
+  // Written for copies only: a record without them is not one.
+  if (r.copy.state != CopyState::kNone) {
+    out["copy_state"] = std::string(CopyStateName(r.copy.state));
+    out["copy_bytes_done"] = r.copy.bytes_done;
+    out["copy_bytes_total"] = r.copy.bytes_total;
+    out["copy_error"] = r.copy.error;
+    out["copy_updated_unix"] = r.copy.updated_unix;
+    out["copy_cut_unix"] = r.copy.cut_unix;
+  }
   return out;
 }
 
@@ -182,6 +193,52 @@ absl::StatusOr<VolumeRecord> VolumeRecordFromJson(const nlohmann::json& json,
   if (json.contains("rollback_accepted_unix")) {
     ASSIGN_OR_RETURN(r.rollback_accepted_unix,
                      JsonInt(json, "rollback_accepted_unix", source));
+  }
+  // Snapshots and copies came later: a record without these keys is a
+  // volume that is not a copy.
+  if (json.contains("kind")) {
+    ASSIGN_OR_RETURN(const std::string kind, JsonString(json, "kind", source));
+    auto parsed = ParseRecordKind(kind);
+    if (!parsed.ok()) return FieldError(source, "kind", "is not volume or snapshot");
+    r.kind = *parsed;
+  }
+  if (json.contains("source_volume_id")) {
+    ASSIGN_OR_RETURN(r.source_volume_id,
+                     JsonString(json, "source_volume_id", source));
+    if (!ValidateVolumeId(r.source_volume_id).ok()) {
+      return FieldError(source, "source_volume_id", "is not a volume id");
+    }
+  }
+  if (json.contains("copy_state")) {
+    ASSIGN_OR_RETURN(const std::string state,
+                     JsonString(json, "copy_state", source));
+    auto parsed = ParseCopyState(state);
+    if (!parsed.ok()) {
+      return FieldError(source, "copy_state",
+                        "is not none, pending, cut, ready or failed");
+    }
+    r.copy.state = *parsed;
+    if (json.contains("copy_bytes_done")) {
+      ASSIGN_OR_RETURN(r.copy.bytes_done, JsonUint(json, "copy_bytes_done", source));
+    }
+    if (json.contains("copy_bytes_total")) {
+      ASSIGN_OR_RETURN(r.copy.bytes_total,
+                       JsonUint(json, "copy_bytes_total", source));
+    }
+    if (json.contains("copy_error")) {
+      ASSIGN_OR_RETURN(r.copy.error, JsonString(json, "copy_error", source));
+    }
+    if (json.contains("copy_updated_unix")) {
+      ASSIGN_OR_RETURN(r.copy.updated_unix,
+                       JsonInt(json, "copy_updated_unix", source));
+    }
+    if (json.contains("copy_cut_unix")) {
+      ASSIGN_OR_RETURN(r.copy.cut_unix, JsonInt(json, "copy_cut_unix", source));
+    }
+  }
+  if (r.kind == RecordKind::kSnapshot && r.source_volume_id.empty()) {
+    return FieldError(source, "source_volume_id",
+                      "is missing (a snapshot names its source)");
   }
   return r;
 }

@@ -1,9 +1,11 @@
 // FakeKeyProvider: the one KeyProvider fake (controller, broker and node
 // tests). Records live in a map; a volume's DEK is 32 bytes of one fill
-// value, found by its wrapped key; switches make the KMS unreachable, or
+// value, found by its wrapped key (CreateVolumeKey gives each new record its
+// own fill: 1, 2, 3, ...); switches make the KMS unreachable, or
 // only its unwraps or its format claims and state commits fail; counters
 // tell how often the registry was read, unwrapped and updated. The
-// registry's state-commit rules are the real ones (kms::ApplyStateCommit).
+// registry's state-commit and copy rules are the real ones
+// (kms::ApplyStateCommit, kms::ApplyCopyUpdate).
 // Thread-safe.
 #pragma once
 
@@ -58,6 +60,7 @@ class FakeKeyProvider final : public kms::KeyProvider {
     if (volumes_.count(request.volume_id)) {
       return absl::AlreadyExistsError(request.volume_id);
     }
+    if (absl::Status s = kms::ValidateCopyRequest(request); !s.ok()) return s;
     kms::VolumeRecord record;
     record.volume_id = request.volume_id;
     record.name = request.name;
@@ -69,7 +72,11 @@ class FakeKeyProvider final : public kms::KeyProvider {
     record.capacity_bytes = request.capacity_bytes;
     record.node = request.node;
     record.parameters = request.parameters;
-    AddVolumeLocked(record, 0);
+    record.kind = request.kind;
+    record.source_volume_id = request.source_volume_id;
+    record.copy.state = request.initial_copy_state;
+    ++created_;
+    AddVolumeLocked(record, static_cast<uint8_t>(created_ % 255 + 1));
     return volumes_[record.volume_id];
   }
   absl::StatusOr<crypto::SecretBytes> UnwrapVolumeKey(
@@ -151,6 +158,19 @@ class FakeKeyProvider final : public kms::KeyProvider {
     it->second = changed;
     return changed;
   }
+  absl::StatusOr<kms::VolumeRecord> UpdateCopy(
+      std::string_view volume_id, const kms::CopyUpdate& update) override {
+    if (!reachable_) return absl::UnavailableError("fake KMS down");
+    MutexLock lock(&mu_);
+    auto it = volumes_.find(std::string(volume_id));
+    if (it == volumes_.end()) return NotFound(volume_id);
+    kms::VolumeRecord changed = it->second;
+    if (absl::Status s = kms::ApplyCopyUpdate(changed, update); !s.ok()) {
+      return s;
+    }
+    it->second = changed;
+    return changed;
+  }
   absl::StatusOr<kms::VolumeRecord> AcceptRollback(std::string_view volume_id,
                                                    std::string_view by,
                                                    int64_t unix_time) override {
@@ -209,6 +229,7 @@ class FakeKeyProvider final : public kms::KeyProvider {
   std::map<std::string, uint8_t> deks_ ABSL_GUARDED_BY(mu_);  // By wrapped key.
   std::optional<std::pair<kms::VolumeRecord, uint8_t>> replacement_
       ABSL_GUARDED_BY(mu_);
+  int created_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> reachable_{true};
   std::atomic<bool> fail_unwrap_{false};
   std::atomic<bool> fail_claims_{false};

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kms/base64.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/copy_record_checks.h"
 #include "tests/kms/state_commit_checks.h"
 #include "tests/support/volume_ids.h"
 
@@ -403,6 +404,115 @@ TEST_F(LocalKeyProviderTest, StateFieldsAreValidatedByName) {
   auto old = p->GetVolume(Vol("a"));
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_FALSE(old->state.has_value());
+}
+
+TEST_F(LocalKeyProviderTest, SnapshotsAndClonesGetFreshKeys) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("src"), "team-a")).ok());
+  ExpectCopiesGetFreshKeys(*p, "team-a", Vol("src"), Vol("snap"), Vol("clone"));
+  // Another process reads the same copy records.
+  auto other = OpenOrDie()->GetVolume(Vol("snap"));
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->kind, RecordKind::kSnapshot);
+  EXPECT_EQ(other->source_volume_id, Vol("src"));
+  // The JSON form names the kind and the copy job.
+  const auto json = nlohmann::json::parse(
+      ReadFile(dir_ + "/volumes/" + Vol("snap") + ".json"));
+  EXPECT_EQ(json["kind"], "snapshot");
+  EXPECT_EQ(json["source_volume_id"], Vol("src"));
+  EXPECT_EQ(json["copy_state"], "pending");
+  const auto plain = nlohmann::json::parse(
+      ReadFile(dir_ + "/volumes/" + Vol("src") + ".json"));
+  EXPECT_EQ(plain["kind"], "volume");
+  EXPECT_FALSE(plain.contains("copy_state"));
+  EXPECT_FALSE(plain.contains("source_volume_id"));
+}
+
+TEST_F(LocalKeyProviderTest, CopyStatesOnlyMoveForward) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("src"), "team-a")).ok());
+  ExpectCopyStatesOnlyMoveForward(*p, "team-a", Vol("src"), Vol("copy"),
+                                  Vol("other"));
+}
+
+TEST_F(LocalKeyProviderTest, ConcurrentCopyReportsNeverMoveBack) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("src"), "team-a")).ok());
+  ASSERT_TRUE(p->CreateVolumeKey(CopyRequest(Vol("copy"), "team-a", Vol("src"),
+                                             RecordKind::kSnapshot,
+                                             CopyState::kPending))
+                  .ok());
+  // Progress reports and the cut race from several "processes": whatever
+  // order they land in, the end is cut with the highest bytes_done.
+  std::vector<std::thread> threads;
+  for (uint64_t i = 1; i <= 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto other = LocalKeyProvider::Open(dir_);
+      if (!other.ok()) return;
+      const CopyState state = i == 4 ? CopyState::kCut : CopyState::kPending;
+      (void)(*other)->UpdateCopy(Vol("copy"), {state, i << 20, 16 << 20, "", 1});
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto end = p->GetVolume(Vol("copy"));
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->copy.state, CopyState::kCut);
+  EXPECT_GE(end->copy.bytes_done, 4u << 20);
+}
+
+TEST_F(LocalKeyProviderTest, RotationRewrapsSnapshotsAndShredsAreIndependent) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("src"), "team-a")).ok());
+  ExpectRotationRewrapsSnapshotsAndShredsAreIndependent(
+      *p, "team-a", Vol("src"), Vol("snap"), Vol("snap2"));
+  // The rotation deleted the KEK version the snapshot was first wrapped
+  // under: nothing still needs it.
+  auto versions = p->KekVersions("sealvol-team-a");
+  ASSERT_TRUE(versions.ok());
+  EXPECT_EQ(*versions, std::vector<int64_t>({2}));
+}
+
+TEST_F(LocalKeyProviderTest, RecordFromBeforeSnapshotsReadsAsAVolume) {
+  auto p = OpenOrDie();
+  ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("a"), "team-a")).ok());
+  const std::string path = dir_ + "/volumes/" + Vol("a") + ".json";
+  auto json = nlohmann::json::parse(ReadFile(path));
+  ASSERT_TRUE(json.contains("kind"));
+  json.erase("kind");
+  std::ofstream(path, std::ios::trunc) << json.dump(2);
+  auto old = p->GetVolume(Vol("a"));
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->kind, RecordKind::kVolume);
+  EXPECT_TRUE(old->source_volume_id.empty());
+  EXPECT_EQ(old->copy, CopyJob{});
+  EXPECT_TRUE(p->UnwrapVolumeKey(Vol("a")).ok());
+  auto listed = p->ListVolumes("team-a");
+  ASSERT_TRUE(listed.ok() && listed->size() == 1u);
+  EXPECT_EQ((*listed)[0].kind, RecordKind::kVolume);
+
+  // Malformed copy fields are DataLoss naming the field.
+  auto expect_bad = [&](nlohmann::json j, const std::string& field) {
+    std::ofstream(path, std::ios::trunc) << j.dump(2);
+    auto bad = p->GetVolume(Vol("a"));
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << field;
+    EXPECT_THAT(bad.status().message(), HasSubstr(field));
+  };
+  nlohmann::json j = json;
+  j["kind"] = "bucket";
+  expect_bad(j, "\"kind\"");
+  j = json;
+  j["kind"] = "snapshot";  // A snapshot must name its source.
+  expect_bad(j, "source_volume_id");
+  j = json;
+  j["source_volume_id"] = "../../etc";
+  expect_bad(j, "source_volume_id");
+  j = json;
+  j["copy_state"] = "done";
+  expect_bad(j, "copy_state");
+  j = json;
+  j["copy_state"] = "cut";
+  j["copy_bytes_done"] = -5;
+  expect_bad(j, "copy_bytes_done");
 }
 
 TEST_F(LocalKeyProviderTest, ListFiltersByTenantAndSortsById) {

@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/kms/copy_record_checks.h"
 #include "tests/kms/state_commit_checks.h"
 
 namespace sealvol::kms {
@@ -265,6 +266,94 @@ TEST_F(VaultKeyProviderTest, StateCommitsNeverMoveTheEpochBack) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(p->GetVolume(v)->state->epoch, 8u);
   ASSERT_TRUE(p->DestroyVolumeKey(v).ok());
+}
+
+TEST_F(VaultKeyProviderTest, SnapshotsAndClonesGetFreshKeys) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string src = TestVolumeId("src");
+  ASSERT_TRUE(p->CreateVolumeKey(Request(src, tenant_a_)).ok());
+  ExpectCopiesGetFreshKeys(*p, tenant_a_, src, TestVolumeId("snap"),
+                           TestVolumeId("clone"));
+  // The kv secret holds the kind and the copy job.
+  json stored;
+  ASSERT_EQ(Admin("GET", "/v1/secret/data/" + prefix_ + "/" + TestVolumeId("snap"),
+                  nullptr, &stored),
+            200);
+  EXPECT_EQ(stored["data"]["data"]["kind"], "snapshot");
+  EXPECT_EQ(stored["data"]["data"]["source_volume_id"], src);
+  EXPECT_EQ(stored["data"]["data"]["copy_state"], "pending");
+}
+
+TEST_F(VaultKeyProviderTest, CopyStatesOnlyMoveForward) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string src = TestVolumeId("src");
+  ASSERT_TRUE(p->CreateVolumeKey(Request(src, tenant_a_)).ok());
+  ExpectCopyStatesOnlyMoveForward(*p, tenant_a_, src, TestVolumeId("copy"),
+                                  TestVolumeId("other"));
+  // Concurrent reports through check-and-set: the cut wins over progress
+  // reports that land after it, and bytes_done ends at the highest figure.
+  const std::string racing = TestVolumeId("race");
+  ASSERT_TRUE(p->CreateVolumeKey(CopyRequest(racing, tenant_a_, src,
+                                             RecordKind::kSnapshot,
+                                             CopyState::kPending))
+                  .ok());
+  std::vector<std::thread> threads;
+  for (uint64_t i = 1; i <= 6; ++i) {
+    threads.emplace_back([&, i] {
+      const CopyState state = i == 3 ? CopyState::kCut : CopyState::kPending;
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        auto r = p->UpdateCopy(racing, {state, i << 20, 16 << 20, "", 1});
+        if (r.ok() || absl::IsFailedPrecondition(r.status())) return;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto end = p->GetVolume(racing);
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->copy.state, CopyState::kCut);
+  EXPECT_GE(end->copy.bytes_done, 3u << 20);
+}
+
+TEST_F(VaultKeyProviderTest, RotationRewrapsSnapshotsAndShredsAreIndependent) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string src = TestVolumeId("src");
+  ASSERT_TRUE(p->CreateVolumeKey(Request(src, tenant_a_)).ok());
+  ExpectRotationRewrapsSnapshotsAndShredsAreIndependent(
+      *p, tenant_a_, src, TestVolumeId("snap"), TestVolumeId("snap2"));
+}
+
+TEST_F(VaultKeyProviderTest, RecordFromBeforeSnapshotsReadsAsAVolume) {
+  auto p = OpenRoot();
+  ASSERT_TRUE(p);
+  const std::string v = TestVolumeId("old");
+  ASSERT_TRUE(p->CreateVolumeKey(Request(v, tenant_a_)).ok());
+  const std::string path = "/v1/secret/data/" + prefix_ + "/" + v;
+  json stored;
+  ASSERT_EQ(Admin("GET", path, nullptr, &stored), 200);
+  json record = stored["data"]["data"];
+  ASSERT_TRUE(record.contains("kind"));
+  record.erase("kind");
+  // Written as a controller of the previous version wrote it.
+  ASSERT_EQ(Admin("POST", path, json{{"data", record}}), 200);
+  auto old = p->GetVolume(v);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->kind, RecordKind::kVolume);
+  EXPECT_TRUE(old->source_volume_id.empty());
+  EXPECT_EQ(old->copy, CopyJob{});
+  EXPECT_TRUE(p->UnwrapVolumeKey(v).ok());
+  // A record with a malformed kind is DataLoss naming the field, and a
+  // listing skips it rather than failing.
+  record["kind"] = "bucket";
+  ASSERT_EQ(Admin("POST", path, json{{"data", record}}), 200);
+  auto bad = p->GetVolume(v);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.status().message(), HasSubstr("\"kind\""));
+  auto listed = p->ListVolumes(tenant_a_);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_TRUE(listed->empty());
 }
 
 TEST_F(VaultKeyProviderTest, TenantPolicyRefusesAnotherTenantsKey) {
