@@ -25,7 +25,7 @@
 
 #include "base/unique_fd.h"
 #include "crypto/secret_bytes.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "io/volume_copy.h"
 
 extern char** environ;
@@ -86,7 +86,7 @@ void MakeImages(const std::string& sealed, const std::string& plain,
   f.volume_id[0] = 1;
   EngineOptions eo;
   eo.worker_threads = 2;
-  auto v = Engine::FormatFile(f, dek, eo);
+  auto v = SealedVolume::FormatFile(f, dek, eo);
   if (!v.ok()) Die(std::string(v.status().message()));
   UniqueFd fd(::open(plain.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(kVolumeBytes)) != 0) {

@@ -16,7 +16,7 @@
 
 #include "benchmark/benchmark.h"
 #include "io/backing_store.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "io/layout.h"
 
 namespace sealvol::io {
@@ -81,7 +81,7 @@ std::vector<uint64_t> Offsets(uint64_t io_size, bool random, size_t n) {
 }
 
 // A fresh formatted image, filled so reads decrypt real data.
-std::unique_ptr<Engine> FreshVolume(bool fill) {
+std::unique_ptr<SealedVolume> FreshVolume(bool fill) {
   ::unlink(ImagePath().c_str());
   FileStoreOptions fo;
   fo.path = ImagePath();
@@ -94,7 +94,7 @@ std::unique_ptr<Engine> FreshVolume(bool fill) {
   EngineOptions eo;
   eo.worker_threads = Workers();
   auto dek = Dek();
-  auto v = Engine::FormatOn(std::move(*store), f, dek, eo);
+  auto v = SealedVolume::FormatOn(std::move(*store), f, dek, eo);
   if (!v.ok()) return nullptr;
   if (fill) {
     std::vector<uint8_t> buf(1 << 20, 0x3C);
@@ -109,7 +109,7 @@ std::unique_ptr<Engine> FreshVolume(bool fill) {
 // Keeps `qd` engine requests in flight over `offsets`.
 class EngineDriver {
  public:
-  EngineDriver(Engine& v, IoOp op, uint64_t io_size, int qd)
+  EngineDriver(SealedVolume& v, IoOp op, uint64_t io_size, int qd)
       : v_(v), slots_(qd) {
     for (auto& s : slots_) {
       s.buf = AlignedBuffer(io_size);
@@ -153,7 +153,7 @@ class EngineDriver {
     self->free_.push_back(reinterpret_cast<Slot*>(r));
     self->cv_.notify_one();
   }
-  Engine& v_;
+  SealedVolume& v_;
   std::vector<Slot> slots_;
   std::mutex mu_;
   std::condition_variable cv_;

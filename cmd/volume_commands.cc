@@ -20,7 +20,6 @@
 #include "cmd/image_session.h"
 #include "cmd/kms_flags.h"
 #include "csi/committed_state.h"
-#include "io/engine.h"
 #include "io/format_v1.h"
 #include "io/sealed_volume.h"
 #include "io/upgrade.h"
@@ -35,8 +34,6 @@ constexpr uint64_t kChunk = 1 << 20;
 int Fail(const char* command, const absl::Status& s) {
   return cmd::Fail(command, s, CommandFamily::kVolume);
 }
-
-io::Engine& AsEngine(io::SealedVolume& v) { return static_cast<io::Engine&>(v); }
 
 int RunFormat(const std::string& image, const std::string& size_text,
               const KmsFlags& keys, const std::string& tenant,
@@ -89,7 +86,7 @@ int RunDump(const std::string& image) {
 int RunCheck(const std::string& image, const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
   if (!v.ok()) return Fail("check", v.status());
-  io::Engine& e = AsEngine(*v->volume);
+  io::SealedVolume& e = *v->volume;
   const uint64_t size = e.size_bytes();
   std::vector<uint8_t> buf(kChunk);
   std::vector<uint64_t> failed;
@@ -176,7 +173,7 @@ int RunUpgrade(const std::string& image, const KmsFlags& keys) {
 }
 
 // Reads the aligned span covering [offset, offset+length).
-int ReadCovering(io::Engine& e, uint64_t offset, uint64_t length,
+int ReadCovering(io::SealedVolume& e, uint64_t offset, uint64_t length,
                  std::vector<uint8_t>& out, uint64_t* start) {
   *start = offset / io::kBlockSize * io::kBlockSize;
   const uint64_t end =
@@ -190,7 +187,7 @@ int ReadCovering(io::Engine& e, uint64_t offset, uint64_t length,
   return 0;
 }
 
-absl::Status RangeCheck(io::Engine& e, uint64_t offset, uint64_t length) {
+absl::Status RangeCheck(io::SealedVolume& e, uint64_t offset, uint64_t length) {
   if (offset > e.size_bytes() || length > e.size_bytes() - offset) {
     return absl::OutOfRangeError(absl::StrCat(
         "range ", offset, "+", length, " is beyond the volume size ",
@@ -203,7 +200,7 @@ int RunRead(const std::string& image, uint64_t offset, uint64_t length,
             const KmsFlags& keys) {
   auto v = OpenImage(image, keys, /*read_only=*/true);
   if (!v.ok()) return Fail("read", v.status());
-  io::Engine& e = AsEngine(*v->volume);
+  io::SealedVolume& e = *v->volume;
   if (absl::Status s = RangeCheck(e, offset, length); !s.ok()) {
     std::fprintf(stderr, "sealvol read: %s\n", std::string(s.message()).c_str());
     return kExitUsage;
@@ -233,7 +230,7 @@ int RunWrite(const std::string& image, uint64_t offset, const KmsFlags& keys) {
   }
   auto v = OpenImage(image, keys, /*read_only=*/false);
   if (!v.ok()) return Fail("write", v.status());
-  io::Engine& e = AsEngine(*v->volume);
+  io::SealedVolume& e = *v->volume;
   if (absl::Status s = RangeCheck(e, offset, input.size()); !s.ok()) {
     std::fprintf(stderr, "sealvol write: %s\n", std::string(s.message()).c_str());
     CloseAndCommit("write", *v).IgnoreError();

@@ -33,7 +33,7 @@ class Slot {
 
   // Submits an asynchronous write of `part` (inside buffer()), or with an
   // empty `part` a discard of `length` bytes.
-  void Submit(Engine& target, IoOp op, uint64_t offset, uint64_t length,
+  void Submit(SealedVolume& target, IoOp op, uint64_t offset, uint64_t length,
               std::span<uint8_t> part = {}) {
     CHECK(used_ < requests_.size());
     IoRequest& r = requests_[used_++];
@@ -90,7 +90,8 @@ class Slot {
 
 }  // namespace
 
-absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source, Engine& target,
+absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source,
+                                           SealedVolume& target,
                                            const CopyProgressFile& file,
                                            CopyProgress& progress,
                                            const BlockCopyOptions& options) {

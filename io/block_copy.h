@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "io/copy_progress.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 
 namespace sealvol::io {
 
@@ -59,7 +59,8 @@ struct BlockCopyCounts {
 // progress_interval and at the end (then next_offset = the source's size
 // rounded up to a block). A failed write or flush of the target is
 // DataLoss naming the target and the offset.
-absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source, Engine& target,
+absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source,
+                                           SealedVolume& target,
                                            const CopyProgressFile& file,
                                            CopyProgress& progress,
                                            const BlockCopyOptions& options);

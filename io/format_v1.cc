@@ -20,9 +20,9 @@
 #include "base/unique_fd.h"
 #include "crypto/key_schedule.h"
 #include "crypto/sector_codec.h"
-#include "io/engine.h"
 #include "io/layout.h"
 #include "io/little_endian.h"
+#include "io/sealed_volume.h"
 #include "io/superblock.h"
 #include "io/upgrade.h"
 
@@ -166,7 +166,8 @@ absl::StatusOr<UpgradeResult> UpgradeV1Image(const std::string& path,
 
   UpgradeResult result;
   result.volume_id = vid;
-  auto fill = [&](Engine& engine, const std::string& temp) -> absl::Status {
+  auto fill = [&](SealedVolume& engine,
+                  const std::string& temp) -> absl::Status {
     const Layout& l = sb.layout;
     const uint64_t blocks = sb.header.size_bytes / kBlockSize;
     std::vector<uint8_t> tags(size_t{l.tag_blocks_per_group} * 4096);

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
-#include "io/sealed_volume.h"
+#include "io/volume_header.h"
 
 namespace sealvol::io {
 

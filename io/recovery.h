@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "io/backing_store.h"
 #include "io/layout.h"
-#include "io/sealed_volume.h"
 #include "io/slot_codec.h"
+#include "io/volume_header.h"
 
 namespace sealvol::io {
 

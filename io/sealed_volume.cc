@@ -1,6 +1,8 @@
 // The sealed-volume engine: open (with crash recovery), request routing to
 // workers, checkpoints, grow and close. The data path is in worker.cc;
 // formatting a new image in volume_format.cc.
+#include "io/sealed_volume.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -11,13 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/memory/memory.h"
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/error_kind.h"
 #include "base/mutex.h"
 #include "base/status_macros.h"
 #include "crypto/key_schedule.h"
-#include "io/engine.h"
 #include "io/metadata_writer.h"
 #include "io/state_table.h"
 #include "io/superblock.h"
@@ -55,9 +57,11 @@ struct BlockingRequest {
   }
 };
 
-class SealedVolumeImpl : public Engine {
+}  // namespace
+
+class SealedVolume::Impl {
  public:
-  SealedVolumeImpl(std::unique_ptr<BackingStore> store, EngineOptions options)
+  Impl(std::unique_ptr<BackingStore> store, EngineOptions options)
       : store_(std::move(store)), options_(std::move(options)),
         trackers_(kTrackers) {
     for (size_t i = 0; i + 1 < trackers_.size(); ++i) {
@@ -66,26 +70,26 @@ class SealedVolumeImpl : public Engine {
     free_trackers_ = &trackers_[0];
   }
 
-  ~SealedVolumeImpl() override { (void)Close(); }
+  ~Impl() { (void)Close(); }
 
   absl::Status Init(const crypto::SecretBytes& dek);
 
-  uint64_t size_bytes() const override { return size_bytes_.load(); }
-  void Submit(IoRequest* request) override { Dispatch(request, false); }
-  void SubmitInline(IoRequest* request) override {
+  uint64_t size_bytes() const { return size_bytes_.load(); }
+  void Submit(IoRequest* request) { Dispatch(request, false); }
+  void SubmitInline(IoRequest* request) {
     Dispatch(request, !options_.manual);
   }
-  absl::Status Grow(uint64_t new_size_bytes) override;
-  absl::Status Close() override;
-  bool failed() const override { return failed_.load(); }
-  const VolumeId& volume_id() const override { return ctx_.volume_id; }
-  const FormatId& format_id() const override { return format_id_; }
-  VolumeState state() const override {
+  absl::Status Grow(uint64_t new_size_bytes);
+  absl::Status Close();
+  bool failed() const { return failed_.load(); }
+  const VolumeId& volume_id() const { return ctx_.volume_id; }
+  const FormatId& format_id() const { return format_id_; }
+  VolumeState state() const {
     MutexLock l(&close_mu_state_);
     return state_;
   }
 
-  void RunPending() override {
+  void RunPending() {
     // A part may complete a request whose callback submits more, possibly
     // to a worker that already ran: loop until every queue is empty.
     for (bool again = true; again;) {
@@ -94,19 +98,18 @@ class SealedVolumeImpl : public Engine {
       for (auto& w : workers_) again |= w->HasPending();
     }
   }
-  int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
-         bool fua) override;
-  const RecoveryStats& recovery_stats() const override { return recovery_; }
-  uint64_t sessions_started() const override {
+  int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer, bool fua);
+  const RecoveryStats& recovery_stats() const { return recovery_; }
+  uint64_t sessions_started() const {
     uint64_t n = sessions_started_at_close_;
     for (const auto& w : workers_) n += w->sessions_started();
     return n;
   }
-  BackingStore& store() override { return *store_; }
-  const Layout& layout() const override { return ctx_.layout; }
-  absl::Status CheckpointNow() override;
-  uint64_t checkpoints() const override { return checkpoints_.load(); }
-  std::vector<uint64_t> mismatched_groups() const override {
+  BackingStore& store() { return *store_; }
+  const Layout& layout() const { return ctx_.layout; }
+  absl::Status CheckpointNow();
+  uint64_t checkpoints() const { return checkpoints_.load(); }
+  std::vector<uint64_t> mismatched_groups() const {
     MutexLock l(&mismatch_mu_);
     return {mismatched_.begin(), mismatched_.end()};
   }
@@ -185,7 +188,7 @@ class SealedVolumeImpl : public Engine {
 // Opening, step by step: the newest authentic superblock, the checks on
 // the image it describes, the digest table and the write-intent bitmap,
 // recovery of the groups marked dirty, a new epoch, then the workers.
-absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
+absl::Status SealedVolume::Impl::Init(const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(auto queue, store_->CreateQueue());
   ASSIGN_OR_RETURN(const Superblock sb, ReadNewestSuperblock(*queue, dek));
   RETURN_IF_ERROR(CheckImage(sb));
@@ -216,7 +219,7 @@ absl::Status SealedVolumeImpl::Init(const crypto::SecretBytes& dek) {
 // copy whose MAC verifies (the other may be torn). Nothing in the
 // superblock matters for nonce uniqueness: every open starts fresh random
 // nonce sessions.
-absl::StatusOr<Superblock> SealedVolumeImpl::ReadNewestSuperblock(
+absl::StatusOr<Superblock> SealedVolume::Impl::ReadNewestSuperblock(
     StoreQueue& queue, const crypto::SecretBytes& dek) {
   ASSIGN_OR_RETURN(SuperblockCopies copies,
                    ReadSuperblockCopies(*store_, queue));
@@ -249,7 +252,7 @@ absl::StatusOr<Superblock> SealedVolumeImpl::ReadNewestSuperblock(
 
 // The image holds what its superblock describes, has a state root (unless
 // an upgrade reads it), and is the state the registry expects.
-absl::Status SealedVolumeImpl::CheckImage(const Superblock& sb) const {
+absl::Status SealedVolume::Impl::CheckImage(const Superblock& sb) const {
   const uint64_t need = sb.layout.image_bytes(sb.size_bytes / kBlockSize);
   if (store_->size_bytes() < need) {
     return SetErrorKind(absl::OutOfRangeError(absl::StrCat(
@@ -273,7 +276,7 @@ absl::Status SealedVolumeImpl::CheckImage(const Superblock& sb) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<uint8_t>> SealedVolumeImpl::ReadBitmap(
+absl::StatusOr<std::vector<uint8_t>> SealedVolume::Impl::ReadBitmap(
     const Superblock& sb, StoreQueue& queue) {
   AlignedBuffer buf(sb.layout.bitmap_blocks * 4096);
   StoreOp read{StoreOp::Kind::kRead, sb.layout.bitmap_start * 4096,
@@ -285,8 +288,8 @@ absl::StatusOr<std::vector<uint8_t>> SealedVolumeImpl::ReadBitmap(
 
 // What the workers share; a read-only open accepts the groups marked dirty
 // as it finds them (it cannot repair them).
-void SealedVolumeImpl::SetUpContext(const Superblock& sb,
-                                    const std::vector<uint8_t>& dirty) {
+void SealedVolume::Impl::SetUpContext(const Superblock& sb,
+                                      const std::vector<uint8_t>& dirty) {
   ctx_.store = store_.get();
   ctx_.layout = sb.layout;
   ctx_.volume_id = sb.volume_id;
@@ -310,7 +313,7 @@ void SealedVolumeImpl::SetUpContext(const Superblock& sb,
 
 // Crash recovery over the groups marked dirty (recovery.h); their repaired
 // digests go into the table.
-absl::StatusOr<RecoveryStats> SealedVolumeImpl::Recover(
+absl::StatusOr<RecoveryStats> SealedVolume::Impl::Recover(
     const Superblock& sb, const std::vector<uint8_t>& dirty,
     StoreQueue& queue) {
   ASSIGN_OR_RETURN(auto slots,
@@ -332,7 +335,7 @@ absl::StatusOr<RecoveryStats> SealedVolumeImpl::Recover(
 
 // Writable opens: drops stray bits of a clean image, then makes a new epoch
 // durable before anything is written and commits it outside the image.
-absl::Status SealedVolumeImpl::StartEpoch(const Superblock& sb) {
+absl::Status SealedVolume::Impl::StartEpoch(const Superblock& sb) {
   if (sb.clean()) {
     // Stray bits on a clean image go (see `dirty` in Init).
     RETURN_IF_ERROR(metadata_->ClearAll());
@@ -355,7 +358,7 @@ absl::Status SealedVolumeImpl::StartEpoch(const Superblock& sb) {
                    epoch, ": ", committed.message()));
 }
 
-absl::Status SealedVolumeImpl::StartWorkers() {
+absl::Status SealedVolume::Impl::StartWorkers() {
   for (int i = 0; i < ctx_.workers; ++i) {
     ASSIGN_OR_RETURN(auto w, Worker::Create(&ctx_));
     workers_.push_back(std::move(w));
@@ -370,7 +373,7 @@ absl::Status SealedVolumeImpl::StartWorkers() {
   return absl::OkStatus();
 }
 
-void SealedVolumeImpl::CheckpointLoop() {
+void SealedVolume::Impl::CheckpointLoop() {
   using Clock = std::chrono::steady_clock;
   Clock::time_point last = Clock::now();
   for (;;) {
@@ -395,7 +398,7 @@ void SealedVolumeImpl::CheckpointLoop() {
   }
 }
 
-void SealedVolumeImpl::StopCheckpointThread() {
+void SealedVolume::Impl::StopCheckpointThread() {
   {
     MutexLock l(&checkpoint_thread_mu_);
     checkpoint_stop_ = true;
@@ -404,7 +407,7 @@ void SealedVolumeImpl::StopCheckpointThread() {
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
 }
 
-absl::Status SealedVolumeImpl::CheckpointNow() {
+absl::Status SealedVolume::Impl::CheckpointNow() {
   MutexLock c(&checkpoint_mu_);
   MutexLock g(&grow_mu_);
   if (closed_.load() || options_.read_only || !digests_) {
@@ -431,8 +434,8 @@ absl::Status SealedVolumeImpl::CheckpointNow() {
   return status;
 }
 
-absl::Status SealedVolumeImpl::LoadDigestTable(const Superblock& sb,
-                                               StoreQueue& queue) {
+absl::Status SealedVolume::Impl::LoadDigestTable(const Superblock& sb,
+                                                 StoreQueue& queue) {
   const uint64_t groups = sb.layout.groups_for(sb.size_bytes / kBlockSize);
   digests_ = std::make_unique<DigestTable>(sb.layout.max_groups());
   digests_->Ensure(std::max(groups, sb.state_groups));
@@ -461,7 +464,7 @@ absl::Status SealedVolumeImpl::LoadDigestTable(const Superblock& sb,
   return absl::OkStatus();
 }
 
-absl::Status SealedVolumeImpl::Checkpoint(bool clean) {
+absl::Status SealedVolume::Impl::Checkpoint(bool clean) {
   const Superblock sb = metadata_->superblock();
   const uint64_t groups =
       sb.layout.groups_for(size_bytes_.load() / kBlockSize);
@@ -489,7 +492,7 @@ absl::Status SealedVolumeImpl::Checkpoint(bool clean) {
   return absl::OkStatus();
 }
 
-RequestTracker* SealedVolumeImpl::AcquireTracker() {
+RequestTracker* SealedVolume::Impl::AcquireTracker() {
   for (;;) {
     {
       MutexLock l(&tracker_mu_);
@@ -506,7 +509,7 @@ RequestTracker* SealedVolumeImpl::AcquireTracker() {
   }
 }
 
-void SealedVolumeImpl::ReleaseTracker(RequestTracker* t) {
+void SealedVolume::Impl::ReleaseTracker(RequestTracker* t) {
   {
     MutexLock l(&tracker_mu_);
     t->next_free = free_trackers_;
@@ -515,7 +518,7 @@ void SealedVolumeImpl::ReleaseTracker(RequestTracker* t) {
   tracker_cv_.Signal();
 }
 
-void SealedVolumeImpl::CompletePart(Part& part, int result) {
+void SealedVolume::Impl::CompletePart(Part& part, int result) {
   RequestTracker* t = part.tracker;
   if (result != 0) {
     int expected = 0;
@@ -532,13 +535,13 @@ void SealedVolumeImpl::CompletePart(Part& part, int result) {
   Finish(r, err);
 }
 
-void SealedVolumeImpl::Enqueue(const Part& part, size_t worker) {
+void SealedVolume::Impl::Enqueue(const Part& part, size_t worker) {
   while (!workers_[worker]->Enqueue(part, !options_.manual)) {
     workers_[worker]->RunPending();
   }
 }
 
-void SealedVolumeImpl::Dispatch(IoRequest* r, bool run_inline) {
+void SealedVolume::Impl::Dispatch(IoRequest* r, bool run_inline) {
   active_submits_.fetch_add(1);
   struct Leave {
     std::atomic<int>* n;
@@ -597,8 +600,8 @@ void SealedVolumeImpl::Dispatch(IoRequest* r, bool run_inline) {
   }
 }
 
-int SealedVolumeImpl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
-                         bool fua) {
+int SealedVolume::Impl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+                           bool fua) {
   BlockingRequest w;
   w.req.op = op;
   w.req.fua = fua;
@@ -610,7 +613,7 @@ int SealedVolumeImpl::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
   return w.Wait();
 }
 
-absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
+absl::Status SealedVolume::Impl::Grow(uint64_t new_size) {
   MutexLock l(&grow_mu_);
   if (closed_.load() || options_.read_only) {
     return absl::FailedPreconditionError(
@@ -636,7 +639,7 @@ absl::Status SealedVolumeImpl::Grow(uint64_t new_size) {
   return absl::OkStatus();
 }
 
-absl::Status SealedVolumeImpl::Close() {
+absl::Status SealedVolume::Impl::Close() {
   MutexLock l(&close_mu_);
   StopCheckpointThread();
   MutexLock c(&checkpoint_mu_);
@@ -683,23 +686,48 @@ absl::Status SealedVolumeImpl::Close() {
   return status;
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenOn(
-    std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
-    const EngineOptions& engine) {
-  auto v = std::make_unique<SealedVolumeImpl>(std::move(store), engine);
-  absl::Status s = v->Init(dek);
-  if (!s.ok()) {
-    // Nothing was started that Close must flush; drop quietly.
-    return s;
-  }
-  return std::unique_ptr<Engine>(std::move(v));
-}
-
+SealedVolume::SealedVolume(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
 SealedVolume::~SealedVolume() = default;
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenFile(
+uint64_t SealedVolume::size_bytes() const { return impl_->size_bytes(); }
+void SealedVolume::Submit(IoRequest* r) { impl_->Submit(r); }
+void SealedVolume::SubmitInline(IoRequest* r) { impl_->SubmitInline(r); }
+int SealedVolume::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+                     bool fua) {
+  return impl_->Io(op, offset, buffer, fua);
+}
+void SealedVolume::RunPending() { impl_->RunPending(); }
+absl::Status SealedVolume::Grow(uint64_t n) { return impl_->Grow(n); }
+absl::Status SealedVolume::CheckpointNow() { return impl_->CheckpointNow(); }
+absl::Status SealedVolume::Close() { return impl_->Close(); }
+bool SealedVolume::failed() const { return impl_->failed(); }
+const VolumeId& SealedVolume::volume_id() const { return impl_->volume_id(); }
+const FormatId& SealedVolume::format_id() const { return impl_->format_id(); }
+const Layout& SealedVolume::layout() const { return impl_->layout(); }
+VolumeState SealedVolume::state() const { return impl_->state(); }
+const RecoveryStats& SealedVolume::recovery_stats() const {
+  return impl_->recovery_stats();
+}
+uint64_t SealedVolume::sessions_started() const {
+  return impl_->sessions_started();
+}
+std::vector<uint64_t> SealedVolume::mismatched_groups() const {
+  return impl_->mismatched_groups();
+}
+uint64_t SealedVolume::checkpoints() const { return impl_->checkpoints(); }
+BackingStore& SealedVolume::store() { return impl_->store(); }
+
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::OpenOn(
+    std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
+    const EngineOptions& engine) {
+  auto impl = std::make_unique<Impl>(std::move(store), engine);
+  // On failure nothing was started that Close must flush; drop quietly.
+  RETURN_IF_ERROR(impl->Init(dek));
+  return absl::WrapUnique(new SealedVolume(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::OpenFile(
     const std::string& path, const crypto::SecretBytes& dek,
     const EngineOptions& engine) {
   FileStoreOptions fo;
@@ -711,8 +739,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::OpenFile(
 
 absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Format(
     const FormatOptions& options, const crypto::SecretBytes& dek) {
-  ASSIGN_OR_RETURN(auto v, Engine::FormatFile(options, dek, EngineOptions{}));
-  return std::unique_ptr<SealedVolume>(std::move(v));
+  return FormatFile(options, dek, EngineOptions{});
 }
 
 absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Open(
@@ -723,8 +750,7 @@ absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::Open(
   eo.expected_state = options.expected_state;
   eo.commit_open = options.commit_open;
   eo.min_epoch = options.min_epoch;
-  ASSIGN_OR_RETURN(auto v, Engine::OpenFile(options.path, dek, eo));
-  return std::unique_ptr<SealedVolume>(std::move(v));
+  return OpenFile(options.path, dek, eo);
 }
 
 }  // namespace sealvol::io

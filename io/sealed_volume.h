@@ -1,41 +1,33 @@
 // SealedVolume is the sealed-volume engine: an AES-256-GCM encrypted,
 // authenticated, crash-consistent block volume stored in a regular file or a
 // block device, served asynchronously over io_uring. Thread-safe: Submit may
-// be called from any thread; Grow and Close from one control thread.
+// be called from any thread; Grow, CheckpointNow and Close from one control
+// thread. With EngineOptions::manual, every call comes from one thread.
 //
 // The format is described in docs/format.md. Properties P1-P6 of
 // DESIGN.md section 5 hold for every volume this class serves.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "base/volume_id.h"
 #include "crypto/secret_bytes.h"
+#include "io/backing_store.h"
+#include "io/layout.h"
+#include "io/recovery.h"
+#include "io/slot_codec.h"
+#include "io/volume_header.h"
 #include "io/volume_io.h"
 #include "io/volume_state.h"
 
 namespace sealvol::io {
-
-// The volume id and its one text rule live in base/volume_id.h.
-using ::sealvol::ParseVolumeId;
-using ::sealvol::VolumeId;
-using ::sealvol::VolumeIdString;
-// Drawn at random by every format and stored in the header (not secret): it
-// salts the subkeys, so two formats of one volume never share a key, and the
-// registry records it, so an image that was lost and re-created, or
-// replaced, is recognised as not the one the volume was formatted with.
-using FormatId = std::array<uint8_t, 16>;
-
-// 32 lowercase hex digits.
-std::string FormatIdString(const FormatId& id);
-absl::StatusOr<FormatId> ParseFormatId(std::string_view text);
 
 struct FormatOptions {
   std::string path;         // Image file (created sparse) or block device.
@@ -44,6 +36,7 @@ struct FormatOptions {
   FormatId format_id{};     // All zero: the engine draws a random one.
 };
 
+// What a service or a command opens an image file with (Open).
 struct OpenOptions {
   std::string path;
   bool read_only = false;
@@ -63,29 +56,40 @@ struct OpenOptions {
   uint64_t min_epoch = 0;
 };
 
-// Header fields readable without a key (for `sealvol dump` and for finding
-// which key to ask for). Nothing here is secret.
-struct VolumeHeaderInfo {
-  uint32_t format_version = 0;
-  VolumeId volume_id{};
-  FormatId format_id{};
-  uint64_t size_bytes = 0;
-  uint32_t block_size = 0;
-  uint64_t generation = 0;
-  bool clean = false;  // Closed cleanly (no recovery needed).
-  // The state root fields (unauthenticated here: the engine checks them
-  // with the key); has_state_root false for an image that predates them.
-  bool has_state_root = false;
-  uint64_t state_epoch = 0;
-  StateRoot state_root{};
-  // Layout fields as documented in docs/format.md.
-  std::string layout_json;
+// Everything an open can be told, for tests, benchmarks and tools
+// (FormatOn/OpenOn/FormatFile/OpenFile): any BackingStore, engine tuning,
+// manual mode and test hooks. Open(OpenOptions) sets the first fields.
+struct EngineOptions {
+  bool read_only = false;
+  int worker_threads = 2;
+  // No threads: queued requests run, as batches, when RunPending() is called.
+  bool manual = false;
+  // Tag cache bound: groups per worker (64 KiB of tags each; a group covers
+  // 4 MiB of data). Memory = workers * cache_groups * 64 KiB.
+  size_t cache_groups = 128;
+  // FormatOn only: the layout to write (tests use small groups).
+  Layout format_layout = Layout::Default();
+  // Blocks of ciphertext a worker batches at once (its bounce buffer).
+  uint32_t batch_blocks = 2048;
+  // Keep the BackingStore after Close (so a test can take its image);
+  // otherwise Close releases it and its lock.
+  bool keep_store_after_close = false;
+  // Test hook: every block sealed, with its slot (session id, counter).
+  SlotCodec::SealObserver seal_observer;
+  // As OpenOptions.
+  std::optional<VolumeState> expected_state;
+  std::function<absl::Status(const VolumeState&)> commit_open;
+  uint64_t min_epoch = 0;
+  // Checkpoints while open (writable, threaded mode): when this many groups
+  // have their write-intent bit set, or every checkpoint_seconds while any
+  // has; they bound recovery after a crash to the groups written since.
+  // 0 disables the trigger.
+  uint64_t checkpoint_dirty_groups = 256;
+  int checkpoint_seconds = 30;
+  // Read-only opens of an image that predates the state root (no digest
+  // table), for `sealvol upgrade`; any other open refuses it.
+  bool allow_pre_state_root = false;
 };
-
-// Reads the newest valid superblock copy without a key. Errors:
-// NotFound (no such file), InvalidArgument "not a sealvol image",
-// FailedPrecondition "unsupported format version N", OutOfRange "truncated".
-absl::StatusOr<VolumeHeaderInfo> ReadHeader(const std::string& path);
 
 class SealedVolume : public VolumeIo {
  public:
@@ -101,26 +105,78 @@ class SealedVolume : public VolumeIo {
   static absl::StatusOr<std::unique_ptr<SealedVolume>> Open(
       const OpenOptions& options, const crypto::SecretBytes& dek);
 
+  // Format and Open over any BackingStore (FaultStore in crash tests).
+  static absl::StatusOr<std::unique_ptr<SealedVolume>> FormatOn(
+      std::unique_ptr<BackingStore> store, const FormatOptions& options,
+      const crypto::SecretBytes& dek, const EngineOptions& engine);
+  static absl::StatusOr<std::unique_ptr<SealedVolume>> OpenOn(
+      std::unique_ptr<BackingStore> store, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
+  // FormatOn and OpenOn over the image file or block device at a path
+  // (OpenFileStore: created by FormatFile, opened read-only when
+  // engine.read_only). FormatFile checks the size before creating anything.
+  static absl::StatusOr<std::unique_ptr<SealedVolume>> FormatFile(
+      const FormatOptions& options, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
+  static absl::StatusOr<std::unique_ptr<SealedVolume>> OpenFile(
+      const std::string& path, const crypto::SecretBytes& dek,
+      const EngineOptions& engine);
+
+  // Closes the volume if Close was not called (its error is then lost).
   ~SealedVolume() override;
+  SealedVolume(const SealedVolume&) = delete;
+  SealedVolume& operator=(const SealedVolume&) = delete;
+
+  // VolumeIo.
+  uint64_t size_bytes() const override;
+  void Submit(IoRequest* request) override;
+  void SubmitInline(IoRequest* request) override;
+
+  // Submits one request and waits for it; returns 0 or a negative errno.
+  int Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
+         bool fua = false);
+  // Manual mode: runs every queued request to completion.
+  void RunPending();
 
   // Grows the usable size online (P6); never shrinks. No data is rewritten.
-  virtual absl::Status Grow(uint64_t new_size_bytes) = 0;
+  absl::Status Grow(uint64_t new_size_bytes);
+
+  // Writes a checkpoint now (docs/format.md): waits for running batches,
+  // holds new ones meanwhile. Writable opens only.
+  absl::Status CheckpointNow();
 
   // Flushes everything, marks the image clean, stops the workers and
   // zeroizes the keys. Further Submits complete with -EROFS.
-  virtual absl::Status Close() = 0;
+  absl::Status Close();
 
   // Read-only once the backing store has failed; front-ends report it.
-  virtual bool failed() const = 0;
-  virtual const VolumeId& volume_id() const = 0;
-  virtual const FormatId& format_id() const = 0;
+  bool failed() const;
+  const VolumeId& volume_id() const;
+  const FormatId& format_id() const;
+  // The image's layout (as its superblock stores it).
+  const Layout& layout() const;
   // The state to commit: after Format, the new volume's; after a successful
   // Close, the one it closed with (open = false); in between, the state the
   // session started from (open = true).
-  virtual VolumeState state() const = 0;
+  VolumeState state() const;
 
- protected:
-  SealedVolume() = default;
+  // What the open found and did, for tests and tools.
+  const RecoveryStats& recovery_stats() const;
+  // Nonce sessions the workers have started since open (at least one each).
+  uint64_t sessions_started() const;
+  // Groups whose tags did not match their authenticated digest since open
+  // (ascending, at most 4096): every block of them fails with EIO.
+  std::vector<uint64_t> mismatched_groups() const;
+  // Checkpoints written while open (not counting the one at close).
+  uint64_t checkpoints() const;
+  // The backing store; after Close only with keep_store_after_close.
+  BackingStore& store();
+
+ private:
+  class Impl;  // sealed_volume.cc
+  explicit SealedVolume(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace sealvol::io

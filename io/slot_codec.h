@@ -17,8 +17,8 @@
 #include "absl/status/statusor.h"
 #include "crypto/sector_codec.h"
 #include "crypto/session_keys.h"
-#include "io/sealed_volume.h"
 #include "io/tag_table.h"
+#include "io/volume_header.h"
 
 namespace sealvol::io {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "io/layout.h"
-#include "io/sealed_volume.h"
+#include "io/volume_header.h"
 
 namespace sealvol::io {
 

@@ -10,7 +10,7 @@
 #include "crypto/key_schedule.h"
 #include "crypto/secret_bytes.h"
 #include "io/layout.h"
-#include "io/sealed_volume.h"
+#include "io/volume_header.h"
 
 namespace sealvol::io {
 

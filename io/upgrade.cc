@@ -21,10 +21,7 @@ constexpr uint64_t kChunk = 1 << 20;
 
 absl::StatusOr<FormatId> ReplaceImageByCopy(
     const std::string& path, uint64_t size_bytes, const VolumeId& volume_id,
-    const crypto::SecretBytes& dek,
-    const std::function<absl::Status(Engine& engine, const std::string& temp)>&
-        fill,
-    VolumeState* state) {
+    const crypto::SecretBytes& dek, const FillImage& fill, VolumeState* state) {
   const std::string temp = path + ".upgrade";
   if (unlink(temp.c_str()) != 0 && errno != ENOENT) {
     return ErrnoStatus(errno, "remove stale", temp);
@@ -38,7 +35,7 @@ absl::StatusOr<FormatId> ReplaceImageByCopy(
   format.size_bytes = size_bytes;
   format.volume_id = volume_id;
   ASSIGN_OR_RETURN(auto engine,
-                   Engine::FormatFile(format, dek, EngineOptions{}));
+                   SealedVolume::FormatFile(format, dek, EngineOptions{}));
   const FormatId format_id = engine->format_id();
   RETURN_IF_ERROR(fill(*engine, temp));
   RETURN_IF_ERROR(engine->Close());
@@ -60,10 +57,11 @@ absl::StatusOr<UpgradeResult> UpgradePreStateRootImage(
   EngineOptions eo;
   eo.read_only = true;
   eo.allow_pre_state_root = true;
-  ASSIGN_OR_RETURN(auto old, Engine::OpenFile(path, dek, eo));
+  ASSIGN_OR_RETURN(auto old, SealedVolume::OpenFile(path, dek, eo));
   UpgradeResult result;
   result.volume_id = header.volume_id;
-  auto fill = [&](Engine& engine, const std::string& temp) -> absl::Status {
+  auto fill = [&](SealedVolume& engine,
+                  const std::string& temp) -> absl::Status {
     std::vector<uint8_t> buf(kChunk);
     absl::Cleanup wipe = [&] { std::fill(buf.begin(), buf.end(), 0); };
     for (uint64_t off = 0; off < header.size_bytes; off += kChunk) {

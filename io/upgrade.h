@@ -10,11 +10,14 @@
 
 #include "absl/status/statusor.h"
 #include "crypto/secret_bytes.h"
-#include "io/engine.h"
 #include "io/format_v1.h"
 #include "io/sealed_volume.h"
 
 namespace sealvol::io {
+
+// Writes an image's content through `volume`, the new image at `temp`.
+using FillImage =
+    std::function<absl::Status(SealedVolume& volume, const std::string& temp)>;
 
 // Formats `path + ".upgrade"` (current format, same DEK and volume id, a new
 // format id), lets `fill` write the content through the new engine, closes
@@ -24,10 +27,7 @@ namespace sealvol::io {
 // closed state.
 absl::StatusOr<FormatId> ReplaceImageByCopy(
     const std::string& path, uint64_t size_bytes, const VolumeId& volume_id,
-    const crypto::SecretBytes& dek,
-    const std::function<absl::Status(Engine& engine, const std::string& temp)>&
-        fill,
-    VolumeState* state);
+    const crypto::SecretBytes& dek, const FillImage& fill, VolumeState* state);
 
 // Converts a format-2 image without the digest table: every block is read
 // (authenticated) through the engine and the non-zero ones are written to

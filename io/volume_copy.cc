@@ -21,7 +21,7 @@
 #include "base/unique_fd.h"
 #include "io/block_copy.h"
 #include "io/copy_progress.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 
 namespace sealvol::io {
 namespace {
@@ -108,7 +108,7 @@ absl::Status SparseCopy(int in, int out, uint64_t size,
 // The plaintext of an open sealed volume, as the copy loop reads it.
 class SealedSource : public BlockSource {
  public:
-  SealedSource(Engine& volume, std::string name)
+  SealedSource(SealedVolume& volume, std::string name)
       : volume_(volume), name_(std::move(name)) {}
 
   uint64_t size_bytes() const override { return volume_.size_bytes(); }
@@ -132,7 +132,7 @@ class SealedSource : public BlockSource {
   }
 
  private:
-  Engine& volume_;
+  SealedVolume& volume_;
   std::string name_;
 };
 
@@ -286,8 +286,9 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
   // checkpoints while it is open.
   source_options.checkpoint_dirty_groups = 0;
   source_options.checkpoint_seconds = 0;
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> source,
-                   Engine::OpenFile(o.source_path, *o.source_dek, source_options));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<SealedVolume> source,
+      SealedVolume::OpenFile(o.source_path, *o.source_dek, source_options));
   CopySourceIdentity identity;
   identity.device = source_st.st_dev;
   identity.inode = source_st.st_ino;
@@ -325,7 +326,7 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
 
   EngineOptions target_options;
   target_options.worker_threads = std::max(1, o.worker_threads);
-  std::unique_ptr<Engine> target;
+  std::unique_ptr<SealedVolume> target;
   if (p.phase == CopyProgress::Phase::kFormatting) {
     // A format a crash interrupted left no usable image, and nothing of it
     // was committed anywhere: it starts over, under a new format id.
@@ -337,7 +338,8 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
     f.path = o.target_path;
     f.size_bytes = size;
     f.volume_id = o.target_volume_id;
-    ASSIGN_OR_RETURN(target, Engine::FormatFile(f, *o.target_dek, target_options));
+    ASSIGN_OR_RETURN(target,
+                     SealedVolume::FormatFile(f, *o.target_dek, target_options));
     p.format_id = FormatIdString(target->format_id());
     p.phase = CopyProgress::Phase::kCopying;
     p.next_offset = 0;
@@ -345,8 +347,9 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
   } else {
     // The target is this copy's own image, not yet known to the registry:
     // no expected state; its record names its format.
-    ASSIGN_OR_RETURN(target, Engine::OpenFile(o.target_path, *o.target_dek,
-                                              target_options));
+    ASSIGN_OR_RETURN(target, SealedVolume::OpenFile(o.target_path,
+                                                    *o.target_dek,
+                                                    target_options));
     if (target->volume_id() != o.target_volume_id ||
         FormatIdString(target->format_id()) != p.format_id) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -9,14 +9,14 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "crypto/key_schedule.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "io/state_table.h"
 #include "io/superblock.h"
 #include "io/volume_image.h"
 
 namespace sealvol::io {
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::FormatOn(
     std::unique_ptr<BackingStore> store, const FormatOptions& options,
     const crypto::SecretBytes& dek, const EngineOptions& engine) {
   const Layout layout = engine.format_layout;
@@ -106,7 +106,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatOn(
   return OpenOn(std::move(store), dek, engine);
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::FormatFile(
+absl::StatusOr<std::unique_ptr<SealedVolume>> SealedVolume::FormatFile(
     const FormatOptions& options, const crypto::SecretBytes& dek,
     const EngineOptions& engine) {
   RETURN_IF_ERROR(CheckSize(options.size_bytes, engine.format_layout));

@@ -1,4 +1,6 @@
 // Key-less header access (ReadHeader) and format id text form.
+#include "io/volume_header.h"
+
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -12,7 +14,6 @@
 #include "base/error_kind.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
-#include "io/sealed_volume.h"
 #include "io/superblock.h"
 
 namespace sealvol::io {

@@ -16,7 +16,7 @@
 #include "base/check.h"
 #include "base/unique_fd.h"
 #include "crypto/secret_bytes.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "tests/fakes/fault_store.h"
 #include "io/frontend/fuse_server.h"
 #include "tests/fuzz/fuzz_targets.h"
@@ -29,7 +29,7 @@ constexpr uint64_t kVolumeBytes = 1 << 20;
 constexpr uint64_t kSentinelUnique = ~uint64_t{0};
 
 struct Connection {
-  std::unique_ptr<io::Engine> engine;
+  std::unique_ptr<io::SealedVolume> engine;
   std::unique_ptr<io::FuseServer> server;
   int kernel_fd = -1;  // Our end: plays the kernel.
 };
@@ -65,7 +65,7 @@ Connection& TheConnection() {
     options.worker_threads = 1;
     options.cache_groups = 2;
     options.batch_blocks = 256;
-    auto engine = io::Engine::FormatOn(
+    auto engine = io::SealedVolume::FormatOn(
         std::make_unique<io::FaultStore>(
             io::Layout::Default().image_bytes(kVolumeBytes / 4096)),
         format, *dek, options);

@@ -13,7 +13,7 @@ namespace sealvol::fuzz {
 
 // Superblock copies and the on-disk metadata of a formatted image (bitmap,
 // tag slots) opened with the right key: io/superblock.h, ReadHeader and
-// Engine::OpenOn's recovery.
+// SealedVolume::OpenOn's recovery.
 int FuzzSuperblock(const uint8_t* data, size_t size);
 // One request on a FUSE connection served by the real FuseServer over the
 // real engine (in-memory backing store).

@@ -13,7 +13,7 @@
 
 #include "base/check.h"
 #include "crypto/secret_bytes.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "tests/fakes/fault_store.h"
 #include "io/superblock.h"
 #include "tests/fuzz/fuzz_targets.h"
@@ -47,7 +47,7 @@ struct Base {
   std::unique_ptr<FaultStore> image;  // Dirty: written, flushed, not closed.
   // The engine that wrote `image`, kept open (never closed, so the image
   // stays dirty) and reachable for the life of the process.
-  std::unique_ptr<io::Engine> writer;
+  std::unique_ptr<io::SealedVolume> writer;
   uint64_t image_blocks = 0;
   int memfd = -1;
 };
@@ -59,7 +59,7 @@ Base& TheBase() {
     format.size_bytes = kVolumeBytes;
     format.volume_id[0] = 0x5e;
     const io::Layout layout = io::Layout::Default();
-    auto engine = io::Engine::FormatOn(
+    auto engine = io::SealedVolume::FormatOn(
         std::make_unique<FaultStore>(layout.image_bytes(kVolumeBytes / 4096)),
         format, b->dek, ManualEngine());
     CHECK(engine.ok());
@@ -122,7 +122,7 @@ void FuzzKeyedOpen(Base& base, const uint8_t* data, size_t size) {
     image->PokeBlock(block, b);
     at += length;
   }
-  auto engine = io::Engine::OpenOn(std::move(image), base.dek, ManualEngine());
+  auto engine = io::SealedVolume::OpenOn(std::move(image), base.dek, ManualEngine());
   if (!engine.ok()) return;
   std::vector<uint8_t> buffer(4096);
   const uint64_t blocks = (*engine)->size_bytes() / 4096;

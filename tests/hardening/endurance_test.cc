@@ -18,7 +18,6 @@
 #include "absl/strings/str_cat.h"
 #include "crypto/secret_bytes.h"
 #include "gtest/gtest.h"
-#include "io/engine.h"
 #include "io/sealed_volume.h"
 #include "kms/broker/key_broker_client.h"
 #include "kms/broker/key_broker_service.h"
@@ -88,14 +87,14 @@ void VolumeLife(const fs::path& image, int i, const crypto::SecretBytes& dek) {
     auto v = io::SealedVolume::Format(
         {.path = image.string(), .size_bytes = 1 << 20, .volume_id = IdOf(i)}, dek);
     ASSERT_TRUE(v.ok()) << v.status();
-    auto* engine = dynamic_cast<io::Engine*>(v->get());
+    auto* engine = v->get();
     ASSERT_NE(engine, nullptr);
     ASSERT_EQ(engine->Io(io::IoOp::kWrite, 4096, data), 0);
     ASSERT_TRUE((*v)->Close().ok());
   }
   auto v = io::SealedVolume::Open({.path = image.string()}, dek);
   ASSERT_TRUE(v.ok()) << v.status();
-  auto* engine = dynamic_cast<io::Engine*>(v->get());
+  auto* engine = v->get();
   ASSERT_NE(engine, nullptr);
   std::vector<uint8_t> back(8192);
   ASSERT_EQ(engine->Io(io::IoOp::kRead, 4096, back), 0);
@@ -226,7 +225,7 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
           ++failures;
           return;
         }
-        auto* engine = dynamic_cast<io::Engine*>(v->get());
+        auto* engine = v->get();
         std::vector<uint8_t> data(4096, static_cast<uint8_t>(round + i));
         std::vector<uint8_t> back(4096);
         if (engine == nullptr || engine->Io(io::IoOp::kWrite, 0, data) != 0 ||

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "tests/fakes/fault_store.h"
 #include "tests/hardening/flaky_store.h"
 #include "tests/io/engine_test_support.h"
@@ -104,7 +104,7 @@ bool CleanError(int r) { return r == -EIO || r == -ENOSPC || r == -EROFS; }
 void VerifyImage(std::unique_ptr<FaultStore> image, const crypto::SecretBytes& dek,
                  const Model& model, const char* what) {
   SCOPED_TRACE(what);
-  auto engine = io::Engine::OpenOn(std::move(image), dek, io::testing::Manual());
+  auto engine = io::SealedVolume::OpenOn(std::move(image), dek, io::testing::Manual());
   ASSERT_TRUE(engine.ok()) << "reopen after the fault cleared: " << engine.status();
   std::vector<uint8_t> data(4096);
   for (uint64_t b : TouchedBlocks()) {
@@ -129,11 +129,11 @@ TEST_P(FaultInjectionTest, CleanErrorsAndNoCorruptionOnceFaultClears) {
   FaultStore* disk = memory.get();
   auto flaky_owned = std::make_unique<FlakyStore>(std::move(memory), seed, 23);
   FlakyStore* flaky = flaky_owned.get();
-  auto engine = io::Engine::FormatOn(std::move(flaky_owned),
+  auto engine = io::SealedVolume::FormatOn(std::move(flaky_owned),
                                      io::testing::FormatOf(kVolumeBytes),
                                      dek, io::testing::Manual());
   ASSERT_TRUE(engine.ok()) << engine.status();
-  io::Engine& v = **engine;
+  io::SealedVolume& v = **engine;
 
   const std::vector<uint64_t> blocks = TouchedBlocks();
   Model model(blocks);
@@ -222,7 +222,7 @@ TEST(FaultInjectionCloseTest, CloseAfterAFailedWriteReportsDataLossByName) {
   FlakyStore* flaky = flaky_owned.get();
   io::EngineOptions options = io::testing::Manual();
   options.keep_store_after_close = false;  // Close releases the store.
-  auto engine = io::Engine::FormatOn(std::move(flaky_owned),
+  auto engine = io::SealedVolume::FormatOn(std::move(flaky_owned),
                                      io::testing::FormatOf(kVolumeBytes), dek,
                                      options);
   ASSERT_TRUE(engine.ok()) << engine.status();

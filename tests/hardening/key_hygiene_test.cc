@@ -21,7 +21,6 @@
 #include "absl/strings/str_split.h"
 #include "crypto/secret_bytes.h"
 #include "gtest/gtest.h"
-#include "io/engine.h"
 #include "io/sealed_volume.h"
 #include "kms/broker/key_broker_client.h"
 #include "kms/broker/key_broker_service.h"
@@ -188,7 +187,7 @@ TEST_F(KeyHygieneTest, NoDekOrTokenBytesInImagesRegistryAuditOrLogs) {
   {
     auto volume = io::SealedVolume::Open({.path = image}, *dek);
     ASSERT_TRUE(volume.ok()) << volume.status();
-    auto* engine = dynamic_cast<io::Engine*>(volume->get());
+    auto* engine = volume->get();
     ASSERT_NE(engine, nullptr);
     std::vector<uint8_t> data(16 * 4096);
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31);

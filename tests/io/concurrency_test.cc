@@ -135,7 +135,7 @@ void ParallelSubmitters(int inline_threads) {
     });
   }
   std::thread flusher([&] {
-    auto* e = static_cast<Engine*>(&vol);
+    auto* e = &vol;
     for (int i = 0; i < 20; ++i) {
       if (e->Io(IoOp::kFlush, 0, {}) != 0) errors++;
       std::this_thread::yield();
@@ -151,7 +151,7 @@ void ParallelSubmitters(int inline_threads) {
   o.path = f.path;
   auto re = SealedVolume::Open(o, dek);
   ASSERT_TRUE(re.ok()) << re.status();
-  auto* e = static_cast<Engine*>(re->get());
+  auto* e = re->get();
   for (uint64_t x = 0; x < 64; ++x) {
     std::vector<uint8_t> got(16 * 1024);
     ASSERT_EQ(e->Io(IoOp::kRead, extent_offset(x), got), 0);
@@ -233,7 +233,7 @@ TEST(ConcurrencyTest, SameBlockWritesApplyInSubmissionOrder) {
   w.Drain();
   EXPECT_EQ(w.errors(), 0);
   std::vector<uint8_t> got(4096);
-  ASSERT_EQ(static_cast<Engine*>(v->get())->Io(IoOp::kRead, 4096 * 7, got), 0);
+  ASSERT_EQ(v->get()->Io(IoOp::kRead, 4096 * 7, got), 0);
   EXPECT_EQ(got, Pattern(199, 4096));
 }
 

@@ -105,7 +105,7 @@ class CrashTest : public ::testing::Test {
 
   // Runs `rounds` rounds of random requests against `v`, updating the model.
   // Returns false once the store has lost power.
-  void Workload(Engine& v, int rounds) {
+  void Workload(SealedVolume& v, int rounds) {
     std::vector<std::unique_ptr<Op>> ops;
     for (int round = 0; round < rounds; ++round) {
       ops.clear();
@@ -220,7 +220,7 @@ class CrashTest : public ::testing::Test {
 
   // Checks every block of the recovered volume and makes what it read the
   // new durable baseline.
-  void Verify(Engine& v, uint64_t point) {
+  void Verify(SealedVolume& v, uint64_t point) {
     std::vector<uint8_t> all(kBlocks * 4096);
     const int r = v.Io(IoOp::kRead, 0, all);
     if (r != 0) {
@@ -286,10 +286,10 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
     ++chain_;
     model_.clear();
     for (uint64_t b = 0; b < kBlocks; ++b) model_[b] = BlockModel{};
-    auto v = Engine::FormatOn(std::make_unique<FaultStore>(0),
+    auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0),
                               FormatOf(kBlocks * 4096), dek, Options());
     ASSERT_TRUE(v.ok()) << v.status();
-    std::unique_ptr<Engine> vol = std::move(v).value();
+    std::unique_ptr<SealedVolume> vol = std::move(v).value();
     registry_ = vol->state();
     // Earlier crash states of this chain, with the model as it was then.
     std::vector<std::pair<std::unique_ptr<FaultStore>,
@@ -333,7 +333,7 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
         o.expected_state.reset();
         o.min_epoch = registry_.epoch;
       }
-      auto reopened = Engine::OpenOn(std::move(image), dek, o);
+      auto reopened = SealedVolume::OpenOn(std::move(image), dek, o);
       ASSERT_TRUE(reopened.ok())
           << "open after crash point " << point << ": " << reopened.status()
           << "; seed " << seed_;
@@ -341,7 +341,7 @@ TEST_F(CrashTest, EveryBlockReadsFlushedOrLaterContentAfterRandomCrashes) {
       ASSERT_EQ(registry_, vol->state()) << "seed " << seed_;
       // Once reopened, every earlier crash state of the chain is refused.
       for (auto& [old_image, old_model] : earlier) {
-        auto stale = Engine::OpenOn(old_image->Snapshot(), dek, Checked());
+        auto stale = SealedVolume::OpenOn(old_image->Snapshot(), dek, Checked());
         ASSERT_FALSE(stale.ok())
             << "an earlier crash state was accepted at crash point " << point
             << "; seed " << seed_;
@@ -382,10 +382,10 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   const auto dek = TestDek(4);
   const Layout l = Layout::Default();
   constexpr uint64_t kGroups = 8;
-  auto v = Engine::FormatOn(std::make_unique<FaultStore>(0),
+  auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0),
                             FormatOf(kGroups * 1024 * 4096), dek, Manual(2));
   ASSERT_TRUE(v.ok());
-  std::unique_ptr<Engine> vol = std::move(v).value();
+  std::unique_ptr<SealedVolume> vol = std::move(v).value();
   for (uint64_t g = 0; g < kGroups; ++g) {
     auto d = Pattern(g, 64 * 4096);
     ASSERT_EQ(vol->Io(IoOp::kWrite, g * 1024 * 4096, d), 0);
@@ -394,7 +394,7 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   ASSERT_TRUE(vol->Close().ok());
   auto closed = static_cast<FaultStore&>(vol->store()).Snapshot();
   vol.reset();
-  auto reopened = Engine::OpenOn(std::move(closed), dek, Manual(2));
+  auto reopened = SealedVolume::OpenOn(std::move(closed), dek, Manual(2));
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   vol = std::move(reopened).value();
   // In flight at the crash: writes into group 5 only.
@@ -405,7 +405,7 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   auto image = store.CrashImage(rng);
   FaultStore* raw = image.get();
   vol.reset();
-  auto re = Engine::OpenOn(std::move(image), dek, Manual(2));
+  auto re = SealedVolume::OpenOn(std::move(image), dek, Manual(2));
   ASSERT_TRUE(re.ok()) << re.status();
   EXPECT_EQ((*re)->recovery_stats().groups_scanned, 1u);
   for (uint64_t b : raw->read_blocks()) {
@@ -418,7 +418,7 @@ TEST(CrashRecoveryCostTest, RecoveryReadsOnlyDirtyGroups) {
   auto clean = raw->Snapshot();
   FaultStore* craw = clean.get();
   re->reset();
-  auto again = Engine::OpenOn(std::move(clean), dek, Manual(2));
+  auto again = SealedVolume::OpenOn(std::move(clean), dek, Manual(2));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->recovery_stats().groups_scanned, 0u);
   for (uint64_t b : craw->read_blocks()) EXPECT_LT(b, l.groups_start);

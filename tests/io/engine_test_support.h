@@ -15,7 +15,7 @@
 
 #include "crypto/secret_bytes.h"
 #include "gtest/gtest.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "tests/fakes/fault_store.h"
 
 namespace sealvol::io::testing {

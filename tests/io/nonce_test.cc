@@ -103,7 +103,7 @@ class NonceTest : public ::testing::Test {
     return o;
   }
 
-  void WriteSome(Engine& v, int n, uint64_t tag) {
+  void WriteSome(SealedVolume& v, int n, uint64_t tag) {
     for (int i = 0; i < n; ++i) {
       auto d = Pattern(tag + i, 3 * 4096);
       ASSERT_EQ(v.Io(IoOp::kWrite, (i % 7) * 4096 * 3, d), 0);
@@ -116,10 +116,10 @@ class NonceTest : public ::testing::Test {
 TEST_F(NonceTest, NoncesNeverRepeatAcrossReopenCrashAndGrow) {
   const auto dek = TestDek(5);
   uint64_t size = 8 << 20;
-  auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
+  auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
                             dek, Options());
   ASSERT_TRUE(v.ok());
-  std::unique_ptr<Engine> vol = std::move(v).value();
+  std::unique_ptr<SealedVolume> vol = std::move(v).value();
   std::mt19937_64 rng(7);
   for (int cycle = 0; cycle < 12; ++cycle) {
     WriteSome(*vol, 20, cycle * 100);
@@ -145,7 +145,7 @@ TEST_F(NonceTest, NoncesNeverRepeatAcrossReopenCrashAndGrow) {
         break;
     }
     vol.reset();
-    auto re = Engine::OpenOn(std::move(image), dek, Options());
+    auto re = SealedVolume::OpenOn(std::move(image), dek, Options());
     ASSERT_TRUE(re.ok()) << re.status();
     vol = std::move(re).value();
   }
@@ -159,7 +159,7 @@ TEST_F(NonceTest, NoncesNeverRepeatAcrossReopenCrashAndGrow) {
 
 TEST_F(NonceTest, EveryBlockOfABatchGetsItsOwnCounter) {
   const auto dek = TestDek(6);
-  auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(8 << 20),
+  auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(8 << 20),
                             dek, Options());
   ASSERT_TRUE(v.ok());
   auto d = Pattern(1, 64 * 4096);
@@ -179,7 +179,7 @@ TEST_F(NonceTest, EveryBlockOfABatchGetsItsOwnCounter) {
 TEST_F(NonceTest, RolledBackImageWrittenAgainSharesNoNonce) {
   const auto dek = TestDek(8);
   const uint64_t size = 8 << 20;
-  auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
+  auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
                             dek, Options());
   ASSERT_TRUE(v.ok());
   auto d = Pattern(1, 256 * 4096);
@@ -187,14 +187,14 @@ TEST_F(NonceTest, RolledBackImageWrittenAgainSharesNoNonce) {
   ASSERT_TRUE((*v)->Close().ok());
   auto backup = static_cast<FaultStore&>((*v)->store()).Snapshot();
   // Life goes on: another session writes 4 MiB.
-  auto later = Engine::OpenOn(static_cast<FaultStore&>((*v)->store()).Snapshot(),
+  auto later = SealedVolume::OpenOn(static_cast<FaultStore&>((*v)->store()).Snapshot(),
                               dek, Options());
   ASSERT_TRUE(later.ok());
   auto d2 = Pattern(2, 1024 * 4096);
   ASSERT_EQ((*later)->Io(IoOp::kWrite, 0, d2), 0);
   ASSERT_TRUE((*later)->Close().ok());
   // The backup is restored and written again, the same amount.
-  auto restored = Engine::OpenOn(backup->Snapshot(), dek, Options());
+  auto restored = SealedVolume::OpenOn(backup->Snapshot(), dek, Options());
   ASSERT_TRUE(restored.ok());
   auto d3 = Pattern(3, 1024 * 4096);
   ASSERT_EQ((*restored)->Io(IoOp::kWrite, 0, d3), 0);
@@ -214,9 +214,9 @@ TEST_F(NonceTest, RolledBackImageWrittenAgainSharesNoNonce) {
 TEST_F(NonceTest, ReformatUnderTheSameKeyDerivesOtherKeys) {
   const auto dek = TestDek(9);
   const uint64_t size = 4 << 20;
-  auto a = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, 3),
+  auto a = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, 3),
                             dek, Options());
-  auto b = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, 3),
+  auto b = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, 3),
                             dek, Options());
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ((*a)->volume_id(), (*b)->volume_id());
@@ -234,7 +234,7 @@ TEST_F(NonceTest, ReformatUnderTheSameKeyDerivesOtherKeys) {
   auto image = sb.Snapshot();
   image->PokeBlock(l.data_position(5), sa.PeekBlock(l.data_position(5)));
   image->PokeBlock(l.tag_start(0), sa.PeekBlock(l.tag_start(0)));
-  auto reopened = Engine::OpenOn(std::move(image), dek, Options());
+  auto reopened = SealedVolume::OpenOn(std::move(image), dek, Options());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   std::vector<uint8_t> out(4096);
   EXPECT_EQ((*reopened)->Io(IoOp::kRead, 5 * 4096, out), -EIO);
@@ -251,10 +251,10 @@ TEST_F(NonceTest, RandomCopiesAndRestoresNeverRepeatANonce) {
     std::mt19937_64 rng(seed);
     used_.clear();
     std::vector<std::unique_ptr<FaultStore>> copies;
-    auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
+    auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
                               dek, Options(1 + seed % 2));
     ASSERT_TRUE(v.ok());
-    std::unique_ptr<Engine> vol = std::move(v).value();
+    std::unique_ptr<SealedVolume> vol = std::move(v).value();
     std::set<Nonce> sealed_in_history;
     for (int step = 0; step < 40; ++step) {
       auto& fs = static_cast<FaultStore&>(vol->store());
@@ -283,7 +283,7 @@ TEST_F(NonceTest, RandomCopiesAndRestoresNeverRepeatANonce) {
             next = copies[rng() % copies.size()]->Snapshot();  // Restore.
           }
           vol.reset();
-          auto re = Engine::OpenOn(std::move(next), dek, Options(1 + seed % 2));
+          auto re = SealedVolume::OpenOn(std::move(next), dek, Options(1 + seed % 2));
           ASSERT_TRUE(re.ok()) << re.status();
           vol = std::move(re).value();
           break;

@@ -35,15 +35,15 @@ class SealedVolumeTest : public ::testing::Test {
  protected:
   SealedVolumeTest() : dek_(TestDek(1)) {}
 
-  std::unique_ptr<Engine> FormatMem(uint64_t size, uint8_t id = 1) {
-    auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, id),
+  std::unique_ptr<SealedVolume> FormatMem(uint64_t size, uint8_t id = 1) {
+    auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size, id),
                               dek_, Manual());
     EXPECT_TRUE(v.ok()) << v.status();
     return std::move(v).value();
   }
 
   // Closes `v` and returns its image as a new store.
-  static std::unique_ptr<FaultStore> CloseToImage(std::unique_ptr<Engine> v) {
+  static std::unique_ptr<FaultStore> CloseToImage(std::unique_ptr<SealedVolume> v) {
     auto& fs = static_cast<FaultStore&>(v->store());
     EXPECT_TRUE(v->Close().ok());
     auto image = fs.Snapshot();
@@ -51,17 +51,17 @@ class SealedVolumeTest : public ::testing::Test {
     return image;
   }
 
-  std::unique_ptr<Engine> OpenMem(std::unique_ptr<FaultStore> image) {
-    auto v = Engine::OpenOn(std::move(image), dek_, Manual());
+  std::unique_ptr<SealedVolume> OpenMem(std::unique_ptr<FaultStore> image) {
+    auto v = SealedVolume::OpenOn(std::move(image), dek_, Manual());
     EXPECT_TRUE(v.ok()) << v.status();
     return v.ok() ? std::move(v).value() : nullptr;
   }
 
-  static int Write(Engine& v, uint64_t block, const std::vector<uint8_t>& data) {
+  static int Write(SealedVolume& v, uint64_t block, const std::vector<uint8_t>& data) {
     std::vector<uint8_t> copy = data;
     return v.Io(IoOp::kWrite, block * 4096, copy);
   }
-  static std::vector<uint8_t> Read(Engine& v, uint64_t block, size_t blocks,
+  static std::vector<uint8_t> Read(SealedVolume& v, uint64_t block, size_t blocks,
                                    int* result) {
     std::vector<uint8_t> out(blocks * 4096, 0xAA);
     *result = v.Io(IoOp::kRead, block * 4096, out);
@@ -181,7 +181,7 @@ TEST_F(SealedVolumeTest, OpenFailsWhenBothSuperblockCopiesAreAltered) {
     SHA256(b.data(), 256, b.data() + 256);
     image->PokeBlock(copy, b);
   }
-  auto opened = Engine::OpenOn(std::move(image), dek_, Manual());
+  auto opened = SealedVolume::OpenOn(std::move(image), dek_, Manual());
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss)
       << opened.status();
@@ -273,7 +273,7 @@ TEST_F(SealedVolumeTest, FileImageIsSparseAndDiscardPunchesHoles) {
   auto v = SealedVolume::Format(f, dek_);
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_LT(AllocatedBytes(path), 1 * kMiB) << "format wrote more than metadata";
-  auto* e = static_cast<Engine*>(v->get());
+  auto* e = v->get();
   auto data = Pattern(9, 8 * kMiB);
   ASSERT_EQ(e->Io(IoOp::kWrite, 64 * kMiB, data), 0);
   ASSERT_EQ(e->Io(IoOp::kFlush, 0, {}), 0);
@@ -295,7 +295,7 @@ TEST_F(SealedVolumeTest, FileImageIsSparseAndDiscardPunchesHoles) {
   auto re = SealedVolume::Open(o, dek_);
   ASSERT_TRUE(re.ok()) << re.status();
   std::fill(out.begin(), out.end(), 0xAA);
-  ASSERT_EQ(static_cast<Engine*>(re->get())->Io(IoOp::kRead, 64 * kMiB, out), 0);
+  ASSERT_EQ(re->get()->Io(IoOp::kRead, 64 * kMiB, out), 0);
   EXPECT_TRUE(std::all_of(out.begin(), out.begin() + 6 * kMiB,
                           [](uint8_t b) { return b == 0; }));
 }
@@ -311,7 +311,7 @@ TEST_F(SealedVolumeTest, LargeFileReadFailsWholeOnFlippedBitInAnyPiece) {
   f.path = path;
   auto v = SealedVolume::Format(f, dek_);
   ASSERT_TRUE(v.ok()) << v.status();
-  auto* e = static_cast<Engine*>(v->get());
+  auto* e = v->get();
   auto data = Pattern(21, 2 * kMiB);
   ASSERT_EQ(e->Io(IoOp::kWrite, 0, data), 0);
   ASSERT_TRUE((*v)->Close().ok());
@@ -335,7 +335,7 @@ TEST_F(SealedVolumeTest, LargeFileReadFailsWholeOnFlippedBitInAnyPiece) {
   o.path = path;
   auto re = SealedVolume::Open(o, dek_);
   ASSERT_TRUE(re.ok()) << re.status();
-  auto* r = static_cast<Engine*>(re->get());
+  auto* r = re->get();
   for (uint64_t mib : {0, 1}) {
     std::vector<uint8_t> out(kMiB, 0xAA);
     EXPECT_EQ(r->Io(IoOp::kRead, mib * kMiB, out), -EIO) << "MiB " << mib;
@@ -355,7 +355,7 @@ TEST_F(SealedVolumeTest, GrowsOnlineWhileIoRunsWithoutRewritingData) {
   f.path = path;
   auto v = SealedVolume::Format(f, dek_);
   ASSERT_TRUE(v.ok()) << v.status();
-  auto* e = static_cast<Engine*>(v->get());
+  auto* e = v->get();
   auto old = Pattern(11, 8 * kMiB);
   ASSERT_EQ(e->Io(IoOp::kWrite, 0, old), 0);
   std::atomic<bool> stop{false};
@@ -398,7 +398,7 @@ TEST_F(SealedVolumeTest, GrowsOnlineWhileIoRunsWithoutRewritingData) {
   auto re = SealedVolume::Open(o, dek_);
   ASSERT_TRUE(re.ok()) << re.status();
   EXPECT_EQ((*re)->size_bytes(), grown);
-  auto* r = static_cast<Engine*>(re->get());
+  auto* r = re->get();
   ASSERT_EQ(r->Io(IoOp::kRead, 0, out), 0);
   EXPECT_EQ(out, old);
   std::vector<uint8_t> got(4096);
@@ -540,11 +540,11 @@ namespace {
 // left queued. It must run until every queue is empty.
 TEST(SealedVolumeManualTest, RunPendingRunsWorkSubmittedByCallbacks) {
   const auto dek = testing::TestDek(2);
-  auto v = Engine::FormatOn(std::make_unique<FaultStore>(0),
+  auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0),
                             testing::FormatOf(8 << 20), dek, testing::Manual(2));
   ASSERT_TRUE(v.ok()) << v.status();
   struct Chain {
-    Engine* engine;
+    SealedVolume* engine;
     IoRequest first, second;
     std::vector<uint8_t> a = testing::Pattern(1), b = testing::Pattern(2);
     int first_result = 1, second_result = 1;

@@ -29,8 +29,8 @@ constexpr uint64_t kMiB = 1024 * 1024;
 
 class StateRootTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Engine> Format(uint64_t size = 16 * kMiB) {
-    auto v = Engine::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
+  std::unique_ptr<SealedVolume> Format(uint64_t size = 16 * kMiB) {
+    auto v = SealedVolume::FormatOn(std::make_unique<FaultStore>(0), FormatOf(size),
                               dek_, Manual(2));
     EXPECT_TRUE(v.ok()) << v.status();
     committed_ = (*v)->state();
@@ -38,7 +38,7 @@ class StateRootTest : public ::testing::Test {
   }
   // Opens `image` checked against the registry model, committing the new
   // epoch to it as a node does.
-  absl::StatusOr<std::unique_ptr<Engine>> Open(std::unique_ptr<FaultStore> image,
+  absl::StatusOr<std::unique_ptr<SealedVolume>> Open(std::unique_ptr<FaultStore> image,
                                                bool read_only = false) {
     EngineOptions o = Manual(2);
     o.read_only = read_only;
@@ -47,20 +47,20 @@ class StateRootTest : public ::testing::Test {
       committed_ = s;
       return absl::OkStatus();
     };
-    return Engine::OpenOn(std::move(image), dek_, o);
+    return SealedVolume::OpenOn(std::move(image), dek_, o);
   }
   // Closes and commits the closed state; returns the image.
-  std::unique_ptr<FaultStore> Close(std::unique_ptr<Engine> v) {
+  std::unique_ptr<FaultStore> Close(std::unique_ptr<SealedVolume> v) {
     EXPECT_TRUE(v->Close().ok());
     committed_ = v->state();
     EXPECT_FALSE(committed_.open);
     return static_cast<FaultStore&>(v->store()).Snapshot();
   }
-  int Write(Engine& v, uint64_t block, uint64_t pattern) {
+  int Write(SealedVolume& v, uint64_t block, uint64_t pattern) {
     auto d = Pattern(pattern);
     return v.Io(IoOp::kWrite, block * 4096, d);
   }
-  std::vector<uint8_t> Read(Engine& v, uint64_t block, int* r) {
+  std::vector<uint8_t> Read(SealedVolume& v, uint64_t block, int* r) {
     std::vector<uint8_t> out(4096);
     *r = v.Io(IoOp::kRead, block * 4096, out);
     return out;
@@ -219,7 +219,7 @@ TEST_F(StateRootTest, FailedCommitOfTheStartWritesNothingAndStillOpensLater) {
   o.commit_open = [](const VolumeState&) {
     return absl::UnavailableError("broker down");
   };
-  auto failed = Engine::OpenOn(image->Snapshot(), dek_, o);
+  auto failed = SealedVolume::OpenOn(image->Snapshot(), dek_, o);
   ASSERT_FALSE(failed.ok());
   EXPECT_TRUE(absl::IsUnavailable(failed.status())) << failed.status();
   EXPECT_EQ(committed_, registry);
@@ -227,7 +227,7 @@ TEST_F(StateRootTest, FailedCommitOfTheStartWritesNothingAndStillOpensLater) {
   // unchanged registry, once.
   auto store = image->Snapshot();
   o.commit_open = nullptr;
-  auto first = Engine::OpenOn(std::move(store), dek_, o);
+  auto first = SealedVolume::OpenOn(std::move(store), dek_, o);
   ASSERT_TRUE(first.ok()) << first.status();
 }
 
@@ -312,10 +312,10 @@ TEST_F(StateRootTest, CheckpointWhileOpenBoundsRecovery) {
   o.keep_store_after_close = true;
   o.checkpoint_dirty_groups = 4;
   o.checkpoint_seconds = 0;
-  auto f = Engine::FormatOn(std::make_unique<FaultStore>(0),
+  auto f = SealedVolume::FormatOn(std::make_unique<FaultStore>(0),
                             FormatOf(64 * kMiB), dek_, o);
   ASSERT_TRUE(f.ok()) << f.status();
-  std::unique_ptr<Engine> v = std::move(f).value();
+  std::unique_ptr<SealedVolume> v = std::move(f).value();
   committed_ = v->state();
   for (uint64_t g = 0; g < 12; ++g) {
     ASSERT_EQ(Write(*v, g * 1024 + 3, g + 1), 0);

@@ -16,7 +16,7 @@
 #include "crypto/sector_codec.h"
 #include "engine_test_support.h"
 #include "base/error_kind.h"
-#include "io/engine.h"
+#include "io/sealed_volume.h"
 #include "io/format_v1.h"
 #include "io/layout.h"
 #include "io/upgrade.h"
@@ -146,7 +146,7 @@ TEST_F(UpgradeTest, UpgradeCarriesEveryBlockOverUnderTheSameKey) {
   o.path = path_;
   auto v = SealedVolume::Open(o, dek_);
   ASSERT_TRUE(v.ok()) << v.status();
-  auto& e = static_cast<Engine&>(**v);
+  auto& e = **v;
   for (uint64_t b : {0, 1, 2, 3, 4, 100, 1023, 1024, 1500, 2047}) {
     std::vector<uint8_t> out(4096, 0xAA);
     ASSERT_EQ(e.Io(IoOp::kRead, b * 4096, out), 0) << "block " << b;
@@ -227,7 +227,7 @@ class PreStateRootUpgradeTest : public ::testing::Test {
     EngineOptions eo;
     eo.format_layout = old;
     eo.allow_pre_state_root = true;
-    auto v = Engine::FormatOn(std::move(store).value(), f, dek_, eo);
+    auto v = SealedVolume::FormatOn(std::move(store).value(), f, dek_, eo);
     ASSERT_TRUE(v.ok()) << v.status();
     for (uint64_t b : {0ull, 5ull, 1500ull, 4095ull}) {
       auto d = Pattern(b + 1);
@@ -260,7 +260,7 @@ TEST_F(PreStateRootUpgradeTest, RefusedThenConverted) {
   o.expected_state = result->state;
   auto v = SealedVolume::Open(o, dek_);
   ASSERT_TRUE(v.ok()) << v.status();
-  Engine& e = static_cast<Engine&>(**v);
+  SealedVolume& e = **v;
   for (uint64_t b : {0ull, 5ull, 1500ull, 4095ull, 6ull, 3000ull}) {
     std::vector<uint8_t> out(4096);
     ASSERT_EQ(e.Io(IoOp::kRead, b * 4096, out), 0) << "block " << b;

@@ -67,10 +67,10 @@ class VolumeCopyTest : public ::testing::Test {
 
   // A volume with data in some blocks of every group and never-written
   // stretches between; the engine is left open (live).
-  std::unique_ptr<Engine> LiveSource(uint64_t size = kSourceSize) {
+  std::unique_ptr<SealedVolume> LiveSource(uint64_t size = kSourceSize) {
     FormatOptions f = FormatOf(size, 1);
     f.path = source_;
-    auto v = Engine::FormatFile(f, source_dek_, Threaded());
+    auto v = SealedVolume::FormatFile(f, source_dek_, Threaded());
     EXPECT_TRUE(v.ok()) << v.status();
     for (uint64_t block = 0; block < size / 4096; block += 97) {
       std::vector<uint8_t> d = Pattern(block, 4096 * 3);
@@ -96,7 +96,7 @@ class VolumeCopyTest : public ::testing::Test {
   // The whole plaintext of the image at `path` under `dek`.
   static std::vector<uint8_t> Contents(const std::string& path,
                                        const crypto::SecretBytes& dek) {
-    auto v = Engine::OpenFile(path, dek, Threaded(/*read_only=*/true));
+    auto v = SealedVolume::OpenFile(path, dek, Threaded(/*read_only=*/true));
     EXPECT_TRUE(v.ok()) << path << ": " << v.status();
     if (!v.ok()) return {};
     std::vector<uint8_t> out((*v)->size_bytes());
@@ -202,12 +202,12 @@ TEST_F(VolumeCopyTest, NeitherKeyOpensTheOthersImage) {
   ASSERT_TRUE(CutImage(source_, cut_).ok());
   ASSERT_TRUE(CopySealed(Options(cut_)).ok());
   auto with_source_key =
-      Engine::OpenFile(target_, source_dek_, Threaded(/*read_only=*/true));
+      SealedVolume::OpenFile(target_, source_dek_, Threaded(/*read_only=*/true));
   ASSERT_FALSE(with_source_key.ok());
   EXPECT_EQ(GetErrorKind(with_source_key.status()), ErrorKind::kWrongKey)
       << with_source_key.status();
   auto with_target_key =
-      Engine::OpenFile(source_, target_dek_, Threaded(/*read_only=*/true));
+      SealedVolume::OpenFile(source_, target_dek_, Threaded(/*read_only=*/true));
   ASSERT_FALSE(with_target_key.ok());
   EXPECT_EQ(GetErrorKind(with_target_key.status()), ErrorKind::kWrongKey);
 }
@@ -456,7 +456,7 @@ TEST_F(VolumeCopyTest, CutSharesExtentsWhereTheFileSystemCan) {
   const std::string image = mnt + "/source.img", cut = mnt + "/cut.img";
   FormatOptions f = FormatOf(8 * kMiB, 1);
   f.path = image;
-  auto v = Engine::FormatFile(f, source_dek_, Threaded());
+  auto v = SealedVolume::FormatFile(f, source_dek_, Threaded());
   ASSERT_TRUE(v.ok()) << v.status();
   std::vector<uint8_t> d = Pattern(5, 4 * kMiB);
   ASSERT_EQ((*v)->Io(IoOp::kWrite, 0, d), 0);
