@@ -38,6 +38,9 @@ inline constexpr char kDecisionRefuse[] = "refuse";
 inline constexpr char kAttestationToken[] = "token";
 inline constexpr char kAttestationApiServer[] = "api_server";
 inline constexpr char kAttestationNone[] = "none";
+// A copy job's key release: no pod; the node's own identity and the
+// registry's job for that node.
+inline constexpr char kAttestationCopyJob[] = "copy_job";
 
 // One decision. Strings come from requests and claims; the log escapes them
 // and clips each to 256 bytes. Never put a token or key here.
@@ -53,7 +56,8 @@ struct AuditRecord {
   std::string node;
   std::string token_id;  // jti, or "sha256:<hex>" of the token.
   // How the pod was attested: kAttestationToken, kAttestationApiServer,
-  // kAttestationNone (a release request with neither), or "" (no pod).
+  // kAttestationNone (a release request with neither), kAttestationCopyJob
+  // (a copy job's keys), or "" (no pod).
   std::string attestation;
   int64_t key_version = 0;
   std::string message;   // Human text without secrets.

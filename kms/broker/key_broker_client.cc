@@ -170,14 +170,6 @@ absl::StatusOr<crypto::SecretBytes> KeyBrokerClient::ReleaseKey(
   return std::move(released.dek);
 }
 
-namespace {
-void SetCommitment(const kms::CommittedState& state, v1::StateCommitment* out) {
-  out->set_epoch(state.epoch);
-  out->set_root(state.root);
-  out->set_open(state.open);
-}
-}  // namespace
-
 absl::Status KeyBrokerClient::ClaimFormat(
     const std::string& volume_id, const std::string& node_id,
     const std::string& format_id,
@@ -186,7 +178,7 @@ absl::Status KeyBrokerClient::ClaimFormat(
   request.set_volume_id(volume_id);
   request.set_node_id(node_id);
   request.set_format_id(format_id);
-  if (state.has_value()) SetCommitment(*state, request.mutable_state());
+  if (state.has_value()) *request.mutable_state() = StateCommitmentToProto(*state);
   grpc::ClientContext context;
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ClaimFormatResponse response;
@@ -208,7 +200,7 @@ absl::Status KeyBrokerClient::CommitState(const std::string& volume_id,
   v1::CommitStateRequest request;
   request.set_volume_id(volume_id);
   request.set_node_id(node_id);
-  SetCommitment(state, request.mutable_state());
+  *request.mutable_state() = StateCommitmentToProto(state);
   request.set_accept_rollback(accept_rollback);
   grpc::ClientContext context;
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
@@ -268,11 +260,107 @@ absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
           "key broker returned a malformed state root for volume ",
           params.volume_id));
     }
-    released.expected_state =
-        kms::CommittedState{expected.epoch(), expected.root(), expected.open()};
+    released.expected_state = StateCommitmentFromProto(expected);
   }
   released.rollback_accepted = response.rollback_accepted();
   return released;
+}
+
+absl::StatusOr<std::vector<CopyJob>> KeyBrokerClient::CopyJobs(
+    const std::string& node_id) {
+  v1::CopyJobsRequest request;
+  request.set_node_id(node_id);
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::CopyJobsResponse response;
+  const grpc::Status status = stub_->CopyJobs(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  std::vector<CopyJob> jobs;
+  for (const v1::CopyJob& job : response.jobs()) {
+    auto parsed = CopyJobFromProto(job);
+    if (!parsed.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "key broker listed copy job ", job.target_id().substr(0, 128),
+          " with ", parsed.status().message()));
+    }
+    jobs.push_back(*std::move(parsed));
+  }
+  return jobs;
+}
+
+absl::StatusOr<CopyKeys> KeyBrokerClient::ReleaseCopyKeys(
+    const std::string& node_id, const std::string& target_id) {
+  v1::ReleaseCopyKeysRequest request;
+  request.set_node_id(node_id);
+  request.set_target_id(target_id);
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::ReleaseCopyKeysResponse response;
+  const grpc::Status status =
+      stub_->ReleaseCopyKeys(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+
+  // Both keys leave the protobuf at once, wiped there whatever happens next.
+  auto take = [](std::string* bytes) -> absl::StatusOr<crypto::SecretBytes> {
+    auto secret = crypto::SecretBytes::CopyFrom(std::span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
+    const size_t size = bytes->size();
+    OPENSSL_cleanse(bytes->data(), bytes->size());
+    if (!secret.ok()) return secret.status();
+    if (size != kDekSize) {
+      return absl::DataLossError(
+          absl::StrCat("a ", size, "-byte key, expected ", kDekSize));
+    }
+    return secret;
+  };
+  auto source_dek = take(response.mutable_source_dek());
+  auto target_dek = take(response.mutable_target_dek());
+  auto malformed = [&](const std::string& what) {
+    return absl::DataLossError(absl::StrCat(
+        "key broker returned ", what, " for the copy job of ", target_id));
+  };
+  if (!source_dek.ok()) return malformed(std::string(source_dek.status().message()));
+  if (!target_dek.ok()) return malformed(std::string(target_dek.status().message()));
+  auto kind = CopyKindFromProto(response.kind());
+  auto state = CopyStateFromProto(response.state());
+  if (!kind.ok() || !state.ok()) return malformed("an unknown kind or state");
+  if (!response.source_format_id().empty() &&
+      !kms::ValidateFormatId(response.source_format_id()).ok()) {
+    return malformed("a malformed source format id");
+  }
+  CopyKeys keys{.source_dek = *std::move(source_dek),
+                .target_dek = *std::move(target_dek),
+                .source_id = response.source_id(),
+                .kind = *kind,
+                .state = *state,
+                .source_format_id = response.source_format_id(),
+                .source_rollback_accepted = response.source_rollback_accepted(),
+                .target_capacity_bytes = response.target_capacity_bytes()};
+  if (response.has_source_expected_state()) {
+    if (!kms::ValidateStateRoot(response.source_expected_state().root()).ok()) {
+      return malformed("a malformed source state root");
+    }
+    keys.source_expected_state =
+        StateCommitmentFromProto(response.source_expected_state());
+  }
+  return keys;
+}
+
+absl::StatusOr<kms::CopyState> KeyBrokerClient::ReportCopy(
+    const std::string& node_id, const CopyReport& report) {
+  const v1::ReportCopyRequest request = CopyReportToProto(report, node_id);
+  grpc::ClientContext context;
+  if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  v1::ReportCopyResponse response;
+  const grpc::Status status = stub_->ReportCopy(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  auto state = CopyStateFromProto(response.state());
+  if (!state.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "key broker answered the copy report of ", report.target_id,
+        " with an unknown state"));
+  }
+  return *state;
 }
 
 }  // namespace sealvol::broker

@@ -83,6 +83,26 @@ class KeyBrokerClient {
                               const std::string& node_id,
                               const std::string& detail);
 
+  // The copy jobs this node must run (KeyBroker.CopyJobs): targets placed
+  // on it whose copy is pending or cut. DataLoss for an answer with a kind
+  // or state this client does not know.
+  absl::StatusOr<std::vector<CopyJob>> CopyJobs(const std::string& node_id);
+
+  // The two keys of the copy job of `target_id` (KeyBroker.ReleaseCopyKeys),
+  // copied into locked memory; the protobuf's copies are wiped before
+  // return. Refusals with their reason (RefusalReason): copy_not_active,
+  // node_not_owner, source_not_on_node, volume_not_found, ... DataLoss when
+  // the broker sends a key of the wrong size, or a malformed format id or
+  // state root.
+  absl::StatusOr<CopyKeys> ReleaseCopyKeys(const std::string& node_id,
+                                           const std::string& target_id);
+
+  // Reports progress, the cut or the end of a copy job (KeyBroker.ReportCopy);
+  // returns the job's state after it. FailedPrecondition "copy_not_active:
+  // ..." when the job has ended.
+  absl::StatusOr<kms::CopyState> ReportCopy(const std::string& node_id,
+                                            const CopyReport& report);
+
   // Volume id -> whether it still exists in the controller's registry
   // (false: deleted, its key destroyed). Asks in batches of at most
   // kMaxVolumeStatusIds; any failed batch fails the whole call.

@@ -129,6 +129,11 @@ absl::StatusOr<kms::VolumeRecord> KeyBrokerService::BeginVolumeCall(
   // Keys, claims and commits follow placement: only the node the volume
   // lives on gets them.
   RETURN_IF_ERROR(policy_.CheckPlacement(*volume, call.node_id));
+  if (call.placement == Placement::kHere && volume->node != call.node_id) {
+    return RefusalStatus(
+        Reason::kNodeNotOwner,
+        absl::StrCat("volume ", call.volume_id, " is placed on no node"));
+  }
   return volume;
 }
 
@@ -529,10 +534,7 @@ grpc::Status KeyBrokerService::ClaimFormat(
     grpc::ServerContext* context, const v1::ClaimFormatRequest* request,
     v1::ClaimFormatResponse* response) {
   std::optional<kms::CommittedState> state;
-  if (request->has_state()) {
-    state = kms::CommittedState{request->state().epoch(), request->state().root(),
-                                request->state().open()};
-  }
+  if (request->has_state()) state = StateCommitmentFromProto(request->state());
   auto claimed = ClaimVolumeFormat(request->volume_id(), request->node_id(),
                                    request->format_id(), BearerToken(*context),
                                    state);
@@ -559,10 +561,8 @@ grpc::Status KeyBrokerService::ReleaseKey(grpc::ServerContext* context,
   response->set_key_version(released->key_version);
   response->set_format_id(released->format_id);
   if (released->expected_state.has_value()) {
-    v1::StateCommitment* expected = response->mutable_expected_state();
-    expected->set_epoch(released->expected_state->epoch);
-    expected->set_root(released->expected_state->root);
-    expected->set_open(released->expected_state->open);
+    *response->mutable_expected_state() =
+        StateCommitmentToProto(*released->expected_state);
   }
   response->set_rollback_accepted(released->rollback_accepted);
   return grpc::Status::OK;
@@ -572,9 +572,7 @@ grpc::Status KeyBrokerService::CommitState(grpc::ServerContext* context,
                                            const v1::CommitStateRequest* request,
                                            v1::CommitStateResponse* response) {
   (void)response;
-  const kms::CommittedState state{request->state().epoch(),
-                                  request->state().root(),
-                                  request->state().open()};
+  const kms::CommittedState state = StateCommitmentFromProto(request->state());
   absl::Status committed =
       CommitVolumeState(request->volume_id(), request->node_id(), state,
                         request->accept_rollback(), BearerToken(*context));
@@ -594,6 +592,58 @@ grpc::Status KeyBrokerService::ReportRollback(
   if (!reported.ok()) {
     return RefusalToGrpc(context, reported);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::CopyJobs(grpc::ServerContext* context,
+                                        const v1::CopyJobsRequest* request,
+                                        v1::CopyJobsResponse* response) {
+  auto jobs = ListCopyJobs(request->node_id(), BearerToken(*context));
+  if (!jobs.ok()) return RefusalToGrpc(context, jobs.status());
+  for (const CopyJob& job : *jobs) *response->add_jobs() = CopyJobToProto(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::ReleaseCopyKeys(
+    grpc::ServerContext* context, const v1::ReleaseCopyKeysRequest* request,
+    v1::ReleaseCopyKeysResponse* response) {
+  auto keys = ReleaseCopyJobKeys(request->node_id(), request->target_id(),
+                                 BearerToken(*context));
+  if (!keys.ok()) return RefusalToGrpc(context, keys.status());
+  // These copies live in gRPC's heap until they are serialized and freed;
+  // see docs/attestation.md ("Where the DEK travels").
+  response->set_source_dek(keys->source_dek.data(), keys->source_dek.size());
+  response->set_target_dek(keys->target_dek.data(), keys->target_dek.size());
+  response->set_source_id(keys->source_id);
+  response->set_kind(CopyKindToProto(keys->kind));
+  response->set_source_format_id(keys->source_format_id);
+  if (keys->source_expected_state.has_value()) {
+    *response->mutable_source_expected_state() =
+        StateCommitmentToProto(*keys->source_expected_state);
+  }
+  response->set_source_rollback_accepted(keys->source_rollback_accepted);
+  response->set_target_capacity_bytes(keys->target_capacity_bytes);
+  response->set_state(CopyStateToProto(keys->state));
+  return grpc::Status::OK;
+}
+
+grpc::Status KeyBrokerService::ReportCopy(grpc::ServerContext* context,
+                                          const v1::ReportCopyRequest* request,
+                                          v1::ReportCopyResponse* response) {
+  auto report = CopyReportFromProto(*request);
+  if (!report.ok()) {
+    // An enum value this broker does not know: refused like any bad field.
+    AuditRecord record;
+    record.volume = request->target_id().substr(0, 128);
+    record.node = request->node_id().substr(0, 256);
+    return RefusalToGrpc(
+        context, AuditRefusal(record, "copy report",
+                              RefusalStatus(Reason::kInvalidRequest,
+                                            std::string(report.status().message()))));
+  }
+  auto state = ReportCopyJob(request->node_id(), *report, BearerToken(*context));
+  if (!state.ok()) return RefusalToGrpc(context, state.status());
+  response->set_state(CopyStateToProto(*state));
   return grpc::Status::OK;
 }
 

@@ -159,6 +159,59 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
       const std::string& node_id, const std::vector<std::string>& volume_ids,
       std::string_view node_token);
 
+  grpc::Status CopyJobs(grpc::ServerContext* context,
+                        const v1::CopyJobsRequest* request,
+                        v1::CopyJobsResponse* response) override;
+
+  grpc::Status ReleaseCopyKeys(grpc::ServerContext* context,
+                               const v1::ReleaseCopyKeysRequest* request,
+                               v1::ReleaseCopyKeysResponse* response) override;
+
+  grpc::Status ReportCopy(grpc::ServerContext* context,
+                          const v1::ReportCopyRequest* request,
+                          v1::ReportCopyResponse* response) override;
+
+  // Copy jobs (snapshots, restores, clones; docs/attestation.md, "Copy
+  // jobs"), in key_broker_copies.cc.
+  //
+  // The records placed on `node_id` whose copy is pending or cut. The
+  // caller is authenticated like VolumeStates (one request of its budget);
+  // not audited unless refused. Unavailable "kms_error" when the registry
+  // cannot be listed.
+  absl::StatusOr<std::vector<CopyJob>> ListCopyJobs(
+      const std::string& node_id, std::string_view node_token);
+
+  // The source's and the target's keys of the copy job of `target_id`, for
+  // the node that runs it. No pod is involved: the attestation is the
+  // node's own token and the registry's job for it. Refusals (each
+  // audited): the preamble's (invalid_request, node_identity_invalid,
+  // rate_limited, volume_not_found), node_not_owner (the target is not
+  // placed on the caller), copy_not_active (the target's copy is not
+  // pending or cut, or its source is itself an unfinished copy),
+  // volume_not_found (the source is gone), source_not_on_node,
+  // namespace_mismatch (source and target of different tenants),
+  // kms_error. A grant writes one record per key (reason
+  // copy_key_released), both durable before the keys are returned; if
+  // they cannot be written the keys are wiped and Unavailable returned.
+  absl::StatusOr<CopyKeys> ReleaseCopyJobKeys(const std::string& node_id,
+                                              const std::string& target_id,
+                                              std::string_view node_token);
+
+  // Records the node's report on the copy job of `report.target_id`
+  // (KeyProvider::UpdateCopy); for kReady first the target image's format
+  // claim with its closing state as the first state
+  // (KeyProvider::ClaimFormat), so that the target opens like any volume.
+  // Returns the job's state after the report. Refusals (each audited): the
+  // preamble's, node_not_owner, invalid_request (no state, a failure
+  // without an error, bytes beyond the total), invalid_format_id and
+  // invalid_state (a ready report's), copy_not_active (the job ended; the
+  // repeat of a ready report with the registry's format id is accepted),
+  // already_formatted, kms_error. The cut, the end and every refusal are
+  // audited (copy_cut, copy_ready, copy_failed); progress is not.
+  absl::StatusOr<kms::CopyState> ReportCopyJob(const std::string& node_id,
+                                               const CopyReport& report,
+                                               std::string_view node_token);
+
   // The decision itself: bounds every field (invalid_request), verifies both
   // tokens (or, for a request without a pod token and with a pod_lookup,
   // asks the API server about the pod), checks the volume's placement
@@ -185,6 +238,7 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // Where the volume of a node call must be placed.
   enum class Placement {
     kHereOrUnplaced,  // On the caller, or on no node yet (CheckPlacement).
+    kHere,            // On the caller (copies: placed when created).
   };
   // What a node-authenticated call about one volume checks before its own
   // work, in this order: every field within its bound (the two ids always),

@@ -43,6 +43,8 @@ std::string_view ReasonName(Reason reason) {
     case Reason::kVolumeNotInPod: return "volume_not_in_pod";
     case Reason::kApiServerFailed: return "api_server_failed";
     case Reason::kInvalidFormatId: return "invalid_format_id";
+    case Reason::kCopyNotActive: return "copy_not_active";
+    case Reason::kSourceNotOnNode: return "source_not_on_node";
   }
   return "unknown";
 }
@@ -63,6 +65,7 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
     case Reason::kAlreadyFormatted:
     case Reason::kStateRegression:
     case Reason::kRolledBack:
+    case Reason::kCopyNotActive:
       status = absl::FailedPreconditionError(text);
       break;
     case Reason::kInvalidRequest:

@@ -52,19 +52,24 @@ enum class Reason {
   kVolumeNotInPod,        // The pod has no claim bound to the volume as a
                           // block volume.
   kApiServerFailed,       // The API server could not be asked (fail closed).
-  kInvalidFormatId,       // ClaimFormat: a format id that is not
+  kInvalidFormatId,       // ClaimFormat/ReportCopy: a format id that is not
                           // 32 lowercase hex digits (InvalidArgument).
+  // Copy jobs (snapshots, restores, clones: ReleaseCopyKeys, ReportCopy).
+  kCopyNotActive,         // The target has no copy in progress (none, or it
+                          // ended), or its source is an unfinished copy
+                          // (FailedPrecondition).
+  kSourceNotOnNode,       // The copy's source is placed on another node.
 };
 
 // The last reason, for code that maps every name back (the client).
-inline constexpr Reason kLastReason = Reason::kInvalidFormatId;
+inline constexpr Reason kLastReason = Reason::kSourceNotOnNode;
 
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
 // kKmsError, kTokenReviewFailed and kApiServerFailed, FailedPrecondition for
-// kAlreadyFormatted, kStateRegression and kRolledBack,
+// kAlreadyFormatted, kStateRegression, kRolledBack and kCopyNotActive,
 // InvalidArgument for kInvalidRequest, kInvalidState and kInvalidFormatId)
 // with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.

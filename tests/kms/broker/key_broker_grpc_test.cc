@@ -203,6 +203,56 @@ TEST_F(KeyBrokerGrpcTest, ReasonsAddedLaterReachTheNodeToo) {
   EXPECT_EQ(RefusalReason(claim), "invalid_format_id") << claim;
 }
 
+// A copy job end to end over the wire: listed, both keys into locked
+// memory, the cut and the end reported; refusals keep their reason.
+TEST_F(KeyBrokerGrpcTest, CopyJobsTravelTheWire) {
+  const std::string snapshot = "sv-00000000000000000000000000000002";
+  auto record = MakeVolume(snapshot, kTenant);
+  record.kind = kms::RecordKind::kSnapshot;
+  record.source_volume_id = kVolume;
+  record.copy.state = kms::CopyState::kPending;
+  record.capacity_bytes = 1 << 20;
+  keys_.AddVolume(record, 0x77);
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  auto jobs = client->CopyJobs(kNode);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].target_id, snapshot);
+  EXPECT_EQ((*jobs)[0].source_id, kVolume);
+  EXPECT_EQ((*jobs)[0].kind, CopyKind::kSnapshot);
+  EXPECT_EQ((*jobs)[0].state, kms::CopyState::kPending);
+  EXPECT_EQ((*jobs)[0].capacity_bytes, 1u << 20);
+  auto keys = client->ReleaseCopyKeys(kNode, snapshot);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->source_dek.size(), 32u);
+  ASSERT_EQ(keys->target_dek.size(), 32u);
+  EXPECT_EQ(keys->source_dek.data()[5], 0x42);
+  EXPECT_EQ(keys->target_dek.data()[5], 0x77);
+  EXPECT_EQ(keys->source_id, kVolume);
+  EXPECT_EQ(keys->kind, CopyKind::kSnapshot);
+  EXPECT_EQ(keys->target_capacity_bytes, 1u << 20);
+  auto state = client->ReportCopy(
+      kNode, {.target_id = snapshot, .state = kms::CopyState::kCut});
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(*state, kms::CopyState::kCut);
+  state = client->ReportCopy(
+      kNode, {.target_id = snapshot,
+              .state = kms::CopyState::kReady,
+              .bytes_done = 1 << 20,
+              .bytes_total = 1 << 20,
+              .format_id = "0123456789abcdef0123456789abcdef",
+              .closed_state = kms::CommittedState{1, std::string(64, 'e'), false}});
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(*state, kms::CopyState::kReady);
+  EXPECT_EQ(keys_.GetVolume(snapshot)->format_id,
+            "0123456789abcdef0123456789abcdef");
+  keys = client->ReleaseCopyKeys(kNode, snapshot);
+  EXPECT_EQ(RefusalReason(keys.status()), "copy_not_active") << keys.status();
+  EXPECT_EQ(keys.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(client->CopyJobs(kNode)->empty());
+}
+
 TEST_F(KeyBrokerGrpcTest, KmsOutageReachesTheNodeAsUnavailable) {
   StartUnix();
   auto client = Client({.target = "unix://" + Path("broker.sock")});
