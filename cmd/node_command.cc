@@ -17,6 +17,7 @@
 #include "cmd/exit_codes.h"
 #include "cmd/log_format.h"
 #include "cmd/service_process.h"
+#include "csi/copy_job_runner.h"
 #include "csi/fuse_data_path.h"
 #include "csi/identity_service.h"
 #include "csi/kubelet_paths.h"
@@ -41,6 +42,7 @@ struct NodeFlags {
   std::string node_token_file;
   std::string metrics_listen;
   std::string reap_interval = "10m";
+  std::string copy_poll_interval = "3s";
   std::string log_level = "info";
 };
 
@@ -162,6 +164,14 @@ int RunNode(const NodeFlags& f) {
                             ": expected a duration such as 10m, 90s or 0"));
   }
 
+  absl::Duration copy_poll_interval;
+  if (!absl::ParseDuration(f.copy_poll_interval, &copy_poll_interval) ||
+      copy_poll_interval < absl::ZeroDuration()) {
+    return FailService("node", absl::InvalidArgumentError(
+                            "--copy-poll-interval " + f.copy_poll_interval +
+                            ": expected a duration such as 3s, 1m or 0"));
+  }
+
   const std::string state_dir = f.state_dir;
   csi::IdentityService identity(kServiceVersion, [state_dir]() -> absl::Status {
     if (access("/dev/fuse", R_OK | W_OK) != 0) {
@@ -198,8 +208,15 @@ int RunNode(const NodeFlags& f) {
   if (reap_interval > absl::ZeroDuration()) {
     reaper = std::make_unique<NodeReaper>(&node, reap_interval);
   }
+  // Snapshots, restores and clones of the volumes on this node.
+  csi::CopyJobRunner copies({.node_id = f.node_id,
+                             .poll_interval = copy_poll_interval},
+                            &keys, &data_path, node.stages(),
+                            node.volume_locks());
+  if (copy_poll_interval > absl::ZeroDuration()) copies.Start();
   const int sig = WaitForSignal(nullptr);
   spdlog::info("node: signal {}, shutting down", sig);
+  copies.Stop();
   reaper.reset();
   (*server)->Shutdown();
   return kExitOk;
@@ -232,6 +249,10 @@ void RegisterNodeCommand(CLI::App& app, int& exit_code) {
   node->add_option("--reap-interval", nf->reap_interval,
                    "How often to remove the images of volumes deleted at the "
                    "controller (first pass at start-up); 0 = never")
+      ->capture_default_str();
+  node->add_option("--copy-poll-interval", nf->copy_poll_interval,
+                   "How often to ask the broker for snapshot, restore and "
+                   "clone jobs of this node's volumes; 0 = never")
       ->capture_default_str();
   node->add_option("--log-level", nf->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -68,6 +69,13 @@ struct AttachOptions {
 // Suffix of the temporary file a first format writes next to the image.
 inline constexpr char kFormattingSuffix[] = ".formatting";
 
+// The held writes of one attached volume (DataPath::HoldWrites): new writes
+// wait until this is destroyed; reads go on.
+class WriteHold {
+ public:
+  virtual ~WriteHold() = default;
+};
+
 class DataPath {
  public:
   virtual ~DataPath() = default;
@@ -88,6 +96,15 @@ class DataPath {
   // expects.
   virtual absl::StatusOr<std::string> Attach(const AttachOptions& options,
                                              const crypto::SecretBytes& dek) = 0;
+
+  // Waits until every write in flight on the attached volume is done and
+  // durable in its image, and holds new writes (reads go on) until the
+  // returned hold is destroyed: meanwhile the image file is a stable,
+  // crash-consistent image of the volume (a snapshot's cut). NotFound when
+  // not attached; Unimplemented when the engine cannot hold writes;
+  // DeadlineExceeded when the writes in flight do not end in time.
+  virtual absl::StatusOr<std::unique_ptr<WriteHold>> HoldWrites(
+      const std::string& volume_id) = 0;
 
   // The device of an attached volume; NotFound when it is not attached.
   virtual absl::StatusOr<std::string> Device(const std::string& volume_id) = 0;

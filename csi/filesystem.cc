@@ -1,5 +1,8 @@
 #include "csi/filesystem.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 
 #include <cerrno>
@@ -8,7 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
+#include "base/unique_fd.h"
+#include "csi/mounter.h"
 #include "csi/run_program.h"
+#include "spdlog/spdlog.h"
 
 namespace sealvol::csi {
 
@@ -94,6 +100,52 @@ absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path) {
   usage.free_inodes = st.f_ffree;
   usage.used_inodes = st.f_files - st.f_ffree;
   return usage;
+}
+
+namespace {
+
+class FrozenMount final : public FrozenFilesystem {
+ public:
+  FrozenMount(UniqueFd fd, std::string path)
+      : fd_(std::move(fd)), path_(std::move(path)) {}
+  ~FrozenMount() override {
+    if (absl::Status s = Thaw(); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+    }
+  }
+  absl::Status Thaw() override {
+    if (!fd_.valid()) return absl::OkStatus();
+    // A thaw that fails leaves the file system frozen (writers hang): it is
+    // retried once before it is reported.
+    int rc = ioctl(fd_.get(), FITHAW, 0);
+    if (rc != 0 && errno != EINVAL) rc = ioctl(fd_.get(), FITHAW, 0);
+    const int err = errno;
+    fd_.reset();
+    // EINVAL: not frozen (any more).
+    if (rc != 0 && err != EINVAL) return ErrnoStatus(err, "FITHAW", path_);
+    return absl::OkStatus();
+  }
+
+ private:
+  UniqueFd fd_;
+  const std::string path_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FrozenFilesystem>> FreezeFilesystem(
+    const std::string& mount_point) {
+  // FIFREEZE acts on the file system that holds the path: on a directory
+  // that is not a mount point that would be its parent's (the node's root).
+  ASSIGN_OR_RETURN(bool mounted, IsMountPoint(mount_point));
+  if (!mounted) return std::unique_ptr<FrozenFilesystem>();
+  UniqueFd fd(open(mount_point.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(errno, "open", mount_point);
+  if (ioctl(fd.get(), FIFREEZE, 0) != 0) {
+    return ErrnoStatus(errno, "FIFREEZE", mount_point);
+  }
+  return std::unique_ptr<FrozenFilesystem>(
+      new FrozenMount(std::move(fd), mount_point));
 }
 
 }  // namespace sealvol::csi

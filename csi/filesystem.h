@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -52,5 +53,24 @@ struct FilesystemUsage {
   uint64_t used_inodes = 0;
 };
 absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path);
+
+// A file system frozen by FreezeFilesystem: writes to it block, and what
+// was written before is durable on its device, until Thaw() or destruction
+// (which thaws too, logging a failure). The one seam for tests of the
+// node's copy jobs, which freeze nothing real.
+class FrozenFilesystem {
+ public:
+  virtual ~FrozenFilesystem() = default;
+  // FITHAW; OK when thawed already.
+  virtual absl::Status Thaw() = 0;
+};
+
+// FIFREEZE on the file system mounted at `mount_point` (ext4 and xfs flush
+// their journal and every dirty page to the device first). Returns null
+// when nothing is mounted at `mount_point` (nothing to freeze: the path's
+// parent file system is never frozen). Errors name the operation and the
+// path (EBUSY: already frozen by someone else).
+absl::StatusOr<std::unique_ptr<FrozenFilesystem>> FreezeFilesystem(
+    const std::string& mount_point);
 
 }  // namespace sealvol::csi

@@ -384,6 +384,14 @@ absl::StatusOr<std::shared_ptr<FuseDataPath::Served>> FuseDataPath::Find(
   return it->second;
 }
 
+absl::StatusOr<std::unique_ptr<WriteHold>> FuseDataPath::HoldWrites(
+    const std::string& volume_id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
+  (void)served;
+  return absl::UnimplementedError(
+      "volume " + volume_id + ": the engine cannot hold its writes");
+}
+
 absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {
   ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
   return served->attachment->loop_device();

@@ -26,6 +26,8 @@ class FuseDataPath final : public DataPath {
 
   absl::StatusOr<std::string> Attach(const AttachOptions& options,
                                      const crypto::SecretBytes& dek) override;
+  absl::StatusOr<std::unique_ptr<WriteHold>> HoldWrites(
+      const std::string& volume_id) override;
   absl::StatusOr<std::string> Device(const std::string& volume_id) override;
   absl::Status Grow(const std::string& volume_id,
                     uint64_t new_size_bytes) override;

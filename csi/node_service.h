@@ -99,6 +99,11 @@ class NodeService final : public ::csi::v1::Node::Service {
     return stages_.ImagePath(volume_id);
   }
 
+  // The node's stage store and volume locks, shared with the copy-job
+  // runner (csi/copy_job_runner.h), which works on the same volumes.
+  const StageStore* stages() const { return &stages_; }
+  VolumeLocks* volume_locks() { return &locks_; }
+
  private:
   absl::Status Stage(const ::csi::v1::NodeStageVolumeRequest& request);
   absl::Status Unstage(const ::csi::v1::NodeUnstageVolumeRequest& request);

@@ -45,6 +45,9 @@ std::string StageStore::VolumeDir(const std::string& volume_id) const {
 std::string StageStore::ImagePath(const std::string& volume_id) const {
   return VolumeDir(volume_id) + "/image";
 }
+std::string StageStore::CutPath(const std::string& target_id) const {
+  return VolumeDir(target_id) + "/cut";
+}
 std::string StageStore::WorkDir(const std::string& volume_id) const {
   return VolumeDir(volume_id) + "/fuse";
 }

@@ -35,6 +35,9 @@ class StageStore {
   std::string VolumeDir(const std::string& volume_id) const;
   // Where a volume's backing image lives.
   std::string ImagePath(const std::string& volume_id) const;
+  // A copy job's raw cut of its source, in the target's directory
+  // (csi/copy_job_runner.h).
+  std::string CutPath(const std::string& target_id) const;
   // The data path's private directory (FUSE mount) of a volume.
   std::string WorkDir(const std::string& volume_id) const;
 

@@ -63,6 +63,18 @@ class VolumeKeySource {
   // then keeps everything.
   virtual absl::StatusOr<std::map<std::string, bool>> VolumesExist(
       const std::vector<std::string>& volume_ids, const std::string& node_id) = 0;
+
+  // Copy jobs (snapshots, restores, clones; KeyBroker.CopyJobs,
+  // ReleaseCopyKeys, ReportCopy), asked with the node's own identity:
+  // the jobs this node must run, the two keys of one (refusals with their
+  // reason: copy_not_active, node_not_owner, source_not_on_node, ...), and
+  // its progress, cut and end (returns the job's state after the report).
+  virtual absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
+      const std::string& node_id) = 0;
+  virtual absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(
+      const std::string& node_id, const std::string& target_id) = 0;
+  virtual absl::StatusOr<kms::CopyState> ReportCopy(
+      const std::string& node_id, const broker::CopyReport& report) = 0;
 };
 
 // The KeyBroker over gRPC (broker::KeyBrokerClient).
@@ -104,6 +116,21 @@ class BrokerKeySource final : public VolumeKeySource {
       const std::vector<std::string>& volume_ids,
       const std::string& node_id) override {
     return client_->VolumesExist(node_id, volume_ids);
+  }
+
+  absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
+      const std::string& node_id) override {
+    return client_->CopyJobs(node_id);
+  }
+
+  absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(
+      const std::string& node_id, const std::string& target_id) override {
+    return client_->ReleaseCopyKeys(node_id, target_id);
+  }
+
+  absl::StatusOr<kms::CopyState> ReportCopy(
+      const std::string& node_id, const broker::CopyReport& report) override {
+    return client_->ReportCopy(node_id, report);
   }
 
  private:

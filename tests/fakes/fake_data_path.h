@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -33,6 +34,15 @@ class FakeDataPath final : public csi::DataPath {
       it->second.size_bytes = options.size_bytes;
     }
     return it->second.device;
+  }
+
+  absl::StatusOr<std::unique_ptr<csi::WriteHold>> HoldWrites(
+      const std::string& volume_id) override {
+    MutexLock lock(&mu_);
+    if (!attached_.count(volume_id)) return NotAttached(volume_id);
+    if (!hold_error_.ok()) return hold_error_;
+    calls_.push_back("hold " + volume_id);
+    return std::unique_ptr<csi::WriteHold>(new Hold(this, volume_id));
   }
 
   absl::StatusOr<std::string> Device(const std::string& volume_id) override {
@@ -91,6 +101,11 @@ class FakeDataPath final : public csi::DataPath {
     MutexLock lock(&mu_);
     attach_error_ = std::move(status);
   }
+  // HoldWrites fails with `status` from now on (OK: holds again).
+  void FailHolds(absl::Status status) {
+    MutexLock lock(&mu_);
+    hold_error_ = std::move(status);
+  }
   // What Health says of an attached volume from now on (nothing when it is
   // not attached).
   void SetHealth(const std::string& volume_id, absl::Status health) {
@@ -108,7 +123,8 @@ class FakeDataPath final : public csi::DataPath {
   // ---- What a test reads.
 
   // Every call that changes something, in order: "attach ID", "grow ID N",
-  // "detach ID", "abort-stale DIR", "clear-stale DIR".
+  // "detach ID", "abort-stale DIR", "clear-stale DIR", "hold ID" and
+  // "release ID" (a write hold taken and ended).
   std::vector<std::string> calls() {
     MutexLock lock(&mu_);
     return calls_;
@@ -136,6 +152,20 @@ class FakeDataPath final : public csi::DataPath {
     absl::Status health;
   };
 
+  class Hold final : public csi::WriteHold {
+   public:
+    Hold(FakeDataPath* owner, std::string volume_id)
+        : owner_(owner), volume_id_(std::move(volume_id)) {}
+    ~Hold() override {
+      MutexLock lock(&owner_->mu_);
+      owner_->calls_.push_back("release " + volume_id_);
+    }
+
+   private:
+    FakeDataPath* const owner_;
+    const std::string volume_id_;
+  };
+
   static absl::Status NotAttached(const std::string& volume_id) {
     return absl::NotFoundError("volume " + volume_id + " is not attached");
   }
@@ -147,6 +177,7 @@ class FakeDataPath final : public csi::DataPath {
   std::optional<csi::AttachOptions> last_attach_ ABSL_GUARDED_BY(mu_);
   size_t last_key_size_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status attach_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status hold_error_ ABSL_GUARDED_BY(mu_);
   int next_device_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

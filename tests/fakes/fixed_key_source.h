@@ -6,6 +6,7 @@
 // Thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -100,6 +101,108 @@ class FixedKeySource final : public csi::VolumeKeySource {
     for (const auto& id : volume_ids) out[id] = !deleted.count(id);
     return out;
   }
+  // Copy jobs as the broker keeps them: `copy_jobs` by target (listed while
+  // pending or cut); the keys of a job in progress are the fixed key for the
+  // source and CopyTargetKey() for the target; reports move a job on by the
+  // registry's rule (forward only; the repeat of a ready report is
+  // accepted), are kept in order in `copy_reports`, and a ready report
+  // records the target's format and state as ClaimFormat does.
+  absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
+      const std::string& node_id) override {
+    (void)node_id;
+    std::lock_guard lock(mu);
+    if (!copy_error.ok()) return copy_error;
+    std::vector<broker::CopyJob> out;
+    for (const auto& [id, job] : copy_jobs) {
+      if (InProgress(job.state)) out.push_back(job);
+    }
+    return out;
+  }
+  absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(
+      const std::string& node_id, const std::string& target_id) override {
+    (void)node_id;
+    std::lock_guard lock(mu);
+    if (!copy_keys_error.ok()) return copy_keys_error;
+    auto it = copy_jobs.find(target_id);
+    if (it == copy_jobs.end() || !InProgress(it->second.state)) {
+      return broker::RefusalStatus(broker::Reason::kCopyNotActive,
+                                   "no copy in progress for " + target_id);
+    }
+    ++copy_key_releases;
+    broker::CopyKeys keys;
+    auto source = crypto::SecretBytes::Allocate(32);
+    auto target = crypto::SecretBytes::Allocate(32);
+    if (!source.ok()) return source.status();
+    if (!target.ok()) return target.status();
+    for (size_t i = 0; i < 32; ++i) {
+      source->data()[i] = static_cast<uint8_t>(i * 7 + 1);
+      target->data()[i] = static_cast<uint8_t>(i * 13 + 5);
+    }
+    keys.source_dek = *std::move(source);
+    keys.target_dek = *std::move(target);
+    keys.source_id = it->second.source_id;
+    keys.kind = it->second.kind;
+    keys.state = it->second.state;
+    keys.source_format_id = formats[it->second.source_id];
+    if (auto state = states.find(it->second.source_id); state != states.end()) {
+      keys.source_expected_state = state->second;
+    }
+    keys.target_capacity_bytes = it->second.capacity_bytes;
+    return keys;
+  }
+  absl::StatusOr<kms::CopyState> ReportCopy(
+      const std::string& node_id, const broker::CopyReport& report) override {
+    (void)node_id;
+    std::lock_guard lock(mu);
+    if (!report_error.ok()) return report_error;
+    copy_reports.push_back(report);
+    if (report.state == kms::CopyState::kReady && !ready_report_error.ok()) {
+      return ready_report_error;
+    }
+    auto it = copy_jobs.find(report.target_id);
+    if (it == copy_jobs.end()) {
+      return broker::RefusalStatus(broker::Reason::kVolumeNotFound,
+                                   "no volume " + report.target_id);
+    }
+    broker::CopyJob& job = it->second;
+    const bool repeated_ready = job.state == kms::CopyState::kReady &&
+                                report.state == kms::CopyState::kReady &&
+                                formats[report.target_id] == report.format_id;
+    if (!InProgress(job.state) && !repeated_ready) {
+      return broker::RefusalStatus(broker::Reason::kCopyNotActive,
+                                   "the copy of " + report.target_id + " ended");
+    }
+    if (static_cast<int>(report.state) < static_cast<int>(job.state)) {
+      return broker::RefusalStatus(broker::Reason::kCopyNotActive,
+                                   "the copy state goes back");
+    }
+    job.state = report.state;
+    job.bytes_done = std::max(job.bytes_done, report.bytes_done);
+    if (report.bytes_total != 0) job.bytes_total = report.bytes_total;
+    if (report.state == kms::CopyState::kReady) {
+      formats[report.target_id] = report.format_id;
+      if (report.closed_state.has_value()) {
+        states[report.target_id] = *report.closed_state;
+      }
+    }
+    return job.state;
+  }
+  // The state a job's reports brought it to.
+  kms::CopyState CopyStateOf(const std::string& target_id) {
+    std::lock_guard lock(mu);
+    return copy_jobs.at(target_id).state;
+  }
+  static bool InProgress(kms::CopyState state) {
+    return state == kms::CopyState::kPending || state == kms::CopyState::kCut;
+  }
+  std::map<std::string, broker::CopyJob> copy_jobs;  // By target id.
+  std::vector<broker::CopyReport> copy_reports;
+  int copy_key_releases = 0;
+  absl::Status copy_error;       // CopyJobs fails so when set.
+  absl::Status copy_keys_error;  // ReleaseCopyKeys fails so when set.
+  absl::Status report_error;     // ReportCopy fails so when set.
+  absl::Status ready_report_error;  // Ready reports fail so (unapplied).
+
   std::set<std::string> deleted;
   absl::Status status_error;  // Broker unreachable when set.
   std::mutex mu;
