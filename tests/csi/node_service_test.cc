@@ -837,6 +837,36 @@ TEST_F(NodeServiceTest, SnapshotOfAMountedVolumeHoldsWhatWasWrittenBeforeTheCut)
   ASSERT_TRUE(Unstage(id).ok());
 }
 
+// Without the engine's write hold in the data path, a snapshot of a raw
+// block volume in use is refused, clearly, and nothing of it is left; the
+// volume goes on serving.
+TEST_F(NodeServiceTest, LiveRawBlockSnapshotIsRefusedWithoutAWriteHold) {
+  const std::string id = NewVolumeId();
+  const std::string snapshot = NewVolumeId();
+  const std::string target = dir_ + "/pod/dev";
+  ASSERT_TRUE(Stage(id, /*block=*/true).ok());
+  grpc::Status published = Publish(PublishRequest(id, target, /*block=*/true));
+  ASSERT_TRUE(published.ok()) << published.error_message();
+  keys_.copy_jobs[snapshot] = {.target_id = snapshot,
+                               .source_id = id,
+                               .kind = broker::CopyKind::kSnapshot,
+                               .capacity_bytes = kSize};
+  CopyJobRunner runner({.node_id = "node-1"}, &keys_, data_path_.get(),
+                       node_->stages(), node_->volume_locks());
+  auto pass = runner.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->failed, 1);
+  EXPECT_EQ(keys_.CopyStateOf(snapshot), kms::CopyState::kFailed);
+  EXPECT_TRUE(absl::StrContains(keys_.copy_reports.back().error,
+                                "raw block volume in use"))
+      << keys_.copy_reports.back().error;
+  EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(snapshot)));
+  EXPECT_FALSE(std::filesystem::exists(node_->stages()->CutPath(snapshot)));
+  EXPECT_TRUE(data_path_->Health(id).ok());
+  ASSERT_TRUE(Unpublish(id, target).ok());
+  ASSERT_TRUE(Unstage(id).ok());
+}
+
 TEST_F(NodeServiceTest, RequestsMissingFieldsAreInvalidArgument) {
   auto req = PublishRequest("", dir_ + "/t");
   EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
