@@ -53,6 +53,10 @@ struct ControllerFlags {
   // this flag the broker confirms their pods through the API server above.
   bool attest_block_pods_via_api_server = false;
   std::string max_token_lifetime = "24h";
+  // Snapshots and clones (docs/csi.md): off until the node plugins run the
+  // copy jobs.
+  bool enable_snapshots = false;
+  std::string snapshot_cut_timeout = "30s";
   std::string audit_log;
   std::string metrics_listen;
   std::string log_level = "info";
@@ -192,8 +196,18 @@ int RunController(const ControllerFlags& f) {
                  metrics_server->port());
   }
 
+  csi::ControllerOptions controller_options;
+  controller_options.snapshots = f.enable_snapshots;
+  if (!absl::ParseDuration(f.snapshot_cut_timeout,
+                           &controller_options.snapshot_cut_timeout) ||
+      controller_options.snapshot_cut_timeout <= absl::ZeroDuration()) {
+    return FailService("controller", absl::InvalidArgumentError(
+                                         "--snapshot-cut-timeout " +
+                                         f.snapshot_cut_timeout +
+                                         ": expected a positive duration such as 30s"));
+  }
   csi::IdentityService identity(kServiceVersion, readiness);
-  csi::ControllerService controller(keys);
+  csi::ControllerService controller(keys, controller_options);
   auto server = StartCsiServer(f.endpoint, {&identity, &controller});
   if (!server.ok()) return FailService("controller: --endpoint", server.status());
   spdlog::info("controller serving CSI on {} (kms {})", f.endpoint,
@@ -264,6 +278,14 @@ void RegisterControllerCommand(CLI::App& app, int& exit_code) {
                        "before Kubernetes 1.30); off by default");
   controller->add_option("--max-token-lifetime", cf->max_token_lifetime,
                          "Longest token lifetime (exp - iat, exp - nbf) accepted")
+      ->capture_default_str();
+  controller->add_flag("--enable-snapshots", cf->enable_snapshots,
+                       "Serve snapshots and clones (CREATE_DELETE_SNAPSHOT, "
+                       "LIST_SNAPSHOTS, CLONE_VOLUME); needs node plugins that "
+                       "run copy jobs; off by default");
+  controller->add_option("--snapshot-cut-timeout", cf->snapshot_cut_timeout,
+                         "How long CreateSnapshot waits for the node's cut "
+                         "before DEADLINE_EXCEEDED (the sidecar retries)")
       ->capture_default_str();
   controller->add_option("--audit-log", cf->audit_log, "Hash-chained audit log (JSON lines)");
   controller->add_option("--metrics-listen", cf->metrics_listen, "HOST:PORT for /metrics");

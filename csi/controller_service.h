@@ -1,17 +1,24 @@
 // ControllerService is the CSI Controller service: it provisions volumes by
 // creating their wrapped data keys in the KeyProvider's registry, destroys
-// them (crypto-shredding), lists, validates and expands them. It holds no
-// plaintext key and touches no disk: the volume's bytes live on a node.
+// them (crypto-shredding), lists, validates and expands them; with
+// snapshots enabled it also takes, lists and deletes snapshots and creates
+// volumes from a snapshot or a volume, each copy under its own fresh key.
+// It holds no plaintext key and touches no disk: the volume's bytes live on
+// a node, and copies are made there (the node's copy jobs, driven by the
+// registry's copy state; docs/csi.md, "Snapshots and clones").
 //
 // Thread-safe. Calls that create or change a record are serialized by one
-// mutex, so CreateVolume is idempotent by name within a process; several
-// controller replicas rely on the sidecars' leader election for the same.
+// mutex, so CreateVolume and CreateSnapshot are idempotent by name within a
+// process; several controller replicas rely on the sidecars' leader
+// election for the same. CreateSnapshot waits for the node's cut without
+// holding that mutex.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/time.h"
 #include "absl/status/statusor.h"
 #include "base/mutex.h"
 #include "kms/key_provider.h"
@@ -38,7 +45,23 @@ struct ControllerOptions {
   // Largest volume the controller provisions (engine and loop limits are
   // far above; this guards against typos).
   uint64_t max_capacity_bytes = uint64_t{64} << 40;
+  // Snapshots and clones: the CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS and
+  // CLONE_VOLUME capabilities and their RPCs. Off by default (`sealvol
+  // controller --enable-snapshots` turns them on): while off, the snapshot
+  // RPCs answer UNIMPLEMENTED and a volume content source is
+  // InvalidArgument, as before snapshots existed.
+  bool snapshots = false;
+  // How long CreateSnapshot of a formatted volume waits for the node to
+  // report its cut before answering DEADLINE_EXCEEDED (the snapshot sidecar
+  // retries, and the retry waits for the same snapshot again).
+  absl::Duration snapshot_cut_timeout = absl::Seconds(30);
+  // How often it reads the registry while it waits.
+  absl::Duration snapshot_poll_interval = absl::Milliseconds(250);
 };
+
+// The record parameter that says what a copy was made from: "snapshot" or
+// "volume" (the CSI content source reported with the volume).
+inline constexpr char kParamContentSource[] = "sealvol.csi.dev/content-source";
 
 class ControllerService final : public ::csi::v1::Controller::Service {
  public:
@@ -67,8 +90,21 @@ class ControllerService final : public ::csi::v1::Controller::Service {
       grpc::ServerContext* context,
       const ::csi::v1::ControllerExpandVolumeRequest* request,
       ::csi::v1::ControllerExpandVolumeResponse* response) override;
+  grpc::Status CreateSnapshot(grpc::ServerContext* context,
+                              const ::csi::v1::CreateSnapshotRequest* request,
+                              ::csi::v1::CreateSnapshotResponse* response) override;
+  grpc::Status DeleteSnapshot(grpc::ServerContext* context,
+                              const ::csi::v1::DeleteSnapshotRequest* request,
+                              ::csi::v1::DeleteSnapshotResponse* response) override;
+  grpc::Status ListSnapshots(grpc::ServerContext* context,
+                             const ::csi::v1::ListSnapshotsRequest* request,
+                             ::csi::v1::ListSnapshotsResponse* response) override;
 
  private:
+  struct VolumeSpec;
+  static absl::StatusOr<VolumeSpec> ParseCreateRequest(
+      const ::csi::v1::CreateVolumeRequest& request,
+      const ControllerOptions& options);
   absl::Status DoCreateVolume(const ::csi::v1::CreateVolumeRequest& request,
                               ::csi::v1::CreateVolumeResponse* response);
   absl::Status DoDeleteVolume(const ::csi::v1::DeleteVolumeRequest& request);
@@ -79,6 +115,29 @@ class ControllerService final : public ::csi::v1::Controller::Service {
                              ::csi::v1::ListVolumesResponse* response);
   absl::Status DoExpand(const ::csi::v1::ControllerExpandVolumeRequest& request,
                         ::csi::v1::ControllerExpandVolumeResponse* response);
+  // CreateVolume with a content source (controller_service.cc): the copy's
+  // record, or where the copy named `record` stands.
+  absl::Status CreateCopy(const ::csi::v1::CreateVolumeRequest& request,
+                          VolumeSpec spec,
+                          ::csi::v1::CreateVolumeResponse* response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::Status AnswerExistingCopy(const ::csi::v1::CreateVolumeRequest& request,
+                                  const kms::VolumeRecord& record,
+                                  ::csi::v1::CreateVolumeResponse* response)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The snapshot RPCs (controller_snapshots.cc). `deadline` is the
+  // caller's, if sooner than the cut timeout.
+  absl::Status DoCreateSnapshot(const ::csi::v1::CreateSnapshotRequest& request,
+                                absl::Time deadline,
+                                ::csi::v1::CreateSnapshotResponse* response);
+  absl::StatusOr<std::string> FindOrCreateSnapshot(
+      const ::csi::v1::CreateSnapshotRequest& request);
+  absl::Status AwaitCut(const std::string& snapshot_id, const std::string& name,
+                        absl::Time deadline,
+                        ::csi::v1::CreateSnapshotResponse* response);
+  absl::Status DoDeleteSnapshot(const ::csi::v1::DeleteSnapshotRequest& request);
+  absl::Status DoListSnapshots(const ::csi::v1::ListSnapshotsRequest& request,
+                               ::csi::v1::ListSnapshotsResponse* response);
 
   kms::KeyProvider* const keys_;
   const ControllerOptions options_;

@@ -103,6 +103,30 @@ absl::Status CheckRequestSize(const csipb::CreateVolumeRequest& r) {
   return absl::OkStatus();
 }
 
+absl::Status CheckRequestSize(const csipb::CreateSnapshotRequest& r) {
+  RETURN_IF_ERROR(CheckStringSize(r.name(), "CreateSnapshot: name", kMaxStringBytes));
+  RETURN_IF_ERROR(CheckStringSize(r.source_volume_id(),
+                                  "CreateSnapshot: source_volume_id", kMaxStringBytes));
+  RETURN_IF_ERROR(CheckMapSize(r.parameters(), "CreateSnapshot: parameters", kMaxMapBytes));
+  return CheckMapSize(r.secrets(), "CreateSnapshot: secrets", kMaxTokenMapBytes);
+}
+
+absl::Status CheckRequestSize(const csipb::DeleteSnapshotRequest& r) {
+  RETURN_IF_ERROR(CheckStringSize(r.snapshot_id(), "DeleteSnapshot: snapshot_id",
+                                  kMaxStringBytes));
+  return CheckMapSize(r.secrets(), "DeleteSnapshot: secrets", kMaxTokenMapBytes);
+}
+
+absl::Status CheckRequestSize(const csipb::ListSnapshotsRequest& r) {
+  RETURN_IF_ERROR(CheckStringSize(r.snapshot_id(), "ListSnapshots: snapshot_id",
+                                  kMaxStringBytes));
+  RETURN_IF_ERROR(CheckStringSize(r.source_volume_id(),
+                                  "ListSnapshots: source_volume_id", kMaxStringBytes));
+  RETURN_IF_ERROR(CheckStringSize(r.starting_token(), "ListSnapshots: starting_token",
+                                  kMaxStringBytes));
+  return CheckMapSize(r.secrets(), "ListSnapshots: secrets", kMaxTokenMapBytes);
+}
+
 absl::Status CheckRequestSize(const csipb::DeleteVolumeRequest& r) {
   RETURN_IF_ERROR(CheckStringSize(r.volume_id(), "DeleteVolume: volume_id", kMaxStringBytes));
   return CheckMapSize(r.secrets(), "DeleteVolume: secrets", kMaxTokenMapBytes);

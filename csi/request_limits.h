@@ -47,6 +47,9 @@ absl::Status CheckRequestSize(
 absl::Status CheckRequestSize(const ::csi::v1::ListVolumesRequest& request);
 absl::Status CheckRequestSize(
     const ::csi::v1::ControllerExpandVolumeRequest& request);
+absl::Status CheckRequestSize(const ::csi::v1::CreateSnapshotRequest& request);
+absl::Status CheckRequestSize(const ::csi::v1::DeleteSnapshotRequest& request);
+absl::Status CheckRequestSize(const ::csi::v1::ListSnapshotsRequest& request);
 absl::Status CheckRequestSize(const ::csi::v1::NodeStageVolumeRequest& request);
 absl::Status CheckRequestSize(
     const ::csi::v1::NodeUnstageVolumeRequest& request);

@@ -5,7 +5,9 @@
 # Runs the suite for mount and for block access; fails on any failed spec.
 #
 #   SEALVOL_BIN=build/cmd/sealvol tests/csi/sanity_test.sh
-# Env: CSI_SANITY_FOCUS (ginkgo focus regex), CSI_SANITY_KEEP=1 (keep logs).
+# Env: CSI_SANITY_FOCUS (ginkgo focus regex), CSI_SANITY_KEEP=1 (keep logs),
+# SEALVOL_SANITY_SNAPSHOTS=1 (controller with --enable-snapshots: the
+# snapshot and clone specs run too).
 set -euo pipefail
 
 CSI_TEST_VERSION=v5.3.1
@@ -59,11 +61,16 @@ pod_uid=7d3c2a10-5b1e-4c7e-9a51-0c0ffee00001
   --namespace team-a --service-account trainer --pod sanity-pod \
   --pod-uid "$pod_uid" --node "$node_id" --ttl 2h >"$work/pod.token"
 
+controller_args=()
+if [[ -n ${SEALVOL_SANITY_SNAPSHOTS:-} ]]; then
+  controller_args+=(--enable-snapshots)
+  echo "sanity: snapshots and clones enabled (SEALVOL_SANITY_SNAPSHOTS)"
+fi
 "$bin" controller --endpoint "unix://$work/controller.sock" --kms "local:$work/kms" \
   --broker-listen "unix://$work/broker.sock" --jwks-file "$work/jwks.json" \
   --issuer "$issuer" --audience sealvol \
   --node-service-account sealvol-system:sealvol-node \
-  --audit-log "$work/audit.jsonl" >"$work/controller.log" 2>&1 &
+  --audit-log "$work/audit.jsonl" "${controller_args[@]}" >"$work/controller.log" 2>&1 &
 pids+=($!)
 "$bin" node --endpoint "unix://$work/node.sock" --node-id "$node_id" \
   --state-dir "$work/state" --kubelet-dir "$work" --broker "unix://$work/broker.sock" \

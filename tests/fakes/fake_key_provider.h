@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <ctime>
 #include <map>
 #include <optional>
 #include <string>
@@ -72,9 +73,13 @@ class FakeKeyProvider final : public kms::KeyProvider {
     record.capacity_bytes = request.capacity_bytes;
     record.node = request.node;
     record.parameters = request.parameters;
+    record.created_unix = static_cast<int64_t>(std::time(nullptr));
     record.kind = request.kind;
     record.source_volume_id = request.source_volume_id;
     record.copy.state = request.initial_copy_state;
+    if (record.copy.state != kms::CopyState::kNone) {
+      record.copy.updated_unix = record.created_unix;
+    }
     ++created_;
     AddVolumeLocked(record, static_cast<uint8_t>(created_ % 255 + 1));
     return volumes_[record.volume_id];
