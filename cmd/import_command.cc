@@ -23,7 +23,6 @@
 #include "cmd/kms_flags.h"
 #include "io/block_copy.h"
 #include "io/copy_progress.h"
-#include "io/engine.h"
 #include "io/sealed_volume.h"
 #include "nlohmann/json.hpp"
 
@@ -224,7 +223,7 @@ absl::StatusOr<nlohmann::json> Import(const ImportArgs& a) {
   if (p.phase == Progress::Phase::kFormatting) RETURN_IF_ERROR(Format(a, file, p));
 
   ASSIGN_OR_RETURN(OpenedImage opened, OpenImage(a.image, a.keys, /*read_only=*/false));
-  auto& e = static_cast<io::Engine&>(*opened.volume);
+  io::SealedVolume& e = *opened.volume;
   if (opened.volume_id != p.volume_id) {
     (void)CloseAndCommit("import", opened);
     return absl::FailedPreconditionError(absl::StrCat(

@@ -25,6 +25,7 @@
 #include "io/superblock.h"
 #include "io/volume_image.h"
 #include "io/worker.h"
+#include "io/write_gate.h"
 
 namespace sealvol::io {
 namespace {
@@ -108,6 +109,16 @@ class SealedVolume::Impl {
   BackingStore& store() { return *store_; }
   const Layout& layout() const { return ctx_.layout; }
   absl::Status CheckpointNow();
+  absl::Status HoldWrites(std::chrono::milliseconds timeout);
+  // Runs the writes the hold kept, in order; none when nothing is held.
+  void ReleaseWrites() {
+    for (IoRequest* r : gate_.Open()) Dispatch(r, false);
+  }
+  absl::Status NotHeld(const char* what) const {
+    if (!gate_.shut()) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(
+        store_->name(), ": ", what, ": writes are held for a cut; retry"));
+  }
   uint64_t checkpoints() const { return checkpoints_.load(); }
   std::vector<uint64_t> mismatched_groups() const {
     MutexLock l(&mismatch_mu_);
@@ -183,6 +194,8 @@ class SealedVolume::Impl {
   CondVar tracker_cv_;
   std::vector<RequestTracker> trackers_;
   RequestTracker* free_trackers_ ABSL_GUARDED_BY(tracker_mu_) = nullptr;
+  // Writes and discards in flight, and the hold that parks new ones.
+  WriteGate gate_;
 };
 
 // Opening, step by step: the newest authentic superblock, the checks on
@@ -415,6 +428,7 @@ absl::Status SealedVolume::Impl::CheckpointNow() {
         store_ ? store_->name() : "volume",
         ": checkpoint: volume is closed or read-only"));
   }
+  RETURN_IF_ERROR(NotHeld("checkpoint"));
   if (failed_.load()) {
     return absl::DataLossError(
         absl::StrCat(store_->name(), ": checkpoint: backing store failed"));
@@ -432,6 +446,24 @@ absl::Status SealedVolume::Impl::CheckpointNow() {
   for (auto& w : workers_) w->Resume();
   if (status.ok()) checkpoints_.fetch_add(1);
   return status;
+}
+
+// A running checkpoint or grow finishes first (their locks); none starts
+// while the gate is shut, so the image stays as the flush leaves it.
+absl::Status SealedVolume::Impl::HoldWrites(std::chrono::milliseconds timeout) {
+  MutexLock c(&checkpoint_mu_);
+  MutexLock g(&grow_mu_);
+  if (closed_.load() || options_.read_only || options_.manual) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        store_ ? store_->name() : "volume",
+        ": hold writes: volume is closed, read-only or in manual mode"));
+  }
+  absl::Status held = gate_.Shut(timeout, store_->name());
+  if (absl::IsFailedPrecondition(held)) return held;  // Another hold's.
+  const int r = held.ok() ? Io(IoOp::kFlush, 0, {}, false) : 0;
+  if (r != 0) held = ErrnoStatus(-r, "hold writes: flush", store_->name());
+  if (!held.ok()) ReleaseWrites();
+  return held;
 }
 
 absl::Status SealedVolume::Impl::LoadDigestTable(const Superblock& sb,
@@ -532,7 +564,9 @@ void SealedVolume::Impl::CompletePart(Part& part, int result) {
     // No unauthenticated byte escapes: the whole buffer is zeroed.
     std::memset(r->buffer.data(), 0, r->length);
   }
+  const bool mutation = r->op == IoOp::kWrite || r->op == IoOp::kDiscard;
   Finish(r, err);
+  if (mutation) gate_.Leave();  // After `done`: a hold waits for the ack.
 }
 
 void SealedVolume::Impl::Enqueue(const Part& part, size_t worker) {
@@ -573,6 +607,7 @@ void SealedVolume::Impl::Dispatch(IoRequest* r, bool run_inline) {
       (r->op != IoOp::kDiscard && r->buffer.size() < r->length)) {
     return Finish(r, -EINVAL);
   }
+  if (mutation && !gate_.Enter(r)) return;  // Held: ReleaseWrites runs it.
   const Layout& l = ctx_.layout;
   const uint64_t first = r->offset / kBlockSize;
   const uint64_t end = first + r->length / kBlockSize;
@@ -619,6 +654,7 @@ absl::Status SealedVolume::Impl::Grow(uint64_t new_size) {
     return absl::FailedPreconditionError(
         absl::StrCat(store_->name(), ": grow: volume is closed or read-only"));
   }
+  RETURN_IF_ERROR(NotHeld("grow"));
   const uint64_t old = size_bytes_.load();
   RETURN_IF_ERROR(CheckSize(new_size, ctx_.layout));
   if (new_size < old) {
@@ -643,6 +679,7 @@ absl::Status SealedVolume::Impl::Close() {
   MutexLock l(&close_mu_);
   StopCheckpointThread();
   MutexLock c(&checkpoint_mu_);
+  if (!closed_.load()) ReleaseWrites();  // Held writes before the flush.
   if (closed_.exchange(true)) return absl::OkStatus();
   while (active_submits_.load() != 0) std::this_thread::yield();
   absl::Status status;
@@ -700,6 +737,13 @@ int SealedVolume::Io(IoOp op, uint64_t offset, std::span<uint8_t> buffer,
 void SealedVolume::RunPending() { impl_->RunPending(); }
 absl::Status SealedVolume::Grow(uint64_t n) { return impl_->Grow(n); }
 absl::Status SealedVolume::CheckpointNow() { return impl_->CheckpointNow(); }
+absl::StatusOr<WriteHold> SealedVolume::HoldWrites(
+    std::chrono::milliseconds timeout) {
+  RETURN_IF_ERROR(impl_->HoldWrites(timeout));
+  return WriteHold(this);
+}
+void SealedVolume::ReleaseWrites() { impl_->ReleaseWrites(); }
+
 absl::Status SealedVolume::Close() { return impl_->Close(); }
 bool SealedVolume::failed() const { return impl_->failed(); }
 const VolumeId& SealedVolume::volume_id() const { return impl_->volume_id(); }

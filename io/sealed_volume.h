@@ -8,12 +8,14 @@
 // DESIGN.md section 5 hold for every volume this class serves.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -91,6 +93,33 @@ struct EngineOptions {
   bool allow_pre_state_root = false;
 };
 
+class SealedVolume;
+
+// WriteHold keeps a volume's writes held (SealedVolume::HoldWrites) until it
+// is released or destroyed. Move-only; must not outlive its volume.
+class WriteHold {
+ public:
+  WriteHold() = default;
+  WriteHold(WriteHold&& other) noexcept
+      : volume_(std::exchange(other.volume_, nullptr)) {}
+  WriteHold& operator=(WriteHold&& other) noexcept {
+    if (this != &other) {
+      Release();
+      volume_ = std::exchange(other.volume_, nullptr);
+    }
+    return *this;
+  }
+  ~WriteHold() { Release(); }
+
+  // Lets the held writes run, in their order of arrival. Idempotent.
+  void Release();
+
+ private:
+  friend class SealedVolume;
+  explicit WriteHold(SealedVolume* volume) : volume_(volume) {}
+  SealedVolume* volume_ = nullptr;
+};
+
 class SealedVolume : public VolumeIo {
  public:
   // Creates a new volume. Fails with AlreadyExists if `path` already holds
@@ -145,6 +174,17 @@ class SealedVolume : public VolumeIo {
   // holds new ones meanwhile. Writable opens only.
   absl::Status CheckpointNow();
 
+  // Stops the volume's writes at a point in time, for a cut (docs/format.md
+  // "Copies"): from now on writes and discards are held (queued, not
+  // failed) until the returned hold is released; reads and flushes go on;
+  // checkpoints and grows are refused (Unavailable) meanwhile. Waits for
+  // the writes in flight, at most `timeout`, then flushes: every write
+  // completed before the call is then durable. Errors: FailedPrecondition
+  // (closed, read-only, manual mode, or a hold in place); DeadlineExceeded
+  // naming how many writes are still in flight, DataLoss for a failed
+  // flush (both let the writes go on). Close releases a hold.
+  absl::StatusOr<WriteHold> HoldWrites(std::chrono::milliseconds timeout);
+
   // Flushes everything, marks the image clean, stops the workers and
   // zeroizes the keys. Further Submits complete with -EROFS.
   absl::Status Close();
@@ -173,6 +213,9 @@ class SealedVolume : public VolumeIo {
   BackingStore& store();
 
  private:
+  friend class WriteHold;
+  void ReleaseWrites();
+
   class Impl;  // sealed_volume.cc
   explicit SealedVolume(std::unique_ptr<Impl> impl);
 

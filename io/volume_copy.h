@@ -22,9 +22,9 @@ namespace sealvol::io {
 // Copies the image file `source` to `cut` (a new file in the same file
 // system for a reflink): FICLONE where the file system shares extents,
 // else a sparse copy (SEEK_DATA/SEEK_HOLE, copy_file_range, holes kept);
-// then fsyncs the cut and its directory. The caller makes the image stable
-// meanwhile (no write in flight, all flushed, new ones held); the cut is
-// then a crash-consistent image of the volume. Errors: AlreadyExists when `cut` exists (nothing is
+// then fsyncs the cut and its directory. The caller holds the volume's
+// writes meanwhile (SealedVolume::HoldWrites); the cut is then a
+// crash-consistent image of the volume with every acknowledged write. Errors: AlreadyExists when `cut` exists (nothing is
 // touched), NotFound for a missing source, InvalidArgument when the source
 // is not a regular file; any other failure removes the partial cut.
 absl::Status CutImage(const std::string& source, const std::string& cut);

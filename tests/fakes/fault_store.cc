@@ -1,5 +1,6 @@
 #include "tests/fakes/fault_store.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -42,8 +43,27 @@ bool FaultStore::crashed() const {
   return crashed_;
 }
 
+void FaultStore::StallWrites(bool stall) {
+  MutexLock l(&mu_);
+  stall_writes_ = stall;
+  if (!stall) stall_cv_.SignalAll();
+}
+
+int FaultStore::stalled() const {
+  MutexLock l(&mu_);
+  return stalled_;
+}
+
 void FaultStore::Run(std::span<StoreOp> ops) {
   MutexLock l(&mu_);
+  const bool writes = std::any_of(ops.begin(), ops.end(), [](const StoreOp& op) {
+    return op.kind == StoreOp::Kind::kWrite;
+  });
+  if (writes && stall_writes_) {
+    ++stalled_;
+    while (stall_writes_) stall_cv_.Wait(&mu_);
+    --stalled_;
+  }
   // A sync covers only writes issued by earlier Execute calls: writes in the
   // same call are concurrent with it, as on a real ring.
   const uint64_t epoch = ++epoch_;

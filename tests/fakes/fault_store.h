@@ -42,6 +42,12 @@ class FaultStore : public BackingStore {
   // The image as if every unflushed write had landed.
   std::unique_ptr<FaultStore> Snapshot() const;
 
+  // While stalled, every Execute that holds a write waits (in flight) until
+  // StallWrites(false); reads go on. For tests of what waits for writes.
+  void StallWrites(bool stall);
+  // Executes waiting in a stall right now.
+  int stalled() const;
+
   // Read accounting, for asserting what recovery touched.
   std::vector<uint64_t> read_blocks() const;  // Block numbers read, in order.
   void ClearReadLog();
@@ -74,6 +80,9 @@ class FaultStore : public BackingStore {
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<uint64_t> read_log_ ABSL_GUARDED_BY(mu_);
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stall_writes_ ABSL_GUARDED_BY(mu_) = false;
+  int stalled_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar stall_cv_;
 };
 
 }  // namespace sealvol::io
