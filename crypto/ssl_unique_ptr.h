@@ -47,5 +47,7 @@ template <> struct SslDeleter<OSSL_PARAM> : SslFreeWith<OSSL_PARAM_free> {};
 template <>
 struct SslDeleter<OSSL_PARAM_BLD> : SslFreeWith<OSSL_PARAM_BLD_free> {};
 template <> struct SslDeleter<X509> : SslFreeWith<X509_free> {};
+template <>
+struct SslDeleter<X509_EXTENSION> : SslFreeWith<X509_EXTENSION_free> {};
 
 }  // namespace sealvol::crypto

@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/fakes/durable_step_log.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol {
 namespace {
@@ -24,13 +25,6 @@ using Outcome = DurableStepLog::Outcome;
 
 class DurableFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/sealvol-durable-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // Every crash point of `log` leaves `path` in one of `allowed`, and the
   // end leaves exactly `final`.
   static void ExpectCrashSafe(const DurableStepLog& log,
@@ -50,17 +44,17 @@ class DurableFileTest : public ::testing::Test {
         << OutcomesString(log.AfterCrash(path, log.size()));
   }
 
-  std::string dir_;
+  sealvol::testing::TempDir dir_{"sealvol-durable"};
 };
 
 TEST_F(DurableFileTest, ReplaceIsOldOrNewAtEveryCrashPoint) {
-  ASSERT_TRUE(WriteFileAtomically(dir_, "f", std::string_view("old"), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir_.path(), "f", std::string_view("old"), 0600).ok());
   DurableStepLog log;
-  ASSERT_TRUE(WriteFileAtomically(dir_, "f", std::string_view("new"), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir_.path(), "f", std::string_view("new"), 0600).ok());
   ASSERT_GT(log.size(), 0u);
-  ExpectCrashSafe(log, dir_ + "/f", {Outcome::kOld, Outcome::kNew},
+  ExpectCrashSafe(log, dir_.file("f"), {Outcome::kOld, Outcome::kNew},
                   Outcome::kNew);
-  auto text = ReadSmallFile(dir_ + "/f", 16);
+  auto text = ReadSmallFile(dir_.file("f"), 16);
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_EQ(*text, "new");
 }
@@ -69,34 +63,34 @@ TEST_F(DurableFileTest, CreateIsAbsentOrCompleteAtEveryCrashPoint) {
   DurableStepLog log;
   const std::string content = "first";
   ASSERT_TRUE(CreateFileAtomically(
-                  dir_, "c",
+                  dir_.path(), "c",
                   {reinterpret_cast<const uint8_t*>(content.data()),
                    content.size()},
                   0600)
                   .ok());
-  ExpectCrashSafe(log, dir_ + "/c", {Outcome::kOld, Outcome::kNew},
+  ExpectCrashSafe(log, dir_.file("c"), {Outcome::kOld, Outcome::kNew},
                   Outcome::kNew);
   EXPECT_TRUE(absl::IsAlreadyExists(
-      CreateFileAtomically(dir_, "c", {}, 0600)));
+      CreateFileAtomically(dir_.path(), "c", {}, 0600)));
 }
 
 TEST_F(DurableFileTest, RemovalIsDurable) {
-  ASSERT_TRUE(WriteFileAtomically(dir_, "r", std::string_view("x"), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir_.path(), "r", std::string_view("x"), 0600).ok());
   DurableStepLog log;
-  ASSERT_TRUE(RemoveFileDurably(dir_, "r").ok());
-  ExpectCrashSafe(log, dir_ + "/r", {Outcome::kOld, Outcome::kGone},
+  ASSERT_TRUE(RemoveFileDurably(dir_.path(), "r").ok());
+  ExpectCrashSafe(log, dir_.file("r"), {Outcome::kOld, Outcome::kGone},
                   Outcome::kGone);
-  EXPECT_TRUE(absl::IsNotFound(RemoveFileDurably(dir_, "r")));
+  EXPECT_TRUE(absl::IsNotFound(RemoveFileDurably(dir_.path(), "r")));
 }
 
 // The model itself: a write whose data is never fsynced, or whose rename no
 // directory fsync follows, is caught.
 TEST_F(DurableFileTest, ModelCatchesMissingFsyncs) {
   DurableStepLog log;
-  const std::string tmp = dir_ + "/.tmp-x", path = dir_ + "/x";
+  const std::string tmp = dir_.file(".tmp-x"), path = dir_.file("x");
   log.Observe({DurableStep::Kind::kWrite, tmp, ""});
   log.Observe({DurableStep::Kind::kRename, tmp, path});
-  log.Observe({DurableStep::Kind::kSyncDir, dir_, ""});
+  log.Observe({DurableStep::Kind::kSyncDir, dir_.path(), ""});
   EXPECT_EQ(log.AfterCrash(path, 3),
             (std::set<Outcome>{Outcome::kNew, Outcome::kEmpty}));
   DurableStepLog no_dir_sync;
@@ -110,8 +104,8 @@ TEST_F(DurableFileTest, ModelCatchesMissingFsyncs) {
 // A large file written in place by another layer (an image copy), then put
 // in place of the old one.
 TEST_F(DurableFileTest, ReplaceFileIsOldOrNewAtEveryCrashPoint) {
-  ASSERT_TRUE(WriteFileAtomically(dir_, "img", std::string_view("old"), 0600).ok());
-  const std::string temp = dir_ + "/img.upgrade", path = dir_ + "/img";
+  ASSERT_TRUE(WriteFileAtomically(dir_.path(), "img", std::string_view("old"), 0600).ok());
+  const std::string temp = dir_.file("img.upgrade"), path = dir_.file("img");
   std::ofstream(temp) << "new";
   DurableStepLog log;
   // The writer's unsynced write, as the model must see it.
@@ -134,12 +128,12 @@ TEST(ParentDirectoryTest, NamesTheDirectoryOfAPath) {
 }
 
 TEST_F(DurableFileTest, ReadSmallFileRefusesLargerFiles) {
-  ASSERT_TRUE(WriteFileAtomically(dir_, "big", std::string(100, 'x'), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir_.path(), "big", std::string(100, 'x'), 0600).ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(
-      ReadSmallFile(dir_ + "/big", 99).status()));
-  EXPECT_TRUE(absl::IsNotFound(ReadSmallFile(dir_ + "/none", 99).status()));
+      ReadSmallFile(dir_.file("big"), 99).status()));
+  EXPECT_TRUE(absl::IsNotFound(ReadSmallFile(dir_.file("none"), 99).status()));
   struct stat st {};
-  ASSERT_EQ(::stat((dir_ + "/big").c_str(), &st), 0);
+  ASSERT_EQ(::stat(dir_.file("big").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/support/sanitizer.h"
 
 namespace sealvol::crypto {
 namespace {
@@ -24,17 +25,7 @@ long LockedKb() {
 
 // The sanitizer run-times intercept mlock and turn it into a no-op that
 // succeeds, so VmLck cannot show the lock in their builds.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::sealvol::testing::kUnderSanitizer;
 
 TEST(SecretBytesTest, RandomBytesAreLockedAndDiffer) {
   const long before = LockedKb();
@@ -42,7 +33,7 @@ TEST(SecretBytesTest, RandomBytesAreLockedAndDiffer) {
   auto b = SecretBytes::Random(32);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_FALSE(a->Equals(*b));
-  if (!kSanitized) {
+  if (!kUnderSanitizer) {
     EXPECT_GT(LockedKb(), before);
   }
   unsigned char vec = 0;

@@ -16,6 +16,7 @@
 #include "kms/local_key_provider.h"
 #include "tests/csi/grpc_test_server.h"
 #include "tests/fakes/fake_key_provider.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::csi {
 namespace {
@@ -361,9 +362,8 @@ namespace {
 // The same service over the real embedded key provider: the record, the
 // wrapped key and crypto-shredding land in its directory.
 TEST(ControllerServiceLocalKmsTest, CreateUnwrapsAndDeleteShreds) {
-  char dir_template[] = "/tmp/sealvol-ctrl-kms-XXXXXX";
-  const std::string dir = mkdtemp(dir_template);
-  auto provider = kms::LocalKeyProvider::Open(dir + "/kms");
+  const sealvol::testing::TempDir dir("sealvol-ctrl-kms");
+  auto provider = kms::LocalKeyProvider::Open(dir.file("kms"));
   ASSERT_TRUE(provider.ok()) << provider.status();
   ControllerService controller(provider->get());
   GrpcTestServer server({&controller});
@@ -396,7 +396,6 @@ TEST(ControllerServiceLocalKmsTest, CreateUnwrapsAndDeleteShreds) {
     ASSERT_TRUE(stub->DeleteVolume(&context, del, &response).ok());
   }
   EXPECT_TRUE(absl::IsNotFound((*provider)->UnwrapVolumeKey(id).status()));
-  std::filesystem::remove_all(dir);
 }
 
 // Issue 14: a 1.5 MB name was accepted and written as a 1.5 MB record,
@@ -404,9 +403,7 @@ TEST(ControllerServiceLocalKmsTest, CreateUnwrapsAndDeleteShreds) {
 class ControllerLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/sealvol-ctrl-limits-XXXXXX";
-    dir_ = mkdtemp(dir_template);
-    auto provider = kms::LocalKeyProvider::Open(dir_ + "/kms");
+    auto provider = kms::LocalKeyProvider::Open(dir_.file("kms"));
     ASSERT_TRUE(provider.ok()) << provider.status();
     provider_ = std::move(*provider);
     controller_ = std::make_unique<ControllerService>(provider_.get());
@@ -419,7 +416,6 @@ class ControllerLimitsTest : public ::testing::Test {
     server_.reset();
     controller_.reset();
     provider_.reset();
-    std::filesystem::remove_all(dir_);
   }
   grpc::Status Create(const std::string& name, csipb::CreateVolumeResponse* out,
                       const std::map<std::string, std::string>& extra = {}) {
@@ -434,13 +430,13 @@ class ControllerLimitsTest : public ::testing::Test {
   }
   size_t RecordFiles() const {
     size_t n = 0;
-    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/kms/volumes")) {
+    for (const auto& e : std::filesystem::directory_iterator(dir_.file("kms/volumes"))) {
       (void)e;
       ++n;
     }
     return n;
   }
-  std::string dir_;
+  sealvol::testing::TempDir dir_{"sealvol-ctrl-limits"};
   std::unique_ptr<kms::KeyProvider> provider_;
   std::unique_ptr<ControllerService> controller_;
   std::unique_ptr<GrpcTestServer> server_;
@@ -498,7 +494,7 @@ TEST_F(ControllerLimitsTest, OneOversizedRecordDoesNotBreakTheOthers) {
   // A record as an older version (or a hand edit) could leave it: 1.5 MB.
   const std::string bad_id = "sv-00000000000000000000000000000bad";
   {
-    std::ofstream out(dir_ + "/kms/volumes/" + bad_id + ".json");
+    std::ofstream out(dir_.file("kms/volumes/") + bad_id + ".json");
     out << "{\"volume_id\":\"" << bad_id << "\",\"name\":\""
         << std::string(1500 * 1000, 'n') << "\"}";
   }
@@ -512,7 +508,7 @@ TEST_F(ControllerLimitsTest, OneOversizedRecordDoesNotBreakTheOthers) {
   ASSERT_TRUE(Create("pvc-second", &second).ok());
   ASSERT_TRUE(Create("pvc-first", &first).ok()) << "idempotent by name still";
   // The bad record is left for an operator to look at, not deleted.
-  EXPECT_TRUE(std::filesystem::exists(dir_ + "/kms/volumes/" + bad_id + ".json"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("kms/volumes/") + bad_id + ".json"));
 }
 
 }  // namespace

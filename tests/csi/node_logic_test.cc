@@ -17,6 +17,7 @@
 #include "kms/broker/refusal.h"
 #include "tests/fakes/fake_data_path.h"
 #include "tests/fakes/fixed_key_source.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::csi {
 namespace {
@@ -42,27 +43,24 @@ csipb::VolumeCapability Capability(bool block) {
 class NodeLogicTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/sealvol-node-logic-XXXXXX";
-    dir_ = mkdtemp(dir_template);
     std::filesystem::create_directories(Staging());
     StartNode();
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // A fresh service over the same state directory and data path, as after
   // a restart of the node plugin that kept (or lost) its data path.
   void StartNode() {
     node_ = std::make_unique<NodeService>(
         NodeOptions{.node_id = "node-1",
-                    .state_dir = dir_ + "/state",
-                    .kubelet_dir = dir_},
+                    .state_dir = dir_.file("state"),
+                    .kubelet_dir = dir_.path()},
         &keys_, &data_path_);
     ASSERT_TRUE(node_->Recover().ok());
   }
 
-  std::string Staging() const { return dir_ + "/staging"; }
+  std::string Staging() const { return dir_.file("staging"); }
   std::string WorkDir() const {
-    return dir_ + "/state/volumes/" + kVolume + "/fuse";
+    return dir_.file("state/volumes/") + kVolume + "/fuse";
   }
 
   grpc::Status Stage(bool block) {
@@ -79,7 +77,7 @@ class NodeLogicTest : public ::testing::Test {
     csipb::NodePublishVolumeRequest req;
     req.set_volume_id(kVolume);
     req.set_staging_target_path(Staging());
-    req.set_target_path(dir_ + "/pod/target");
+    req.set_target_path(dir_.file("pod/target"));
     *req.mutable_volume_capability() = Capability(block);
     auto& ctx = *req.mutable_volume_context();
     ctx[kPodName] = "trainer-0";
@@ -101,7 +99,7 @@ class NodeLogicTest : public ::testing::Test {
     return res.volume_condition();
   }
 
-  std::string dir_;
+  sealvol::testing::TempDir dir_{"sealvol-node-logic"};
   FixedKeySource keys_;
   FakeDataPath data_path_;
   std::unique_ptr<NodeService> node_;
@@ -136,7 +134,7 @@ TEST_F(NodeLogicTest, PublishHandsTheRegistryViewAndTheKeyToTheDataPath) {
   EXPECT_FALSE(attach->rollback_accepted);
   EXPECT_EQ(data_path_.last_key_size(), 32u);
   // Nothing was recorded as published, and the volume is not served.
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/pod/target"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("pod/target")));
   EXPECT_TRUE(absl::IsNotFound(data_path_.Device(kVolume).status()));
 }
 
@@ -213,7 +211,7 @@ TEST_F(NodeLogicTest, UnstageDetachesAndForgetsTheVolume) {
   ASSERT_TRUE(unstage().ok());
   EXPECT_EQ(data_path_.calls().back(), "detach " + std::string(kVolume));
   EXPECT_TRUE(absl::IsNotFound(data_path_.Device(kVolume).status()));
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/volumes/" + kVolume + "/stage.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("state/volumes/") + kVolume + "/stage.json"));
   const size_t calls = data_path_.calls().size();
   ASSERT_TRUE(unstage().ok());
   EXPECT_EQ(data_path_.calls().size(), calls);
@@ -222,7 +220,7 @@ TEST_F(NodeLogicTest, UnstageDetachesAndForgetsTheVolume) {
 // The reaper never removes a volume the data path still serves or whose
 // dead data path left its FUSE mount, even when the controller deleted it.
 TEST_F(NodeLogicTest, ReapKeepsWhatTheDataPathStillHolds) {
-  const std::string dir = dir_ + "/state/volumes/" + kVolume;
+  const std::string dir = dir_.file("state/volumes/") + kVolume;
   std::filesystem::create_directories(dir);
   { std::ofstream(dir + "/image") << "ciphertext"; }
   keys_.deleted.insert(kVolume);

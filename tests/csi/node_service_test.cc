@@ -36,6 +36,7 @@
 #include "tests/csi/grpc_test_server.h"
 #include "tests/fakes/durable_step_log.h"
 #include "tests/fakes/fixed_key_source.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::csi {
 namespace {
@@ -61,8 +62,6 @@ class NodeServiceTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root for mounts and loop devices";
     if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/fuse";
-    char dir_template[] = "/tmp/sealvol-node-test-XXXXXX";
-    dir_ = mkdtemp(dir_template);
     StartNode();
   }
 
@@ -70,8 +69,8 @@ class NodeServiceTest : public ::testing::Test {
     data_path_ = std::make_unique<FuseDataPath>();
     node_ = std::make_unique<NodeService>(
         NodeOptions{.node_id = "node-1",
-                    .state_dir = dir_ + "/state",
-                    .kubelet_dir = dir_}, &keys_,
+                    .state_dir = dir_.file("state"),
+                    .kubelet_dir = dir_.path()}, &keys_,
         data_path_.get());
     ASSERT_TRUE(node_->Recover().ok());
     server_ = std::make_unique<GrpcTestServer>(
@@ -87,27 +86,25 @@ class NodeServiceTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (dir_.empty()) return;
     StopNode();
     // Whatever a failed test left mounted under the temporary directory.
     for (int i = 0; i < 3; ++i) {
       std::ifstream mounts("/proc/self/mounts");
       std::string dev, point, rest;
       while (mounts >> dev >> point && std::getline(mounts, rest)) {
-        if (point.rfind(dir_, 0) == 0) DetachMountIfMounted(point).IgnoreError();
+        if (point.rfind(dir_.path(), 0) == 0) DetachMountIfMounted(point).IgnoreError();
       }
     }
-    std::filesystem::remove_all(dir_);
   }
 
   grpc::Status Stage(const std::string& id, bool block = false,
                      uint64_t size = kSize, const std::string& fs = "ext4") {
     csipb::NodeStageVolumeRequest req;
     req.set_volume_id(id);
-    req.set_staging_target_path(dir_ + "/staging");
+    req.set_staging_target_path(dir_.file("staging"));
     *req.mutable_volume_capability() = Cap(block, fs);
     (*req.mutable_volume_context())[kContextCapacity] = std::to_string(size);
-    std::filesystem::create_directories(dir_ + "/staging");
+    std::filesystem::create_directories(dir_.file("staging"));
     grpc::ClientContext ctx;
     csipb::NodeStageVolumeResponse res;
     return stub_->NodeStageVolume(&ctx, req, &res);
@@ -119,7 +116,7 @@ class NodeServiceTest : public ::testing::Test {
                                                  const std::string& fs = "ext4") {
     csipb::NodePublishVolumeRequest req;
     req.set_volume_id(id);
-    req.set_staging_target_path(dir_ + "/staging");
+    req.set_staging_target_path(dir_.file("staging"));
     req.set_target_path(target);
     *req.mutable_volume_capability() = Cap(block, fs);
     auto& ctx = *req.mutable_volume_context();
@@ -149,7 +146,7 @@ class NodeServiceTest : public ::testing::Test {
   grpc::Status Unstage(const std::string& id) {
     csipb::NodeUnstageVolumeRequest req;
     req.set_volume_id(id);
-    req.set_staging_target_path(dir_ + "/staging");
+    req.set_staging_target_path(dir_.file("staging"));
     grpc::ClientContext ctx;
     csipb::NodeUnstageVolumeResponse res;
     return stub_->NodeUnstageVolume(&ctx, req, &res);
@@ -168,7 +165,7 @@ class NodeServiceTest : public ::testing::Test {
   // service, and checks the mounted filesystem grew while mounted.
   void ExpandOnline(const std::string& fs, uint64_t size) {
     const std::string id = NewVolumeId();
-    const std::string target = dir_ + "/pod/mount";
+    const std::string target = dir_.file("pod/mount");
     ASSERT_TRUE(Stage(id, false, size, fs).ok());
     grpc::Status published = Publish(PublishRequest(id, target, false, fs));
     ASSERT_TRUE(published.ok()) << published.error_message();
@@ -204,7 +201,7 @@ class NodeServiceTest : public ::testing::Test {
     std::string dev, point, rest;
     int n = 0;
     while (mounts >> dev >> point && std::getline(mounts, rest)) {
-      if (point.rfind(dir_, 0) == 0) ++n;
+      if (point.rfind(dir_.path(), 0) == 0) ++n;
     }
     return n;
   }
@@ -228,7 +225,8 @@ class NodeServiceTest : public ::testing::Test {
     EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id) + kFormattingSuffix));
   }
 
-  std::string dir_;
+  // Removed after TearDown has detached what a failed test left mounted.
+  sealvol::testing::TempDir dir_{"sealvol-node-test"};
   FixedKeySource keys_;
   std::unique_ptr<FuseDataPath> data_path_;
   std::unique_ptr<NodeService> node_;
@@ -238,7 +236,7 @@ class NodeServiceTest : public ::testing::Test {
 
 TEST_F(NodeServiceTest, PublishBeforeStageIsFailedPrecondition) {
   const std::string id = NewVolumeId();
-  EXPECT_EQ(Publish(PublishRequest(id, dir_ + "/target")).error_code(),
+  EXPECT_EQ(Publish(PublishRequest(id, dir_.file("target"))).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(keys_.calls, 0);
 }
@@ -247,18 +245,18 @@ TEST_F(NodeServiceTest, RefusedKeyLeavesNothingAttached) {
   const std::string id = NewVolumeId();
   ASSERT_TRUE(Stage(id).ok());
   keys_.refusal = absl::PermissionDeniedError("namespace_mismatch: team-b is not team-a");
-  grpc::Status status = Publish(PublishRequest(id, dir_ + "/target"));
+  grpc::Status status = Publish(PublishRequest(id, dir_.file("target")));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_NE(status.error_message().find("namespace_mismatch"), std::string::npos);
   EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
-  EXPECT_FALSE(*IsMountPoint(dir_ + "/staging"));
+  EXPECT_FALSE(*IsMountPoint(dir_.file("staging")));
   EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id)));
   EXPECT_TRUE(Unstage(id).ok());
 }
 
 TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
   const std::string id = NewVolumeId();
-  const std::string t1 = dir_ + "/pod1/mount", t2 = dir_ + "/pod2/mount";
+  const std::string t1 = dir_.file("pod1/mount"), t2 = dir_.file("pod2/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Stage(id).ok());  // Idempotent.
   grpc::Status published = Publish(PublishRequest(id, t1));
@@ -283,7 +281,7 @@ TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
   EXPECT_GT(stats.usage(0).total(), 0);
   EXPECT_GT(stats.usage(1).total(), 0);
   EXPECT_FALSE(stats.volume_condition().abnormal());
-  EXPECT_EQ(Stats(id, dir_ + "/elsewhere", &stats).error_code(),
+  EXPECT_EQ(Stats(id, dir_.file("elsewhere"), &stats).error_code(),
             grpc::StatusCode::NOT_FOUND);
 
   EXPECT_EQ(Unstage(id).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -294,7 +292,7 @@ TEST_F(NodeServiceTest, MountLifecycleAttestsEveryPublishAndKeepsData) {
   ASSERT_TRUE(Unstage(id).ok());
   ASSERT_TRUE(Unstage(id).ok());
   EXPECT_TRUE(absl::IsNotFound(data_path_->Device(id).status()));
-  EXPECT_FALSE(*IsMountPoint(dir_ + "/staging"));
+  EXPECT_FALSE(*IsMountPoint(dir_.file("staging")));
 
   // The image holds no plaintext.
   std::ifstream image(node_->ImagePath(id), std::ios::binary);
@@ -319,7 +317,7 @@ TEST_F(NodeServiceTest, StageRecordIsOldOrNewAtEveryCrashPoint) {
   const std::string record =
       std::filesystem::path(node_->ImagePath(id)).parent_path().string() +
       "/stage.json";
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   for (const bool publish : {false, true}) {
     sealvol::testing::DurableStepLog log;
     if (!publish) {
@@ -347,7 +345,7 @@ TEST_F(NodeServiceTest, StageRecordIsOldOrNewAtEveryCrashPoint) {
 
 TEST_F(NodeServiceTest, ReapNeverRemovesAStagedVolume) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   // Deleted at the controller while still published and staged here.
@@ -367,15 +365,15 @@ TEST_F(NodeServiceTest, ReapNeverRemovesAStagedVolume) {
   ASSERT_TRUE(removed.ok()) << removed.status();
   EXPECT_EQ(*removed, 1);
   EXPECT_FALSE(std::filesystem::exists(node_->ImagePath(id)));
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/volumes/" + id));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("state/volumes/") + id));
 }
 
 TEST_F(NodeServiceTest, ReapRemovesOnlyTheDeletedVolumesImage) {
   const std::string gone = NewVolumeId(), kept = NewVolumeId();
   for (const std::string& id : {gone, kept}) {
     ASSERT_TRUE(Stage(id).ok());
-    ASSERT_TRUE(Publish(PublishRequest(id, dir_ + "/pod/" + id)).ok());
-    ASSERT_TRUE(Unpublish(id, dir_ + "/pod/" + id).ok());
+    ASSERT_TRUE(Publish(PublishRequest(id, dir_.file("pod/") + id)).ok());
+    ASSERT_TRUE(Unpublish(id, dir_.file("pod/") + id).ok());
     ASSERT_TRUE(Unstage(id).ok());
     ASSERT_TRUE(std::filesystem::exists(node_->ImagePath(id)));
   }
@@ -388,13 +386,13 @@ TEST_F(NodeServiceTest, ReapRemovesOnlyTheDeletedVolumesImage) {
   auto removed = node_->ReapDeletedVolumes();
   ASSERT_TRUE(removed.ok()) << removed.status();
   EXPECT_EQ(*removed, 1);
-  EXPECT_FALSE(std::filesystem::exists(dir_ + "/state/volumes/" + gone));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("state/volumes/") + gone));
   EXPECT_TRUE(std::filesystem::exists(node_->ImagePath(kept)));
 }
 
 TEST_F(NodeServiceTest, BlockPublishBindsTheDeviceOntoAFile) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/dev";
+  const std::string target = dir_.file("pod/dev");
   ASSERT_TRUE(Stage(id, /*block=*/true).ok());
   grpc::Status published = Publish(PublishRequest(id, target, /*block=*/true));
   ASSERT_TRUE(published.ok()) << published.error_message();
@@ -437,14 +435,14 @@ TEST_F(NodeServiceTest, PublishServesWithTheSettingsOfSealvolOpen) {
   }
   setenv("SEALVOL_FUSE_MAX_BACKGROUND", "17", 1);
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   grpc::Status published = Publish(PublishRequest(id, target));
   unsetenv("SEALVOL_FUSE_MAX_BACKGROUND");
   ASSERT_TRUE(published.ok()) << published.error_message();
 
   struct stat st {};
-  const std::string fuse_dir = dir_ + "/state/volumes/" + id + "/fuse";
+  const std::string fuse_dir = dir_.file("state/volumes/") + id + "/fuse";
   ASSERT_EQ(stat(fuse_dir.c_str(), &st), 0) << fuse_dir;
   const std::string knob = std::string(kConnections) + "/" +
                            std::to_string(minor(st.st_dev)) + "/max_background";
@@ -478,7 +476,7 @@ TEST_F(NodeServiceTest, ExpandGrowsEngineLoopAndExt4Online) {
 
 TEST_F(NodeServiceTest, RestartReportsLostVolumeAndRepublishReattaches) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   { std::ofstream(target + "/marker") << "before-restart"; }
@@ -488,7 +486,7 @@ TEST_F(NodeServiceTest, RestartReportsLostVolumeAndRepublishReattaches) {
   StartNode();
 
   csipb::NodeGetVolumeStatsResponse stats;
-  ASSERT_TRUE(Stats(id, dir_ + "/staging", &stats).ok());
+  ASSERT_TRUE(Stats(id, dir_.file("staging"), &stats).ok());
   EXPECT_TRUE(stats.volume_condition().abnormal());
   EXPECT_FALSE(*IsMountPoint(target));
 
@@ -504,7 +502,7 @@ TEST_F(NodeServiceTest, RestartReportsLostVolumeAndRepublishReattaches) {
 
 TEST_F(NodeServiceTest, FirstPublishClaimsTheFormatOfTheNewImage) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   const std::string claimed = keys_.Format(id);
@@ -528,7 +526,7 @@ TEST_F(NodeServiceTest, FirstPublishClaimsTheFormatOfTheNewImage) {
 // (before a write) and after every unstage, and checked at the next open.
 TEST_F(NodeServiceTest, StateIsCommittedAtFormatOpenAndUnstage) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   kms::CommittedState opened;
@@ -549,20 +547,20 @@ TEST_F(NodeServiceTest, StateIsCommittedAtFormatOpenAndUnstage) {
 
 TEST_F(NodeServiceTest, RolledBackImageIsRefusedReportedAndNothingAttached) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   const std::string image = node_->ImagePath(id);
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   { std::ofstream(target + "/v") << "first"; }
   ASSERT_TRUE(Unpublish(id, target).ok());
   ASSERT_TRUE(Unstage(id).ok());
-  std::filesystem::copy_file(image, dir_ + "/old-image");
+  std::filesystem::copy_file(image, dir_.file("old-image"));
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   { std::ofstream(target + "/v", std::ios::trunc) << "second"; }
   ASSERT_TRUE(Unpublish(id, target).ok());
   ASSERT_TRUE(Unstage(id).ok());
-  std::filesystem::copy_file(dir_ + "/old-image", image,
+  std::filesystem::copy_file(dir_.file("old-image"), image,
                              std::filesystem::copy_options::overwrite_existing);
 
   ASSERT_TRUE(Stage(id).ok());
@@ -584,7 +582,7 @@ TEST_F(NodeServiceTest, RolledBackImageIsRefusedReportedAndNothingAttached) {
 
 TEST_F(NodeServiceTest, UnstageSucceedsWhenTheCloseCannotBeCommitted) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   ASSERT_TRUE(Unpublish(id, target).ok());
@@ -611,7 +609,7 @@ TEST_F(NodeServiceTest, UnstageSucceedsWhenTheCloseCannotBeCommitted) {
 
 TEST_F(NodeServiceTest, PublishFailsWhenTheSessionStartCannotBeCommitted) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   ASSERT_TRUE(Unpublish(id, target).ok());
@@ -637,7 +635,7 @@ TEST_F(NodeServiceTest, PublishFailsWhenTheSessionStartCannotBeCommitted) {
 
 TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   const std::string image = node_->ImagePath(id);
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
@@ -645,7 +643,7 @@ TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
   ASSERT_TRUE(Unstage(id).ok());
   const std::string claimed = keys_.Format(id);
   ASSERT_FALSE(claimed.empty());
-  std::filesystem::copy_file(image, dir_ + "/saved-image");
+  std::filesystem::copy_file(image, dir_.file("saved-image"));
 
   // Deleted.
   std::filesystem::remove(image);
@@ -661,7 +659,7 @@ TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
   EXPECT_EQ(keys_.Format(id), claimed) << "the registry's claim changed";
 
   // Restored from the copy: published again with its data.
-  std::filesystem::copy_file(dir_ + "/saved-image", image,
+  std::filesystem::copy_file(dir_.file("saved-image"), image,
                              std::filesystem::copy_options::overwrite_existing);
   grpc::Status restored = Publish(PublishRequest(id, target));
   ASSERT_TRUE(restored.ok()) << restored.error_message();
@@ -671,7 +669,7 @@ TEST_F(NodeServiceTest, PublishRefusesADeletedEmptyOrForeignImage) {
 
 TEST_F(NodeServiceTest, PublishRefusesAnImageOfAnotherFormat) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   ASSERT_TRUE(Unpublish(id, target).ok());
@@ -681,7 +679,7 @@ TEST_F(NodeServiceTest, PublishRefusesAnImageOfAnotherFormat) {
   auto dek = keys_.ReleaseKey(id, "node-1", "t", {});
   ASSERT_TRUE(dek.ok());
   io::FormatOptions format;
-  format.path = dir_ + "/other-image";
+  format.path = dir_.file("other-image");
   format.size_bytes = kSize;
   format.volume_id = *io::ParseVolumeId(id);
   auto other = io::SealedVolume::Format(format, dek->dek);
@@ -689,7 +687,7 @@ TEST_F(NodeServiceTest, PublishRefusesAnImageOfAnotherFormat) {
   const std::string other_id = io::FormatIdString((*other)->format_id());
   ASSERT_TRUE((*other)->Close().ok());
   other->reset();
-  std::filesystem::rename(dir_ + "/other-image", node_->ImagePath(id));
+  std::filesystem::rename(dir_.file("other-image"), node_->ImagePath(id));
   ASSERT_TRUE(Stage(id).ok());
   ExpectImageRefused(id, target);
   grpc::Status status = Publish(PublishRequest(id, target));
@@ -699,7 +697,7 @@ TEST_F(NodeServiceTest, PublishRefusesAnImageOfAnotherFormat) {
 }
 
 TEST_F(NodeServiceTest, InterruptedFirstFormatIsCompletedOrRedone) {
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   auto dek = keys_.ReleaseKey("sv-x", "node-1", "t", {});
   ASSERT_TRUE(dek.ok());
   auto format_temp = [&](const std::string& id) {
@@ -743,7 +741,7 @@ TEST_F(NodeServiceTest, InterruptedFirstFormatIsCompletedOrRedone) {
 
 TEST_F(NodeServiceTest, UnreachableBrokerAtClaimKeepsTheTempForTheRetry) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   keys_.claim_error = absl::UnavailableError("broker down");
   grpc::Status status = Publish(PublishRequest(id, target));
@@ -759,7 +757,7 @@ TEST_F(NodeServiceTest, UnreachableBrokerAtClaimKeepsTheTempForTheRetry) {
 
 TEST_F(NodeServiceTest, AnImageFromBeforeFormatClaimsIsAdopted) {
   const std::string id = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   ASSERT_TRUE(Publish(PublishRequest(id, target)).ok());
   ASSERT_TRUE(Unpublish(id, target).ok());
@@ -784,7 +782,7 @@ TEST_F(NodeServiceTest, AnImageFromBeforeFormatClaimsIsAdopted) {
 TEST_F(NodeServiceTest, SnapshotOfAMountedVolumeHoldsWhatWasWrittenBeforeTheCut) {
   const std::string id = NewVolumeId();
   const std::string snapshot = NewVolumeId();
-  const std::string target = dir_ + "/pod/mount";
+  const std::string target = dir_.file("pod/mount");
   ASSERT_TRUE(Stage(id).ok());
   grpc::Status published = Publish(PublishRequest(id, target));
   ASSERT_TRUE(published.ok()) << published.error_message();
@@ -823,7 +821,7 @@ TEST_F(NodeServiceTest, SnapshotOfAMountedVolumeHoldsWhatWasWrittenBeforeTheCut)
   }
   auto device = data_path_->Attach(attach, *key);
   ASSERT_TRUE(device.ok()) << device.status();
-  const std::string mounted = dir_ + "/snapshot";
+  const std::string mounted = dir_.file("snapshot");
   std::filesystem::create_directories(mounted);
   ASSERT_EQ(mount(device->c_str(), mounted.c_str(), "ext4", MS_RDONLY, "noload"), 0)
       << std::strerror(errno);
@@ -843,7 +841,7 @@ TEST_F(NodeServiceTest, SnapshotOfAMountedVolumeHoldsWhatWasWrittenBeforeTheCut)
 TEST_F(NodeServiceTest, LiveRawBlockSnapshotIsRefusedWithoutAWriteHold) {
   const std::string id = NewVolumeId();
   const std::string snapshot = NewVolumeId();
-  const std::string target = dir_ + "/pod/dev";
+  const std::string target = dir_.file("pod/dev");
   ASSERT_TRUE(Stage(id, /*block=*/true).ok());
   grpc::Status published = Publish(PublishRequest(id, target, /*block=*/true));
   ASSERT_TRUE(published.ok()) << published.error_message();
@@ -868,11 +866,11 @@ TEST_F(NodeServiceTest, LiveRawBlockSnapshotIsRefusedWithoutAWriteHold) {
 }
 
 TEST_F(NodeServiceTest, RequestsMissingFieldsAreInvalidArgument) {
-  auto req = PublishRequest("", dir_ + "/t");
+  auto req = PublishRequest("", dir_.file("t"));
   EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   req = PublishRequest(NewVolumeId(), "");
   EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  req = PublishRequest(NewVolumeId(), dir_ + "/t");
+  req = PublishRequest(NewVolumeId(), dir_.file("t"));
   req.clear_volume_capability();
   EXPECT_EQ(Publish(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   csipb::NodeGetVolumeStatsResponse stats;

@@ -23,7 +23,8 @@
 #include "kms/broker/key_broker_service.h"
 #include "kms/key_provider.h"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/sanitizer.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::hardening {
 namespace {
@@ -62,14 +63,11 @@ std::string Describe(const Usage& u) {
                       u.threads, ", secrets ", u.secrets);
 }
 
-fs::path WorkDir(const char* name) {
-  // tmpfs when there is one: this test is about process resources, not disk.
-  const fs::path base = fs::exists("/dev/shm") ? fs::path("/dev/shm")
-                                               : fs::temp_directory_path();
-  fs::path dir = base / absl::StrCat("sealvol-", name, "-", getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+// tmpfs when there is one: this test is about process resources, not disk.
+sealvol::testing::TempDir WorkDir(const char* name) {
+  return sealvol::testing::TempDir(
+      absl::StrCat("sealvol-", name),
+      fs::exists("/dev/shm") ? "/dev/shm" : "");
 }
 
 io::VolumeId IdOf(int i) {
@@ -113,20 +111,11 @@ constexpr long kRssToleranceKb = 8 * 1024;
 // Under ASan or TSan freed memory sits in the sanitizer's quarantine (RSS
 // climbs by design) and the runtime starts threads of its own, so only fds
 // and live secrets are compared there.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::sealvol::testing::kUnderSanitizer;
 
 TEST(EnduranceTest, TwoHundredVolumesInSequenceStayFlat) {
-  const fs::path dir = WorkDir("endurance");
+  const sealvol::testing::TempDir work = WorkDir("endurance");
+  const fs::path dir = work.path();
   auto dek = crypto::SecretBytes::Random(32);
   ASSERT_TRUE(dek.ok());
   for (int i = 0; i < 10; ++i) {  // Warm-up: allocator arenas, caches.
@@ -154,18 +143,18 @@ TEST(EnduranceTest, TwoHundredVolumesInSequenceStayFlat) {
             << "sequence: after  " << Describe(after) << "\n";
   EXPECT_EQ(after.fds, before.fds);
   EXPECT_EQ(after.secrets, before.secrets);
-  if (!kSanitized) {
+  if (!kUnderSanitizer) {
     // Fewer is fine (a warm-up straggler that was still exiting at "before").
     EXPECT_LE(after.threads, before.threads);
     EXPECT_LT(after.rss_kb - before.rss_kb, kRssToleranceKb);
   }
-  fs::remove_all(dir);
 }
 
 TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   constexpr int kPods = 20;
   constexpr int kRounds = 10;
-  const fs::path dir = WorkDir("publish");
+  const sealvol::testing::TempDir work = WorkDir("publish");
+  const fs::path dir = work.path();
   auto provider = kms::OpenKeyProvider("local:" + (dir / "kms").string());
   ASSERT_TRUE(provider.ok()) << provider.status();
   std::vector<std::string> volumes;
@@ -196,7 +185,7 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   auto server = broker::StartBrokerServer(
       {.listen = "unix://" + (dir / "broker.sock").string()}, service);
   ASSERT_TRUE(server.ok()) << server.status();
-  broker::testing::WriteFile((dir / "node-token").string(), env.Mint(env.NodeMint()));
+  sealvol::testing::WriteFile((dir / "node-token").string(), env.Mint(env.NodeMint()));
   auto client = broker::KeyBrokerClient::Create(
       {.target = "unix://" + (dir / "broker.sock").string(),
        .node_token_file = (dir / "node-token").string()});
@@ -249,7 +238,7 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   const Usage& base = rounds[1];
   for (int r = 2; r < kRounds; ++r) {
     EXPECT_EQ(rounds[r].fds, base.fds) << "round " << r;
-    if (!kSanitized) {
+    if (!kUnderSanitizer) {
       EXPECT_LE(rounds[r].threads, base.threads + 2) << "round " << r;
     }
     EXPECT_EQ(rounds[r].secrets, base.secrets) << "round " << r;
@@ -266,11 +255,10 @@ TEST(EnduranceTest, ConcurrentPublishesStayFlat) {
   for (int r = kRounds - 3; r < kRounds; ++r) {
     late_min = std::min(late_min, rounds[r].rss_kb);
   }
-  if (!kSanitized) {
+  if (!kUnderSanitizer) {
     EXPECT_LT(late_min - early_max, kRssToleranceKb)
         << "RSS floor grew from " << early_max << " kB to " << late_min << " kB";
   }
-  fs::remove_all(dir);
 }
 
 }  // namespace

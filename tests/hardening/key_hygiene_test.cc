@@ -28,7 +28,7 @@
 #include "spdlog/sinks/basic_file_sink.h"
 #include "spdlog/spdlog.h"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::hardening {
 namespace {
@@ -97,9 +97,6 @@ int RunCli(const std::string& args, const fs::path& log) {
 class KeyHygieneTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / absl::StrCat("sealvol-hygiene-", getpid());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     // Everything this process logs, at every level, goes to a file we scan.
     auto logger = spdlog::basic_logger_mt(absl::StrCat("hygiene-", getpid()),
                                           (dir_ / "process.log").string());
@@ -110,10 +107,10 @@ class KeyHygieneTest : public ::testing::Test {
   }
   void TearDown() override {
     spdlog::set_default_logger(previous_);
-    fs::remove_all(dir_);
   }
 
-  fs::path dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-hygiene"};
+  const fs::path dir_{tmp_.path()};
   std::shared_ptr<spdlog::logger> previous_;
 };
 
@@ -145,7 +142,7 @@ TEST_F(KeyHygieneTest, NoDekOrTokenBytesInImagesRegistryAuditOrLogs) {
   // (kubelet projects it there); it lives outside the scanned directory.
   const fs::path token_dir = dir_.string() + "-token";
   fs::create_directories(token_dir);
-  broker::testing::WriteFile((token_dir / "node-token").string(), node_token);
+  sealvol::testing::WriteFile((token_dir / "node-token").string(), node_token);
   auto client = broker::KeyBrokerClient::Create(
       {.target = "unix://" + (dir_ / "broker.sock").string(),
        .node_token_file = (token_dir / "node-token").string()});

@@ -39,7 +39,8 @@
 #include "kms/key_provider.h"
 #include "tests/csi/grpc_test_server.h"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/sanitizer.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::hardening {
 namespace {
@@ -65,17 +66,7 @@ constexpr uint64_t kSize = 32ull << 20;
 // (engine-level, 8 MiB tolerance).
 constexpr long kRssToleranceKb = 48 * 1024;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::sealvol::testing::kUnderSanitizer;
 
 struct MountInfo {
   std::string devno;  // "major:minor"
@@ -127,13 +118,9 @@ class NodeEnduranceTest : public ::testing::Test {
         fs::is_empty("/sys/fs/fuse/connections")) {
       ::mount("none", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
     }
-    dir_ = fs::path("/tmp") / absl::StrCat("sealvol-node-endurance-", getpid());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
   }
 
   void TearDown() override {
-    if (dir_.empty()) return;
     node_server_.reset();
     node_.reset();
     data_path_.reset();  // Detaches whatever is still attached.
@@ -149,7 +136,6 @@ class NodeEnduranceTest : public ::testing::Test {
       std::sort(points.rbegin(), points.rend());
       for (const auto& p : points) ::umount2(p.c_str(), MNT_DETACH);
     }
-    fs::remove_all(dir_);
   }
 
   // Notes the FUSE connections of our mounts (while they are mounted).
@@ -286,7 +272,8 @@ class NodeEnduranceTest : public ::testing::Test {
     return all;
   }
 
-  fs::path dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-node-endurance"};
+  const fs::path dir_{tmp_.path()};
   std::vector<std::string> volumes_;
   // Our FUSE connections: number -> inode of /sys/fs/fuse/connections/N.
   std::set<std::pair<std::string, ino_t>> connections_;
@@ -326,7 +313,7 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
       {.listen = "unix://" + (dir_ / "broker.sock").string()}, service);
   ASSERT_TRUE(server.ok()) << server.status();
   broker_server_ = std::move(*server);
-  broker::testing::WriteFile((dir_ / "node-token").string(), env.Mint(env.NodeMint()));
+  sealvol::testing::WriteFile((dir_ / "node-token").string(), env.Mint(env.NodeMint()));
   auto client = broker::KeyBrokerClient::Create(
       {.target = "unix://" + (dir_ / "broker.sock").string(),
        .node_token_file = (dir_ / "node-token").string()});
@@ -400,7 +387,7 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
   for (int r = 2; r < kRounds; ++r) {
     EXPECT_EQ(rounds[r].fds, base.fds) << "round " << r;
     EXPECT_EQ(rounds[r].secrets, base.secrets) << "round " << r;
-    if (!kSanitized) {
+    if (!kUnderSanitizer) {
       EXPECT_LE(rounds[r].threads, base.threads + 4) << "round " << r;
     }
   }
@@ -410,7 +397,7 @@ TEST_F(NodeEnduranceTest, TwentyConcurrentPublishesThroughTheNodeStayFlat) {
   long late_min = rounds[kRounds - 1].rss_kb;
   for (int r = 1; r <= 3; ++r) early_max = std::max(early_max, rounds[r].rss_kb);
   for (int r = kRounds - 3; r < kRounds; ++r) late_min = std::min(late_min, rounds[r].rss_kb);
-  if (!kSanitized) {
+  if (!kUnderSanitizer) {
     EXPECT_LT(late_min - early_max, kRssToleranceKb)
         << "RSS floor grew from " << early_max << " kB to " << late_min << " kB";
   }

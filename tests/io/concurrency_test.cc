@@ -73,7 +73,7 @@ class Window {
 // With `inline_threads`, that many of the submitters use SubmitInline (the
 // FUSE front-end's path for a lone request), racing with queued ones.
 void ParallelSubmitters(int inline_threads) {
-  TempDir dir("/dev/shm");
+  TempDir dir("sealvol-concurrency", "/dev/shm");
   FormatOptions f = FormatOf(64 * kMiB);
   f.path = dir.file("c.img");
   const auto dek = TestDek(9);
@@ -170,7 +170,7 @@ TEST(ConcurrencyTest, InlineAndQueuedSubmittersKeepEveryBlockIntact) {
 // A lone request on an idle engine runs on the submitting thread: it has
 // completed when SubmitInline returns, with nothing handed to a worker.
 TEST(ConcurrencyTest, SubmitInlineRunsALoneRequestOnTheCallingThread) {
-  TempDir dir("/dev/shm");
+  TempDir dir("sealvol-concurrency", "/dev/shm");
   FormatOptions f = FormatOf(16 * kMiB);
   f.path = dir.file("i.img");
   auto v = SealedVolume::Format(f, TestDek(4));
@@ -210,7 +210,7 @@ TEST(ConcurrencyTest, SubmitInlineRunsALoneRequestOnTheCallingThread) {
 }
 
 TEST(ConcurrencyTest, SameBlockWritesApplyInSubmissionOrder) {
-  TempDir dir("/dev/shm");
+  TempDir dir("sealvol-concurrency", "/dev/shm");
   FormatOptions f = FormatOf(16 * kMiB);
   f.path = dir.file("o.img");
   const auto dek = TestDek(10);

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -17,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "io/sealed_volume.h"
 #include "tests/fakes/fault_store.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::io::testing {
 
@@ -61,22 +61,8 @@ inline EngineOptions Manual(int workers = 1) {
   return o;
 }
 
-// A temporary directory removed with its contents at scope exit.
-class TempDir {
- public:
-  explicit TempDir(const char* base = "/tmp") {
-    std::string t = std::string(base) + "/sealvol-test-XXXXXX";
-    char* p = mkdtemp(t.data());
-    EXPECT_NE(p, nullptr);
-    path_ = t;
-  }
-  ~TempDir() { (void)std::system(("rm -rf '" + path_ + "'").c_str()); }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// The one temporary-directory helper (tests/support/temp_dir.h).
+using ::sealvol::testing::TempDir;
 
 inline uint64_t AllocatedBytes(const std::string& path) {
   struct stat st {};

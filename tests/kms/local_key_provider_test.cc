@@ -25,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/kms/copy_record_checks.h"
 #include "tests/kms/state_commit_checks.h"
+#include "tests/support/temp_dir.h"
 #include "tests/support/volume_ids.h"
 
 namespace sealvol::kms {
@@ -37,14 +38,6 @@ using ::testing::HasSubstr;
 
 class LocalKeyProviderTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/sealvol-kms-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    dir_ = root_ + "/kms";
-  }
-  void TearDown() override { fs::remove_all(root_); }
-
   std::unique_ptr<LocalKeyProvider> OpenOrDie() {
     auto p = LocalKeyProvider::Open(dir_);
     EXPECT_TRUE(p.ok()) << p.status();
@@ -78,8 +71,8 @@ class LocalKeyProviderTest : public ::testing::Test {
     return ss.str();
   }
 
-  std::string root_;
-  std::string dir_;
+  sealvol::testing::TempDir root_{"sealvol-kms-test"};
+  const std::string dir_ = root_.file("kms");
 };
 
 TEST_F(LocalKeyProviderTest, CreateThenUnwrapGivesTheSame32ByteKey) {
@@ -554,22 +547,22 @@ TEST_F(LocalKeyProviderTest, MissingStoreDirectoryIsUnavailableNotDestroyed) {
   auto p = OpenOrDie();
   ASSERT_TRUE(p->CreateVolumeKey(Request(Vol("a"), "team-a")).ok());
   // The volume registry folder alone is gone.
-  fs::rename(dir_ + "/volumes", root_ + "/volumes.moved");
+  fs::rename(dir_ + "/volumes", root_.file("volumes.moved"));
   for (auto s : {p->GetVolume(Vol("a")).status(),
                  p->UnwrapVolumeKey(Vol("a")).status()}) {
     EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
     EXPECT_THAT(s.message(), HasSubstr("missing"));
   }
-  fs::rename(root_ + "/volumes.moved", dir_ + "/volumes");
+  fs::rename(root_.file("volumes.moved"), dir_ + "/volumes");
   // The whole store is gone (an unmounted volume, say).
-  fs::rename(dir_, root_ + "/kms.moved");
+  fs::rename(dir_, root_.file("kms.moved"));
   for (auto s : {p->GetVolume(Vol("a")).status(),
                  p->UnwrapVolumeKey(Vol("a")).status(),
                  p->DestroyVolumeKey(Vol("a"))}) {
     EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
     EXPECT_THAT(s.message(), HasSubstr("missing"));
   }
-  fs::rename(root_ + "/kms.moved", dir_);
+  fs::rename(root_.file("kms.moved"), dir_);
   // Back in place: the key is still there, and a truly absent record is
   // still "not found".
   EXPECT_TRUE(p->UnwrapVolumeKey(Vol("a")).ok());

@@ -30,6 +30,9 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
 
 namespace sealvol::kms {
 namespace {
@@ -50,7 +53,7 @@ class ScriptedServer {
 
   explicit ScriptedServer(
       std::unique_ptr<httplib::Server> server = std::make_unique<httplib::Server>())
-      : server_(std::move(server)) {
+      : http_(std::move(server)) {
     auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
       Handler h;
       {
@@ -64,19 +67,11 @@ class ScriptedServer {
       res.status = r.status;
       res.set_content(r.body, r.content_type.c_str());
     };
-    server_->Get(".*", dispatch);
-    server_->Post(".*", dispatch);
-    server_->Put(".*", dispatch);
-    server_->Delete(".*", dispatch);
-    port_ = server_->bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_->listen_after_bind(); });
-    while (!server_->is_running()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
-  ~ScriptedServer() {
-    server_->stop();
-    thread_.join();
+    http_.server().Get(".*", dispatch);
+    http_.server().Post(".*", dispatch);
+    http_.server().Put(".*", dispatch);
+    http_.server().Delete(".*", dispatch);
+    http_.Start();
   }
 
   void On(const std::string& route, Handler h) {
@@ -95,16 +90,15 @@ class ScriptedServer {
     auto it = last_headers_.find(name);
     return it == last_headers_.end() ? "" : it->second;
   }
-  int port() const { return port_; }
+  int port() const { return http_.port(); }
 
  private:
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  int port_ = 0;
   std::mutex mu_;
   std::map<std::string, Handler> routes_;
   std::map<std::string, int> hits_;
   httplib::Headers last_headers_;
+  // Last: stopped (its handlers finished) before the members they use go.
+  sealvol::testing::HttpTestServer http_;
 };
 
 constexpr char kToken[] = "hvs.test-token-d0n0tl0g";
@@ -131,19 +125,15 @@ json RecordBody(const std::string& wrapped = "vault:v1:abcd") {
 class VaultHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/sealvol-vault-http-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    std::ofstream(dir_ + "/token") << kToken << "\n";
+    std::ofstream(dir_.file("token")) << kToken << "\n";
     server_.On("GET /v1/auth/token/lookup-self",
                Reply{200, R"({"data":{"ttl":0,"renewable":false}})"});
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string Uri(const std::string& extra = "") {
     return "vault+http://127.0.0.1:" + std::to_string(server_.port()) +
-           "?token_file=" + dir_ + "/token&timeout_ms=2000&max_attempts=3" +
-           extra;
+           "?token_file=" + dir_.file("token") +
+           "&timeout_ms=2000&max_attempts=3" + extra;
   }
   // The provider's session runs on the test's clock (Advance), so token
   // renewal is tested without sleeping.
@@ -160,7 +150,7 @@ class VaultHttpTest : public ::testing::Test {
   void Advance(std::chrono::milliseconds by) { now_ms_ += by.count(); }
 
   ScriptedServer server_;
-  std::string dir_;
+  sealvol::testing::TempDir dir_{"sealvol-vault-http"};
   std::atomic<int64_t> now_ms_{3600 * 1000};
 };
 
@@ -364,7 +354,8 @@ TEST_F(VaultHttpTest, ConnectionRefusedIsUnavailableAndNamesTheAddress) {
     ::close(fd);
   }
   auto c = VaultConfig::FromUri("vault+http://127.0.0.1:" + std::to_string(port) +
-                                "?token_file=" + dir_ + "/token&max_attempts=2");
+                                "?token_file=" + dir_.file("token") +
+                                "&max_attempts=2");
   ASSERT_TRUE(c.ok());
   auto p = VaultKeyProvider::Open(*c);
   ASSERT_TRUE(p.ok());
@@ -376,6 +367,7 @@ TEST_F(VaultHttpTest, ConnectionRefusedIsUnavailableAndNamesTheAddress) {
 
 TEST_F(VaultHttpTest, SlowServerTimesOut) {
   server_.On("GET " + std::string(kRecordPath), [](const httplib::Request&) {
+    // Sleeps: the timeout under test is libcurl's, on the real clock.
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     return Reply{200, RecordBody().dump()};
   });
@@ -440,7 +432,7 @@ TEST_F(VaultHttpTest, ReadsTheTokenAgainWhenItExpiredUnrenewed) {
 }
 
 TEST_F(VaultHttpTest, LogsInAgainWhenRenewalFails) {
-  std::ofstream(dir_ + "/jwt") << "eyJ.test-jwt.sig\n";
+  std::ofstream(dir_.file("jwt")) << "eyJ.test-jwt.sig\n";
   std::atomic<int> logins{0};
   server_.On("POST /v1/auth/jwt/login", [&](const httplib::Request& req) {
     auto body = json::parse(req.body);
@@ -458,7 +450,7 @@ TEST_F(VaultHttpTest, LogsInAgainWhenRenewalFails) {
   server_.On("POST /v1/auth/token/renew-self",
              Reply{403, R"({"errors":["permission denied"]})"});
   server_.On("GET " + std::string(kRecordPath), Reply{200, RecordBody().dump()});
-  auto p = Open("&auth=jwt&role=team-a&jwt_file=" + dir_ + "/jwt");
+  auto p = Open("&auth=jwt&role=team-a&jwt_file=" + dir_.file("jwt"));
   ASSERT_TRUE(p->GetVolume(kVolumeId).ok());
   EXPECT_EQ(server_.LastHeader("X-Vault-Token"), "hvs.login-1");
   Advance(std::chrono::milliseconds(2100));
@@ -505,20 +497,8 @@ TEST_F(VaultHttpTest, DebugLogsHoldNoTokenOrKey) {
 // (cpp-httplib over OpenSSL): the right CA is accepted, a wrong CA and the
 // system store are refused, without retries.
 TEST_F(VaultHttpTest, TlsAcceptsTheRightCaAndRefusesOthers) {
-  const std::string d = dir_;
-  const std::string gen =
-      "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt "
-      "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 1 "
-      "-subj /CN=sealvol-test-ca 2>/dev/null && "
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      "-keyout other.key -out other.pem -days 1 -subj /CN=other-ca "
-      "2>/dev/null && "
-      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && "
-      "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
-      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key "
-      "-CAcreateserial -out srv.pem -days 1 -extfile ext.cnf 2>/dev/null";
-  ASSERT_EQ(std::system(gen.c_str()), 0);
+  const std::string d = dir_.path();
+  sealvol::testing::WriteLocalServerTls(d);
   ScriptedServer tls(std::make_unique<httplib::SSLServer>(
       (d + "/srv.pem").c_str(), (d + "/srv.key").c_str()));
   tls.On("GET /v1/auth/token/lookup-self",

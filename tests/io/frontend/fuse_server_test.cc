@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "io/frontend/fuse_mount.h"
 #include "tests/io/frontend/memory_volume.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::io {
 namespace {
@@ -42,11 +43,8 @@ class FuseServerTest : public ::testing::TestWithParam<FuseTransport> {
       }
       ASSERT_TRUE(EnableFuseOverIoUring().ok());
     }
-    char tmpl[] = "/tmp/fuse_server_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
     volume_ = std::make_unique<MemoryVolume>(kVolumeSize);
-    auto mount = FuseMount::Create(root_ + "/mnt");
+    auto mount = FuseMount::Create(root_.file("mnt"));
     ASSERT_TRUE(mount.ok()) << mount.status();
     mount_ = std::move(*mount);
     FuseServerOptions options;
@@ -58,18 +56,17 @@ class FuseServerTest : public ::testing::TestWithParam<FuseTransport> {
     auto server = FuseServer::Start(mount_.TakeFd(), volume_.get(), options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
-    file_ = root_ + "/mnt/volume";
+    file_ = root_.file("mnt/volume");
   }
 
   void TearDown() override {
-    // Unmount before anything walks the directory: a mount without a
-    // server would hang the walk.
+    // Unmount before anything walks the directory (root_ at destruction):
+    // a mount without a server would hang the walk.
     EXPECT_TRUE(mount_.Unmount().ok());
     if (server_) server_->Stop();
-    if (!root_.empty()) std::filesystem::remove_all(root_);
   }
 
-  std::string root_;
+  sealvol::testing::TempDir root_{"sealvol-fuse-server"};
   std::unique_ptr<MemoryVolume> volume_;
   FuseMount mount_;
   std::unique_ptr<FuseServer> server_;
@@ -182,12 +179,12 @@ TEST_P(FuseServerTest, WritesPastTheEndFailAndSizeOnlyGrows) {
 }
 
 TEST_P(FuseServerTest, UnsupportedOperationsGetErrno) {
-  EXPECT_NE(::mkdir((root_ + "/mnt/dir").c_str(), 0700), 0);
+  EXPECT_NE(::mkdir(root_.file("mnt/dir").c_str(), 0700), 0);
   EXPECT_EQ(errno, ENOSYS);
-  EXPECT_NE(::open((root_ + "/mnt/other").c_str(), O_RDONLY), 0);
+  EXPECT_NE(::open(root_.file("mnt/other").c_str(), O_RDONLY), 0);
   EXPECT_EQ(errno, ENOENT);
   std::vector<std::string> names;
-  for (auto& e : std::filesystem::directory_iterator(root_ + "/mnt")) {
+  for (auto& e : std::filesystem::directory_iterator(root_.file("mnt"))) {
     names.push_back(e.path().filename());
   }
   EXPECT_EQ(names, std::vector<std::string>{"volume"});

@@ -5,11 +5,11 @@
 
 #include <unistd.h>
 
-#include <filesystem>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "tests/fakes/durable_step_log.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::io {
 namespace {
@@ -20,13 +20,6 @@ using Outcome = DurableStepLog::Outcome;
 
 class RuntimeRecordTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/sealvol-runtime-record-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    state_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(state_); }
-
   static RuntimeRecord Record(pid_t pid) {
     RuntimeRecord r;
     r.pid = pid;
@@ -41,14 +34,14 @@ class RuntimeRecordTest : public ::testing::Test {
     return r;
   }
 
-  std::string state_;
+  sealvol::testing::TempDir state_{"sealvol-runtime-record"};
 };
 
 TEST_F(RuntimeRecordTest, WriteIsOldOrNewAtEveryCrashPoint) {
-  ASSERT_TRUE(WriteRuntimeRecord(state_, Record(100)).ok());
-  const std::string path = RuntimeDir(state_) + "/" + Record(0).volume_id + ".json";
+  ASSERT_TRUE(WriteRuntimeRecord(state_.path(), Record(100)).ok());
+  const std::string path = RuntimeDir(state_.path()) + "/" + Record(0).volume_id + ".json";
   DurableStepLog log;
-  ASSERT_TRUE(WriteRuntimeRecord(state_, Record(200)).ok());
+  ASSERT_TRUE(WriteRuntimeRecord(state_.path(), Record(200)).ok());
   for (size_t n = 0; n <= log.size(); ++n) {
     const auto outcomes = log.AfterCrash(path, n);
     EXPECT_TRUE(outcomes == std::set<Outcome>{Outcome::kOld} ||
@@ -62,7 +55,7 @@ TEST_F(RuntimeRecordTest, WriteIsOldOrNewAtEveryCrashPoint) {
          "the write returned may leave the record "
       << OutcomesString(log.AfterCrash(path, log.size()));
 
-  auto records = ListRuntimeRecords(state_);
+  auto records = ListRuntimeRecords(state_.path());
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_EQ(records->size(), 1u);
   EXPECT_EQ((*records)[0].pid, 200);
@@ -70,13 +63,13 @@ TEST_F(RuntimeRecordTest, WriteIsOldOrNewAtEveryCrashPoint) {
 }
 
 TEST_F(RuntimeRecordTest, RemovalIsDurableAndIdempotent) {
-  ASSERT_TRUE(WriteRuntimeRecord(state_, Record(100)).ok());
-  const std::string path = RuntimeDir(state_) + "/" + Record(0).volume_id + ".json";
+  ASSERT_TRUE(WriteRuntimeRecord(state_.path(), Record(100)).ok());
+  const std::string path = RuntimeDir(state_.path()) + "/" + Record(0).volume_id + ".json";
   DurableStepLog log;
-  ASSERT_TRUE(RemoveRuntimeRecord(state_, Record(0).volume_id).ok());
+  ASSERT_TRUE(RemoveRuntimeRecord(state_.path(), Record(0).volume_id).ok());
   EXPECT_EQ(log.AfterCrash(path, log.size()), std::set<Outcome>{Outcome::kGone});
-  EXPECT_TRUE(RemoveRuntimeRecord(state_, Record(0).volume_id).ok());
-  auto records = ListRuntimeRecords(state_);
+  EXPECT_TRUE(RemoveRuntimeRecord(state_.path(), Record(0).volume_id).ok());
+  auto records = ListRuntimeRecords(state_.path());
   ASSERT_TRUE(records.ok()) << records.status();
   EXPECT_TRUE(records->empty());
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::broker {
 namespace {
@@ -22,16 +23,8 @@ namespace fs = std::filesystem;
 class AuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("sealvol-audit-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     path_ = (dir_ / "audit.log").string();
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<AuditLog> OpenLog(uint64_t max_bytes = 0) {
     auto log = AuditLog::Open({.path = path_, .max_file_bytes = max_bytes});
@@ -79,7 +72,8 @@ class AuditLogTest : public ::testing::Test {
     return std::string(result.status().message());
   }
 
-  fs::path dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-audit"};
+  const fs::path dir_{tmp_.path()};
   std::string path_;
 };
 

@@ -14,13 +14,14 @@
 #include "kms/broker/test_issuer.h"
 #include "kms/broker/token_verifier.h"
 #include "nlohmann/json.hpp"
-#include "tests/kms/broker/http_test_server.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
 
 namespace sealvol::broker {
 namespace {
 
-using testing::HttpTestServer;
+using ::sealvol::testing::HttpTestServer;
 
 // A local OIDC issuer: discovery document and JWKS, with a switchable key
 // set and fetch counters.
@@ -164,13 +165,14 @@ TEST_F(JwksCacheTest, KeepsOldKeysWhenTheIssuerIsUnreachable) {
 }
 
 TEST_F(JwksCacheTest, LoadsKeysFromFileAndRejectsBadSources) {
-  const std::string path = absl::StrCat(::testing::TempDir(), "/jwks-", getpid());
-  testing::WriteFile(path, first_->Jwks());
+  const sealvol::testing::TempDir dir("sealvol-jwks");
+  const std::string path = dir.file("jwks.json");
+  sealvol::testing::WriteFile(path, first_->Jwks());
   auto cache = JwksCache::Create({.file = path});
   ASSERT_TRUE(cache.ok()) << cache.status();
   TokenVerifier verifier({.issuer = url_}, **cache);
   EXPECT_TRUE(verifier.Verify(Token(*first_)).ok());
-  testing::WriteFile(path, R"({"keys":[]})");
+  sealvol::testing::WriteFile(path, R"({"keys":[]})");
   EXPECT_FALSE(JwksCache::Create({.file = path}).ok()) << "no usable key";
   std::filesystem::remove(path);
   EXPECT_FALSE(JwksCache::Create({.file = path}).ok());
@@ -179,31 +181,29 @@ TEST_F(JwksCacheTest, LoadsKeysFromFileAndRejectsBadSources) {
 }
 
 TEST_F(JwksCacheTest, FetchesOverHttpsWithTheGivenCa) {
-  testing::TestCa ca;
+  sealvol::testing::TestCa ca;
   auto cert = ca.Issue("issuer", "DNS:localhost,IP:127.0.0.1", true, 7);
-  const std::string dir = absl::StrCat(::testing::TempDir(), "/jwks-tls-", getpid());
-  std::filesystem::create_directories(dir);
-  testing::WriteFile(dir + "/ca.pem", ca.cert_pem());
-  testing::WriteFile(dir + "/cert.pem", cert.cert_pem);
-  testing::WriteFile(dir + "/key.pem", cert.key_pem);
-  httplib::SSLServer tls((dir + "/cert.pem").c_str(), (dir + "/key.pem").c_str());
-  ASSERT_TRUE(tls.is_valid());
+  const sealvol::testing::TempDir work("sealvol-jwks-tls");
+  const std::string dir = work.path();
+  sealvol::testing::WriteFile(dir + "/ca.pem", ca.cert_pem());
+  sealvol::testing::WriteFile(dir + "/cert.pem", cert.cert_pem);
+  sealvol::testing::WriteFile(dir + "/key.pem", cert.key_pem);
   const std::string jwks = first_->Jwks();
-  tls.Get("/jwks", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(jwks, "application/json");
-  });
-  const int port = tls.bind_to_any_port("127.0.0.1");
-  std::thread thread([&] { tls.listen_after_bind(); });
-  while (!tls.is_running()) std::this_thread::yield();
-  const std::string url = absl::StrCat("https://localhost:", port, "/jwks");
+  HttpTestServer tls(std::make_unique<httplib::SSLServer>(
+      (dir + "/cert.pem").c_str(), (dir + "/key.pem").c_str()));
+  ASSERT_TRUE(tls.server().is_valid());
+  tls.server().Get("/jwks",
+                   [&](const httplib::Request&, httplib::Response& res) {
+                     res.set_content(jwks, "application/json");
+                   });
+  tls.Start();
+  const std::string url =
+      absl::StrCat("https://localhost:", tls.port(), "/jwks");
   EXPECT_TRUE(JwksCache::Create({.url = url, .ca_file = dir + "/ca.pem"}).ok());
   // Without our CA the server is not trusted.
-  testing::TestCa other;
-  testing::WriteFile(dir + "/other.pem", other.cert_pem());
+  sealvol::testing::TestCa other;
+  sealvol::testing::WriteFile(dir + "/other.pem", other.cert_pem());
   EXPECT_FALSE(JwksCache::Create({.url = url, .ca_file = dir + "/other.pem"}).ok());
-  tls.stop();
-  thread.join();
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -15,7 +15,8 @@
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
 
 namespace sealvol::broker {
 namespace {
@@ -26,7 +27,7 @@ using testing::IssuerEnv;
 using testing::kNode;
 using testing::kTenant;
 using testing::MakeVolume;
-using testing::WriteFile;
+using sealvol::testing::WriteFile;
 
 constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
 constexpr char kOtherVolume[] = "sv-ffffffffffffffffffffffffffffffff";
@@ -34,13 +35,6 @@ constexpr char kOtherVolume[] = "sv-ffffffffffffffffffffffffffffffff";
 class KeyBrokerGrpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("sealvol-kbgrpc-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     keys_.AddVolume(MakeVolume(kVolume, kTenant), 0x42);
     keys_.AddVolume(MakeVolume(kOtherVolume, "team-b"), 0x24);
     auto audit = AuditLog::Open({.path = Path("audit.log")});
@@ -58,7 +52,6 @@ class KeyBrokerGrpcTest : public ::testing::Test {
     server_.server.reset();
     service_.reset();
     audit_.reset();
-    fs::remove_all(dir_);
   }
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 
@@ -88,7 +81,8 @@ class KeyBrokerGrpcTest : public ::testing::Test {
   }
 
   IssuerEnv env_{JwsAlgorithm::kEs256};
-  fs::path dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-kbgrpc"};
+  const fs::path dir_{tmp_.path()};
   FakeKeyProvider keys_;
   std::unique_ptr<AuditLog> audit_;
   BrokerMetrics metrics_;
@@ -321,7 +315,7 @@ TEST_F(KeyBrokerGrpcTest, AThousandParallelCallsAreAnsweredAndAudited) {
 }
 
 TEST_F(KeyBrokerGrpcTest, ServesOverTlsAndRequiresClientCertsWithMtls) {
-  testing::TestCa ca;
+  sealvol::testing::TestCa ca;
   auto server_cert = ca.Issue("broker", "DNS:localhost,IP:127.0.0.1", true, 2);
   auto client_cert = ca.Issue("node-1", "DNS:node-1", false, 3);
   WriteFile(Path("ca.pem"), ca.cert_pem());
@@ -364,7 +358,7 @@ TEST_F(KeyBrokerGrpcTest, ServesOverTlsAndRequiresClientCertsWithMtls) {
   EXPECT_EQ(dek.status().code(), absl::StatusCode::kUnavailable) << dek.status();
 
   // A client that trusts another CA refuses the broker.
-  testing::TestCa other;
+  sealvol::testing::TestCa other;
   WriteFile(Path("other-ca.pem"), other.cert_pem());
   auto distrustful = Client({.target = target,
                              .ca_file = Path("other-ca.pem"),

@@ -14,14 +14,15 @@
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/http_test_server.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::broker {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::FakeKeyProvider;
-using testing::HttpTestServer;
+using ::sealvol::testing::HttpTestServer;
 using testing::IssuerEnv;
 using testing::kNode;
 using testing::kTenant;
@@ -41,13 +42,6 @@ class KeyBrokerServiceTest : public ::testing::Test {
 
   void SetUp() override {
     env_->clock.Set(absl::Now());
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("sealvol-broker-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     keys_.AddVolume(MakeVolume(kVolume, kTenant), 0xA5);
     keys_.AddVolume(MakeVolume(kOtherTenantVolume, "team-b"), 0x5B);
     auto audit = AuditLog::Open({.path = AuditPath()});
@@ -59,7 +53,6 @@ class KeyBrokerServiceTest : public ::testing::Test {
   void TearDown() override {
     service_.reset();
     audit_.reset();
-    fs::remove_all(dir_);
   }
   void Rebuild() {
     service_ = std::make_unique<KeyBrokerService>(keys_, env_->verifier,
@@ -120,7 +113,8 @@ class KeyBrokerServiceTest : public ::testing::Test {
   }
 
   static IssuerEnv* env_;
-  fs::path dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-broker"};
+  const fs::path dir_{tmp_.path()};
   FakeKeyProvider keys_;
   std::unique_ptr<AuditLog> audit_;
   BrokerMetrics metrics_;

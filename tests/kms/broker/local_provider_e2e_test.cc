@@ -12,7 +12,7 @@
 #include "kms/broker/refusal.h"
 #include "kms/key_provider.h"
 #include "tests/kms/broker/broker_test_env.h"
-#include "tests/kms/broker/tls_test_certs.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::broker {
 namespace {
@@ -25,10 +25,8 @@ using testing::kTenant;
 constexpr char kVolume[] = "sv-00112233445566778899aabbccddeeff";
 
 TEST(LocalProviderEndToEndTest, ReleasesTheKmsKeyOnlyToTheAttestedPod) {
-  const fs::path dir = fs::temp_directory_path() /
-                       absl::StrCat("sealvol-broker-e2e-", getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const sealvol::testing::TempDir work("sealvol-broker-e2e");
+  const fs::path dir = work.path();
   auto provider = kms::OpenKeyProvider("local:" + (dir / "kms").string());
   ASSERT_TRUE(provider.ok()) << provider.status();
   auto record = (*provider)->CreateVolumeKey(
@@ -47,7 +45,7 @@ TEST(LocalProviderEndToEndTest, ReleasesTheKmsKeyOnlyToTheAttestedPod) {
   auto server = StartBrokerServer(
       {.listen = "unix://" + (dir / "broker.sock").string()}, service);
   ASSERT_TRUE(server.ok()) << server.status();
-  testing::WriteFile((dir / "node-token").string(),
+  sealvol::testing::WriteFile((dir / "node-token").string(),
                      env.Mint(env.NodeMint()));
   auto client = KeyBrokerClient::Create(
       {.target = "unix://" + (dir / "broker.sock").string(),
@@ -85,7 +83,6 @@ TEST(LocalProviderEndToEndTest, ReleasesTheKmsKeyOnlyToTheAttestedPod) {
   auto verified = VerifyAuditFiles({(dir / "audit.log").string()}, {});
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(verified->records, 3);
-  fs::remove_all(dir);
 }
 
 }  // namespace

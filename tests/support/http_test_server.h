@@ -1,5 +1,6 @@
-// A cpp-httplib server on 127.0.0.1 with a free port, run on its own thread
-// for the duration of a test.
+// HttpTestServer runs a cpp-httplib server (a plain one, or an
+// httplib::SSLServer the test made) on 127.0.0.1 with a free port, on its
+// own thread, for the duration of a test. Thread-safe as httplib::Server.
 #pragma once
 
 #include <memory>
@@ -9,16 +10,21 @@
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 
-namespace sealvol::broker::testing {
+namespace sealvol::testing {
 
 class HttpTestServer {
  public:
-  HttpTestServer() : server_(std::make_unique<httplib::Server>()) {}
+  explicit HttpTestServer(std::unique_ptr<httplib::Server> server =
+                              std::make_unique<httplib::Server>())
+      : server_(std::move(server)) {}
   ~HttpTestServer() { Stop(); }
+  HttpTestServer(const HttpTestServer&) = delete;
+  HttpTestServer& operator=(const HttpTestServer&) = delete;
 
+  // Where the test adds its handlers, before Start.
   httplib::Server& server() { return *server_; }
 
-  // Binds and starts serving; returns the base URL.
+  // Binds a free port and serves until Stop; returns the base URL (http).
   std::string Start() {
     port_ = server_->bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -38,4 +44,4 @@ class HttpTestServer {
   int port_ = 0;
 };
 
-}  // namespace sealvol::broker::testing
+}  // namespace sealvol::testing
