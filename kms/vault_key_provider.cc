@@ -76,8 +76,6 @@ std::string VaultKeyProvider::Describe() const {
                       ")");
 }
 
-void VaultKeyProvider::ForgetTokenForTesting() { session_->ForgetToken(); }
-
 std::string VaultKeyProvider::RecordPath(std::string_view kind,
                                          std::string_view volume_id) const {
   return absl::StrCat("/v1/", config_.kv_mount, "/", std::string(kind), "/",

@@ -70,9 +70,6 @@ class VaultKeyProvider final : public KeyProvider {
   absl::Status Ping() override;
   std::string Describe() const override;
 
-  // Forces the next request to log in again (tests of re-login).
-  void ForgetTokenForTesting();
-
  private:
   struct StoredRecord {
     VolumeRecord record;

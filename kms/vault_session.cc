@@ -72,11 +72,6 @@ VaultSession::~VaultSession() {
   WipeString(token_);
 }
 
-void VaultSession::ForgetToken() {
-  MutexLock lock(&auth_mu_);
-  WipeString(token_);
-}
-
 absl::StatusOr<json> VaultSession::CallWithToken(const std::string& method,
                                                      const std::string& path,
                                                      const json* body,

@@ -49,9 +49,6 @@ class VaultSession {
   // sealed, not initialised or not answering.
   absl::Status Health();
 
-  // Drops the token: the next request logs in again.
-  void ForgetToken();
-
  private:
   absl::StatusOr<nlohmann::json> CallWithToken(const std::string& method,
                                                const std::string& path,

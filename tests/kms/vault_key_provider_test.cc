@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +27,8 @@
 #include "spdlog/spdlog.h"
 #include "tests/kms/copy_record_checks.h"
 #include "tests/kms/state_commit_checks.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/test_ca.h"
 
 namespace sealvol::kms {
 namespace {
@@ -60,16 +63,10 @@ class VaultKeyProviderTest : public ::testing::Test {
     ASSERT_EQ(addr_.rfind("http://127.0.0.1:", 0), 0u)
         << "tests only talk to a local server";
     admin_ = std::make_unique<HttpClient>(HttpClientOptions{.max_attempts = 4});
-    char tmpl[] = "/tmp/sealvol-vault-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     suffix_ = RandomSuffix();
     tenant_a_ = "ta-" + suffix_;
     tenant_b_ = "tb-" + suffix_;
     prefix_ = "sealvol-test/" + suffix_;
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
   // A root-token call to the server; returns the HTTP status.
@@ -88,7 +85,7 @@ class VaultKeyProviderTest : public ::testing::Test {
   }
 
   std::string WriteFile(const std::string& name, const std::string& content) {
-    const std::string path = dir_ + "/" + name;
+    const std::string path = dir_.file(name);
     std::ofstream(path) << content;
     return path;
   }
@@ -106,6 +103,30 @@ class VaultKeyProviderTest : public ::testing::Test {
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? std::move(*p) : nullptr;
   }
+  // A provider whose session runs on the test's clock (Advance): renewal
+  // decisions are the session's, so tests of them need not sleep.
+  std::unique_ptr<VaultKeyProvider> OpenOnTestClock(const std::string& uri) {
+    auto c = VaultConfig::FromUri(uri);
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (!c.ok()) return nullptr;
+    auto p = VaultKeyProvider::Open(*c, [this] {
+      return std::chrono::steady_clock::time_point(
+          std::chrono::milliseconds(now_ms_.load()));
+    });
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? std::move(*p) : nullptr;
+  }
+  void Advance(std::chrono::milliseconds by) { now_ms_ += by.count(); }
+
+  // The server's view of `token` (auth/token/lookup, as root).
+  json LookupToken(const std::string& token) {
+    json out;
+    EXPECT_EQ(Admin("POST", "/v1/auth/token/lookup", json{{"token", token}},
+                    &out),
+              200);
+    return out.is_object() ? out.value("data", json::object()) : json::object();
+  }
+
   std::unique_ptr<VaultKeyProvider> OpenRoot() {
     return Open(Uri(WriteFile("root-token", root_token_)));
   }
@@ -129,14 +150,16 @@ class VaultKeyProviderTest : public ::testing::Test {
               204);
   }
 
+  // `num_uses` 0: unlimited.
   std::string CreateToken(const std::string& policy, const std::string& ttl,
-                          bool renewable) {
+                          bool renewable, int num_uses = 0) {
     json out;
     EXPECT_EQ(Admin("POST", "/v1/auth/token/create",
                     json{{"policies", {policy}},
                          {"ttl", ttl},
-                         {"explicit_max_ttl", "120s"},
+                         {"explicit_max_ttl", "360s"},
                          {"renewable", renewable},
+                         {"num_uses", num_uses},
                          {"no_default_policy", false}},
                     &out),
               200);
@@ -154,8 +177,10 @@ class VaultKeyProviderTest : public ::testing::Test {
     return r;
   }
 
-  std::string addr_, root_token_, dir_, suffix_, tenant_a_, tenant_b_, prefix_;
+  sealvol::testing::TempDir dir_{"sealvol-vault-test"};
+  std::string addr_, root_token_, suffix_, tenant_a_, tenant_b_, prefix_;
   std::unique_ptr<HttpClient> admin_;
+  std::atomic<int64_t> now_ms_{3600 * 1000};
 };
 
 TEST_F(VaultKeyProviderTest, CreateUnwrapRotateListDestroy) {
@@ -387,32 +412,72 @@ TEST_F(VaultKeyProviderTest, VaultDownGivesAClearErrorAndNoPartialEntry) {
   EXPECT_EQ(p->GetVolume(id).status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(VaultKeyProviderTest, RenewsAShortLivedTokenAndReadsANewOneWhenItEnds) {
+// Renewal is due when two thirds of the TTL have passed on the session's
+// clock (the test's): the server records the renewal then, not before.
+TEST_F(VaultKeyProviderTest, RenewsATokenWhenTwoThirdsOfItsTtlHavePassed) {
   WriteTenantPolicy(tenant_a_);
   auto root = OpenRoot();
-  const std::string id = TestVolumeId("ttl");
+  const std::string id = TestVolumeId("renew");
   ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
+  const std::string token = CreateToken("sealvol-" + tenant_a_, "60s", true);
+  auto p = OpenOnTestClock(Uri(WriteFile("renewable", token)));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  // The server reports the TTL in whole seconds (60, or 59 once a second
+  // has ticked): renewal is due at 40 s or 39.3 s.
+  Advance(std::chrono::seconds(39));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  EXPECT_EQ(LookupToken(token).value("last_renewal_time", int64_t{0}), 0)
+      << "renewed before two thirds of the TTL";
+  Advance(std::chrono::seconds(2));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  EXPECT_GT(LookupToken(token).value("last_renewal_time", int64_t{0}), 0)
+      << "not renewed after two thirds of the TTL";
+}
+
+// A non-renewable token is not used past two thirds of its TTL on the
+// session's clock: the provider reads the token file again and uses the
+// token it finds there (the server counts that token's uses).
+TEST_F(VaultKeyProviderTest, ReadsTheTokenFileAgainWhenANonRenewableTokenIsDue) {
+  WriteTenantPolicy(tenant_a_);
+  auto root = OpenRoot();
+  const std::string id = TestVolumeId("reread");
+  ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
+  const std::string policy = "sealvol-" + tenant_a_;
   const std::string token_file =
-      WriteFile("short", CreateToken("sealvol-" + tenant_a_, "6s", true));
-  auto p = Open(Uri(token_file));
+      WriteFile("short", CreateToken(policy, "60s", false));
+  auto p = OpenOnTestClock(Uri(token_file));
   ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
-  // Past two thirds of the TTL: the provider renews; well past the original
-  // TTL the token still works only because it was renewed. The TTL leaves
-  // more than a second of margin at each request: Vault reports whole
-  // seconds, so a token created 0.9 s ago may already show one second less.
-  for (int i = 0; i < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(4200));
-    auto dek = p->UnwrapVolumeKey(id);
-    ASSERT_TRUE(dek.ok()) << "after " << (i + 1) * 4.2 << " s: " << dek.status();
-  }
-  // A non-renewable token expires; the provider re-reads the token file.
-  std::ofstream(token_file) << CreateToken("sealvol-" + tenant_a_, "2s", false);
-  p->ForgetTokenForTesting();
+  constexpr int kUses = 20;
+  const std::string next = CreateToken(policy, "300s", true, kUses);
+  WriteFile("short", next);
+  Advance(std::chrono::seconds(30));
   ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
-  std::ofstream(token_file) << CreateToken("sealvol-" + tenant_a_, "300s", true);
+  EXPECT_EQ(LookupToken(next).value("num_uses", 0), kUses)
+      << "the token file was read again before the token was due";
+  Advance(std::chrono::seconds(11));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  EXPECT_LT(LookupToken(next).value("num_uses", kUses), kUses)
+      << "the provider kept using the token that was due";
+}
+
+// What only the server's clock can show: a token the provider renewed is
+// still accepted after its original TTL has run out on the server.
+TEST_F(VaultKeyProviderTest, ARenewedTokenOutlivesItsOriginalTtlOnTheServer) {
+  WriteTenantPolicy(tenant_a_);
+  auto root = OpenRoot();
+  const std::string id = TestVolumeId("outlive");
+  ASSERT_TRUE(root->CreateVolumeKey(Request(id, tenant_a_)).ok());
+  auto p = OpenOnTestClock(Uri(WriteFile(
+      "outlive", CreateToken("sealvol-" + tenant_a_, "4s", true))));
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  // Sleeps: the token's 4 s TTL runs on the server's clock, not ours.
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  Advance(std::chrono::milliseconds(2700));  // Renewal is due (2/3 of 4 s).
+  ASSERT_TRUE(p->UnwrapVolumeKey(id).ok());
+  // Sleeps: past the original TTL on the server (4.5 s after creation).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   auto dek = p->UnwrapVolumeKey(id);
-  EXPECT_TRUE(dek.ok()) << dek.status();
+  EXPECT_TRUE(dek.ok()) << "the renewed token was refused: " << dek.status();
 }
 
 // A second server with a TLS listener whose certificate a CA generated here
@@ -432,20 +497,8 @@ TEST_F(VaultKeyProviderTest, TlsAcceptsTheRightCaAndRefusesAWrongOne) {
     }
   }
   if (bin.empty()) GTEST_SKIP() << "no OpenBao binary (run scripts/openbao-dev build)";
-  const std::string d = dir_;
-  const std::string gen =
-      "cd " + d + " && openssl req -x509 -newkey ec -pkeyopt "
-      "ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 1 "
-      "-subj /CN=sealvol-test-ca 2>/dev/null && "
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      "-keyout other.key -out other.pem -days 1 -subj /CN=other-ca "
-      "2>/dev/null && "
-      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-      "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && "
-      "printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
-      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key "
-      "-CAcreateserial -out srv.pem -days 1 -extfile ext.cnf 2>/dev/null";
-  ASSERT_EQ(std::system(gen.c_str()), 0);
+  const std::string d = dir_.path();
+  sealvol::testing::WriteLocalServerTls(d);
   const int port = 30000 + static_cast<int>(std::random_device{}() % 20000);
   std::ofstream(d + "/tls.hcl")
       << "listener \"tcp\" {\n  address = \"127.0.0.1:" << port
