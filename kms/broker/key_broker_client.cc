@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
+#include <string_view>
+#include <utility>
 
 #include <grpcpp/grpcpp.h>
 
@@ -24,30 +27,21 @@ constexpr size_t kDekSize = 32;
 // CA bundles, client certificates and keys, node tokens.
 constexpr size_t kMaxFileSize = 1 << 20;
 
-// Rebuilds the broker's refusal as a Status with the same reason payload.
-absl::Status FromGrpc(const grpc::Status& grpc_status) {
-  const absl::Status status = FromGrpcStatus(grpc_status);
-  const std::string message(status.message());
-  const absl::StatusCode code = status.code();
-  if (code == absl::StatusCode::kPermissionDenied ||
-      code == absl::StatusCode::kResourceExhausted ||
-      code == absl::StatusCode::kUnavailable ||
-      code == absl::StatusCode::kFailedPrecondition ||
-      code == absl::StatusCode::kInvalidArgument) {
-    const size_t colon = message.find(':');
-    if (colon != std::string::npos) {
-      const std::string reason = message.substr(0, colon);
-      for (int r = 0; r <= static_cast<int>(kLastReason); ++r) {
-        if (ReasonName(static_cast<Reason>(r)) == reason) {
-          return RefusalStatus(
-              static_cast<Reason>(r),
-              std::string(absl::StripLeadingAsciiWhitespace(
-                  message.substr(colon + 1))));
-        }
-      }
+// A failed call as a Status: a refusal keeps the broker's message and
+// carries the reason the broker sent in its trailer; any other failure is
+// prefixed "key broker: ".
+absl::Status FromGrpc(const grpc::Status& grpc_status,
+                      const grpc::ClientContext& context) {
+  absl::Status status = FromGrpcStatus(grpc_status);
+  const auto& trailers = context.GetServerTrailingMetadata();
+  if (auto it = trailers.find(kRefusalReasonTrailer); it != trailers.end()) {
+    const std::string_view name(it->second.data(), it->second.size());
+    if (std::optional<Reason> reason = ReasonFromName(name)) {
+      return WithRefusalReason(std::move(status), *reason);
     }
   }
-  return absl::Status(code, absl::StrCat("key broker: ", message));
+  return absl::Status(status.code(),
+                      absl::StrCat("key broker: ", status.message()));
 }
 
 }  // namespace
@@ -143,7 +137,7 @@ absl::StatusOr<std::map<std::string, bool>> KeyBrokerClient::VolumesExist(
     if (absl::Status s = PrepareContext(context); !s.ok()) return s;
     v1::VolumeStatusResponse response;
     const grpc::Status status = stub_->VolumeStatus(&context, request, &response);
-    if (!status.ok()) return FromGrpc(status);
+    if (!status.ok()) return FromGrpc(status, context);
     if (static_cast<size_t>(response.volumes_size()) != end - begin) {
       return absl::DataLossError(absl::StrCat(
           "key broker answered ", response.volumes_size(),
@@ -183,7 +177,7 @@ absl::Status KeyBrokerClient::ClaimFormat(
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ClaimFormatResponse response;
   const grpc::Status status = stub_->ClaimFormat(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
   if (response.format_id() != format_id) {
     return absl::DataLossError(absl::StrCat(
         "key broker accepted the format claim of volume ", volume_id,
@@ -206,7 +200,7 @@ absl::Status KeyBrokerClient::CommitState(const std::string& volume_id,
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::CommitStateResponse response;
   const grpc::Status status = stub_->CommitState(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
   return absl::OkStatus();
 }
 
@@ -221,7 +215,7 @@ absl::Status KeyBrokerClient::ReportRollback(const std::string& volume_id,
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ReportRollbackResponse response;
   const grpc::Status status = stub_->ReportRollback(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
   return absl::OkStatus();
 }
 
@@ -233,7 +227,7 @@ absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ReleaseKeyResponse response;
   const grpc::Status status = stub_->ReleaseKey(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
 
   std::string* dek = response.mutable_dek();
   auto secret = crypto::SecretBytes::CopyFrom(std::span<const uint8_t>(
@@ -274,7 +268,7 @@ absl::StatusOr<std::vector<CopyJob>> KeyBrokerClient::CopyJobs(
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::CopyJobsResponse response;
   const grpc::Status status = stub_->CopyJobs(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
   std::vector<CopyJob> jobs;
   for (const v1::CopyJob& job : response.jobs()) {
     auto parsed = CopyJobFromProto(job);
@@ -298,7 +292,7 @@ absl::StatusOr<CopyKeys> KeyBrokerClient::ReleaseCopyKeys(
   v1::ReleaseCopyKeysResponse response;
   const grpc::Status status =
       stub_->ReleaseCopyKeys(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
 
   // Both keys leave the protobuf at once, wiped there whatever happens next.
   auto take = [](std::string* bytes) -> absl::StatusOr<crypto::SecretBytes> {
@@ -353,7 +347,7 @@ absl::StatusOr<kms::CopyState> KeyBrokerClient::ReportCopy(
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
   v1::ReportCopyResponse response;
   const grpc::Status status = stub_->ReportCopy(&context, request, &response);
-  if (!status.ok()) return FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status, context);
   auto state = CopyStateFromProto(response.state());
   if (!state.ok()) {
     return absl::DataLossError(absl::StrCat(

@@ -18,7 +18,6 @@ namespace sealvol::broker {
 namespace {
 
 constexpr char kUnixPrefix[] = "unix://";
-constexpr char kReasonTrailer[] = "sealvol-refusal-reason";
 // Certificates, keys and CA bundles.
 constexpr size_t kMaxPemFileSize = 1 << 20;
 
@@ -26,7 +25,9 @@ constexpr size_t kMaxPemFileSize = 1 << 20;
 grpc::Status RefusalToGrpc(grpc::ServerContext* context,
                            const absl::Status& status) {
   const std::string reason = RefusalReason(status);
-  if (!reason.empty()) context->AddTrailingMetadata(kReasonTrailer, reason);
+  if (!reason.empty()) {
+    context->AddTrailingMetadata(kRefusalReasonTrailer, reason);
+  }
   return ToGrpcStatus(status);
 }
 

@@ -1,5 +1,7 @@
 #include "kms/broker/refusal.h"
 
+#include <utility>
+
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
@@ -76,7 +78,22 @@ absl::Status RefusalStatus(Reason reason, std::string_view message) {
     default:
       status = absl::PermissionDeniedError(text);
   }
-  status.SetPayload(kReasonPayloadUrl, absl::Cord(name));
+  return WithRefusalReason(std::move(status), reason);
+}
+
+std::optional<Reason> ReasonFromName(std::string_view name) {
+  for (int r = 0; r <= static_cast<int>(kLastReason); ++r) {
+    if (ReasonName(static_cast<Reason>(r)) == name) {
+      return static_cast<Reason>(r);
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status WithRefusalReason(absl::Status status, Reason reason) {
+  if (status.ok()) return status;
+  status.SetPayload(kReasonPayloadUrl,
+                    absl::Cord(std::string(ReasonName(reason))));
   return status;
 }
 

@@ -1,9 +1,12 @@
 // Refusal reasons of the key broker: a stable machine string per failed
 // check, carried in an absl::Status (PermissionDenied, or ResourceExhausted
-// for rate limiting) as "<reason>: <message>" plus a payload, so callers can
-// branch on the reason without parsing text. Thread-safe: stateless.
+// for rate limiting) as a payload, so callers branch on the reason, never on
+// the message "<reason>: <message>" (which is for people). Over gRPC the
+// reason travels in the trailer kRefusalReasonTrailer. Thread-safe:
+// stateless.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -64,8 +67,14 @@ enum class Reason {
 // The last reason, for code that maps every name back (the client).
 inline constexpr Reason kLastReason = Reason::kSourceNotOnNode;
 
+// The trailing-metadata key of a refused call: the reason's name.
+inline constexpr char kRefusalReasonTrailer[] = "sealvol-refusal-reason";
+
 // The stable string, e.g. "token_expired".
 std::string_view ReasonName(Reason reason);
+
+// The reason named `name`; nullopt for a name no reason has.
+std::optional<Reason> ReasonFromName(std::string_view name);
 
 // PermissionDenied (ResourceExhausted for kRateLimited, Unavailable for
 // kKmsError, kTokenReviewFailed and kApiServerFailed, FailedPrecondition for
@@ -74,6 +83,10 @@ std::string_view ReasonName(Reason reason);
 // with message "<reason>: <message>" and
 // the reason as payload. `message` must not contain secrets.
 absl::Status RefusalStatus(Reason reason, std::string_view message);
+
+// `status` (code and message as they are) carrying `reason`: a refusal
+// received over the wire. An OK status stays OK and carries nothing.
+absl::Status WithRefusalReason(absl::Status status, Reason reason);
 
 // The reason name carried by `status`, or "" if it carries none.
 std::string RefusalReason(const absl::Status& status);
