@@ -46,6 +46,28 @@ for v in 1.34.4 1.30.0; do
 done
 echo "ok   CSIDriver serviceAccountTokenInSecrets rendered for 1.35, left out for 1.34 and 1.30"
 
+# Snapshots: the csi-snapshotter sidecar by default and none when disabled;
+# the VolumeSnapshotClass only where the API server serves the snapshot API.
+snap_api=snapshot.storage.k8s.io/v1/VolumeSnapshotClass
+"$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" -s templates/controller.yaml |
+  grep -q '^        - name: csi-snapshotter$' || die "no csi-snapshotter sidecar by default"
+if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" -s templates/controller.yaml \
+  --set snapshots.enabled=false | grep -q csi-snapshotter; then
+  die "csi-snapshotter rendered with snapshots.enabled=false"
+fi
+"$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" --api-versions "$snap_api" \
+  -s templates/volumesnapshotclass.yaml >"$work/vsc.yaml" || die "helm template VolumeSnapshotClass"
+grep -q '^driver: sealvol.csi.dev$' "$work/vsc.yaml" && grep -q '^deletionPolicy: Delete$' "$work/vsc.yaml" ||
+  { cat "$work/vsc.yaml"; die "VolumeSnapshotClass lacks the driver or deletionPolicy Delete"; }
+if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" | grep -q '^kind: VolumeSnapshotClass$'; then
+  die "VolumeSnapshotClass rendered for an API server without the snapshot API"
+fi
+if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" \
+  --set snapshots.volumeSnapshotClass.deletionPolicy=Forget >/dev/null 2>&1; then
+  die "chart accepted deletionPolicy Forget"
+fi
+echo "ok   snapshots: csi-snapshotter sidecar, VolumeSnapshotClass only with the snapshot API"
+
 # values.schema.json: a misspelled or mistyped value must not be ignored.
 for bad in 'brokr.port=9443' 'broker.port=not-a-port' 'storageClasses[0].kmsKeyTemplate=shared-kek'; do
   if "$HELM" template sealvol "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then

@@ -330,7 +330,7 @@ func CheckContract(objs []*Object, opt ContractOptions) []string {
 			c.failf("%s: --audit-log=%s is not on a writable volume (the root filesystem is read-only)", who, f["audit-log"])
 		}
 		socket := endpointSocket(c, who, f["endpoint"])
-		for _, img := range []string{"csi-provisioner", "csi-resizer", "livenessprobe"} {
+		for _, img := range []string{"csi-provisioner", "csi-resizer", "csi-snapshotter", "livenessprobe"} {
 			sc := containerByImage(ps, img)
 			if sc == nil {
 				c.failf("%s: no %s sidecar", who, img)

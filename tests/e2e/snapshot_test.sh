@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Scenario 7: a VolumeSnapshot of a PVC in use, a PVC restored from it and a
+# PVC cloned from the source, through the real sidecars (csi-snapshotter,
+# snapshot-controller, csi-provisioner) and the node's copy jobs:
+#   * the restore holds exactly what was written before the snapshot was
+#     cut (a file written after the VolumeSnapshot got its creationTime is
+#     absent), the clone holds both;
+#   * every copy has its own data key: no 4 KiB ciphertext block of the
+#     source image appears in the restored or the cloned image, and the
+#     registry holds a distinct wrapped key per record;
+#   * deleting the source (crypto-shred) leaves the restore and the clone
+#     readable; deleting the snapshot leaves the restore readable.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+kubectl get crd volumesnapshots.snapshot.storage.k8s.io >/dev/null 2>&1 ||
+  skip "the cluster has no VolumeSnapshot CRDs (scripts/k8s up installs them)"
+ns=team-a-snap
+new_ns $ns
+
+snapshot() { # NAME PVC
+  kubectl apply -f - >/dev/null <<YAML || fail "create VolumeSnapshot $1"
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: $1, namespace: $ns}
+spec:
+  volumeSnapshotClassName: sealvol
+  source: {persistentVolumeClaimName: $2}
+YAML
+}
+pvc_from() { # NAME KIND SOURCE SIZE
+  local group=""
+  [[ $2 == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
+  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1 from $2 $3"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1, namespace: $ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: sealvol-ext4
+  resources: {requests: {storage: $4}}
+  dataSource: {${group}kind: $2, name: $3}
+YAML
+}
+checksum() { kubectl -n $ns exec "$1" -- sh -c "cd /data && sha256sum $2" | awk '{print $1}'; }
+# Every 4 KiB block of image $1 that also appears in image $2 (both on the
+# node's state directory, which this host sees).
+shared_blocks() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+def blocks(path):
+    out = set()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4096)
+            if not b:
+                return out
+            if b.count(0) != len(b):
+                out.add(b)
+a, b = blocks(sys.argv[1]), blocks(sys.argv[2])
+print(len(a & b), len(a), len(b))
+PY
+}
+
+pvc $ns data sealvol-ext4 256Mi
+pod $ns src data "head -c 8M /dev/urandom > /data/before && sync && sleep 100000"
+wait_running $ns src 180
+sum_before=$(checksum src before)
+
+snapshot snap data
+for _ in $(seq 120); do
+  [[ -n $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.creationTime}' 2>/dev/null) ]] && break
+  sleep 1
+done
+[[ -n $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.creationTime}') ]] ||
+  fail "the snapshot was never cut: $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status}')"
+# Written after the cut: must not be in the snapshot, must be in a later clone.
+kubectl -n $ns exec src -- sh -c "head -c 1M /dev/urandom > /data/after && sync" || fail "write after the cut"
+kubectl -n $ns wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshot/snap --timeout=300s >/dev/null ||
+  fail "snapshot not ready: $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status}')"
+say "snapshot cut and ready ($(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.restoreSize}'))"
+
+pvc_from restored VolumeSnapshot snap 512Mi
+pvc_from cloned PersistentVolumeClaim data 256Mi
+pod $ns r restored "sleep 100000"
+pod $ns c cloned "sleep 100000"
+wait_running $ns r 300
+wait_running $ns c 300
+[[ $(checksum r before) == "$sum_before" ]] || fail "the restored volume's file differs from the source's"
+kubectl -n $ns exec r -- test -e /data/after && fail "a file written after the snapshot is in the restored volume"
+[[ $(checksum c before) == "$sum_before" ]] || fail "the clone's file differs from the source's"
+[[ $(checksum c after) == "$(checksum src after)" ]] || fail "the clone lacks the file written before it was made"
+# The restore was asked 512Mi from a 256Mi snapshot: its file system grew.
+size=$(kubectl -n $ns exec r -- df -B1 --output=size /data | tail -n 1)
+((size > 384 * 1024 * 1024)) || fail "the restored file system was not grown to the request: $size bytes"
+say "restore and clone give back the same files; the file written after the cut is only in the clone"
+
+src_vol=$(handle_of "$(pv_of $ns data)")
+for claim in restored cloned; do
+  vol=$(handle_of "$(pv_of $ns $claim)")
+  [[ $vol != "$src_vol" ]] || fail "$claim has the source's volume id"
+  read -r shared n_src n_copy < <(shared_blocks "$node_state/volumes/$src_vol/image" "$node_state/volumes/$vol/image")
+  ((n_src > 2000 && n_copy > 2000)) || fail "too few data blocks to compare ($n_src, $n_copy)"
+  ((shared == 0)) || fail "$shared 4 KiB ciphertext blocks of the source image appear in the $claim image"
+done
+wrapped=$(keys list | jq -r '.[].wrapped_dek' | sort)
+[[ $(uniq -d <<<"$wrapped") == "" ]] || fail "two registry records share a wrapped data key"
+say "no ciphertext block shared between the source and either copy; every record has its own wrapped key"
+
+# Crypto-shred the source: the copies stay readable.
+delete_pod $ns src
+kubectl -n $ns delete pvc data --wait=true --timeout=120s >/dev/null || fail "delete the source PVC"
+for _ in $(seq 60); do keys show "$src_vol" >/dev/null 2>&1 || break; sleep 1; done
+keys show "$src_vol" >/dev/null 2>&1 && fail "the source's key survived its deletion"
+kubectl -n $ns exec r -- sh -c 'echo 3 > /proc/sys/vm/drop_caches' 2>/dev/null || true
+[[ $(checksum r before) == "$sum_before" ]] || fail "the restore is unreadable after the source was shredded"
+[[ $(checksum c before) == "$sum_before" ]] || fail "the clone is unreadable after the source was shredded"
+# Delete the snapshot: the restore stays readable; its key is gone.
+kubectl -n $ns delete volumesnapshot snap --wait=true --timeout=120s >/dev/null || fail "delete the snapshot"
+delete_pod $ns r
+pod $ns r2 restored "sleep 100000"
+wait_running $ns r2 180
+[[ $(checksum r2 before) == "$sum_before" ]] ||
+  fail "the restore is unreadable (re-published) after the snapshot was deleted"
+audit | jq -s -e 'any(.[]; .decision == "grant" and .reason == "copy_key_released")' >/dev/null ||
+  fail "no copy key release in the audit log"
+say "source shredded and snapshot deleted: restore and clone still read; copy key releases audited"
