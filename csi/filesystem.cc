@@ -6,7 +6,10 @@
 #include <sys/statvfs.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "base/injected_fault.h"
@@ -87,6 +90,67 @@ absl::Status GrowFilesystem(const std::string& device,
   if (fs_type == "xfs") return RunProgram({"xfs_growfs", mount_point});
   return absl::InvalidArgumentError("grow " + device + ": unsupported fs_type " +
                                     fs_type);
+}
+
+namespace {
+
+absl::StatusOr<uint64_t> DeviceBytes(const std::string& device) {
+  UniqueFd fd(open(device.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus(errno, "open", device);
+  uint64_t bytes = 0;
+  if (ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0) {
+    return ErrnoStatus(errno, "BLKGETSIZE64", device);
+  }
+  return bytes;
+}
+
+// "Block count:" times "Block size:" of dumpe2fs -h.
+absl::StatusOr<uint64_t> Ext4Bytes(const std::string& device) {
+  const ProgramResult r =
+      RunProgramFor({"dumpe2fs", "-h", device}, /*capture_out=*/true);
+  if (r.exit_status != 0) {
+    return absl::InternalError(absl::StrCat("dumpe2fs -h ", device,
+                                            ": exit status ", r.exit_status,
+                                            ": ", LastLine(r.err)));
+  }
+  uint64_t blocks = 0, block_size = 0;
+  std::istringstream in(r.out);
+  std::string line;
+  auto field = [&line](std::string_view name, uint64_t& value) {
+    if (line.rfind(name, 0) != 0) return;
+    value = std::strtoull(line.c_str() + name.size(), nullptr, 10);
+  };
+  while (std::getline(in, line)) {
+    field("Block count:", blocks);
+    field("Block size:", block_size);
+  }
+  if (blocks == 0 || block_size == 0) {
+    return absl::InternalError("dumpe2fs -h " + device +
+                               ": no block count or block size");
+  }
+  return blocks * block_size;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> GrowUnmountedExt4(const std::string& device) {
+  ASSIGN_OR_RETURN(const uint64_t device_bytes, DeviceBytes(device));
+  ASSIGN_OR_RETURN(const uint64_t fs_bytes, Ext4Bytes(device));
+  // Less than one 4 KiB block short: nothing resize2fs could add.
+  if (fs_bytes + 4096 > device_bytes) return false;
+  // resize2fs refuses an unmounted file system not checked since its last
+  // mount; -p repairs only what is safe without asking (exit 1: fixed).
+  const ProgramResult fsck = RunProgramFor({"e2fsck", "-f", "-p", device},
+                                           /*capture_out=*/false);
+  if (fsck.exit_status != 0 && fsck.exit_status != 1) {
+    return absl::InternalError(absl::StrCat("e2fsck -f -p ", device,
+                                            ": exit status ", fsck.exit_status,
+                                            ": ", LastLine(fsck.err)));
+  }
+  RETURN_IF_ERROR(RunProgram({"resize2fs", device}));
+  spdlog::info("grew ext4 on {} from {} to {} bytes (offline)", device, fs_bytes,
+               device_bytes);
+  return true;
 }
 
 absl::StatusOr<FilesystemUsage> UsageOf(const std::string& path) {

@@ -44,6 +44,13 @@ absl::Status GrowFilesystem(const std::string& device,
                             const std::string& mount_point,
                             const std::string& fs_type);
 
+// Grows an unmounted ext4 file system that is smaller than its device (a
+// volume restored from a smaller snapshot) to the device's size, offline:
+// e2fsck -f -p, then resize2fs (no CAP_SYS_RESOURCE needed, unlike an
+// online resize). Returns whether it grew; a file system that fills its
+// device is left alone without running either. Errors name the step.
+absl::StatusOr<bool> GrowUnmountedExt4(const std::string& device);
+
 struct FilesystemUsage {
   uint64_t total_bytes = 0;
   uint64_t available_bytes = 0;

@@ -285,6 +285,15 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
   }
   if (*formatted) {
     spdlog::info("volume {}: created {} on {}", id, record.fs_type, record.device);
+  } else if (record.fs_type == "ext4") {
+    // A restore asked larger than its snapshot: the file system fills only
+    // the snapshot's size. ext4 grows offline here (xfs online, below).
+    if (absl::StatusOr<bool> grown = GrowUnmountedExt4(record.device);
+        !grown.ok()) {
+      return absl::Status(grown.status().code(),
+                          "volume " + id + ": " +
+                              std::string(grown.status().message()));
+    }
   }
   // Mounted on the directory as resolved (no link followed), not on
   // whatever the path names by the time mount(2) looks it up.
@@ -297,6 +306,14 @@ absl::Status NodeService::EnsureAttached(StageRecord& record,
       !mounted.ok()) {
     return absl::Status(mounted.code(), "mount on " + record.staging_path +
                                             ": " + std::string(mounted.message()));
+  }
+  if (!*formatted && record.fs_type == "xfs") {
+    // xfs grows only mounted; a no-op when it fills its device already.
+    if (absl::Status grown = GrowFilesystem(record.device, staging_fd, "xfs");
+        !grown.ok()) {
+      return absl::Status(grown.code(), "volume " + id + ": " +
+                                            std::string(grown.message()));
+    }
   }
   InjectedCrash("mount");
   return absl::OkStatus();

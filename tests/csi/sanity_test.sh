@@ -6,8 +6,8 @@
 #
 #   SEALVOL_BIN=build/cmd/sealvol tests/csi/sanity_test.sh
 # Env: CSI_SANITY_FOCUS (ginkgo focus regex), CSI_SANITY_KEEP=1 (keep logs),
-# SEALVOL_SANITY_SNAPSHOTS=1 (controller with --enable-snapshots: the
-# snapshot and clone specs run too).
+# SEALVOL_SANITY_SNAPSHOTS=0 (controller without --enable-snapshots, as
+# before snapshots existed; by default the snapshot and clone specs run too).
 set -euo pipefail
 
 CSI_TEST_VERSION=v5.3.1
@@ -62,9 +62,9 @@ pod_uid=7d3c2a10-5b1e-4c7e-9a51-0c0ffee00001
   --pod-uid "$pod_uid" --node "$node_id" --ttl 2h >"$work/pod.token"
 
 controller_args=()
-if [[ -n ${SEALVOL_SANITY_SNAPSHOTS:-} ]]; then
+if [[ ${SEALVOL_SANITY_SNAPSHOTS:-1} != 0 ]]; then
   controller_args+=(--enable-snapshots)
-  echo "sanity: snapshots and clones enabled (SEALVOL_SANITY_SNAPSHOTS)"
+  echo "sanity: snapshots and clones enabled (SEALVOL_SANITY_SNAPSHOTS=0 turns them off)"
 fi
 "$bin" controller --endpoint "unix://$work/controller.sock" --kms "local:$work/kms" \
   --broker-listen "unix://$work/broker.sock" --jwks-file "$work/jwks.json" \

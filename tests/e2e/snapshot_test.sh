@@ -102,8 +102,17 @@ for claim in restored cloned; do
   ((n_src > 2000 && n_copy > 2000)) || fail "too few data blocks to compare ($n_src, $n_copy)"
   ((shared == 0)) || fail "$shared 4 KiB ciphertext blocks of the source image appear in the $claim image"
 done
-wrapped=$(keys list | jq -r '.[].wrapped_dek' | sort)
-[[ $(uniq -d <<<"$wrapped") == "" ]] || fail "two registry records share a wrapped data key"
+# The embedded registry's records (sealvol keys shows everything but the
+# wrapped key): source, snapshot, restore and clone, four wrapped keys.
+content=$(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.boundVolumeSnapshotContentName}')
+snap_id=$(kubectl get volumesnapshotcontent "$content" -o jsonpath='{.status.snapshotHandle}')
+ids=("$src_vol" "$snap_id" "$(handle_of "$(pv_of $ns restored)")" "$(handle_of "$(pv_of $ns cloned)")")
+wrapped=$(for id in "${ids[@]}"; do
+  kubectl -n "$driver_ns" exec "$(controller_pod)" -c sealvol -- cat "/tmp/kms/volumes/$id.json" | jq -r .wrapped_dek
+done)
+[[ $(grep -c . <<<"$wrapped") == 4 && $(grep -c null <<<"$wrapped") == 0 ]] ||
+  fail "expected 4 wrapped keys (source, snapshot, restore, clone): $wrapped"
+[[ $(sort <<<"$wrapped" | uniq -d) == "" ]] || fail "two registry records share a wrapped data key"
 say "no ciphertext block shared between the source and either copy; every record has its own wrapped key"
 
 # Crypto-shred the source: the copies stay readable.
