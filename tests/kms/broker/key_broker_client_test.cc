@@ -8,7 +8,9 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "base/mutex.h"
 #include "gtest/gtest.h"
 #include "kms/broker/refusal.h"
 #include "tests/support/temp_dir.h"
@@ -18,18 +20,28 @@ namespace {
 
 class ScriptedBroker final : public v1::KeyBroker::Service {
  public:
-  // Set before a call; gRPC orders the write before the handler's read.
-  grpc::Status answer = grpc::Status::OK;
-  std::string reason_trailer;  // Empty: no trailer.
+  // What the next ReleaseKey answers. Locked: gRPC's own ordering between
+  // the test's thread and the handler's is invisible to TSan.
+  void Script(grpc::Status answer, std::string reason_trailer = "") {
+    MutexLock lock(&mu_);
+    answer_ = std::move(answer);
+    reason_trailer_ = std::move(reason_trailer);  // Empty: no trailer.
+  }
 
   grpc::Status ReleaseKey(grpc::ServerContext* context,
                           const v1::ReleaseKeyRequest*,
                           v1::ReleaseKeyResponse*) override {
-    if (!reason_trailer.empty()) {
-      context->AddTrailingMetadata(kRefusalReasonTrailer, reason_trailer);
+    MutexLock lock(&mu_);
+    if (!reason_trailer_.empty()) {
+      context->AddTrailingMetadata(kRefusalReasonTrailer, reason_trailer_);
     }
-    return answer;
+    return answer_;
   }
+
+ private:
+  Mutex mu_;
+  grpc::Status answer_ ABSL_GUARDED_BY(mu_) = grpc::Status::OK;
+  std::string reason_trailer_ ABSL_GUARDED_BY(mu_);
 };
 
 class KeyBrokerClientTest : public ::testing::Test {
@@ -66,9 +78,9 @@ class KeyBrokerClientTest : public ::testing::Test {
 };
 
 TEST_F(KeyBrokerClientTest, ReasonComesFromTheTrailerAndTheTextStaysAsSent) {
-  broker_.answer = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                "pod_mismatch: the token names pod web-1");
-  broker_.reason_trailer = "pod_mismatch";
+  broker_.Script(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "pod_mismatch: the token names pod web-1"),
+                 "pod_mismatch");
   const absl::Status s = Release();
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(RefusalReason(s), "pod_mismatch");
@@ -77,9 +89,9 @@ TEST_F(KeyBrokerClientTest, ReasonComesFromTheTrailerAndTheTextStaysAsSent) {
 
 // A message worded differently still carries its reason: nothing is parsed.
 TEST_F(KeyBrokerClientTest, ReasonDoesNotDependOnTheWording) {
-  broker_.answer = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                "the registry holds another format id");
-  broker_.reason_trailer = "already_formatted";
+  broker_.Script(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                              "the registry holds another format id"),
+                 "already_formatted");
   const absl::Status s = Release();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(RefusalReason(s), "already_formatted");
@@ -89,8 +101,8 @@ TEST_F(KeyBrokerClientTest, ReasonDoesNotDependOnTheWording) {
 // A failure that is no refusal has no reason, even if its text begins like
 // one (an error passed through from elsewhere).
 TEST_F(KeyBrokerClientTest, TextThatLooksLikeAReasonIsNotOne) {
-  broker_.answer = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                "node_mismatch: copied from a log line");
+  broker_.Script(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "node_mismatch: copied from a log line"));
   const absl::Status s = Release();
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(RefusalReason(s), "");
@@ -100,9 +112,9 @@ TEST_F(KeyBrokerClientTest, TextThatLooksLikeAReasonIsNotOne) {
 // A trailer naming no reason this client knows (a newer broker) is a plain
 // failure, not a refusal with a made-up reason.
 TEST_F(KeyBrokerClientTest, UnknownReasonIsAPlainFailure) {
-  broker_.answer =
-      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "reason from later");
-  broker_.reason_trailer = "reason_from_later";
+  broker_.Script(
+      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "reason from later"),
+      "reason_from_later");
   const absl::Status s = Release();
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(RefusalReason(s), "");
