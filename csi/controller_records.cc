@@ -67,4 +67,22 @@ bool IsListableSnapshot(const kms::VolumeRecord& record) {
   }
 }
 
+std::string FillPage(std::vector<kms::VolumeRecord> records,
+                     const std::string& token, int32_t max_entries,
+                     const std::function<void(const kms::VolumeRecord&)>& fill) {
+  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
+    return a.volume_id < b.volume_id;
+  });
+  const size_t max =
+      max_entries > 0 ? static_cast<size_t>(max_entries) : records.size();
+  size_t listed = 0;
+  for (const auto& record : records) {
+    if (!token.empty() && record.volume_id < token) continue;
+    if (listed == max) return record.volume_id;
+    fill(record);
+    ++listed;
+  }
+  return "";
+}
+
 }  // namespace sealvol::csi

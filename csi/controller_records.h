@@ -3,6 +3,9 @@
 // image, and where a copy job stands. Stateless, thread-safe.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -44,5 +47,14 @@ void FillSnapshot(const kms::VolumeRecord& record, csipb::Snapshot* snapshot);
 // snapshot that is still being cut), including one whose copy failed after
 // its cut (shown not ready, for the CO to delete).
 bool IsListableSnapshot(const kms::VolumeRecord& record);
+
+// One page of ListVolumes or ListSnapshots: sorts `records` by id, skips
+// those before `token` (the id of the next record to return), calls `fill`
+// for up to `max_entries` of them (0 = all) and returns the id of the first
+// record left over ("" when none): the next page's token. Ids are listed in
+// order, so a token stays meaningful when records come and go.
+std::string FillPage(std::vector<kms::VolumeRecord> records,
+                     const std::string& token, int32_t max_entries,
+                     const std::function<void(const kms::VolumeRecord&)>& fill);
 
 }  // namespace sealvol::csi

@@ -522,23 +522,11 @@ absl::Status ControllerService::DoListVolumes(
   std::erase_if(records, [](const kms::VolumeRecord& r) {
     return r.kind != kms::RecordKind::kVolume;
   });
-  std::sort(records.begin(), records.end(),
-            [](const auto& a, const auto& b) {
-              return a.volume_id < b.volume_id;
-            });
-  const size_t max = request.max_entries() > 0
-                         ? static_cast<size_t>(request.max_entries())
-                         : records.size();
-  size_t listed = 0;
-  for (const auto& record : records) {
-    if (!token.empty() && record.volume_id < token) continue;
-    if (listed == max) {
-      response->set_next_token(record.volume_id);
-      break;
-    }
-    FillVolume(record, response->add_entries()->mutable_volume());
-    ++listed;
-  }
+  response->set_next_token(FillPage(
+      std::move(records), token, request.max_entries(),
+      [response](const kms::VolumeRecord& record) {
+        FillVolume(record, response->add_entries()->mutable_volume());
+      }));
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -267,22 +268,11 @@ absl::Status ControllerService::DoListSnapshots(
     return !IsListableSnapshot(r) ||
            (!source.empty() && r.source_volume_id != source);
   });
-  std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) {
-    return a.volume_id < b.volume_id;
-  });
-  const size_t max = request.max_entries() > 0
-                         ? static_cast<size_t>(request.max_entries())
-                         : records.size();
-  size_t listed = 0;
-  for (const auto& record : records) {
-    if (!token.empty() && record.volume_id < token) continue;
-    if (listed == max) {
-      response->set_next_token(record.volume_id);
-      break;
-    }
-    FillSnapshot(record, response->add_entries()->mutable_snapshot());
-    ++listed;
-  }
+  response->set_next_token(FillPage(
+      std::move(records), token, request.max_entries(),
+      [response](const kms::VolumeRecord& record) {
+        FillSnapshot(record, response->add_entries()->mutable_snapshot());
+      }));
   return absl::OkStatus();
 }
 
