@@ -1,6 +1,8 @@
 #include "kms/key_provider.h"
 
 #include <algorithm>
+#include <ctime>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -242,6 +244,27 @@ absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(
   return absl::InvalidArgumentError(absl::StrCat(
       "KMS URI \"", u, "\": unknown scheme (expected local:DIR, "
       "vault+https://HOST:PORT?... or vault+http://HOST:PORT?...)"));
+}
+
+VolumeRecord NewVolumeRecord(const CreateVolumeKeyRequest& request,
+                             std::string key_name, int64_t key_version) {
+  VolumeRecord record;
+  record.volume_id = request.volume_id;
+  record.name = request.name;
+  record.tenant = request.tenant;
+  record.key_name = std::move(key_name);
+  record.key_version = key_version;
+  record.capacity_bytes = request.capacity_bytes;
+  record.node = request.node;
+  record.parameters = request.parameters;
+  record.created_unix = static_cast<int64_t>(std::time(nullptr));
+  record.kind = request.kind;
+  record.source_volume_id = request.source_volume_id;
+  record.copy.state = request.initial_copy_state;
+  if (record.copy.state != CopyState::kNone) {
+    record.copy.updated_unix = record.created_unix;
+  }
+  return record;
 }
 
 }  // namespace sealvol::kms

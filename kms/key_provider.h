@@ -291,6 +291,13 @@ absl::Status ApplyCopyUpdate(VolumeRecord& record, const CopyUpdate& update);
 // makes before creating anything: InvalidArgument naming the field.
 absl::Status ValidateCopyRequest(const CreateVolumeKeyRequest& request);
 
+// The record CreateVolumeKey stores for `request`, before its wrapped key:
+// the request's fields, the KEK name and version, the creation time (now),
+// and a copy's starting state stamped with that time. One home for what a
+// new record holds, for every provider.
+VolumeRecord NewVolumeRecord(const CreateVolumeKeyRequest& request,
+                             std::string key_name, int64_t key_version);
+
 // Opens a provider from a URI: "local:DIR" or "vault+https://HOST:PORT?...".
 absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(
     std::string_view uri);

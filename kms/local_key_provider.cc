@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <ctime>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -314,22 +313,7 @@ absl::StatusOr<VolumeRecord> LocalKeyProvider::CreateVolumeKey(
     RETURN_IF_ERROR(WriteKek(key_name, 1));
     versions.push_back(1);
   }
-  VolumeRecord record;
-  record.volume_id = request.volume_id;
-  record.name = request.name;
-  record.tenant = request.tenant;
-  record.key_name = key_name;
-  record.key_version = versions.back();
-  record.capacity_bytes = request.capacity_bytes;
-  record.node = request.node;
-  record.parameters = request.parameters;
-  record.created_unix = static_cast<int64_t>(std::time(nullptr));
-  record.kind = request.kind;
-  record.source_volume_id = request.source_volume_id;
-  record.copy.state = request.initial_copy_state;
-  if (record.copy.state != CopyState::kNone) {
-    record.copy.updated_unix = record.created_unix;
-  }
+  VolumeRecord record = NewVolumeRecord(request, key_name, versions.back());
   // A fresh DEK for every record, copies included: nothing of a source's
   // key is ever reused.
   ASSIGN_OR_RETURN(crypto::SecretBytes kek,

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <ctime>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -215,23 +214,8 @@ absl::StatusOr<VolumeRecord> VaultKeyProvider::CreateVolumeKey(
     WipeString(it->get_ref<std::string&>());
   }
 
-  VolumeRecord record;
-  record.volume_id = request.volume_id;
-  record.name = request.name;
-  record.tenant = request.tenant;
-  record.key_name = key_name;
-  record.key_version = *version;
+  VolumeRecord record = NewVolumeRecord(request, key_name, *version);
   record.wrapped_dek = *ciphertext;
-  record.capacity_bytes = request.capacity_bytes;
-  record.node = request.node;
-  record.parameters = request.parameters;
-  record.created_unix = static_cast<int64_t>(std::time(nullptr));
-  record.kind = request.kind;
-  record.source_volume_id = request.source_volume_id;
-  record.copy.state = request.initial_copy_state;
-  if (record.copy.state != CopyState::kNone) {
-    record.copy.updated_unix = record.created_unix;
-  }
   // cas=0: only if no record exists, so two creators cannot both win. If
   // this write fails, nothing was stored: the wrapped key is just dropped.
   RETURN_IF_ERROR(WriteRecord(record, /*cas=*/0));

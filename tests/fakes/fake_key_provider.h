@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <ctime>
 #include <map>
 #include <optional>
 #include <string>
@@ -62,24 +61,11 @@ class FakeKeyProvider final : public kms::KeyProvider {
       return absl::AlreadyExistsError(request.volume_id);
     }
     if (absl::Status s = kms::ValidateCopyRequest(request); !s.ok()) return s;
-    kms::VolumeRecord record;
-    record.volume_id = request.volume_id;
-    record.name = request.name;
-    record.tenant = request.tenant;
-    record.key_name = request.key_name_template.empty()
-                          ? "sealvol-" + request.tenant
-                          : request.key_name_template;
-    record.key_version = 1;
-    record.capacity_bytes = request.capacity_bytes;
-    record.node = request.node;
-    record.parameters = request.parameters;
-    record.created_unix = static_cast<int64_t>(std::time(nullptr));
-    record.kind = request.kind;
-    record.source_volume_id = request.source_volume_id;
-    record.copy.state = request.initial_copy_state;
-    if (record.copy.state != kms::CopyState::kNone) {
-      record.copy.updated_unix = record.created_unix;
-    }
+    kms::VolumeRecord record = kms::NewVolumeRecord(
+        request,
+        request.key_name_template.empty() ? "sealvol-" + request.tenant
+                                          : request.key_name_template,
+        /*key_version=*/1);
     ++created_;
     AddVolumeLocked(record, static_cast<uint8_t>(created_ % 255 + 1));
     return volumes_[record.volume_id];
