@@ -4,7 +4,6 @@
 // a restart in each of its states, and the refusals.
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "base/mutex.h"
 #include "csi/committed_state.h"
 #include "csi/copy_job_runner.h"
 #include "csi/node_service.h"
@@ -25,6 +25,7 @@
 #include "kms/broker/refusal.h"
 #include "tests/fakes/fake_data_path.h"
 #include "tests/fakes/fixed_key_source.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::csi {
 namespace {
@@ -61,10 +62,10 @@ struct Block {
 // Runs one request to its end.
 int Io(io::VolumeIo& volume, io::IoOp op, uint64_t offset, uint8_t* data) {
   struct Wait {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    int result = 0;
+    Mutex mu;
+    CondVar cv;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    int result ABSL_GUARDED_BY(mu) = 0;
   } wait;
   io::IoRequest request;
   request.op = op;
@@ -74,14 +75,14 @@ int Io(io::VolumeIo& volume, io::IoOp op, uint64_t offset, uint8_t* data) {
   request.context = &wait;
   request.done = [](io::IoRequest* r, int result) {
     auto* w = static_cast<Wait*>(r->context);
-    std::lock_guard lock(w->mu);
+    MutexLock lock(&w->mu);
     w->result = result;
     w->done = true;
-    w->cv.notify_all();
+    w->cv.SignalAll();
   };
   volume.Submit(&request);
-  std::unique_lock lock(wait.mu);
-  wait.cv.wait(lock, [&] { return wait.done; });
+  MutexLock lock(&wait.mu);
+  while (!wait.done) wait.cv.Wait(&wait.mu);
   return wait.result;
 }
 
@@ -149,16 +150,11 @@ class RecordingFreeze {
 class CopyJobRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/sealvol-copy-runner-XXXXXX";
-    dir_ = mkdtemp(dir_template);
     stages_ = std::make_unique<StageStore>(dir_ + "/state");
     ASSERT_TRUE(stages_->CreateRoot().ok());
     runner_ = MakeRunner();
   }
-  void TearDown() override {
-    runner_.reset();
-    fs::remove_all(dir_);
-  }
+  void TearDown() override { runner_.reset(); }
 
   std::unique_ptr<CopyJobRunner> MakeRunner() {
     return std::make_unique<CopyJobRunner>(
@@ -237,7 +233,8 @@ class CopyJobRunnerTest : public ::testing::Test {
     return pass.ok() ? *pass : CopyPass{};
   }
 
-  std::string dir_;
+  sealvol::testing::TempDir tmp_{"sealvol-copy-runner"};
+  const std::string dir_ = tmp_.path();
   std::unique_ptr<StageStore> stages_;
   FixedKeySource keys_;
   FakeDataPath data_path_;

@@ -6,8 +6,6 @@
 // requests go through the node's request parsing (pod attestation from the
 // volume context and secrets, capability and volume id checks), which runs
 // before the node touches a mount.
-#include <unistd.h>
-
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -19,6 +17,7 @@
 #include "csi/node_service.h"
 #include "kms/local_key_provider.h"
 #include "tests/fuzz/fuzz_targets.h"
+#include "tests/support/temp_dir.h"
 
 namespace sealvol::fuzz {
 namespace {
@@ -26,7 +25,8 @@ namespace {
 namespace csipb = ::csi::v1;
 
 struct Controller {
-  std::string dir;
+  // Removed at exit; the Controller itself lives until then.
+  std::unique_ptr<::sealvol::testing::TempDir> dir;
   std::unique_ptr<kms::LocalKeyProvider> keys;
   std::unique_ptr<csi::ControllerService> service;
   int requests = 0;
@@ -35,18 +35,14 @@ struct Controller {
 Controller& TheController() {
   static Controller* c = [] {
     auto* out = new Controller;
-    char dir[] = "/tmp/sealvol-fuzz-csi-XXXXXX";
-    CHECK(::mkdtemp(dir) != nullptr);
-    out->dir = dir;
-    auto keys = kms::LocalKeyProvider::Open(out->dir + "/kms");
+    out->dir = std::make_unique<::sealvol::testing::TempDir>("sealvol-fuzz-csi");
+    auto keys = kms::LocalKeyProvider::Open(out->dir->file("kms"));
     CHECK(keys.ok());
     out->keys = std::move(keys).value();
     csi::ControllerOptions options;
     options.max_capacity_bytes = uint64_t{1} << 40;
     out->service = std::make_unique<csi::ControllerService>(out->keys.get(), options);
-    std::atexit([] {
-      (void)std::system(("rm -rf '" + TheController().dir + "'").c_str());
-    });
+    std::atexit([] { TheController().dir.reset(); });
     return out;
   }();
   return *c;

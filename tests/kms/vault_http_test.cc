@@ -17,13 +17,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "base/mutex.h"
 #include "httplib.h"
 #include "kms/base64.h"
 #include "kms/vault_key_provider.h"
@@ -57,7 +57,7 @@ class ScriptedServer {
     auto dispatch = [this](const httplib::Request& req, httplib::Response& res) {
       Handler h;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         ++hits_[req.method + " " + req.path];
         last_headers_ = req.headers;
         auto it = routes_.find(req.method + " " + req.path);
@@ -75,28 +75,28 @@ class ScriptedServer {
   }
 
   void On(const std::string& route, Handler h) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     routes_[route] = std::move(h);
   }
   void On(const std::string& route, Reply r) {
     On(route, [r](const httplib::Request&) { return r; });
   }
   int Hits(const std::string& route) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return hits_[route];
   }
   std::string LastHeader(const std::string& name) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = last_headers_.find(name);
     return it == last_headers_.end() ? "" : it->second;
   }
   int port() const { return http_.port(); }
 
  private:
-  std::mutex mu_;
-  std::map<std::string, Handler> routes_;
-  std::map<std::string, int> hits_;
-  httplib::Headers last_headers_;
+  Mutex mu_;
+  std::map<std::string, Handler> routes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> hits_ ABSL_GUARDED_BY(mu_);
+  httplib::Headers last_headers_ ABSL_GUARDED_BY(mu_);
   // Last: stopped (its handlers finished) before the members they use go.
   sealvol::testing::HttpTestServer http_;
 };

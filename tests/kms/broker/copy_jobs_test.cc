@@ -1,9 +1,6 @@
 // The KeyBroker's copy jobs (snapshots, restores, clones): which jobs a node
 // sees, when it gets the two keys of one, what its reports change, and the
 // audit record of every decision.
-#include <unistd.h>
-
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -14,15 +11,14 @@
 #include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/broker/broker_service_fixture.h"
 #include "tests/kms/broker/broker_test_env.h"
 
 namespace sealvol::broker {
 namespace {
 
-namespace fs = std::filesystem;
 using kms::CopyState;
 using testing::FakeKeyProvider;
-using testing::IssuerEnv;
 using testing::kNode;
 using testing::kTenant;
 using testing::MakeVolume;
@@ -46,18 +42,10 @@ kms::VolumeRecord Copy(const std::string& id, const std::string& source,
   return record;
 }
 
-class CopyJobsTest : public ::testing::Test {
+class CopyJobsTest : public testing::BrokerServiceTest {
  protected:
-  static void SetUpTestSuite() { env_ = new IssuerEnv(JwsAlgorithm::kEs256); }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-
   void SetUp() override {
-    env_->clock.Set(absl::Now());
-    char dir_template[] = "/tmp/sealvol-copy-jobs-XXXXXX";
-    dir_ = mkdtemp(dir_template);
+    BrokerServiceTest::SetUp();
     auto source = MakeVolume(kSource, kTenant);
     source.format_id = kFormat;
     source.state = kms::CommittedState{4, kRoot, true};
@@ -65,32 +53,6 @@ class CopyJobsTest : public ::testing::Test {
     keys_.AddVolume(Copy(kSnapshot, kSource, kms::RecordKind::kSnapshot,
                          CopyState::kPending),
                     0x22);
-    auto audit = AuditLog::Open({.path = AuditPath()});
-    ASSERT_TRUE(audit.ok()) << audit.status();
-    audit_ = std::move(*audit);
-    options_.metrics = &metrics_;
-    Rebuild();
-  }
-  void TearDown() override {
-    service_.reset();
-    audit_.reset();
-    fs::remove_all(dir_);
-  }
-  void Rebuild() {
-    service_ = std::make_unique<KeyBrokerService>(keys_, env_->verifier,
-                                                  *audit_, options_);
-  }
-  std::string AuditPath() const { return dir_ + "/audit.log"; }
-  std::string NodeToken(const std::string& node = kNode) const {
-    return env_->Mint(env_->NodeMint(node));
-  }
-  std::vector<nlohmann::json> AuditRecords() const {
-    std::ifstream in(AuditPath());
-    std::vector<nlohmann::json> out;
-    for (std::string line; std::getline(in, line);) {
-      out.push_back(nlohmann::json::parse(line));
-    }
-    return out;
   }
 
   // Expects the key release of `target` refused with `reason`, nothing
@@ -117,16 +79,7 @@ class CopyJobsTest : public ::testing::Test {
                                    const std::string& node = kNode) {
     return service_->ReportCopyJob(node, report, NodeToken(node));
   }
-
-  static IssuerEnv* env_;
-  std::string dir_;
-  FakeKeyProvider keys_;
-  std::unique_ptr<AuditLog> audit_;
-  BrokerMetrics metrics_;
-  KeyBrokerOptions options_;
-  std::unique_ptr<KeyBrokerService> service_;
 };
-IssuerEnv* CopyJobsTest::env_ = nullptr;
 
 TEST_F(CopyJobsTest, ListsTheNodesCopiesInProgressWithTheirKind) {
   keys_.AddVolume(Copy(kRestore, kSnapshot, kms::RecordKind::kVolume,

@@ -13,9 +13,9 @@
 #include "kms/broker/base64url.h"
 #include "kms/broker/refusal.h"
 #include "nlohmann/json.hpp"
+#include "tests/kms/broker/broker_service_fixture.h"
 #include "tests/kms/broker/broker_test_env.h"
 #include "tests/support/http_test_server.h"
-#include "tests/support/temp_dir.h"
 
 namespace sealvol::broker {
 namespace {
@@ -23,7 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using testing::FakeKeyProvider;
 using ::sealvol::testing::HttpTestServer;
-using testing::IssuerEnv;
 using testing::kNode;
 using testing::kTenant;
 using testing::MakeVolume;
@@ -32,33 +31,13 @@ constexpr char kVolume[] = "sv-0123456789abcdef0123456789abcdef";
 constexpr char kOtherTenantVolume[] = "sv-ffffffffffffffffffffffffffffffff";
 constexpr char kNodeTwoVolume[] = "sv-22222222222222222222222222222222";
 
-class KeyBrokerServiceTest : public ::testing::Test {
+class KeyBrokerServiceTest : public testing::BrokerServiceTest {
  protected:
-  static void SetUpTestSuite() { env_ = new IssuerEnv(JwsAlgorithm::kEs256); }
-  static void TearDownTestSuite() {
-    delete env_;
-    env_ = nullptr;
-  }
-
   void SetUp() override {
-    env_->clock.Set(absl::Now());
+    BrokerServiceTest::SetUp();
     keys_.AddVolume(MakeVolume(kVolume, kTenant), 0xA5);
     keys_.AddVolume(MakeVolume(kOtherTenantVolume, "team-b"), 0x5B);
-    auto audit = AuditLog::Open({.path = AuditPath()});
-    ASSERT_TRUE(audit.ok()) << audit.status();
-    audit_ = std::move(*audit);
-    options_.metrics = &metrics_;
-    Rebuild();
   }
-  void TearDown() override {
-    service_.reset();
-    audit_.reset();
-  }
-  void Rebuild() {
-    service_ = std::make_unique<KeyBrokerService>(keys_, env_->verifier,
-                                                  *audit_, options_);
-  }
-  std::string AuditPath() const { return (dir_ / "audit.log").string(); }
 
   ReleaseRequest Request(const MintOptions& pod) const {
     ReleaseRequest r;
@@ -70,18 +49,6 @@ class KeyBrokerServiceTest : public ::testing::Test {
              .uid = pod.pod_uid,
              .service_account = pod.service_account};
     return r;
-  }
-  std::string NodeToken(const std::string& node = kNode) const {
-    return env_->Mint(env_->NodeMint(node));
-  }
-
-  std::vector<nlohmann::json> AuditRecords() const {
-    std::ifstream in(AuditPath());
-    std::vector<nlohmann::json> out;
-    for (std::string line; std::getline(in, line);) {
-      out.push_back(nlohmann::json::parse(line));
-    }
-    return out;
   }
 
   // Expects a refusal with `reason`, no key unwrapped, and a matching audit
@@ -112,16 +79,8 @@ class KeyBrokerServiceTest : public ::testing::Test {
     }
   }
 
-  static IssuerEnv* env_;
-  sealvol::testing::TempDir tmp_{"sealvol-broker"};
   const fs::path dir_{tmp_.path()};
-  FakeKeyProvider keys_;
-  std::unique_ptr<AuditLog> audit_;
-  BrokerMetrics metrics_;
-  KeyBrokerOptions options_;
-  std::unique_ptr<KeyBrokerService> service_;
 };
-IssuerEnv* KeyBrokerServiceTest::env_ = nullptr;
 
 TEST_F(KeyBrokerServiceTest, GrantsKeyToAttestedPodAndAuditsIt) {
   auto pod = env_->PodMint();
