@@ -11,16 +11,16 @@
 // milliseconds an input.
 #include <cstdlib>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include "base/check.h"
+#include "base/mutex.h"
 #include "httplib.h"
 #include "kms/http_client.h"
 #include "kms/vault_key_provider.h"
 #include "tests/fuzz/fuzz_targets.h"
+#include "tests/support/http_test_server.h"
 
 namespace sealvol::fuzz {
 namespace {
@@ -34,7 +34,7 @@ class Answers {
   void Load(std::string_view input) {
     static constexpr int kStatuses[] = {200, 200, 200, 200, 204, 400,
                                         403, 404, 412, 500, 503, 301};
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     queue_.clear();
     while (true) {
       const size_t cut = input.find("\n--\n");
@@ -53,7 +53,7 @@ class Answers {
 
   // The next answer; 404 once the input is used up.
   std::pair<int, std::string> Next() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (queue_.empty()) return {404, R"({"errors":[]})"};
     auto next = std::move(queue_.front());
     queue_.pop_front();
@@ -61,8 +61,8 @@ class Answers {
   }
 
  private:
-  std::mutex mu_;
-  std::deque<std::pair<int, std::string>> queue_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::deque<std::pair<int, std::string>> queue_ ABSL_GUARDED_BY(mu_);
 };
 
 class InProcessTransport final : public kms::HttpTransport {
@@ -93,8 +93,7 @@ struct Kms {
   Answers answers;
   std::unique_ptr<kms::VaultKeyProvider> in_process;
   // Started on the first input that asks for it.
-  httplib::Server server;
-  std::thread thread;
+  ::sealvol::testing::HttpTestServer server;
   std::unique_ptr<kms::VaultKeyProvider> over_loopback;
 };
 
@@ -117,19 +116,18 @@ kms::VaultKeyProvider& OverLoopback(Kms& kms) {
     r.status = status;
     r.set_content(body, "application/json");
   };
-  kms.server.Get(".*", handler);
-  kms.server.Post(".*", handler);
-  kms.server.Put(".*", handler);
-  kms.server.Delete(".*", handler);
-  kms.server.Patch(".*", handler);
+  httplib::Server& server = kms.server.server();
+  server.Get(".*", handler);
+  server.Post(".*", handler);
+  server.Put(".*", handler);
+  server.Delete(".*", handler);
+  server.Patch(".*", handler);
   // Without it, a response's header and body go out in two segments and
   // the second waits for the client's delayed ACK (~40 ms a request).
-  kms.server.set_tcp_nodelay(true);
-  const int port = kms.server.bind_to_any_port("127.0.0.1");
-  CHECK_GT(port, 0);
-  kms.thread = std::thread([&kms] { kms.server.listen_after_bind(); });
+  server.set_tcp_nodelay(true);
+  kms.server.Start();
   auto provider = kms::VaultKeyProvider::Open(
-      Config("127.0.0.1:" + std::to_string(port)));
+      Config("127.0.0.1:" + std::to_string(kms.server.port())));
   CHECK(provider.ok());
   kms.over_loopback = *std::move(provider);
   return *kms.over_loopback;

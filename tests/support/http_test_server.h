@@ -3,6 +3,8 @@
 // own thread, for the duration of a test. Thread-safe as httplib::Server.
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,8 +27,13 @@ class HttpTestServer {
   httplib::Server& server() { return *server_; }
 
   // Binds a free port and serves until Stop; returns the base URL (http).
+  // Aborts the test binary if no port can be bound.
   std::string Start() {
     port_ = server_->bind_to_any_port("127.0.0.1");
+    if (port_ <= 0) {
+      std::fprintf(stderr, "HttpTestServer: no port on 127.0.0.1\n");
+      std::abort();
+    }
     thread_ = std::thread([this] { server_->listen_after_bind(); });
     while (!server_->is_running()) std::this_thread::yield();
     return url();
