@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/durable_file.h"
+#include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/volume_id.h"
 #include "csi/committed_state.h"
@@ -215,6 +216,7 @@ CopyJobRunner::Outcome CopyJobRunner::RunJob(const broker::CopyJob& job) {
       spdlog::warn("copy {}: progress {} of {} bytes not reported: {}", what,
                    done, total, std::string(reported.status().message()));
     }
+    InjectedCrash("copy-progress");
   };
   auto result = io::CopySealed(copy);
   keys->source_dek.Wipe();
@@ -223,6 +225,7 @@ CopyJobRunner::Outcome CopyJobRunner::RunJob(const broker::CopyJob& job) {
     if (Transient(result.status())) return later(result.status());
     return Fail(job, std::string(result.status().message()));
   }
+  InjectedCrash("copy-copied");
 
   auto reported = keys_->ReportCopy(
       options_.node_id,
@@ -275,11 +278,13 @@ absl::Status CopyJobRunner::EnsureCut(const broker::CopyJob& job) {
   // writing it) is discarded and the source cut afresh.
   RETURN_IF_ERROR(Remove(partial));
   RETURN_IF_ERROR(CutSource(job.source_id, partial));
+  InjectedCrash("copy-partial-cut");
   if (absl::Status renamed = ReplaceFileDurably(partial, cut); !renamed.ok()) {
     Remove(partial).IgnoreError();
     return renamed;
   }
   spdlog::info("copy {}: {} cut", Describe(job), job.source_id);
+  InjectedCrash("copy-cut");
   return report_cut();
 }
 
@@ -309,20 +314,15 @@ absl::Status CopyJobRunner::CutSource(const std::string& source_id,
   }
   auto hold = data_path_->HoldWrites(source_id);
   if (!hold.ok()) {
-    if (!absl::IsUnimplemented(hold.status())) return hold.status();
-    if (record->block) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "volume ", source_id, " is a raw block volume in use on node ",
-          options_.node_id, ": a live cut of it needs the engine's write "
-          "hold, which this node does not have (",
-          hold.status().message(),
-          "); take the snapshot while no pod uses the volume"));
-    }
-    // A mounted file system, frozen: FIFREEZE flushed it through the loop
-    // device into the engine, and it writes nothing until thawed.
+    // Not cut: thaw and fail the job with the hold's reason.
+    if (frozen != nullptr) frozen->Thaw().IgnoreError();
+    return absl::Status(hold.status().code(),
+                        absl::StrCat("volume ", source_id, " on node ",
+                                     options_.node_id, ": ",
+                                     hold.status().message()));
   }
   absl::Status cut = io::CutImage(image, partial);
-  if (hold.ok()) hold->reset();
+  hold->reset();
   absl::Status thawed = frozen != nullptr ? frozen->Thaw() : absl::OkStatus();
   RETURN_IF_ERROR(cut);
   return thawed;

@@ -100,9 +100,10 @@ class DataPath {
   // Waits until every write in flight on the attached volume is done and
   // durable in its image, and holds new writes (reads go on) until the
   // returned hold is destroyed: meanwhile the image file is a stable,
-  // crash-consistent image of the volume (a snapshot's cut). NotFound when
-  // not attached; Unimplemented when the engine cannot hold writes;
-  // DeadlineExceeded when the writes in flight do not end in time.
+  // crash-consistent image of the volume (a snapshot's cut). The caller
+  // holds the volume's lock (no Detach meanwhile); a read-only volume's
+  // hold holds nothing. NotFound when not attached; DeadlineExceeded
+  // when the writes in flight do not end in time.
   virtual absl::StatusOr<std::unique_ptr<WriteHold>> HoldWrites(
       const std::string& volume_id) = 0;
 

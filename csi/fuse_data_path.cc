@@ -23,6 +23,9 @@ namespace sealvol::csi {
 
 namespace {
 constexpr char kExportName[] = "volume";
+// How long a write hold waits for the writes in flight (DeadlineExceeded
+// after it): a healthy engine ends them within milliseconds.
+constexpr std::chrono::seconds kWriteHoldTimeout{10};
 
 std::string BaseName(const std::string& path) {
   return path.substr(path.find_last_of('/') + 1);
@@ -283,6 +286,8 @@ struct FuseDataPath::Served {
   std::string volume_id;
   std::unique_ptr<io::SealedVolume> volume;
   std::unique_ptr<io::VolumeAttachment> attachment;
+  // Opened read-only: nothing writes, so a write hold holds nothing.
+  bool read_only = false;
   // Commits the closed state after the engine's close (writable volumes).
   std::function<absl::Status(const io::VolumeState&, bool)> commit_state;
 
@@ -345,6 +350,7 @@ absl::StatusOr<std::string> FuseDataPath::Attach(const AttachOptions& options,
   }
   auto served = std::make_shared<Served>();
   served->volume_id = options.volume_id;
+  served->read_only = options.read_only;
   ASSIGN_OR_RETURN(served->volume, OpenOrFormat(options, dek));
   if (!options.read_only) served->commit_state = options.commit_state;
 
@@ -384,12 +390,34 @@ absl::StatusOr<std::shared_ptr<FuseDataPath::Served>> FuseDataPath::Find(
   return it->second;
 }
 
+namespace {
+
+// The engine's hold, with the served volume kept alive under it. The node
+// takes it under the volume's lock, so no Detach runs while it is held.
+class EngineWriteHold final : public WriteHold {
+ public:
+  EngineWriteHold(std::shared_ptr<void> served, io::WriteHold hold)
+      : served_(std::move(served)), hold_(std::move(hold)) {}
+  ~EngineWriteHold() override { hold_.Release(); }
+
+ private:
+  std::shared_ptr<void> served_;
+  io::WriteHold hold_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<WriteHold>> FuseDataPath::HoldWrites(
     const std::string& volume_id) {
   ASSIGN_OR_RETURN(std::shared_ptr<Served> served, Find(volume_id));
-  (void)served;
-  return absl::UnimplementedError(
-      "volume " + volume_id + ": the engine cannot hold its writes");
+  if (served->read_only) {
+    return std::unique_ptr<WriteHold>(
+        new EngineWriteHold(std::move(served), io::WriteHold()));
+  }
+  ASSIGN_OR_RETURN(io::WriteHold hold,
+                   served->volume->HoldWrites(kWriteHoldTimeout));
+  return std::unique_ptr<WriteHold>(
+      new EngineWriteHold(std::move(served), std::move(hold)));
 }
 
 absl::StatusOr<std::string> FuseDataPath::Device(const std::string& volume_id) {

@@ -292,30 +292,38 @@ TEST_F(CopyJobRunnerTest, ServedMountVolumeIsFrozenAndHeldAroundTheCut) {
   EXPECT_EQ(ReadBlocks(stages_->ImagePath(kTarget), Key(true), {3}).at(3), 0x51);
 }
 
-// Without the engine's write hold a mounted file system is cut under
-// FIFREEZE alone; a raw block volume in use is refused, clearly.
-TEST_F(CopyJobRunnerTest, WithoutAWriteHoldOnlyAFrozenFileSystemIsCut) {
-  data_path_.FailHolds(absl::UnimplementedError("no write hold"));
+// A write hold that cannot be taken: the file system is thawed again and
+// no cut is left. Writes in flight stuck past the hold's timeout
+// (DeadlineExceeded) leave the job for the next pass; a permanent refusal
+// fails it with its reason. The volume goes on serving.
+TEST_F(CopyJobRunnerTest, AFailedWriteHoldThawsAndLeavesNoCut) {
+  data_path_.FailHolds(absl::DeadlineExceededError("writes in flight stuck"));
   MakeImage(kSource, {{3, 0x51}});
   Serve(kSource, /*block=*/false);
   AddJob(kTarget, kSource, broker::CopyKind::kSnapshot);
-  EXPECT_EQ(Pass().ready, 1);
-  EXPECT_EQ(freeze_.events.size(), 2u);
+  CopyPass pass = Pass();
+  EXPECT_EQ(pass.failed, 0);
+  EXPECT_EQ(pass.ready, 0);
+  EXPECT_EQ(keys_.CopyStateOf(kTarget), CopyState::kPending);
+  std::vector<std::string> events = {
+      "freeze " + dir_ + "/staging after 1 calls",
+      "thaw " + dir_ + "/staging after 1 calls"};
+  EXPECT_EQ(freeze_.events, events);
+  EXPECT_FALSE(fs::exists(stages_->CutPath(kTarget)));
+  EXPECT_FALSE(fs::exists(stages_->CutPath(kTarget) + ".partial"));
 
-  const std::string block_source = "sv-22222222222222222222222222222222";
-  const std::string block_target = "sv-33333333333333333333333333333333";
-  MakeImage(block_source, {{1, 0x61}});
-  Serve(block_source, /*block=*/true);
-  AddJob(block_target, block_source, broker::CopyKind::kSnapshot);
-  const CopyPass pass = Pass();
+  data_path_.FailHolds(absl::FailedPreconditionError("volume is closed"));
+  pass = Pass();
   EXPECT_EQ(pass.failed, 1);
-  EXPECT_EQ(keys_.CopyStateOf(block_target), CopyState::kFailed);
-  EXPECT_EQ(LastReport().state, CopyState::kFailed);
-  EXPECT_TRUE(absl::StrContains(LastReport().error, "raw block volume in use"))
+  EXPECT_EQ(keys_.CopyStateOf(kTarget), CopyState::kFailed);
+  EXPECT_TRUE(absl::StrContains(LastReport().error, "volume is closed"))
       << LastReport().error;
-  EXPECT_EQ(freeze_.events.size(), 2u) << "froze a raw block volume";
-  EXPECT_FALSE(fs::exists(stages_->CutPath(block_target)));
-  EXPECT_FALSE(fs::exists(stages_->ImagePath(block_target)));
+  events.push_back("freeze " + dir_ + "/staging after 1 calls");
+  events.push_back("thaw " + dir_ + "/staging after 1 calls");
+  EXPECT_EQ(freeze_.events, events);
+  EXPECT_FALSE(fs::exists(stages_->CutPath(kTarget)));
+  EXPECT_FALSE(fs::exists(stages_->ImagePath(kTarget)));
+  EXPECT_TRUE(data_path_.Device(kSource).ok());
 }
 
 // A restore reads the snapshot's image (no cut), into a larger target whose
