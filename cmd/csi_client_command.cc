@@ -81,6 +81,9 @@ struct CsiFlags {
   std::string token_file;
   int max_entries = 0;
   bool json = false;
+  std::string source_volume_id;    // CreateSnapshot's source, a clone's source
+  std::string source_snapshot_id;  // a restore's source
+  std::string snapshot_id;         // DeleteSnapshot, ListSnapshots filter
 };
 
 csipb::VolumeCapability Capability(const CsiFlags& f) {
@@ -160,6 +163,18 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
       (*req.mutable_accessibility_requirements()->add_preferred()
             ->mutable_segments())[csi::kTopologyKey] = f.node;
     }
+    if (!f.source_snapshot_id.empty() && !f.source_volume_id.empty()) {
+      return absl::InvalidArgumentError(
+          "--from-snapshot and --from-volume: give one content source");
+    }
+    if (!f.source_snapshot_id.empty()) {
+      req.mutable_volume_content_source()->mutable_snapshot()->set_snapshot_id(
+          f.source_snapshot_id);
+    }
+    if (!f.source_volume_id.empty()) {
+      req.mutable_volume_content_source()->mutable_volume()->set_volume_id(
+          f.source_volume_id);
+    }
     csipb::CreateVolumeResponse res;
     if (auto s = controller->CreateVolume(&ctx, req, &res); !s.ok()) {
       return FromGrpcStatus(s);
@@ -187,6 +202,45 @@ absl::Status RunCsiCall(const std::string& verb, const CsiFlags& f) {
       std::printf("%s\t%lld\t%s\n", v.volume_id().c_str(),
                   static_cast<long long>(v.capacity_bytes()),
                   tenant == v.volume_context().end() ? "" : tenant->second.c_str());
+    }
+    if (!res.next_token().empty()) std::printf("next\t%s\n", res.next_token().c_str());
+    return absl::OkStatus();
+  }
+  if (verb == "snapshot") {
+    csipb::CreateSnapshotRequest req;
+    req.set_name(f.name);
+    req.set_source_volume_id(f.source_volume_id);
+    if (auto s = AddPairs(f.params, req.mutable_parameters()); !s.ok()) return s;
+    csipb::CreateSnapshotResponse res;
+    if (auto s = controller->CreateSnapshot(&ctx, req, &res); !s.ok()) {
+      return FromGrpcStatus(s);
+    }
+    std::printf("%s\t%lld\tready=%s\n", res.snapshot().snapshot_id().c_str(),
+                static_cast<long long>(res.snapshot().size_bytes()),
+                res.snapshot().ready_to_use() ? "true" : "false");
+    return absl::OkStatus();
+  }
+  if (verb == "delete-snapshot") {
+    csipb::DeleteSnapshotRequest req;
+    req.set_snapshot_id(f.snapshot_id);
+    csipb::DeleteSnapshotResponse res;
+    return FromGrpcStatus(controller->DeleteSnapshot(&ctx, req, &res));
+  }
+  if (verb == "snapshots") {
+    csipb::ListSnapshotsRequest req;
+    req.set_max_entries(f.max_entries);
+    req.set_source_volume_id(f.source_volume_id);
+    req.set_snapshot_id(f.snapshot_id);
+    csipb::ListSnapshotsResponse res;
+    if (auto s = controller->ListSnapshots(&ctx, req, &res); !s.ok()) {
+      return FromGrpcStatus(s);
+    }
+    for (const auto& entry : res.entries()) {
+      const auto& snap = entry.snapshot();
+      std::printf("%s\t%s\t%lld\tready=%s\n", snap.snapshot_id().c_str(),
+                  snap.source_volume_id().c_str(),
+                  static_cast<long long>(snap.size_bytes()),
+                  snap.ready_to_use() ? "true" : "false");
     }
     if (!res.next_token().empty()) std::printf("next\t%s\n", res.next_token().c_str());
     return absl::OkStatus();
@@ -318,6 +372,25 @@ void RegisterCsiClientCommand(CLI::App& app, int& exit_code) {
   create->add_option("--fs", f->fs_type, "ext4 or xfs");
   create->add_flag("--block", f->block, "Block volume");
   create->add_option("--node", f->node, "Preferred node");
+  create->add_option("--from-snapshot", f->source_snapshot_id,
+                     "Restore this snapshot into the new volume");
+  create->add_option("--from-volume", f->source_volume_id,
+                     "Clone this volume into the new volume");
+  CLI::App* snapshot = add(
+      "snapshot", "CreateSnapshot; prints the snapshot id, its size and ready=");
+  snapshot->add_option("name", f->name, "Snapshot name (idempotency key)")
+      ->required();
+  snapshot->add_option("--source", f->source_volume_id, "Source volume id")
+      ->required();
+  snapshot->add_option("--param", f->params,
+                       "VolumeSnapshotClass parameter KEY=VALUE");
+  CLI::App* del_snapshot = add("delete-snapshot", "DeleteSnapshot (crypto-shred)");
+  del_snapshot->add_option("snapshot_id", f->snapshot_id)->required();
+  CLI::App* snapshots = add(
+      "snapshots", "ListSnapshots: id, source volume, size, ready=");
+  snapshots->add_option("--source", f->source_volume_id, "Only this volume's");
+  snapshots->add_option("--id", f->snapshot_id, "Only this snapshot");
+  snapshots->add_option("--max", f->max_entries, "max_entries");
   CLI::App* del = add("delete", "DeleteVolume (crypto-shred)");
   del->add_option("volume_id", f->volume_id)->required();
   CLI::App* list = add("list", "ListVolumes");
