@@ -8,19 +8,23 @@
 # (CreateSnapshot: FIFREEZE, the engine's write hold, the cut; then the
 # node's copy under a fresh key until ready). Prints the completion latency
 # (p50, p99, max, IOPS) before the snapshot, from CreateSnapshot to its
-# return (the cut), from the cut to ready (the copy), and after. The image
-# on tmpfs. Needs root and /dev/fuse. Not a test.
+# return (the cut), from the cut to ready (the copy), and after. The node's
+# state directory (the images) on tmpfs (the cut is a sparse copy), or with
+# --state-fs xfs on an xfs with reflink in a loop-mounted file (the cut is a
+# FICLONE). Needs root and /dev/fuse. Not a test.
 #
-#   bench/fio/snapshot_latency.sh [--runtime S] [--out DIR]
+#   bench/fio/snapshot_latency.sh [--runtime S] [--state-fs tmpfs|xfs] [--out DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 runtime=30
+state_fs=tmpfs
 out=""
 while (($#)); do
   case "$1" in
     --runtime) runtime=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --state-fs) state_fs=$2; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "snapshot_latency: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -31,7 +35,15 @@ mkdir -p "$out"
 # shellcheck source=../../tests/csi/node_test_lib.sh
 source "$here/../../tests/csi/node_test_lib.sh"
 mkdir -p "$work/state"
-mount -t tmpfs -o size=8G tmpfs "$work/state"
+case $state_fs in
+  tmpfs) mount -t tmpfs -o size=8G tmpfs "$work/state" ;;
+  xfs)
+    truncate -s 8G "$work/state.xfs"
+    mkfs.xfs -q -m reflink=1 "$work/state.xfs"
+    mount -o loop "$work/state.xfs" "$work/state"
+    ;;
+  *) fail "--state-fs $state_fs: expected tmpfs or xfs" ;;
+esac
 
 start_controller --enable-snapshots
 start_node node.log
@@ -44,7 +56,7 @@ fio --name=written --filename="$target/written.dat" --size=768M --rw=write --bs=
 fio --name=prefill --filename="$target/fio.dat" --size=256M --rw=write --bs=1M \
   --direct=1 --ioengine=io_uring --iodepth=16 --output=/dev/null
 sync
-echo "# $(nproc) CPU, kernel $(uname -r), $(fio --version); load before: $(uptime)" >"$out/machine.txt"
+echo "# $(nproc) CPU, kernel $(uname -r), $(fio --version); state on $state_fs; load before: $(uptime)" >"$out/machine.txt"
 
 now_ms() { date +%s%3N; }
 start_ms=$(now_ms)
