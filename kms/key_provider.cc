@@ -267,4 +267,14 @@ VolumeRecord NewVolumeRecord(const CreateVolumeKeyRequest& request,
   return record;
 }
 
+std::set<std::string> TenantKeyNames(const std::vector<VolumeRecord>& records,
+                                     std::string_view tenant,
+                                     const std::string& default_key) {
+  std::set<std::string> names = {default_key};
+  for (const VolumeRecord& r : records) {
+    if (r.tenant == tenant) names.insert(r.key_name);
+  }
+  return names;
+}
+
 }  // namespace sealvol::kms

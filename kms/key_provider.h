@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -297,6 +298,13 @@ absl::Status ValidateCopyRequest(const CreateVolumeKeyRequest& request);
 // new record holds, for every provider.
 VolumeRecord NewVolumeRecord(const CreateVolumeKeyRequest& request,
                              std::string key_name, int64_t key_version);
+
+// The KEK names a tenant's rotation rotates: `default_key` (the name new
+// volumes get) and every name one of the tenant's records was wrapped
+// under (a template changed since). One rule for every provider.
+std::set<std::string> TenantKeyNames(const std::vector<VolumeRecord>& records,
+                                     std::string_view tenant,
+                                     const std::string& default_key);
 
 // Opens a provider from a URI: "local:DIR" or "vault+https://HOST:PORT?...".
 absl::StatusOr<std::unique_ptr<KeyProvider>> OpenKeyProvider(

@@ -477,11 +477,8 @@ absl::StatusOr<RotationResult> LocalKeyProvider::RotateTenantKey(
   // read still needs.
   ASSIGN_OR_RETURN(std::vector<VolumeRecord> records,
                    ReadAllRecords(/*skip_bad_records=*/false));
-  std::set<std::string> key_names = {default_key};
-  for (const VolumeRecord& r : records) {
-    if (r.tenant == tenant) key_names.insert(r.key_name);
-  }
-
+  const std::set<std::string> key_names =
+      TenantKeyNames(records, tenant, default_key);
   RotationResult result;
   result.key_name = default_key;
   for (const std::string& key_name : key_names) {

@@ -402,10 +402,8 @@ absl::StatusOr<RotationResult> VaultKeyProvider::RotateTenantKey(
   ASSIGN_OR_RETURN(const std::string default_key,
                    ExpandKeyNameTemplate(config_.key_name_template, tenant));
   ASSIGN_OR_RETURN(std::vector<VolumeRecord> all, ListVolumes(""));
-  std::set<std::string> key_names = {default_key};
-  for (const VolumeRecord& r : all) {
-    if (r.tenant == tenant) key_names.insert(r.key_name);
-  }
+  const std::set<std::string> key_names =
+      TenantKeyNames(all, tenant, default_key);
   RotationResult result;
   result.key_name = default_key;
   for (const std::string& key_name : key_names) {
