@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kms/identifiers.h"
 #include "kms/local_key_provider.h"
 #include "kms/vault_key_provider.h"
@@ -275,6 +276,16 @@ std::set<std::string> TenantKeyNames(const std::vector<VolumeRecord>& records,
     if (r.tenant == tenant) names.insert(r.key_name);
   }
   return names;
+}
+
+absl::StatusOr<std::string> CheckNewVolumeKey(
+    const CreateVolumeKeyRequest& request, std::string_view default_template) {
+  RETURN_IF_ERROR(ValidateVolumeId(request.volume_id));
+  RETURN_IF_ERROR(ValidateCopyRequest(request));
+  return ExpandKeyNameTemplate(request.key_name_template.empty()
+                                   ? default_template
+                                   : std::string_view(request.key_name_template),
+                               request.tenant);
 }
 
 }  // namespace sealvol::kms

@@ -292,6 +292,13 @@ absl::Status ApplyCopyUpdate(VolumeRecord& record, const CopyUpdate& update);
 // makes before creating anything: InvalidArgument naming the field.
 absl::Status ValidateCopyRequest(const CreateVolumeKeyRequest& request);
 
+// What every provider's CreateVolumeKey checks before it touches its store:
+// the volume id, the copy fields (ValidateCopyRequest), and the KEK name from
+// the request's template, or `default_template` when it has none, for the
+// request's tenant. Returns that KEK name; InvalidArgument naming the field.
+absl::StatusOr<std::string> CheckNewVolumeKey(
+    const CreateVolumeKeyRequest& request, std::string_view default_template);
+
 // The record CreateVolumeKey stores for `request`, before its wrapped key:
 // the request's fields, the KEK name and version, the creation time (now),
 // and a copy's starting state stamped with that time. One home for what a

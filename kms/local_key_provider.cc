@@ -292,14 +292,8 @@ absl::Status LocalKeyProvider::WriteRecord(const VolumeRecord& record,
 
 absl::StatusOr<VolumeRecord> LocalKeyProvider::CreateVolumeKey(
     const CreateVolumeKeyRequest& request) {
-  RETURN_IF_ERROR(ValidateVolumeId(request.volume_id));
-  RETURN_IF_ERROR(ValidateCopyRequest(request));
-  ASSIGN_OR_RETURN(
-      const std::string key_name,
-      ExpandKeyNameTemplate(request.key_name_template.empty()
-                                ? key_name_template_
-                                : request.key_name_template,
-                            request.tenant));
+  ASSIGN_OR_RETURN(const std::string key_name,
+                   CheckNewVolumeKey(request, key_name_template_));
   ASSIGN_OR_RETURN(DirLock lock, DirLock::Acquire(dir_, /*exclusive=*/true));
   const std::string path =
       absl::StrCat(VolumeDir(), "/", request.volume_id, ".json");

@@ -181,14 +181,8 @@ absl::StatusOr<int64_t> VaultKeyProvider::LatestKeyVersion(
 
 absl::StatusOr<VolumeRecord> VaultKeyProvider::CreateVolumeKey(
     const CreateVolumeKeyRequest& request) {
-  RETURN_IF_ERROR(ValidateVolumeId(request.volume_id));
-  RETURN_IF_ERROR(ValidateCopyRequest(request));
-  ASSIGN_OR_RETURN(
-      const std::string key_name,
-      ExpandKeyNameTemplate(request.key_name_template.empty()
-                                ? config_.key_name_template
-                                : request.key_name_template,
-                            request.tenant));
+  ASSIGN_OR_RETURN(const std::string key_name,
+                   CheckNewVolumeKey(request, config_.key_name_template));
   auto existing = ReadRecord(request.volume_id);
   if (existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat(
