@@ -71,9 +71,18 @@ class FakeFuseKernel {
   // The next answer's header, waiting up to `timeout_ms` (-1: for ever);
   // nullopt on timeout, error or a message shorter than fuse_out_header.
   std::optional<Reply> Receive(int timeout_ms) {
+    // A signal interrupts poll and recv (libFuzzer's -timeout alarm, every
+    // timeout/2 s): wait again rather than report a lost answer.
     pollfd p{kernel_.get(), POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) != 1) return std::nullopt;
-    const ssize_t n = ::recv(kernel_.get(), buffer_.data(), buffer_.size(), 0);
+    int ready;
+    do {
+      ready = ::poll(&p, 1, timeout_ms);
+    } while (ready < 0 && errno == EINTR);
+    if (ready != 1) return std::nullopt;
+    ssize_t n;
+    do {
+      n = ::recv(kernel_.get(), buffer_.data(), buffer_.size(), 0);
+    } while (n < 0 && errno == EINTR);
     if (n < static_cast<ssize_t>(sizeof(fuse_out_header))) return std::nullopt;
     Reply reply;
     std::memcpy(&reply.header, buffer_.data(), sizeof(reply.header));
