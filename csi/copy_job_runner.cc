@@ -312,17 +312,15 @@ absl::Status CopyJobRunner::CutSource(const std::string& source_id,
   if (!record->block) {
     ASSIGN_OR_RETURN(frozen, options_.freeze(record->staging_path));
   }
+  // Without the hold nothing is cut; the file system is thawed either way.
   auto hold = data_path_->HoldWrites(source_id);
-  if (!hold.ok()) {
-    // Not cut: thaw and fail the job with the hold's reason.
-    if (frozen != nullptr) frozen->Thaw().IgnoreError();
-    return absl::Status(hold.status().code(),
-                        absl::StrCat("volume ", source_id, " on node ",
-                                     options_.node_id, ": ",
-                                     hold.status().message()));
-  }
-  absl::Status cut = io::CutImage(image, partial);
-  hold->reset();
+  absl::Status cut =
+      hold.ok() ? io::CutImage(image, partial)
+                : absl::Status(hold.status().code(),
+                               absl::StrCat("volume ", source_id, " on node ",
+                                            options_.node_id, ": ",
+                                            hold.status().message()));
+  if (hold.ok()) hold->reset();
   absl::Status thawed = frozen != nullptr ? frozen->Thaw() : absl::OkStatus();
   RETURN_IF_ERROR(cut);
   return thawed;

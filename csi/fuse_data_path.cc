@@ -398,11 +398,10 @@ class EngineWriteHold final : public WriteHold {
  public:
   EngineWriteHold(std::shared_ptr<void> served, io::WriteHold hold)
       : served_(std::move(served)), hold_(std::move(hold)) {}
-  ~EngineWriteHold() override { hold_.Release(); }
 
  private:
   std::shared_ptr<void> served_;
-  io::WriteHold hold_;
+  io::WriteHold hold_;  // Declared last: released before served_ is let go.
 };
 
 }  // namespace

@@ -888,6 +888,11 @@ TEST_F(NodeServiceTest, LiveRawBlockSnapshotHoldsWhatWasSyncedBeforeTheCut) {
   auto device = AttachSnapshot(snapshot);
   ASSERT_TRUE(device.ok()) << device.status();
   EXPECT_EQ(read_block(*device), std::vector<char>(4096, 'b'));
+  // Attached read-only: nothing writes, so its hold holds nothing (the
+  // engine itself refuses to hold a read-only volume).
+  auto read_only_hold = data_path_->HoldWrites(snapshot);
+  EXPECT_TRUE(read_only_hold.ok()) << read_only_hold.status();
+  read_only_hold = absl::NotFoundError("released");
   ASSERT_TRUE(data_path_->Detach(snapshot).ok());
   EXPECT_TRUE(data_path_->Health(id).ok());
   ASSERT_TRUE(Unpublish(id, target).ok());
