@@ -76,6 +76,9 @@ struct FileStoreOptions {
   bool create = false;     // Create the file if missing.
   bool read_only = false;  // Shared lock, read-only fd.
   bool lock = true;        // flock the image (exclusive unless read_only).
+  // Through the page cache rather than O_DIRECT (as on a file system that
+  // refuses O_DIRECT): for a file read once that is likely still cached.
+  bool page_cache = false;
   unsigned queue_depth = 256;
 };
 

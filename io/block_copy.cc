@@ -21,15 +21,34 @@ bool IsZero(const uint8_t* p, size_t n) {
   return p[0] == 0 && std::equal(p, p + n - 1, p + 1);
 }
 
-// One chunk's buffer and the target requests that still use it. The loop
-// reads the next chunk while the target seals the previous ones; a slot is
-// reused only once its requests completed.
+// One step of the copy: a chunk read into its buffer, or a hole of the
+// source, and the target requests that still use the buffer. Up to
+// depth - 1 steps are read ahead while the target seals earlier ones; a slot
+// is reused only once its requests completed.
 class Slot {
  public:
   explicit Slot(uint64_t chunk_bytes)
       : buffer_(chunk_bytes), requests_(chunk_bytes / kBlockSize + 1) {}
 
   std::span<uint8_t> buffer() { return buffer_; }
+
+  // The step this slot holds; only the copying thread touches them.
+  uint64_t step_offset = 0;
+  uint64_t step_length = 0;
+  bool step_hole = false;
+
+  // Starts reading `length` bytes at `offset` of `source` into buffer().
+  void StartRead(BlockSource& source, uint64_t offset, uint64_t length) {
+    {
+      MutexLock l(&mu_);
+      ++pending_;
+    }
+    source.StartRead(offset, buffer().first(length), [this](absl::Status s) {
+      MutexLock l(&mu_);
+      if (!s.ok() && read_error_.ok()) read_error_ = std::move(s);
+      if (--pending_ == 0) cv_.SignalAll();
+    });
+  }
 
   // Submits an asynchronous write of `part` (inside buffer()), or with an
   // empty `part` a discard of `length` bytes.
@@ -53,12 +72,14 @@ class Slot {
     target.Submit(&r);
   }
 
-  // Waits for every request submitted since the last Wait. OK, or the
-  // first failure as DataLoss naming `target` and the offset.
+  // Waits for the read and every request started since the last Wait. OK,
+  // or the read's error, or the first failed request as DataLoss naming
+  // `target` and the offset.
   absl::Status Wait(const std::string& target) {
     MutexLock l(&mu_);
     while (pending_ > 0) cv_.Wait(&mu_);
     used_ = 0;
+    if (!read_error_.ok()) return std::exchange(read_error_, absl::OkStatus());
     if (error_ == 0) return absl::OkStatus();
     const int err = std::exchange(error_, 0);
     return absl::DataLossError(absl::StrCat(
@@ -83,6 +104,7 @@ class Slot {
   Mutex mu_;
   CondVar cv_;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status read_error_ ABSL_GUARDED_BY(mu_);
   int error_ ABSL_GUARDED_BY(mu_) = 0;
   IoOp error_op_ ABSL_GUARDED_BY(mu_) = IoOp::kWrite;
   uint64_t error_offset_ ABSL_GUARDED_BY(mu_) = 0;
@@ -108,7 +130,6 @@ absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source,
   for (int i = 0; i < std::max(1, options.depth); ++i) {
     slots.push_back(std::make_unique<Slot>(chunk));
   }
-  size_t next_slot = 0;
   BlockCopyCounts counts;
 
   auto wait_all = [&]() -> absl::Status {
@@ -139,43 +160,66 @@ absl::StatusOr<BlockCopyCounts> CopyBlocks(BlockSource& source,
     counts.zeros += len;
   };
 
+  // Starts the step at `at` in `slot`: a hole of the source (nothing is
+  // read) or the next chunk, read ahead. Returns where the step ends.
+  auto start_step = [&](Slot& slot, uint64_t at) {
+    const uint64_t data = std::min(end, std::max(at, source.NextData(at)));
+    slot.step_offset = at;
+    slot.step_hole = data > at;
+    slot.step_length = slot.step_hole ? data - at : std::min(chunk, end - at);
+    if (!slot.step_hole) slot.StartRead(source, at, slot.step_length);
+    return at + slot.step_length;
+  };
+  // Seals the chunk a step read: runs of data blocks are written, runs of
+  // zero blocks skipped.
+  auto seal_step = [&](Slot& slot) {
+    const uint64_t at = slot.step_offset, len = slot.step_length;
+    if (slot.step_hole) {
+      discard(slot, at, len);
+      return;
+    }
+    std::span<uint8_t> buf = slot.buffer().first(len);
+    uint64_t run = 0;
+    while (run < len) {
+      const bool zero = IsZero(buf.data() + run, kBlockSize);
+      uint64_t stop = run + kBlockSize;
+      while (stop < len && IsZero(buf.data() + stop, kBlockSize) == zero) {
+        stop += kBlockSize;
+      }
+      if (zero) {
+        discard(slot, at + run, stop - run);
+      } else {
+        slot.Submit(target, IoOp::kWrite, at + run, stop - run,
+                    buf.subspan(run, stop - run));
+        counts.written += stop - run;
+      }
+      run = stop;
+    }
+  };
+
+  // Step k lives in slot k % depth. Steps are sealed in order; up to
+  // depth - 1 of them are read ahead, so the slot a new read needs is the
+  // one sealed a step earlier, whose writes had that step's time to finish.
+  const uint64_t ahead = std::max<uint64_t>(1, slots.size() - 1);
+  uint64_t started = 0, sealed = 0;
+  uint64_t next_start = progress.next_offset;
   uint64_t offset = progress.next_offset;
   absl::Status failed;
-  while (offset < end && failed.ok()) {
-    Slot& slot = *slots[next_slot];
-    next_slot = (next_slot + 1) % slots.size();
-    failed = slot.Wait(name);
-    if (!failed.ok()) break;
-    const uint64_t data =
-        std::min(end, std::max(offset, source.NextData(offset)));
-    if (data > offset) {
-      // A hole of the source: nothing is read.
-      discard(slot, offset, data - offset);
-      offset = data;
-    } else {
-      const uint64_t len = std::min(chunk, end - offset);
-      std::span<uint8_t> buf = slot.buffer().first(len);
-      failed = source.Read(offset, buf);
+  while (failed.ok()) {
+    while (next_start < end && started < sealed + ahead) {
+      Slot& slot = *slots[started % slots.size()];
+      failed = slot.Wait(name);  // Its earlier step's writes.
       if (!failed.ok()) break;
-      // Runs of data blocks are written, runs of zero blocks skipped.
-      uint64_t run = 0;
-      while (run < len) {
-        const bool zero = IsZero(buf.data() + run, kBlockSize);
-        uint64_t stop = run + kBlockSize;
-        while (stop < len && IsZero(buf.data() + stop, kBlockSize) == zero) {
-          stop += kBlockSize;
-        }
-        if (zero) {
-          discard(slot, offset + run, stop - run);
-        } else {
-          slot.Submit(target, IoOp::kWrite, offset + run, stop - run,
-                      buf.subspan(run, stop - run));
-          counts.written += stop - run;
-        }
-        run = stop;
-      }
-      offset += len;
+      next_start = start_step(slot, next_start);
+      ++started;
     }
+    if (!failed.ok() || sealed == started) break;
+    Slot& slot = *slots[sealed % slots.size()];
+    failed = slot.Wait(name);  // Its read.
+    if (!failed.ok()) break;
+    seal_step(slot);
+    ++sealed;
+    offset = slot.step_offset + slot.step_length;
     if (offset - durable >= options.progress_interval) failed = record(offset);
   }
   // Nothing may still use a buffer when they go.

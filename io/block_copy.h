@@ -30,6 +30,15 @@ class BlockSource {
   // Fills `buffer` with the bytes at `offset`; bytes past size_bytes() read
   // as zeros. Errors name the source.
   virtual absl::Status Read(uint64_t offset, std::span<uint8_t> buffer) = 0;
+  // Starts a Read of `buffer` at `offset` and calls `done` once with its
+  // result, on any thread, possibly before returning. The default reads in
+  // the calling thread; a source whose reads can run meanwhile (an open
+  // sealed volume: its workers decrypt) overrides it, so that the copy
+  // reads several chunks at once while the target seals earlier ones.
+  virtual void StartRead(uint64_t offset, std::span<uint8_t> buffer,
+                         std::function<void(absl::Status)> done) {
+    done(Read(offset, buffer));
+  }
 };
 
 struct BlockCopyOptions {
@@ -37,8 +46,9 @@ struct BlockCopyOptions {
   // alone (they read as zeros). Otherwise they are discarded, and so is the
   // target's tail beyond the source, so it then holds the source only.
   bool fresh = true;
-  // Bytes read per step, and steps whose writes may be in flight at once
-  // (reading the next chunk overlaps sealing the last ones).
+  // Bytes read per step, and steps in flight at once: up to depth - 1
+  // chunks are read ahead (StartRead) while the target seals the ones read
+  // before them.
   uint64_t chunk_bytes = uint64_t{1} << 20;
   int depth = 4;
   // Bytes copied between two durable records: what a resumed copy copies

@@ -242,9 +242,9 @@ absl::StatusOr<std::unique_ptr<BackingStore>> OpenFileStore(
     const FileStoreOptions& options) {
   int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   if (options.create) flags |= O_CREAT;
-  bool direct = true;
-  int fd = ::open(options.path.c_str(), flags | O_DIRECT, 0600);
-  if (fd < 0 && errno == EINVAL) {
+  bool direct = !options.page_cache;
+  int fd = ::open(options.path.c_str(), flags | (direct ? O_DIRECT : 0), 0600);
+  if (fd < 0 && direct && errno == EINVAL) {
     // The filesystem refuses O_DIRECT: fall back to the page cache; fdatasync
     // still provides durability.
     direct = false;

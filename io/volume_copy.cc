@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,7 @@
 #include "base/injected_fault.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
+#include "io/backing_store.h"
 #include "io/block_copy.h"
 #include "io/copy_progress.h"
 #include "io/sealed_volume.h"
@@ -106,32 +108,67 @@ absl::Status SparseCopy(int in, int out, uint64_t size,
 }
 
 // The plaintext of an open sealed volume, as the copy loop reads it.
+// Every block is read through the engine, even where the image has a hole:
+// the engine decides from the authenticated tags that a block was never
+// written (a hole punched into a written block must fail, not read as
+// zeros). A never-written block costs no data read or decryption.
 class SealedSource : public BlockSource {
  public:
   SealedSource(SealedVolume& volume, std::string name)
       : volume_(volume), name_(std::move(name)) {}
 
   uint64_t size_bytes() const override { return volume_.size_bytes(); }
-  // Every block is read through the engine, even where the image has a
-  // hole: the engine decides from the authenticated tags that a block was
-  // never written (a hole punched into a written block must fail, not
-  // read as zeros). A never-written block costs no data read or decryption.
+
   absl::Status Read(uint64_t offset, std::span<uint8_t> buffer) override {
-    const uint64_t size = volume_.size_bytes();
-    const uint64_t len =
-        offset >= size ? 0 : std::min<uint64_t>(buffer.size(), size - offset);
-    if (len > 0) {
-      if (const int r = volume_.Io(IoOp::kRead, offset, buffer.first(len));
-          r != 0) {
-        return absl::DataLossError(absl::StrCat("read ", name_, " at ", offset,
-                                                ": ", std::strerror(-r)));
-      }
+    const uint64_t len = ZeroTail(offset, buffer);
+    if (len == 0) return absl::OkStatus();
+    return ReadStatus(offset, volume_.Io(IoOp::kRead, offset, buffer.first(len)));
+  }
+
+  // The engine's workers decrypt the chunks read ahead, each its groups.
+  void StartRead(uint64_t offset, std::span<uint8_t> buffer,
+                 std::function<void(absl::Status)> done) override {
+    const uint64_t len = ZeroTail(offset, buffer);
+    if (len == 0) {
+      done(absl::OkStatus());
+      return;
     }
-    std::fill(buffer.begin() + static_cast<ptrdiff_t>(len), buffer.end(), 0);
-    return absl::OkStatus();
+    auto* read = new PendingRead{this, std::move(done), IoRequest{}};
+    read->request.op = IoOp::kRead;
+    read->request.offset = offset;
+    read->request.length = len;
+    read->request.buffer = buffer.first(len);
+    read->request.context = read;
+    read->request.done = [](IoRequest* request, int result) {
+      std::unique_ptr<PendingRead> r(static_cast<PendingRead*>(request->context));
+      r->done(r->source->ReadStatus(request->offset, result));
+    };
+    volume_.Submit(&read->request);
   }
 
  private:
+  struct PendingRead {
+    SealedSource* source;
+    std::function<void(absl::Status)> done;
+    IoRequest request;
+  };
+
+  // Zeros the part of `buffer` past the volume's end; returns the bytes
+  // before it.
+  uint64_t ZeroTail(uint64_t offset, std::span<uint8_t> buffer) const {
+    const uint64_t size = volume_.size_bytes();
+    const uint64_t len =
+        offset >= size ? 0 : std::min<uint64_t>(buffer.size(), size - offset);
+    std::fill(buffer.begin() + static_cast<ptrdiff_t>(len), buffer.end(), 0);
+    return len;
+  }
+
+  absl::Status ReadStatus(uint64_t offset, int result) const {
+    if (result == 0) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat("read ", name_, " at ", offset,
+                                            ": ", std::strerror(-result)));
+  }
+
   SealedVolume& volume_;
   std::string name_;
 };
@@ -286,9 +323,18 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
   // checkpoints while it is open.
   source_options.checkpoint_dirty_groups = 0;
   source_options.checkpoint_seconds = 0;
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<SealedVolume> source,
-      SealedVolume::OpenFile(o.source_path, *o.source_dek, source_options));
+  FileStoreOptions source_store;
+  source_store.path = o.source_path;
+  source_store.read_only = source_options.read_only;
+  // A cut that was just copied (not reflinked) is still in the page cache:
+  // read it from there rather than from the disk again. It is read once and
+  // deleted, and a repair recovery writes is flushed (fdatasync) as ever.
+  source_store.page_cache = o.source_kind == CopyOptions::SourceKind::kCut;
+  ASSIGN_OR_RETURN(std::unique_ptr<BackingStore> source_file,
+                   OpenFileStore(source_store));
+  ASSIGN_OR_RETURN(std::unique_ptr<SealedVolume> source,
+                   SealedVolume::OpenOn(std::move(source_file), *o.source_dek,
+                                        source_options));
   CopySourceIdentity identity;
   identity.device = source_st.st_dev;
   identity.inode = source_st.st_ino;
@@ -373,10 +419,10 @@ absl::StatusOr<CopyResult> CopySealed(const CopyOptions& o) {
   SealedSource plain(*source, o.source_path);
   BlockCopyOptions copy;
   copy.fresh = true;
-  // Whole groups per step, several in flight: each worker of the target
-  // seals its own group while the next one is read.
+  // Whole groups per step, several in flight: the source's workers decrypt
+  // the groups read ahead while the target's seal the ones read before.
   copy.chunk_bytes = uint64_t{4} << 20;
-  copy.depth = 2 * target_options.worker_threads;
+  copy.depth = 2 * target_options.worker_threads + 2;
   copy.progress_interval = o.progress_interval_bytes;
   copy.on_progress = [&](uint64_t done) {
     if (o.on_progress) o.on_progress(std::min(done, identity.size), identity.size);
