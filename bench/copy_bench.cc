@@ -1,11 +1,17 @@
 // Snapshot/clone copy throughput beside `cp --sparse=always` (issue 16):
 // a 2 GiB sealed volume with 1 GiB written is cut (CutImage) and re-encrypted
-// under a new key (CopySealed); a plain 2 GiB image holding the same 1 GiB
-// is copied with `cp --sparse=always`, in the same directory (same file
-// system), in the same run, alternating, best of `rounds`. Prints one JSON
+// under a new key (CopySealed), and that snapshot restored (CopySealed of a
+// snapshot image); a plain 2 GiB image holding the same 1 GiB is copied with
+// `cp --sparse=always`, in the same directory (same file system), in the
+// same run, alternating, best of `rounds`. Each is timed twice: "warm", as
+// both images were read into the page cache just before, and "cold", after
+// `sync` and dropping the page cache, so that both read their source from
+// the disk, as a volume in use is read: the engine writes and reads its
+// image with O_DIRECT, so a live volume's data is not in the page cache. A
+// restore reads the snapshot image from the disk either way. Prints one JSON
 // object: times, throughput of the data, the ratios (cp time / our time;
 // the target is >= 0.5), the machine and the load average before and after.
-// Not a test. Run when the machine is quiet:
+// Not a test. Run as root (to drop the cache) when the machine is quiet:
 //   build/bench/copy_bench [DIR [ROUNDS]]   (DIR default /var/tmp)
 #include <fcntl.h>
 #include <spawn.h>
@@ -65,7 +71,8 @@ std::string g_dir;
 void RemoveRunDirectory() {
   if (g_dir.empty()) return;
   for (const char* f : {"sealed.img", "plain.img", "cut.img", "target.img",
-                        "target.img.copy", "plain.copy"}) {
+                        "target.img.copy", "restore.img", "restore.img.copy",
+                        "plain.copy"}) {
     ::unlink((g_dir + "/" + f).c_str());
   }
   ::rmdir(g_dir.c_str());
@@ -105,6 +112,25 @@ void MakeImages(const std::string& sealed, const std::string& plain,
   if (::fsync(fd.get()) != 0) Die("fsync " + plain);
 }
 
+// Writes back every dirty page and drops the page cache, so that the next
+// read comes from the disk. False when the cache cannot be dropped (not
+// root): the "cold" figures are then not reported.
+bool DropCaches() {
+  ::sync();
+  UniqueFd fd(::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC));
+  return fd && ::write(fd.get(), "3", 1) == 1;
+}
+
+// Reads `path` through the page cache, so that it is cached for a "warm"
+// run.
+void WarmUp(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) Die("open " + path);
+  std::vector<uint8_t> buf(4 * kMiB);
+  while (::read(fd.get(), buf.data(), buf.size()) > 0) {
+  }
+}
+
 double TimeCp(const std::string& from, const std::string& to, double* with_fsync) {
   const auto start = Clock::now();
   const char* argv[] = {"cp", "--sparse=always", from.c_str(), to.c_str(), nullptr};
@@ -122,7 +148,62 @@ double TimeCp(const std::string& from, const std::string& to, double* with_fsync
   UniqueFd fd(::open(to.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd || ::fsync(fd.get()) != 0) Die("fsync " + to);
   *with_fsync = Seconds(start);
+  ::unlink(to.c_str());
   return cp;
+}
+
+// One snapshot (cut, then the re-encrypting copy into `target`) and one
+// restore of it into `restore`; every file but the source removed after.
+struct SnapshotTimes {
+  double cut = 0, copy = 0, snapshot = 0, restore = 0;
+};
+
+SnapshotTimes TimeSnapshot(const std::string& sealed, const std::string& cut,
+                           const std::string& target, const std::string& restore,
+                           const crypto::SecretBytes& source_dek,
+                           const crypto::SecretBytes& target_dek,
+                           const crypto::SecretBytes& restore_dek) {
+  SnapshotTimes t;
+  const auto start = Clock::now();
+  if (absl::Status s = CutImage(sealed, cut); !s.ok()) Die(std::string(s.message()));
+  t.cut = Seconds(start);
+  CopyOptions o;
+  o.source_path = cut;
+  o.source_dek = &source_dek;
+  o.target_dek = &target_dek;
+  o.target_path = target;
+  o.target_volume_id[0] = 2;
+  const auto copy_start = Clock::now();
+  auto snapshot = CopySealed(o);
+  if (!snapshot.ok()) Die(std::string(snapshot.status().message()));
+  t.copy = Seconds(copy_start);
+  t.snapshot = Seconds(start);
+  ::unlink(cut.c_str());
+  (void)ForgetCopyProgress(target);
+
+  CopyOptions r;
+  r.source_path = target;
+  r.source_kind = CopyOptions::SourceKind::kSnapshotImage;
+  r.source_expected_state = snapshot->state;
+  r.source_dek = &target_dek;
+  r.target_dek = &restore_dek;
+  r.target_path = restore;
+  r.target_volume_id[0] = 3;
+  const auto restore_start = Clock::now();
+  auto restored = CopySealed(r);
+  if (!restored.ok()) Die(std::string(restored.status().message()));
+  t.restore = Seconds(restore_start);
+  ::unlink(target.c_str());
+  ::unlink(restore.c_str());
+  (void)ForgetCopyProgress(restore);
+  return t;
+}
+
+void KeepBest(SnapshotTimes& best, const SnapshotTimes& t) {
+  best.cut = std::min(best.cut, t.cut);
+  best.copy = std::min(best.copy, t.copy);
+  best.snapshot = std::min(best.snapshot, t.snapshot);
+  best.restore = std::min(best.restore, t.restore);
 }
 
 std::string CpuModel() {
@@ -150,39 +231,34 @@ int Main(int argc, char** argv) {
   g_dir = dir;
   const std::string sealed = dir + "/sealed.img", plain = dir + "/plain.img";
   const std::string cut = dir + "/cut.img", target = dir + "/target.img";
+  const std::string restore = dir + "/restore.img";
   const std::string plain_copy = dir + "/plain.copy";
   const std::string load_before = LoadAverage();
-  const crypto::SecretBytes source_dek = Key(1), target_dek = Key(2);
+  const crypto::SecretBytes source_dek = Key(1), target_dek = Key(2),
+                            restore_dek = Key(3);
   MakeImages(sealed, plain, source_dek);
   ::sync();
 
-  double best_cp = 1e9, best_cp_fsync = 1e9, best_cut = 1e9, best_copy = 1e9;
-  double best_total = 1e9;
+  constexpr double kNone = 1e9;
+  double cp_warm = kNone, cp_warm_fsync = kNone, cp_cold = kNone,
+         cp_cold_fsync = kNone;
+  SnapshotTimes warm{kNone, kNone, kNone, kNone}, cold = warm;
+  bool can_drop = true;
   for (int r = 0; r < rounds; ++r) {
-    double with_fsync = 0;
-    best_cp = std::min(best_cp, TimeCp(plain, plain_copy, &with_fsync));
-    best_cp_fsync = std::min(best_cp_fsync, with_fsync);
-    ::unlink(plain_copy.c_str());
-
-    const auto start = Clock::now();
-    if (absl::Status s = CutImage(sealed, cut); !s.ok()) Die(std::string(s.message()));
-    const double cut_s = Seconds(start);
-    CopyOptions o;
-    o.source_path = cut;
-    o.source_dek = &source_dek;
-    o.target_dek = &target_dek;
-    o.target_path = target;
-    o.target_volume_id[0] = 2;
-    const auto copy_start = Clock::now();
-    auto result = CopySealed(o);
-    if (!result.ok()) Die(std::string(result.status().message()));
-    const double copy_s = Seconds(copy_start);
-    best_cut = std::min(best_cut, cut_s);
-    best_copy = std::min(best_copy, copy_s);
-    best_total = std::min(best_total, Seconds(start));
-    ::unlink(cut.c_str());
-    ::unlink(target.c_str());
-    (void)ForgetCopyProgress(target);
+    double fsynced = 0;
+    WarmUp(plain);
+    WarmUp(sealed);
+    cp_warm = std::min(cp_warm, TimeCp(plain, plain_copy, &fsynced));
+    cp_warm_fsync = std::min(cp_warm_fsync, fsynced);
+    KeepBest(warm, TimeSnapshot(sealed, cut, target, restore, source_dek,
+                                target_dek, restore_dek));
+    if (can_drop && (can_drop = DropCaches())) {
+      cp_cold = std::min(cp_cold, TimeCp(plain, plain_copy, &fsynced));
+      cp_cold_fsync = std::min(cp_cold_fsync, fsynced);
+      can_drop = DropCaches();
+      KeepBest(cold, TimeSnapshot(sealed, cut, target, restore, source_dek,
+                                  target_dek, restore_dek));
+    }
   }
   struct statfs fs {};
   ::statfs(dir.c_str(), &fs);
@@ -190,21 +266,37 @@ int Main(int argc, char** argv) {
   RemoveRunDirectory();
 
   const double data_mib = static_cast<double>(kVolumeBytes / 2) / kMiB;
+  auto times = [&](const char* name, double cp, double cp_fsync,
+                   const SnapshotTimes& t) {
+    std::printf(
+        " \"%s\": {\"cp_sparse_s\": %.3f, \"cp_sparse_fsync_s\": %.3f,\n"
+        "   \"cut_s\": %.3f, \"copy_s\": %.3f, \"snapshot_s\": %.3f, "
+        "\"restore_s\": %.3f,\n"
+        "   \"cp_mib_s\": %.0f, \"snapshot_mib_s\": %.0f, \"restore_mib_s\": %.0f,\n"
+        "   \"ratio_snapshot_vs_cp\": %.2f, \"ratio_restore_vs_cp\": %.2f,\n"
+        "   \"ratio_snapshot_vs_cp_fsync\": %.2f, "
+        "\"ratio_restore_vs_cp_fsync\": %.2f},\n",
+        name, cp, cp_fsync, t.cut, t.copy, t.snapshot, t.restore,
+        data_mib / cp, data_mib / t.snapshot, data_mib / t.restore,
+        cp / t.snapshot, cp / t.restore, cp_fsync / t.snapshot,
+        cp_fsync / t.restore);
+  };
+  std::printf("{\"volume_mib\": %llu, \"written_mib\": %.0f, \"rounds\": %d,\n",
+              static_cast<unsigned long long>(kVolumeBytes / kMiB), data_mib,
+              rounds);
+  times("warm", cp_warm, cp_warm_fsync, warm);
+  if (can_drop) {
+    times("cold", cp_cold, cp_cold_fsync, cold);
+  } else {
+    std::printf(" \"cold\": null,\n");
+  }
   std::printf(
-      "{\"volume_mib\": %llu, \"written_mib\": %.0f, \"rounds\": %d,\n"
-      " \"cp_sparse_s\": %.3f, \"cp_sparse_fsync_s\": %.3f,\n"
-      " \"cut_s\": %.3f, \"copy_s\": %.3f, \"cut_and_copy_s\": %.3f,\n"
-      " \"cp_mib_s\": %.0f, \"copy_mib_s\": %.0f, \"cut_and_copy_mib_s\": %.0f,\n"
-      " \"ratio_cut_and_copy_vs_cp\": %.2f, \"ratio_copy_vs_cp\": %.2f,\n"
-      " \"ratio_cut_and_copy_vs_cp_fsync\": %.2f,\n"
       " \"dir\": \"%s\", \"fs_magic\": \"0x%lx\", \"cut_reflink\": %s,\n"
-      " \"cpu\": \"%s\", \"cpus\": %ld, \"load_before\": \"%s\", \"load_after\": \"%s\"}\n",
-      static_cast<unsigned long long>(kVolumeBytes / kMiB), data_mib, rounds,
-      best_cp, best_cp_fsync, best_cut, best_copy, best_total, data_mib / best_cp,
-      data_mib / best_copy, data_mib / best_total, best_cp / best_total,
-      best_cp / best_copy, best_cp_fsync / best_total, base.c_str(),
-      static_cast<unsigned long>(fs.f_type), reflink ? "true" : "false",
-      CpuModel().c_str(), sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str(),
+      " \"cpu\": \"%s\", \"cpus\": %ld, \"load_before\": \"%s\", "
+      "\"load_after\": \"%s\"}\n",
+      base.c_str(), static_cast<unsigned long>(fs.f_type),
+      reflink ? "true" : "false", CpuModel().c_str(),
+      sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str(),
       LoadAverage().c_str());
   return 0;
 }
