@@ -206,6 +206,12 @@ int RunController(const ControllerFlags& f) {
                                          f.snapshot_cut_timeout +
                                          ": expected a positive duration such as 30s"));
   }
+  if (broker_service != nullptr) {
+    broker::KeyBrokerService* service = broker_service.get();
+    controller_options.copy_job_created = [service](const std::string& node) {
+      service->CopyJobsChanged(node);
+    };
+  }
   csi::IdentityService identity(kServiceVersion, readiness);
   csi::ControllerService controller(keys, controller_options);
   auto server = StartCsiServer(f.endpoint, {&identity, &controller});
@@ -222,7 +228,11 @@ int RunController(const ControllerFlags& f) {
   });
   spdlog::info("controller: signal {}, shutting down", sig);
   (*server)->Shutdown();
-  if (broker_server.server) broker_server.server->Shutdown();
+  if (broker_server.server) {
+    // Waiting CopyJobs calls answer now; Shutdown waits for every call.
+    broker_service->EndWaits();
+    broker_server.server->Shutdown();
+  }
   return kExitOk;
 }
 

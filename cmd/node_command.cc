@@ -43,6 +43,7 @@ struct NodeFlags {
   std::string metrics_listen;
   std::string reap_interval = "10m";
   std::string copy_poll_interval = "3s";
+  std::string copy_wait = "30s";
   std::string log_level = "info";
 };
 
@@ -171,6 +172,13 @@ int RunNode(const NodeFlags& f) {
                             "--copy-poll-interval " + f.copy_poll_interval +
                             ": expected a duration such as 3s, 1m or 0"));
   }
+  absl::Duration copy_wait;
+  if (!absl::ParseDuration(f.copy_wait, &copy_wait) ||
+      copy_wait < absl::ZeroDuration()) {
+    return FailService("node", absl::InvalidArgumentError(
+                            "--copy-wait " + f.copy_wait +
+                            ": expected a duration such as 30s or 0"));
+  }
 
   const std::string state_dir = f.state_dir;
   csi::IdentityService identity(kServiceVersion, [state_dir]() -> absl::Status {
@@ -210,7 +218,8 @@ int RunNode(const NodeFlags& f) {
   }
   // Snapshots, restores and clones of the volumes on this node.
   csi::CopyJobRunner copies({.node_id = f.node_id,
-                             .poll_interval = copy_poll_interval},
+                             .poll_interval = copy_poll_interval,
+                             .job_wait = copy_wait},
                             &keys, &data_path, node.stages(),
                             node.volume_locks());
   if (copy_poll_interval > absl::ZeroDuration()) copies.Start();
@@ -251,8 +260,14 @@ void RegisterNodeCommand(CLI::App& app, int& exit_code) {
                    "controller (first pass at start-up); 0 = never")
       ->capture_default_str();
   node->add_option("--copy-poll-interval", nf->copy_poll_interval,
-                   "How often to ask the broker for snapshot, restore and "
-                   "clone jobs of this node's volumes; 0 = never")
+                   "Least time between two asks of the broker for snapshot, "
+                   "restore and clone jobs of this node's volumes when the "
+                   "last one found nothing to do at once; 0 = never ask")
+      ->capture_default_str();
+  node->add_option("--copy-wait", nf->copy_wait,
+                   "How long one ask lets the broker wait for a new job (a "
+                   "long poll, capped at 30s by the broker), so that a job "
+                   "starts as soon as it is created; 0 = plain polling")
       ->capture_default_str();
   node->add_option("--log-level", nf->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();

@@ -382,6 +382,10 @@ absl::Status ControllerService::CreateCopy(
     create.node = node;
   }
   ASSIGN_OR_RETURN(kms::VolumeRecord record, keys_->CreateVolumeKey(create));
+  if (record.copy.state == kms::CopyState::kPending &&
+      options_.copy_job_created) {
+    options_.copy_job_created(record.node);
+  }
   spdlog::info("CreateVolume {}: created {} for tenant {} ({} bytes) from {} {}"
                "{}{} under its own key; copy {}",
                request.name(), record.volume_id, record.tenant,

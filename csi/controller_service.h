@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -57,6 +58,11 @@ struct ControllerOptions {
   absl::Duration snapshot_cut_timeout = absl::Seconds(30);
   // How often it reads the registry while it waits.
   absl::Duration snapshot_poll_interval = absl::Milliseconds(250);
+  // Called with the node of every copy job the controller creates, once
+  // the job is in the registry: `sealvol controller` wakes its KeyBroker's
+  // waiting CopyJobs call of that node, so the copy starts at once. May be
+  // empty.
+  std::function<void(const std::string& node_id)> copy_job_created;
 };
 
 // The record parameter that says what a copy was made from: "snapshot" or

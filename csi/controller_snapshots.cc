@@ -148,6 +148,10 @@ absl::StatusOr<std::string> ControllerService::FindOrCreateSnapshot(
     }
   }
   ASSIGN_OR_RETURN(kms::VolumeRecord record, keys_->CreateVolumeKey(create));
+  if (record.copy.state == kms::CopyState::kPending &&
+      options_.copy_job_created) {
+    options_.copy_job_created(record.node);
+  }
   spdlog::info("CreateSnapshot {}: created {} of volume {} for tenant {} "
                "({} bytes{}{}) under its own key; copy {}",
                request.name(), record.volume_id, source_id, record.tenant,

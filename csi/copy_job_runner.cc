@@ -81,6 +81,7 @@ void CopyJobRunner::Stop() {
     MutexLock lock(&mu_);
     stop_ = true;
   }
+  cancel_.Cancel();
   wake_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
@@ -91,21 +92,35 @@ void CopyJobRunner::Run() {
       MutexLock lock(&mu_);
       if (stop_) return;
     }
-    auto pass = RunOnce();
-    if (!pass.ok()) {
+    const auto asked = std::chrono::steady_clock::now();
+    auto pass = RunOnce(options_.job_wait);
+    // Every job it got is done: a job created meanwhile is asked for now.
+    // Otherwise (nothing came, a job waits for something, the ask failed)
+    // the next ask keeps poll_interval from this one; after a long poll
+    // that waited that long, it comes at once.
+    const bool all_done = pass.ok() && pass->later == 0 &&
+                          pass->ready + pass->failed > 0;
+    const auto next =
+        all_done ? asked
+                 : asked + absl::ToChronoNanoseconds(options_.poll_interval);
+    bool stopping;
+    {
+      MutexLock lock(&mu_);
+      stopping = stop_;
+    }
+    if (!pass.ok() && !stopping) {
       spdlog::warn("copy jobs: {}", std::string(pass.status().message()));
     }
-    const auto deadline = std::chrono::steady_clock::now() +
-                          absl::ToChronoNanoseconds(options_.poll_interval);
     MutexLock lock(&mu_);
-    while (!stop_ && wake_.WaitUntil(&mu_, deadline)) {
+    while (!stop_ && wake_.WaitUntil(&mu_, next)) {
     }
   }
 }
 
-absl::StatusOr<CopyPass> CopyJobRunner::RunOnce() {
+absl::StatusOr<CopyPass> CopyJobRunner::RunOnce(absl::Duration wait) {
   MutexLock pass_lock(&pass_mu_);
-  auto jobs = keys_->CopyJobs(options_.node_id);
+  auto jobs = keys_->CopyJobs(options_.node_id, wait,
+                              wait > absl::ZeroDuration() ? &cancel_ : nullptr);
   if (!jobs.ok()) {
     return absl::UnavailableError(
         absl::StrCat("cannot ask the key broker for copy jobs: ",

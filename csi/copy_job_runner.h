@@ -24,9 +24,15 @@
 // copy). A volume busy with a CSI call is left for the next pass.
 //
 // Thread-safe: RunOnce may be called from any thread (passes are
-// serialized); Start runs passes on the runner's own thread every
-// poll_interval until Stop (which waits for the pass in progress; a copy is
-// resumable, so a kill of the node loses nothing).
+// serialized); Start runs passes on the runner's own thread until Stop
+// (which ends a waiting ask at once and waits for the job step in progress;
+// a copy is resumable, so a kill of the node loses nothing). The thread
+// asks with a long poll (job_wait): the broker answers as soon as a job for
+// this node is created, so a new job starts at once rather than at the
+// next poll. After a pass that ran every job it got, it asks again at
+// once; after an empty answer, a pass that left jobs waiting or a failed
+// ask, the next ask comes poll_interval after the previous one began (so a
+// broker that does not wait, being older, is asked at that cadence).
 #pragma once
 
 #include <cstdint>
@@ -44,12 +50,19 @@
 #include "csi/stage_store.h"
 #include "csi/volume_key_source.h"
 #include "csi/volume_locks.h"
+#include "kms/broker/call_canceller.h"
 
 namespace sealvol::csi {
 
 struct CopyJobRunnerOptions {
   std::string node_id;
+  // The least time from one ask to the next when the previous one found
+  // nothing to do right away (see above).
   absl::Duration poll_interval = absl::Seconds(3);
+  // How long one ask of the thread lets the broker wait for a job (the
+  // broker caps it at broker::kMaxCopyJobsWait, 30 s). Zero: no long poll;
+  // one ask every poll_interval.
+  absl::Duration job_wait = absl::Seconds(30);
   // Bytes between two progress records and reports of a copy.
   uint64_t progress_interval_bytes = uint64_t{64} << 20;
   // Freezes the file system mounted at a path; null when nothing is
@@ -78,13 +91,15 @@ class CopyJobRunner {
 
   // Starts the polling thread (once).
   void Start();
-  // Stops it after the pass in progress.
+  // Stops it: ends its waiting ask and waits for the job step in progress.
   void Stop();
 
   // One pass: lists this node's jobs and runs each one as far as it can go
   // now, one job at a time; then removes the cuts and progress records of
-  // jobs that ended. Unavailable when the broker cannot be asked.
-  absl::StatusOr<CopyPass> RunOnce();
+  // jobs that ended. With `wait`, the ask is a long poll (the broker holds
+  // an empty answer up to `wait` for a new job). Unavailable when the
+  // broker cannot be asked (or the ask was ended by Stop).
+  absl::StatusOr<CopyPass> RunOnce(absl::Duration wait = absl::ZeroDuration());
 
  private:
   enum class Outcome { kReady, kFailed, kLater };
@@ -115,6 +130,8 @@ class CopyJobRunner {
   Mutex mu_;
   CondVar wake_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Ends the thread's waiting ask on Stop.
+  broker::CallCanceller cancel_;
   std::thread thread_;
 };
 

@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "crypto/secret_bytes.h"
 #include "csi/committed_state.h"
+#include "kms/broker/call_canceller.h"
 #include "kms/broker/key_broker_client.h"
 #include "kms/broker/key_broker_wire.h"
 
@@ -69,8 +71,12 @@ class VolumeKeySource {
   // the jobs this node must run, the two keys of one (refusals with their
   // reason: copy_not_active, node_not_owner, source_not_on_node, ...), and
   // its progress, cut and end (returns the job's state after the report).
+  // CopyJobs with `wait` > 0 is a long poll (KeyBrokerClient::CopyJobs):
+  // with no job for the node, the answer comes when one is created or
+  // after up to `wait`; `cancel` (may be null) ends it early (Cancelled).
   virtual absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
-      const std::string& node_id) = 0;
+      const std::string& node_id, absl::Duration wait,
+      broker::CallCanceller* cancel) = 0;
   virtual absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(
       const std::string& node_id, const std::string& target_id) = 0;
   virtual absl::StatusOr<kms::CopyState> ReportCopy(
@@ -119,8 +125,9 @@ class BrokerKeySource final : public VolumeKeySource {
   }
 
   absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
-      const std::string& node_id) override {
-    return client_->CopyJobs(node_id);
+      const std::string& node_id, absl::Duration wait,
+      broker::CallCanceller* cancel) override {
+    return client_->CopyJobs(node_id, wait, cancel);
   }
 
   absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -261,11 +263,23 @@ absl::StatusOr<ReleasedVolumeKey> KeyBrokerClient::ReleaseVolumeKey(
 }
 
 absl::StatusOr<std::vector<CopyJob>> KeyBrokerClient::CopyJobs(
-    const std::string& node_id) {
+    const std::string& node_id, absl::Duration wait, CallCanceller* cancel) {
   v1::CopyJobsRequest request;
   request.set_node_id(node_id);
+  const int64_t wait_seconds =
+      std::clamp<int64_t>(absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))),
+                          0, std::numeric_limits<uint32_t>::max());
+  request.set_wait_seconds(static_cast<uint32_t>(wait_seconds));
   grpc::ClientContext context;
+  CallCanceller::Registration registration(cancel,
+                                           [&context] { context.TryCancel(); });
+  if (!registration.ok()) {
+    return absl::CancelledError("key broker: copy jobs: the call was cancelled");
+  }
   if (absl::Status s = PrepareContext(context); !s.ok()) return s;
+  // The broker answers shortly before the deadline at the latest.
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout +
+                                          absl::Seconds(wait_seconds)));
   v1::CopyJobsResponse response;
   const grpc::Status status = stub_->CopyJobs(&context, request, &response);
   if (!status.ok()) return FromGrpc(status, context);

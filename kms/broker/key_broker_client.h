@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "crypto/secret_bytes.h"
+#include "kms/broker/call_canceller.h"
 #include "kms/broker/key_broker_wire.h"
 #include "kms/key_provider.h"
 #include "proto/sealvol/keybroker.grpc.pb.h"
@@ -86,7 +87,16 @@ class KeyBrokerClient {
   // The copy jobs this node must run (KeyBroker.CopyJobs): targets placed
   // on it whose copy is pending or cut. DataLoss for an answer with a kind
   // or state this client does not know.
-  absl::StatusOr<std::vector<CopyJob>> CopyJobs(const std::string& node_id);
+  //
+  // With `wait` (whole seconds, rounded up), a long poll: while the node
+  // has no job the broker holds its answer up to that long (its own cap is
+  // kMaxCopyJobsWait) and answers when one is created; the call's deadline
+  // is `wait` plus the usual timeout. A broker that predates the long poll
+  // answers at once. `cancel`, when set, ends the call from another thread
+  // (Cancelled; at once when it was cancelled before).
+  absl::StatusOr<std::vector<CopyJob>> CopyJobs(
+      const std::string& node_id, absl::Duration wait = absl::ZeroDuration(),
+      CallCanceller* cancel = nullptr);
 
   // The two keys of the copy job of `target_id` (KeyBroker.ReleaseCopyKeys),
   // copied into locked memory; the protobuf's copies are wiped before

@@ -1,8 +1,10 @@
 // The KeyBroker's copy jobs: snapshots, restores and clones run on the node
 // that holds the source (docs/attestation.md, "Copy jobs").
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "kms/broker/key_broker_service.h"
 #include "kms/broker/refusal.h"
@@ -61,7 +63,8 @@ absl::Status CheckCopyReport(const CopyReport& report) {
 }  // namespace
 
 absl::StatusOr<std::vector<CopyJob>> KeyBrokerService::ListCopyJobs(
-    const std::string& node_id, std::string_view node_token) {
+    const std::string& node_id, std::string_view node_token,
+    const CopyJobsWait& wait) {
   if (absl::Status s =
           AuthenticateCall(node_id, {}, node_token, Budget::kRequests);
       !s.ok()) {
@@ -69,6 +72,38 @@ absl::StatusOr<std::vector<CopyJob>> KeyBrokerService::ListCopyJobs(
     record.node = node_id;
     return AuditRefusal(record, "copy jobs", s);
   }
+  // The answer leaves this long before the call's deadline, so that it
+  // still reaches the node.
+  constexpr absl::Duration kDeadlineMargin = absl::Milliseconds(500);
+  const absl::Time end =
+      std::min(absl::Now() + std::clamp(wait.wait, absl::ZeroDuration(),
+                                        kMaxCopyJobsWait),
+               wait.deadline - kDeadlineMargin);
+  for (;;) {
+    // Counted before the read: a job created after it wakes the wait.
+    const uint64_t seen = copy_job_changes_.Count(node_id);
+    ASSIGN_OR_RETURN(std::vector<CopyJob> jobs, ReadCopyJobs(node_id));
+    const absl::Time now = absl::Now();
+    if (!jobs.empty() || now >= end ||
+        (wait.cancelled && wait.cancelled())) {
+      return jobs;
+    }
+    if (copy_job_changes_.WaitForChange(
+            node_id, seen, std::min(end, now + options_.copy_jobs_recheck)) ==
+        CopyJobChanges::Wake::kClosed) {
+      return jobs;
+    }
+  }
+}
+
+void KeyBrokerService::CopyJobsChanged(const std::string& node_id) {
+  copy_job_changes_.Changed(node_id);
+}
+
+void KeyBrokerService::EndWaits() { copy_job_changes_.Close(); }
+
+absl::StatusOr<std::vector<CopyJob>> KeyBrokerService::ReadCopyJobs(
+    const std::string& node_id) {
   auto records = keys_.ListVolumes("");
   if (!records.ok()) {
     if (options_.metrics != nullptr) options_.metrics->RecordKmsError();

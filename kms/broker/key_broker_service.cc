@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 
@@ -599,7 +601,13 @@ grpc::Status KeyBrokerService::ReportRollback(
 grpc::Status KeyBrokerService::CopyJobs(grpc::ServerContext* context,
                                         const v1::CopyJobsRequest* request,
                                         v1::CopyJobsResponse* response) {
-  auto jobs = ListCopyJobs(request->node_id(), BearerToken(*context));
+  CopyJobsWait wait{.wait = absl::Seconds(request->wait_seconds()),
+                    .cancelled = [context] { return context->IsCancelled(); }};
+  const auto deadline = context->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    wait.deadline = absl::FromChrono(deadline);
+  }
+  auto jobs = ListCopyJobs(request->node_id(), BearerToken(*context), wait);
   if (!jobs.ok()) return RefusalToGrpc(context, jobs.status());
   for (const CopyJob& job : *jobs) *response->add_jobs() = CopyJobToProto(job);
   return grpc::Status::OK;

@@ -21,6 +21,7 @@
 // `authorization: Bearer <JWT>`.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,11 +32,13 @@
 #include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "base/mutex.h"
 #include "crypto/secret_bytes.h"
 #include "kms/broker/attestation_policy.h"
 #include "kms/broker/audit_log.h"
 #include "kms/broker/broker_metrics.h"
+#include "kms/broker/copy_job_changes.h"
 #include "kms/broker/key_broker_wire.h"
 #include "kms/broker/pod_lookup.h"
 #include "kms/broker/rate_limiter.h"
@@ -56,6 +59,24 @@ struct KeyBrokerOptions {
   // (AttestationPolicy::CheckObservedPod). Null: such requests are refused
   // (no_token).
   const PodLookup* pod_lookup = nullptr;
+  // How often a waiting CopyJobs call (a long poll) reads the registry
+  // again while its node has no job: a job created by another controller
+  // replica is found within this; this process's own jobs wake it at once
+  // (CopyJobsChanged).
+  absl::Duration copy_jobs_recheck = absl::Seconds(3);
+};
+
+// The longest a CopyJobs call waits for a job, whatever the node asks.
+inline constexpr absl::Duration kMaxCopyJobsWait = absl::Seconds(30);
+
+// How a CopyJobs call may wait for its node's first job (a long poll).
+struct CopyJobsWait {
+  // As the node asked; capped at kMaxCopyJobsWait. Zero: answer at once.
+  absl::Duration wait = absl::ZeroDuration();
+  // The call's own deadline: the answer leaves a little before it.
+  absl::Time deadline = absl::InfiniteFuture();
+  // True once the caller went away (checked at each registry read).
+  std::function<bool()> cancelled;
 };
 
 // Existence of one volume in the registry (VolumeStatus).
@@ -175,11 +196,27 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   // jobs"), in key_broker_copies.cc.
   //
   // The records placed on `node_id` whose copy is pending or cut. The
-  // caller is authenticated like VolumeStates (one request of its budget);
-  // not audited unless refused. Unavailable "kms_error" when the registry
-  // cannot be listed.
+  // caller is authenticated like VolumeStates (one request of its budget,
+  // however long it waits); not audited unless refused. Unavailable
+  // "kms_error" when the registry cannot be listed.
+  //
+  // With `wait`, a long poll: while the node has no job, the answer waits
+  // until CopyJobsChanged(node_id) in this process (then the registry is
+  // read again), the wait ends (kMaxCopyJobsWait at most, and shortly
+  // before the call's deadline), the caller is gone, or EndWaits(). Every
+  // options.copy_jobs_recheck meanwhile the registry is read again (jobs
+  // of another replica). The answer is empty only at the end of the wait,
+  // or earlier when the caller is gone or the broker shuts down.
   absl::StatusOr<std::vector<CopyJob>> ListCopyJobs(
-      const std::string& node_id, std::string_view node_token);
+      const std::string& node_id, std::string_view node_token,
+      const CopyJobsWait& wait = {});
+
+  // Tells the waiting CopyJobs calls of `node_id` that its jobs changed
+  // (the controller created one). Cheap; call it after the registry write.
+  void CopyJobsChanged(const std::string& node_id);
+  // Ends every waiting CopyJobs call, now and later (each answers what it
+  // has): call it before the server's Shutdown, which waits for calls.
+  void EndWaits();
 
   // The source's and the target's keys of the copy job of `target_id`, for
   // the node that runs it. No pod is involved: the attestation is the
@@ -300,8 +337,12 @@ class KeyBrokerService final : public v1::KeyBroker::Service {
   const KeyBrokerOptions options_;
   const AttestationPolicy policy_;
   RateLimiter rate_limiter_;
+  // The registry's jobs of one node, read once.
+  absl::StatusOr<std::vector<CopyJob>> ReadCopyJobs(const std::string& node_id);
+
   // Serializes first placements (read, check, write of one record).
   Mutex place_mu_;
+  CopyJobChanges copy_job_changes_;
 };
 
 // Where and how the broker listens.

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/mutex.h"
 #include "csi/capabilities.h"
 #include "csi/controller_service.h"
 #include "gmock/gmock.h"
@@ -670,6 +671,59 @@ TEST_F(ControllerSnapshotTest, SnapshotNotCopiedYetIsNotARestoreSource) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(s.error_message(), HasSubstr("not ready yet"));
   EXPECT_TRUE(RecordIdByName("pvc-x").empty());
+}
+
+// The controller announces every copy job it creates, with its node, so
+// that the KeyBroker's waiting CopyJobs call of that node answers at once.
+class ControllerAnnouncedJobsTest : public ControllerSnapshotTest {
+ protected:
+  static ControllerOptions Options(ControllerAnnouncedJobsTest* test) {
+    ControllerOptions options = SnapshotOptions();
+    options.snapshot_cut_timeout = absl::Milliseconds(300);
+    options.copy_job_created = [test](const std::string& node) {
+      MutexLock lock(&test->mu_);
+      test->announced_.push_back(node);
+    };
+    return options;
+  }
+  ControllerAnnouncedJobsTest() : ControllerSnapshotTest(Options(this)) {}
+  std::vector<std::string> Announced() {
+    MutexLock lock(&mu_);
+    return announced_;
+  }
+
+  Mutex mu_;
+  std::vector<std::string> announced_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(ControllerAnnouncedJobsTest, EveryCopyJobCreatedIsAnnouncedWithItsNode) {
+  // Unformatted sources: copies ready at once, no job, nothing announced.
+  const std::string empty = NewVolume("pvc-empty");
+  csipb::CreateSnapshotResponse made;
+  ASSERT_TRUE(CreateSnapshot("snap-empty", empty, &made).ok());
+  ASSERT_TRUE(CreateVolume(RestoreRequest("pvc-r0", made.snapshot().snapshot_id())).ok());
+  EXPECT_TRUE(Announced().empty());
+
+  // A snapshot of a formatted volume: one job on its node (the retry finds
+  // the same snapshot, no new job).
+  const std::string source = NewVolume("pvc-src", "node-4");
+  EXPECT_EQ(CreateSnapshot("snap-1", source).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Announced(), std::vector<std::string>{"node-4"});
+  EXPECT_EQ(CreateSnapshot("snap-1", source).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Announced().size(), 1u);
+
+  // A clone and a restore: one job each, on the source's node.
+  EXPECT_EQ(CreateVolume(CloneRequest("pvc-clone", source)).error_code(),
+            grpc::StatusCode::ABORTED);
+  EXPECT_EQ(Announced(), (std::vector<std::string>{"node-4", "node-4"}));
+  const std::string snapshot = ReadySnapshot("snap-2", source, "node-4");
+  const size_t before = Announced().size();
+  EXPECT_EQ(CreateVolume(RestoreRequest("pvc-restore", snapshot)).error_code(),
+            grpc::StatusCode::ABORTED);
+  ASSERT_EQ(Announced().size(), before + 1);
+  EXPECT_EQ(Announced().back(), "node-4");
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/time/clock.h"
 #include "base/mutex.h"
 #include "csi/committed_state.h"
 #include "csi/copy_job_runner.h"
@@ -537,6 +538,83 @@ TEST_F(CopyJobRunnerTest, TheThreadRunsJobsAndStops) {
   }
   runner_->Stop();
   EXPECT_EQ(keys_.CopyStateOf(kTarget), CopyState::kReady);
+}
+
+// The thread's long poll (the fake broker waits as the real one does).
+class CopyJobRunnerThreadTest : public CopyJobRunnerTest {
+ protected:
+  // A runner whose plain polling would be slow (30 s): only the long poll
+  // makes anything prompt.
+  void UseRunner(absl::Duration poll_interval, absl::Duration job_wait) {
+    runner_ = std::make_unique<CopyJobRunner>(
+        CopyJobRunnerOptions{.node_id = "node-1",
+                             .poll_interval = poll_interval,
+                             .job_wait = job_wait,
+                             .progress_interval_bytes = 1 << 20,
+                             .freeze = freeze_.Hook()},
+        &keys_, &data_path_, stages_.get(), &locks_);
+  }
+  // Waits (up to 10 s) until the runner has asked `asks` times, then a
+  // little more, so that it waits in that ask.
+  void AwaitAsks(int asks) {
+    for (int i = 0; i < 1000 && keys_.CopyAsks() < asks; ++i) usleep(10 * 1000);
+    ASSERT_GE(keys_.CopyAsks(), asks);
+    usleep(200 * 1000);
+  }
+};
+
+TEST_F(CopyJobRunnerThreadTest, AJobCreatedWhileTheRunnerWaitsStartsAtOnce) {
+  MakeImage(kSource, {{1, 0x55}});
+  UseRunner(absl::Seconds(30), absl::Seconds(20));
+  runner_->Start();
+  AwaitAsks(1);
+  const absl::Time created = absl::Now();
+  keys_.AddCopyJob({.target_id = kTarget,
+                    .source_id = kSource,
+                    .kind = broker::CopyKind::kSnapshot,
+                    .state = CopyState::kPending,
+                    .capacity_bytes = kSize});
+  for (int i = 0; i < 1000 && keys_.CopyStateOf(kTarget) == CopyState::kPending; ++i) {
+    usleep(5 * 1000);
+  }
+  const absl::Duration to_cut = absl::Now() - created;
+  EXPECT_NE(keys_.CopyStateOf(kTarget), CopyState::kPending);
+  // From the job's creation to its cut reported: well under the 30 s poll
+  // interval (a plain poll would find it only then).
+  EXPECT_LT(to_cut, absl::Seconds(1)) << to_cut;
+  for (int i = 0; i < 1000 && keys_.CopyStateOf(kTarget) != CopyState::kReady; ++i) {
+    usleep(10 * 1000);
+  }
+  EXPECT_EQ(keys_.CopyStateOf(kTarget), CopyState::kReady);
+  // Done with every job it got: it asks (and waits) again at once.
+  AwaitAsks(2);
+  const absl::Time stop = absl::Now();
+  runner_->Stop();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(1));
+}
+
+TEST_F(CopyJobRunnerThreadTest, StopEndsAWaitingAskAtOnce) {
+  UseRunner(absl::Seconds(30), absl::Seconds(20));
+  runner_->Start();
+  AwaitAsks(1);
+  const absl::Time stop = absl::Now();
+  runner_->Stop();
+  const absl::Duration took = absl::Now() - stop;
+  EXPECT_LT(took, absl::Seconds(1)) << "Stop waited for the ask's 20 s wait";
+  EXPECT_EQ(keys_.CopyAsks(), 1);
+}
+
+// A broker older than the long poll answers at once: the runner then asks
+// every poll interval, not in a loop.
+TEST_F(CopyJobRunnerThreadTest, AnOlderBrokerIsAskedEveryPollInterval) {
+  keys_.long_poll = false;
+  UseRunner(absl::Milliseconds(200), absl::Seconds(20));
+  runner_->Start();
+  usleep(1000 * 1000);
+  runner_->Stop();
+  const int asks = keys_.CopyAsks();
+  EXPECT_GE(asks, 3);
+  EXPECT_LE(asks, 7) << "asked " << asks << " times in 1 s with a 200 ms interval";
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -106,17 +108,50 @@ class FixedKeySource final : public csi::VolumeKeySource {
   // source and CopyTargetKey() for the target; reports move a job on by the
   // registry's rule (forward only; the repeat of a ready report is
   // accepted), are kept in order in `copy_reports`, and a ready report
-  // records the target's format and state as ClaimFormat does.
+  // records the target's format and state as ClaimFormat does. CopyJobs
+  // with a wait is a long poll as the broker's (unless `long_poll` is
+  // false: an older broker that answers at once): with no job in progress
+  // it answers when AddCopyJob adds one, at the end of the wait, or
+  // Cancelled when `cancel` ends it.
   absl::StatusOr<std::vector<broker::CopyJob>> CopyJobs(
-      const std::string& node_id) override {
+      const std::string& node_id, absl::Duration wait,
+      broker::CallCanceller* cancel) override {
     (void)node_id;
-    std::lock_guard lock(mu);
+    bool cancelled = false;  // Guarded by mu.
+    broker::CallCanceller::Registration registration(cancel, [&] {
+      std::lock_guard lock(mu);
+      cancelled = true;
+      copy_jobs_changed.notify_all();
+    });
+    if (!registration.ok()) return absl::CancelledError("copy jobs: cancelled");
+    std::unique_lock lock(mu);
+    ++copy_asks;
     if (!copy_error.ok()) return copy_error;
-    std::vector<broker::CopyJob> out;
-    for (const auto& [id, job] : copy_jobs) {
-      if (InProgress(job.state)) out.push_back(job);
+    if (!long_poll) wait = absl::ZeroDuration();
+    const auto deadline =
+        std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(wait);
+    for (;;) {
+      std::vector<broker::CopyJob> out;
+      for (const auto& [id, job] : copy_jobs) {
+        if (InProgress(job.state)) out.push_back(job);
+      }
+      if (!out.empty()) return out;
+      if (cancelled) return absl::CancelledError("copy jobs: cancelled");
+      if (copy_jobs_changed.wait_until(lock, deadline) ==
+          std::cv_status::timeout) {
+        return out;
+      }
     }
-    return out;
+  }
+  // Adds a job as the controller creates one: a waiting CopyJobs answers.
+  void AddCopyJob(const broker::CopyJob& job) {
+    std::lock_guard lock(mu);
+    copy_jobs[job.target_id] = job;
+    copy_jobs_changed.notify_all();
+  }
+  int CopyAsks() {
+    std::lock_guard lock(mu);
+    return copy_asks;
   }
   absl::StatusOr<broker::CopyKeys> ReleaseCopyKeys(
       const std::string& node_id, const std::string& target_id) override {
@@ -198,6 +233,9 @@ class FixedKeySource final : public csi::VolumeKeySource {
   std::map<std::string, broker::CopyJob> copy_jobs;  // By target id.
   std::vector<broker::CopyReport> copy_reports;
   int copy_key_releases = 0;
+  int copy_asks = 0;       // CopyJobs calls.
+  bool long_poll = true;   // False: CopyJobs never waits (an older broker).
+  std::condition_variable copy_jobs_changed;
   absl::Status copy_error;       // CopyJobs fails so when set.
   absl::Status copy_keys_error;  // ReleaseCopyKeys fails so when set.
   absl::Status report_error;     // ReportCopy fails so when set.

@@ -2,6 +2,7 @@
 // sees, when it gets the two keys of one, what its reports change, and the
 // audit record of every decision.
 #include <fstream>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -351,6 +352,124 @@ TEST_F(CopyJobsTest, ReportsComeOnlyFromTheJobsNodeWithWellFormedValues) {
   // None of them changed the job.
   EXPECT_EQ(keys_.GetVolume(kSnapshot)->copy.state, CopyState::kPending);
   EXPECT_TRUE(keys_.GetVolume(kSnapshot)->format_id.empty());
+}
+
+// The long poll (CopyJobsRequest.wait_seconds). node-2 has no job in the
+// fixture; kNode has kSnapshot.
+class CopyJobsLongPollTest : public CopyJobsTest {
+ protected:
+  void SetUp() override {
+    CopyJobsTest::SetUp();
+    // Far beyond every wait below: only a wake-up ends a wait early.
+    options_.copy_jobs_recheck = absl::Seconds(60);
+    Rebuild();
+  }
+  // ListCopyJobs of `node` waiting up to `wait` on another thread; the
+  // answer and how long it took.
+  struct Answer {
+    absl::StatusOr<std::vector<CopyJob>> jobs;
+    absl::Duration took;
+  };
+  std::future<Answer> Ask(const std::string& node, absl::Duration wait,
+                          absl::Time deadline = absl::InfiniteFuture()) {
+    const std::string token = NodeToken(node);
+    return std::async(std::launch::async, [this, node, wait, deadline, token] {
+      const absl::Time start = absl::Now();
+      auto jobs = service_->ListCopyJobs(
+          node, token, {.wait = wait, .deadline = deadline});
+      return Answer{std::move(jobs), absl::Now() - start};
+    });
+  }
+};
+
+TEST_F(CopyJobsLongPollTest, AnswersAsSoonAsAJobForTheNodeIsCreated) {
+  auto answer = Ask("node-2", absl::Seconds(20));
+  absl::SleepFor(absl::Milliseconds(300));
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "answered without a job for node-2";
+  const absl::Time created = absl::Now();
+  keys_.AddVolume(Copy(kClone, kSource, kms::RecordKind::kVolume,
+                       CopyState::kPending, "node-2"),
+                  0x44);
+  service_->CopyJobsChanged("node-2");  // As the controller does.
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "still waiting 10 s after the job was created";
+  const absl::Duration latency = absl::Now() - created;
+  Answer got = answer.get();
+  ASSERT_TRUE(got.jobs.ok()) << got.jobs.status();
+  ASSERT_EQ(got.jobs->size(), 1u);
+  EXPECT_EQ((*got.jobs)[0].target_id, kClone);
+  // Well under the node's poll interval (3 s) and the broker's recheck.
+  EXPECT_LT(latency, absl::Milliseconds(500)) << latency;
+}
+
+TEST_F(CopyJobsLongPollTest, AnswersAtOnceWhenTheNodeHasAJob) {
+  auto answer = Ask(kNode, absl::Seconds(20));
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  Answer got = answer.get();
+  ASSERT_TRUE(got.jobs.ok()) << got.jobs.status();
+  ASSERT_EQ(got.jobs->size(), 1u);
+  EXPECT_EQ((*got.jobs)[0].target_id, kSnapshot);
+  EXPECT_LT(got.took, absl::Seconds(1));
+}
+
+// Another node's new job wakes nothing here: the answer is empty, at the
+// end of the wait.
+TEST_F(CopyJobsLongPollTest, AnswersEmptyAtTheEndOfTheWaitAndNeverAnotherNodesJob) {
+  auto answer = Ask("node-2", absl::Seconds(2));
+  absl::SleepFor(absl::Milliseconds(300));
+  keys_.AddVolume(Copy(kClone, kSource, kms::RecordKind::kVolume,
+                       CopyState::kPending, kNode),
+                  0x44);
+  service_->CopyJobsChanged(kNode);
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Answer got = answer.get();
+  ASSERT_TRUE(got.jobs.ok()) << got.jobs.status();
+  EXPECT_TRUE(got.jobs->empty()) << (*got.jobs)[0].target_id;
+  EXPECT_GE(got.took, absl::Milliseconds(1900));
+  EXPECT_LT(got.took, absl::Seconds(4));
+  EXPECT_TRUE(AuditRecords().empty()) << "a listing was audited";
+}
+
+// The call's deadline bounds the wait: the answer leaves before it.
+TEST_F(CopyJobsLongPollTest, TheCallsDeadlineBoundsTheWait) {
+  auto answer = Ask("node-2", absl::Seconds(20), absl::Now() + absl::Seconds(2));
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Answer got = answer.get();
+  ASSERT_TRUE(got.jobs.ok()) << got.jobs.status();
+  EXPECT_TRUE(got.jobs->empty());
+  EXPECT_LT(got.took, absl::Milliseconds(1800)) << got.took;
+}
+
+// A job another replica created (no wake-up here) is found at the next
+// registry read.
+TEST_F(CopyJobsLongPollTest, FindsAnotherReplicasJobAtTheNextRegistryRead) {
+  options_.copy_jobs_recheck = absl::Milliseconds(200);
+  Rebuild();
+  auto answer = Ask("node-2", absl::Seconds(20));
+  absl::SleepFor(absl::Milliseconds(300));
+  keys_.AddVolume(Copy(kClone, kSource, kms::RecordKind::kVolume,
+                       CopyState::kPending, "node-2"),
+                  0x44);
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(3)), std::future_status::ready)
+      << "the job was not found by a registry read within 3 s";
+  Answer got = answer.get();
+  ASSERT_TRUE(got.jobs.ok()) << got.jobs.status();
+  ASSERT_EQ(got.jobs->size(), 1u);
+  EXPECT_EQ((*got.jobs)[0].target_id, kClone);
+}
+
+// The broker shutting down ends every wait (gRPC's Shutdown waits for
+// calls), and a wait asked later answers at once.
+TEST_F(CopyJobsLongPollTest, EndWaitsAnswersWaitingCallsAtOnce) {
+  auto answer = Ask("node-2", absl::Seconds(20));
+  absl::SleepFor(absl::Milliseconds(300));
+  service_->EndWaits();
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(2)), std::future_status::ready)
+      << "EndWaits left the call waiting";
+  EXPECT_TRUE(answer.get().jobs->empty());
+  Answer later = Ask("node-2", absl::Seconds(20)).get();
+  EXPECT_LT(later.took, absl::Seconds(1));
 }
 
 }  // namespace

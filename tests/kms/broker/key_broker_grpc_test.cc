@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +49,7 @@ class KeyBrokerGrpcTest : public ::testing::Test {
     WriteFile(Path("node-token"), env_.Mint(env_.NodeMint()) + "\n");
   }
   void TearDown() override {
+    service_->EndWaits();
     if (server_.server != nullptr) server_.server->Shutdown();
     server_.server.reset();
     service_.reset();
@@ -245,6 +247,59 @@ TEST_F(KeyBrokerGrpcTest, CopyJobsTravelTheWire) {
   EXPECT_EQ(RefusalReason(keys.status()), "copy_not_active") << keys.status();
   EXPECT_EQ(keys.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(client->CopyJobs(kNode)->empty());
+}
+
+// The long poll over the wire: a waiting CopyJobs answers as soon as a job
+// for the node is created, and the node's CallCanceller ends a waiting
+// call at once (the copy job runner's Stop).
+TEST_F(KeyBrokerGrpcTest, CopyJobsLongPollAnswersANewJobAndEndsWhenCancelled) {
+  StartUnix();
+  auto client = Client({.target = "unix://" + Path("broker.sock")});
+  absl::Time asked = absl::Now();
+  auto waiting = std::async(std::launch::async, [&] {
+    return client->CopyJobs(kNode, absl::Seconds(20));
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "answered at once with no job for the node";
+  const std::string snapshot = "sv-00000000000000000000000000000002";
+  auto record = MakeVolume(snapshot, kTenant);
+  record.kind = kms::RecordKind::kSnapshot;
+  record.source_volume_id = kVolume;
+  record.copy.state = kms::CopyState::kPending;
+  record.node = kNode;
+  keys_.AddVolume(record, 0x77);
+  const absl::Time created = absl::Now();
+  service_->CopyJobsChanged(kNode);
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  const absl::Duration latency = absl::Now() - created;
+  auto jobs = waiting.get();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].target_id, snapshot);
+  EXPECT_LT(latency, absl::Milliseconds(500)) << latency;
+
+  // No job for node-2: its call waits until cancelled.
+  WriteFile(Path("node-token"), env_.Mint(env_.NodeMint("node-2")) + "\n");
+  CallCanceller cancel;
+  asked = absl::Now();
+  waiting = std::async(std::launch::async, [&] {
+    return client->CopyJobs("node-2", absl::Seconds(20), &cancel);
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  const absl::Time cancelled = absl::Now();
+  cancel.Cancel();
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+      << "the cancelled call still waits";
+  EXPECT_LT(absl::Now() - cancelled, absl::Milliseconds(500));
+  jobs = waiting.get();
+  EXPECT_EQ(jobs.status().code(), absl::StatusCode::kCancelled) << jobs.status();
+  // Cancelled is sticky: a later call ends at once.
+  asked = absl::Now();
+  jobs = client->CopyJobs("node-2", absl::Seconds(20), &cancel);
+  EXPECT_EQ(jobs.status().code(), absl::StatusCode::kCancelled) << jobs.status();
+  EXPECT_LT(absl::Now() - asked, absl::Milliseconds(500));
 }
 
 TEST_F(KeyBrokerGrpcTest, KmsOutageReachesTheNodeAsUnavailable) {
