@@ -122,3 +122,62 @@ keys() {
 pv_of() { kubectl -n "$1" get pvc "$2" -o jsonpath='{.spec.volumeName}'; }
 handle_of() { kubectl get pv "$1" -o jsonpath='{.spec.csi.volumeHandle}'; }
 node_name() { kubectl get nodes -o jsonpath='{.items[0].metadata.name}'; }
+
+# pvc_from NS NAME CLASS SIZE KIND SOURCE [Filesystem|Block]: a claim
+# restored from a VolumeSnapshot (KIND VolumeSnapshot) or cloned from a
+# claim (KIND PersistentVolumeClaim).
+pvc_from() {
+  local group=""
+  [[ $5 == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
+  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1/$2 from $5 $6"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $2, namespace: $1}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: $3
+  volumeMode: ${7:-Filesystem}
+  resources: {requests: {storage: $4}}
+  dataSource: {${group}kind: $5, name: $6}
+YAML
+}
+# snapshot NS NAME PVC: a VolumeSnapshot (class sealvol) of the claim.
+snapshot() {
+  kubectl apply -f - >/dev/null <<YAML || fail "create VolumeSnapshot $1/$2"
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: $2, namespace: $1}
+spec:
+  volumeSnapshotClassName: sealvol
+  source: {persistentVolumeClaimName: $3}
+YAML
+}
+# wait_cut NS NAME: until the snapshot has its creationTime (CreateSnapshot
+# returned: the point in time is cut on the node).
+wait_cut() {
+  for _ in $(seq 240); do
+    [[ -n $(kubectl -n "$1" get volumesnapshot "$2" -o jsonpath='{.status.creationTime}' 2>/dev/null) ]] &&
+      return 0
+    sleep 0.5
+  done
+  fail "snapshot $1/$2 was never cut: $(kubectl -n "$1" get volumesnapshot "$2" -o jsonpath='{.status}')"
+}
+# shared_blocks IMAGE_A IMAGE_B: prints how many non-zero 4 KiB blocks of A
+# also appear in B, then the counts of non-zero blocks of A and of B (both
+# images on the node's state directory, which this host sees).
+shared_blocks() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+def blocks(path):
+    out = set()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4096)
+            if not b:
+                return out
+            if b.count(0) != len(b):
+                out.add(b)
+a, b = blocks(sys.argv[1]), blocks(sys.argv[2])
+print(len(a & b), len(a), len(b))
+PY
+}

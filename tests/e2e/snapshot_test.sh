@@ -17,70 +17,23 @@ kubectl get crd volumesnapshots.snapshot.storage.k8s.io >/dev/null 2>&1 ||
 ns=team-a-snap
 new_ns $ns
 
-snapshot() { # NAME PVC
-  kubectl apply -f - >/dev/null <<YAML || fail "create VolumeSnapshot $1"
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshot
-metadata: {name: $1, namespace: $ns}
-spec:
-  volumeSnapshotClassName: sealvol
-  source: {persistentVolumeClaimName: $2}
-YAML
-}
-pvc_from() { # NAME KIND SOURCE SIZE
-  local group=""
-  [[ $2 == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
-  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1 from $2 $3"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: $1, namespace: $ns}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: sealvol-ext4
-  resources: {requests: {storage: $4}}
-  dataSource: {${group}kind: $2, name: $3}
-YAML
-}
 checksum() { kubectl -n $ns exec "$1" -- sh -c "cd /data && sha256sum $2" | awk '{print $1}'; }
-# Every 4 KiB block of image $1 that also appears in image $2 (both on the
-# node's state directory, which this host sees).
-shared_blocks() {
-  python3 - "$1" "$2" <<'PY'
-import sys
-def blocks(path):
-    out = set()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(4096)
-            if not b:
-                return out
-            if b.count(0) != len(b):
-                out.add(b)
-a, b = blocks(sys.argv[1]), blocks(sys.argv[2])
-print(len(a & b), len(a), len(b))
-PY
-}
 
 pvc $ns data sealvol-ext4 256Mi
 pod $ns src data "head -c 8M /dev/urandom > /data/before && sync && sleep 100000"
 wait_running $ns src 180
 sum_before=$(checksum src before)
 
-snapshot snap data
-for _ in $(seq 120); do
-  [[ -n $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.creationTime}' 2>/dev/null) ]] && break
-  sleep 1
-done
-[[ -n $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.creationTime}') ]] ||
-  fail "the snapshot was never cut: $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status}')"
+snapshot $ns snap data
+wait_cut $ns snap
 # Written after the cut: must not be in the snapshot, must be in a later clone.
 kubectl -n $ns exec src -- sh -c "head -c 1M /dev/urandom > /data/after && sync" || fail "write after the cut"
 kubectl -n $ns wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshot/snap --timeout=300s >/dev/null ||
   fail "snapshot not ready: $(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status}')"
 say "snapshot cut and ready ($(kubectl -n $ns get volumesnapshot snap -o jsonpath='{.status.restoreSize}'))"
 
-pvc_from restored VolumeSnapshot snap 512Mi
-pvc_from cloned PersistentVolumeClaim data 256Mi
+pvc_from $ns restored sealvol-ext4 512Mi VolumeSnapshot snap
+pvc_from $ns cloned sealvol-ext4 256Mi PersistentVolumeClaim data
 pod $ns r restored "sleep 100000"
 pod $ns c cloned "sleep 100000"
 wait_running $ns r 300
