@@ -27,12 +27,7 @@ dd if=/tmp/before of=/dev/sealvol bs=1M seek=8 oflag=direct conv=fsync,notrunc 2
 echo "before $(sha256sum < /tmp/before | cut -c1-64)"
 sleep 100000' block
 wait_running $ns src 180
-line=""
-for _ in $(seq 60); do
-  line=$(kubectl -n $ns logs src 2>/dev/null | grep '^before ' || true)
-  [[ -n $line ]] && break
-  sleep 0.5
-done
+line=$(pod_line $ns src before 30)
 [[ -n $line ]] || fail "the pod did not write the raw device: $(kubectl -n $ns logs src 2>&1 | tail -5)"
 sum_before=${line#before }
 # sums NS POD DEVICE: the sha256 of the 4 MiB at offsets 8 MiB and 24 MiB.
@@ -94,12 +89,5 @@ read -r c_8 c_24 < <(sums $ns reader /dev/cloned)
 [[ $c_8 == "$src_8" && $c_24 == "$src_24" ]] || fail "the clone differs from the source it was cloned from"
 say "the restore reads the bytes of before the cut, not those written after it; the clone reads the source's"
 
-src_vol=$(handle_of "$(pv_of $ns raw)")
-for claim in restored cloned; do
-  vol=$(handle_of "$(pv_of $ns $claim)")
-  [[ $vol != "$src_vol" ]] || fail "$claim has the source's volume id"
-  read -r shared n_src n_copy < <(shared_blocks "$node_state/volumes/$src_vol/image" "$node_state/volumes/$vol/image")
-  ((n_src > 1000 && n_copy > 1000)) || fail "too few data blocks to compare ($n_src, $n_copy)"
-  ((shared == 0)) || fail "$shared 4 KiB ciphertext blocks of the source image appear in the $claim image"
-done
+no_shared_blocks $ns raw 1000 restored cloned
 say "no 4 KiB ciphertext block of the source image is in the restore or the clone"

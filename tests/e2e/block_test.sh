@@ -29,12 +29,7 @@ cmp /tmp/pattern /tmp/back
 echo "written $(sha256sum < /tmp/pattern | cut -c1-64) size $(blockdev --getsize64 /dev/sealvol)"
 sleep 100000' block
 wait_running $ns p 180
-line=""
-for _ in $(seq 30); do
-  line=$(kubectl -n $ns logs p 2>/dev/null | grep '^written ' || true)
-  [[ -n $line ]] && break
-  sleep 1
-done
+line=$(pod_line $ns p written 30)
 [[ -n $line ]] || fail "the pod did not write and verify the raw device: $(kubectl -n $ns logs p 2>&1 | tail -5)"
 read -r _ sum _ size <<<"$line"
 ((size >= 64 * 1024 * 1024)) || fail "the raw device has $size bytes, the PVC asked for 64Mi"

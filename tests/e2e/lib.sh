@@ -58,9 +58,10 @@ new_ns() {
   fail "namespace $1 has no default service account"
 }
 
-# pvc NS NAME CLASS SIZE [Filesystem|Block]
+# pvc NS NAME CLASS SIZE [Filesystem|Block] [DATA_SOURCE]: DATA_SOURCE is
+# the claim's dataSource as a YAML flow mapping (pvc_from).
 pvc() {
-  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1/$2"
+  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1/$2${6:+ from $6}"
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: $2, namespace: $1}
@@ -69,6 +70,7 @@ spec:
   storageClassName: $3
   volumeMode: ${5:-Filesystem}
   resources: {requests: {storage: $4}}
+${6:+  dataSource: $6}
 YAML
 }
 
@@ -129,17 +131,7 @@ node_name() { kubectl get nodes -o jsonpath='{.items[0].metadata.name}'; }
 pvc_from() {
   local group=""
   [[ $5 == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
-  kubectl apply -f - >/dev/null <<YAML || fail "create PVC $1/$2 from $5 $6"
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: $2, namespace: $1}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: $3
-  volumeMode: ${7:-Filesystem}
-  resources: {requests: {storage: $4}}
-  dataSource: {${group}kind: $5, name: $6}
-YAML
+  pvc "$1" "$2" "$3" "$4" "${7:-Filesystem}" "{${group}kind: $5, name: $6}"
 }
 # snapshot NS NAME PVC: a VolumeSnapshot (class sealvol) of the claim.
 snapshot() {
@@ -180,4 +172,29 @@ def blocks(path):
 a, b = blocks(sys.argv[1]), blocks(sys.argv[2])
 print(len(a & b), len(a), len(b))
 PY
+}
+# no_shared_blocks NS SOURCE_CLAIM MIN_BLOCKS CLAIM...: every CLAIM is a
+# volume of its own whose image shares no 4 KiB ciphertext block with the
+# source's (each image holding more than MIN_BLOCKS data blocks to compare).
+no_shared_blocks() {
+  local ns=$1 src_vol min=$3 claim vol shared n_src n_copy
+  src_vol=$(handle_of "$(pv_of "$ns" "$2")")
+  for claim in "${@:4}"; do
+    vol=$(handle_of "$(pv_of "$ns" "$claim")")
+    [[ $vol != "$src_vol" ]] || fail "$claim has the source's volume id"
+    read -r shared n_src n_copy < <(shared_blocks "$node_state/volumes/$src_vol/image" "$node_state/volumes/$vol/image")
+    ((n_src > min && n_copy > min)) || fail "too few data blocks to compare ($n_src, $n_copy)"
+    ((shared == 0)) || fail "$shared 4 KiB ciphertext blocks of the source image appear in the $claim image"
+  done
+}
+# pod_line NS POD PREFIX SECONDS: waits for the pod's log line that starts
+# with "PREFIX " and prints it; empty when none came in time.
+pod_line() {
+  local line="" i
+  for ((i = 0; i < $4 * 2; i++)); do
+    line=$(kubectl -n "$1" logs "$2" 2>/dev/null | grep "^$3 " || true)
+    [[ -n $line ]] && break
+    sleep 0.5
+  done
+  echo "$line"
 }
