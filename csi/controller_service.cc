@@ -288,6 +288,16 @@ absl::Status ControllerService::DoCreateVolume(
   return absl::OkStatus();
 }
 
+absl::StatusOr<kms::VolumeRecord> ControllerService::CreateCopyRecord(
+    const kms::CreateVolumeKeyRequest& create) {
+  ASSIGN_OR_RETURN(kms::VolumeRecord record, keys_->CreateVolumeKey(create));
+  if (record.copy.state == kms::CopyState::kPending &&
+      options_.copy_job_created) {
+    options_.copy_job_created(record.node);
+  }
+  return record;
+}
+
 absl::Status ControllerService::CreateCopy(
     const csipb::CreateVolumeRequest& request, VolumeSpec spec,
     csipb::CreateVolumeResponse* response) {
@@ -381,11 +391,7 @@ absl::Status ControllerService::CreateCopy(
     create.initial_copy_state = kms::CopyState::kPending;
     create.node = node;
   }
-  ASSIGN_OR_RETURN(kms::VolumeRecord record, keys_->CreateVolumeKey(create));
-  if (record.copy.state == kms::CopyState::kPending &&
-      options_.copy_job_created) {
-    options_.copy_job_created(record.node);
-  }
+  ASSIGN_OR_RETURN(kms::VolumeRecord record, CreateCopyRecord(create));
   spdlog::info("CreateVolume {}: created {} for tenant {} ({} bytes) from {} {}"
                "{}{} under its own key; copy {}",
                request.name(), record.volume_id, record.tenant,

@@ -127,6 +127,11 @@ class ControllerService final : public ::csi::v1::Controller::Service {
                           VolumeSpec spec,
                           ::csi::v1::CreateVolumeResponse* response)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Creates the record of a snapshot, restore or clone, then tells the
+  // node's waiting ask for jobs (ControllerOptions::copy_job_created) that
+  // it has a new one.
+  absl::StatusOr<kms::VolumeRecord> CreateCopyRecord(
+      const kms::CreateVolumeKeyRequest& create);
   absl::Status AnswerExistingCopy(const ::csi::v1::CreateVolumeRequest& request,
                                   const kms::VolumeRecord& record,
                                   ::csi::v1::CreateVolumeResponse* response)

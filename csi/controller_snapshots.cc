@@ -147,11 +147,7 @@ absl::StatusOr<std::string> ControllerService::FindOrCreateSnapshot(
           " has an image but no known node to cut it on");
     }
   }
-  ASSIGN_OR_RETURN(kms::VolumeRecord record, keys_->CreateVolumeKey(create));
-  if (record.copy.state == kms::CopyState::kPending &&
-      options_.copy_job_created) {
-    options_.copy_job_created(record.node);
-  }
+  ASSIGN_OR_RETURN(kms::VolumeRecord record, CreateCopyRecord(create));
   spdlog::info("CreateSnapshot {}: created {} of volume {} for tenant {} "
                "({} bytes{}{}) under its own key; copy {}",
                request.name(), record.volume_id, source_id, record.tenant,
